@@ -1,0 +1,60 @@
+"""API key authentication: the key in the JSON body, a `key` header, or a Bearer token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from accounts.models import ApiKey, Organization
+
+
+@dataclass
+class ApiKeyUser:
+    """The caller behind a valid key; views read `.organization`."""
+
+    api_key: ApiKey
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+
+    @property
+    def organization(self) -> Organization:
+        return self.api_key.organization
+
+    @property
+    def pk(self) -> str:
+        return f"key:{self.api_key.pk}"
+
+
+def raw_key_from(request: Request) -> str | None:
+    """The key as sent: body `key`, then `key`/`Key` header, then `Authorization: Bearer`."""
+    if request.method not in ("GET", "HEAD", "DELETE") and request.content_type:
+        data = request.data
+        if isinstance(data, dict) and isinstance(data.get("key"), str) and data["key"]:
+            return data["key"].strip()
+    header = request.headers.get("key")
+    if header:
+        return header.strip()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKey] | None:
+        raw = raw_key_from(request)
+        if raw is None:
+            return None
+        key = ApiKey.objects.for_raw_key(raw)
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid Api Key")
+        key.touch()
+        return ApiKeyUser(key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        # Makes DRF answer 401 (not 403) when no key was sent at all.
+        return 'Bearer realm="api"'

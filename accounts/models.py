@@ -1,0 +1,181 @@
+"""Users, organizations (the tenants), memberships and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.db import models
+from django.utils import timezone
+from django.utils.text import slugify
+
+KEY_PREFIX = "pct_"
+# "pct_" plus eight characters: enough to find the row, far too little to guess the key.
+KEY_LOOKUP_LENGTH = len(KEY_PREFIX) + 8
+# last_used_at is a hint for humans; writing it on every request would cost a row lock each time.
+LAST_USED_RESOLUTION = 60
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def _create(self, email: str, password: str | None, **extra: object) -> User:
+        if not email:
+            raise ValueError("An email address is required")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
+        """A regular user."""
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: object) -> User:
+        """A staff superuser for the admin and ops pages."""
+        extra["is_staff"] = True
+        extra["is_superuser"] = True
+        return self._create(email, password, **extra)
+
+
+class User(AbstractUser):
+    """A person; logs in with an email address."""
+
+    username = None
+    email = models.EmailField("email address", unique=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    objects = UserManager()
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Organization(models.Model):
+    """The tenant: owns keys, jobs, credits and a plan."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="organizations")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @classmethod
+    def get_or_create_by_slug(cls, slug: str, plan_slug: str | None = None) -> Organization:
+        """The organization with this slug, created on the given (default: free) plan if new."""
+        from billing.models import Plan
+
+        slug = slugify(slug)
+        org = cls.objects.filter(slug=slug).first()
+        if org is None:
+            org = cls.objects.create(
+                name=slug, slug=slug, plan=Plan.objects.get(slug=plan_slug or Plan.DEFAULT_SLUG)
+            )
+        elif plan_slug and org.plan.slug != plan_slug:
+            org.plan = Plan.objects.get(slug=plan_slug)
+            org.save(update_fields=["plan"])
+        return org
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        ADMIN = "admin"
+        MEMBER = "member"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "organization"], name="accounts_membership_unique_user_org"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+
+def key_digest(raw_key: str) -> str:
+    """HMAC-SHA256 of a raw key under the server's key secret."""
+    secret = settings.API_KEY_HMAC_SECRET.encode()
+    return hmac.new(secret, raw_key.encode(), hashlib.sha256).hexdigest()
+
+
+class ApiKeyManager(models.Manager["ApiKey"]):
+    def issue(self, organization: Organization, name: str = "") -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the raw key, which is never stored."""
+        raw = KEY_PREFIX + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
+        key = self.create(
+            organization=organization,
+            name=name,
+            prefix=raw[:KEY_LOOKUP_LENGTH],
+            digest=key_digest(raw),
+        )
+        return key, raw
+
+    def for_raw_key(self, raw: str) -> ApiKey | None:
+        """The live key matching `raw`, compared in constant time, or None."""
+        if not raw.startswith(KEY_PREFIX) or len(raw) < KEY_LOOKUP_LENGTH + 8 or len(raw) > 200:
+            return None
+        digest = key_digest(raw)
+        candidates = self.select_related("organization__plan").filter(
+            prefix=raw[:KEY_LOOKUP_LENGTH], revoked_at__isnull=True
+        )
+        for key in candidates:
+            if hmac.compare_digest(key.digest, digest):
+                return key
+        return None
+
+
+class ApiKey(models.Model):
+    """A tenant's API key, stored as a lookup prefix plus an HMAC digest."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=KEY_LOOKUP_LENGTH)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyManager()
+
+    class Meta:
+        indexes = [
+            # ApiKey.objects.for_raw_key(): WHERE prefix = %s AND revoked_at IS NULL
+            models.Index(fields=["prefix"], name="accounts_apikey_prefix_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.organization.slug})"
+
+    def touch(self) -> None:
+        """Record use, at most once a minute."""
+        now = timezone.now()
+        if self.last_used_at and (now - self.last_used_at).total_seconds() < LAST_USED_RESOLUTION:
+            return
+        ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
+        self.last_used_at = now
+
+    def revoke(self) -> None:
+        """Stop this key from authenticating, for good."""
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])

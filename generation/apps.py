@@ -1,0 +1,27 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+REAPER_SCHEDULE = "pictor: reap expired job leases"
+
+
+def ensure_schedules(sender: AppConfig, **kwargs: object) -> None:
+    """Register the periodic tasks with django-q2's scheduler (idempotent)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name=REAPER_SCHEDULE,
+        defaults={
+            "func": "generation.tasks.reap_expired_jobs",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+
+
+class GenerationConfig(AppConfig):
+    name = "generation"
+    verbose_name = "Generation"
+
+    def ready(self) -> None:
+        post_migrate.connect(ensure_schedules, sender=self)

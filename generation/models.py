@@ -1,0 +1,172 @@
+"""The model registry, jobs and their output images."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import ApiKey, Organization
+
+
+class AIModelQuerySet(models.QuerySet["AIModel"]):
+    def visible_to(self, organization: Organization) -> AIModelQuerySet:
+        """Enabled models that this organization may use: public ones and its own."""
+        return self.filter(enabled=True).filter(
+            models.Q(organization__isnull=True) | models.Q(organization=organization)
+        )
+
+
+class AIModel(models.Model):
+    """A checkpoint registered by path: a diffusers folder under PICTOR_MODELS_DIR or absolute."""
+
+    class Family(models.TextChoices):
+        SD15 = "sd15", "Stable Diffusion 1.x"
+        SD2 = "sd2", "Stable Diffusion 2.x"
+        SDXL = "sdxl", "Stable Diffusion XL"
+        INPAINT = "inpaint", "Inpainting"
+
+    model_id = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    family = models.CharField(max_length=10, choices=Family.choices, default=Family.SD15)
+    path = models.CharField(max_length=500, help_text="Relative to PICTOR_MODELS_DIR, or absolute")
+    description = models.TextField(blank=True)
+    is_default = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    organization = models.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="private_models",
+        help_text="Empty: visible to every organization",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AIModelQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"],
+                condition=models.Q(is_default=True),
+                name="generation_aimodel_one_default",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.model_id
+
+    @property
+    def local_path(self) -> str:
+        """The absolute folder the engine loads."""
+        return str(Path(settings.PICTOR_MODELS_DIR) / self.path)
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def for_org(self, organization: Organization) -> JobQuerySet:
+        """Jobs of one tenant; every id that comes from a request goes through this."""
+        return self.filter(organization=organization)
+
+    def waiting(self) -> JobQuerySet:
+        return self.filter(status__in=[Job.Status.QUEUED, Job.Status.PROCESSING])
+
+
+class Job(models.Model):
+    """One generation request: queued, run by a worker under a lease, then finished."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        SUCCESS = "success"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    FINISHED = (Status.SUCCESS, Status.FAILED, Status.CANCELED)
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="jobs")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    model = models.ForeignKey(AIModel, on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=20, default="text2img")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(help_text="The GenerationRequest, as to_params() wrote it")
+    priority = models.SmallIntegerField(default=0)
+    cost = models.PositiveIntegerField(default=0, help_text="Credits")
+    track_id = models.CharField(max_length=255, blank=True)
+    output_base64 = models.BooleanField(
+        default=False, help_text="Answer with base64 images instead of URLs"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    generation_time = models.FloatField(null=True, blank=True, help_text="Seconds")
+    error = models.TextField(blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # claim_next_job(): WHERE status='queued' ORDER BY priority DESC, created_at, id
+            models.Index(
+                fields=["status", "-priority", "created_at", "id"],
+                name="generation_job_claim_idx",
+            ),
+            # reap_expired_jobs(): WHERE status='processing' AND lease_expires_at < now
+            models.Index(fields=["status", "lease_expires_at"], name="generation_job_lease_idx"),
+            # history and usage pages: WHERE organization_id=%s ORDER BY created_at DESC
+            models.Index(fields=["organization", "-created_at"], name="generation_job_org_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def seed(self) -> int:
+        return int(self.params["seed"])
+
+    @property
+    def samples(self) -> int:
+        return int(self.params["samples"])
+
+    def output_path(self, index: int) -> str:
+        """Storage name of the index-th image; deterministic, so a rerun overwrites, never adds."""
+        return f"generations/{self.organization_id}/{self.pk}/{index}.png"
+
+    def lease_deadline(self) -> timezone.datetime:
+        return timezone.now() + timedelta(seconds=settings.PICTOR_JOB_LEASE)
+
+
+class OutputImage(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outputs")
+    index = models.PositiveSmallIntegerField()
+    path = models.CharField(max_length=500)
+    seed = models.BigIntegerField()
+    nsfw = models.BooleanField(default=False)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "index"], name="generation_outputimage_unique_job_index"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.path

@@ -1,0 +1,131 @@
+"""Submitting jobs and reading their state: the one path every wire format shares."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import ApiKey, Organization
+from generation.engine.request import GenerationRequest
+from generation.models import AIModel, Job
+from generation.queue import enqueue_job
+from generation.tasks import reap_expired_jobs
+
+# Seconds of generation per image-step at 512x512 when nothing has been measured yet.
+DEFAULT_SECONDS_PER_STEP = 0.05
+WAIT_POLL_SECONDS = 0.02
+
+
+def image_cost(width: int, height: int, steps: int) -> int:
+    """Credits for one image: ceil(w*h / 512^2) * ceil(steps / 21)."""
+    return math.ceil(width * height / (512 * 512)) * math.ceil(steps / 21)
+
+
+def job_cost(req: GenerationRequest) -> int:
+    """Credits for a whole request."""
+    return req.samples * image_cost(req.width, req.height, req.steps)
+
+
+def submit(
+    req: GenerationRequest,
+    organization: Organization,
+    model: AIModel,
+    *,
+    api_key: ApiKey | None = None,
+    kind: str = "text2img",
+    track_id: str = "",
+    output_base64: bool = False,
+) -> Job:
+    """Create a queued job for a validated request; the worker task is enqueued on commit."""
+    with transaction.atomic():
+        job = Job.objects.create(
+            organization=organization,
+            api_key=api_key,
+            model=model,
+            kind=kind,
+            params=req.to_params(),
+            priority=organization.plan.priority,
+            cost=job_cost(req),
+            track_id=track_id,
+            output_base64=output_base64,
+            progress_total=req.steps,
+        )
+        transaction.on_commit(lambda: enqueue_job(job.pk))
+    return job
+
+
+def wait_for(job: Job, seconds: float) -> Job:
+    """Wait up to `seconds` for the job to finish; returns it refreshed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        if status in Job.FINISHED or time.monotonic() >= deadline:
+            break
+        time.sleep(WAIT_POLL_SECONDS)
+    job.refresh_from_db()
+    return job
+
+
+def _work_units(params: dict) -> float:
+    """Image-steps at 512x512 that a request asks for (smaller images count as one)."""
+    scale = max(1.0, params["width"] * params["height"] / (512 * 512))
+    return scale * params["samples"] * params["steps"]
+
+
+def seconds_per_unit() -> float:
+    """Recent generation seconds per 512x512 image-step, from the last successful jobs."""
+    recent = Job.objects.filter(status=Job.Status.SUCCESS, generation_time__isnull=False)
+    rates = [
+        generation_time / _work_units(params)
+        for generation_time, params in recent.order_by("-finished_at").values_list(
+            "generation_time", "params"
+        )[:50]
+    ]
+    return sum(rates) / len(rates) if rates else DEFAULT_SECONDS_PER_STEP
+
+
+def estimate_seconds(job: Job, per_unit: float) -> float:
+    """Seconds of generation this job still needs."""
+    units = _work_units(job.params)
+    if job.status == Job.Status.PROCESSING and job.progress_total:
+        units *= max(job.progress_total - job.progress_step, 0) / job.progress_total
+    return units * per_unit
+
+
+def eta(job: Job) -> float:
+    """Seconds until this job should be done: the jobs ahead of it, then itself."""
+    if job.is_finished:
+        return 0.0
+    per_unit = seconds_per_unit()
+    ahead = 0.0
+    if job.status == Job.Status.QUEUED:
+        before = Job.objects.waiting().filter(
+            Q(status=Job.Status.PROCESSING)
+            | Q(priority__gt=job.priority)
+            | Q(priority=job.priority, created_at__lt=job.created_at)
+        )
+        ahead = sum(estimate_seconds(j, per_unit) for j in before[:200])
+    return round(ahead + estimate_seconds(job, per_unit), 2)
+
+
+def system_load() -> dict[str, object]:
+    """Queue length and the time a new job would wait, for /system_load."""
+    waiting = list(Job.objects.waiting()[:500])
+    per_unit = seconds_per_unit()
+    return {
+        "status": "ok",
+        "queue_num": len(waiting),
+        "queue_time": round(sum(estimate_seconds(j, per_unit) for j in waiting), 2),
+    }
+
+
+def refresh_lease_state(job: Job) -> Job:
+    """Reap the job first if its worker's lease ran out, so a poller never waits on a dead one."""
+    if job.status == Job.Status.PROCESSING and job.lease_expires_at < timezone.now():
+        reap_expired_jobs()
+        job.refresh_from_db()
+    return job

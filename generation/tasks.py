@@ -1,0 +1,188 @@
+"""Worker-side tasks: claim a job under a lease, generate, store, finish; reap lost jobs.
+
+Tasks take primary keys, never model instances. Torch and diffusers are imported lazily so the
+web tier can import this module (for the schedule) without loading them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.utils import timezone
+
+from generation.engine.request import GenerationRequest
+from generation.models import Job, OutputImage
+from generation.queue import enqueue_job
+
+log = logging.getLogger(__name__)
+
+# How often a running job writes its progress (and so renews its lease), at most.
+PROGRESS_WRITE_INTERVAL = 0.25
+
+
+class JobLost(Exception):
+    """The job is no longer ours: reaped after a lease expiry, or canceled."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_next_job() -> Job | None:
+    """Mark the best queued job processing under a fresh lease, or None when none waits."""
+    with transaction.atomic():
+        queued = Job.objects.filter(status=Job.Status.QUEUED).order_by(
+            "-priority", "created_at", "id"
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            queued = queued.select_for_update(skip_locked=True, of=("self",))
+        job = queued.first()
+        if job is None:
+            return None
+        now = timezone.now()
+        job.status = Job.Status.PROCESSING
+        job.attempts += 1
+        job.started_at = now
+        job.lease_expires_at = job.lease_deadline()
+        job.worker = worker_name()
+        job.progress_step = 0
+        job.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "started_at",
+                "lease_expires_at",
+                "worker",
+                "progress_step",
+            ]
+        )
+    return job
+
+
+def run_next_job(hint_job_id: int | None = None) -> int | None:
+    """The django-q2 task: run the highest-priority queued job, if any; returns its id."""
+    reap_expired_jobs()
+    job = claim_next_job()
+    if job is None:
+        return None
+    execute(job)
+    return job.pk
+
+
+def execute(job: Job) -> None:
+    """Generate a claimed job's images, store them and finish the job (fenced by attempt)."""
+    from generation.engine import runner
+    from generation.engine.pngmeta import a1111_parameters, encode_png
+
+    mine = Job.objects.filter(pk=job.pk, status=Job.Status.PROCESSING, attempts=job.attempts)
+    req = GenerationRequest.from_params(job.params)
+    last_write = 0.0
+
+    def progress(step: int, total: int) -> None:
+        nonlocal last_write
+        now = time.monotonic()
+        if step < total and now - last_write < PROGRESS_WRITE_INTERVAL:
+            return
+        last_write = now
+        renewed = mine.update(
+            progress_step=step, progress_total=total, lease_expires_at=job.lease_deadline()
+        )
+        if not renewed:
+            raise JobLost(job.pk)
+
+    started = time.monotonic()
+    try:
+        result = runner.generate(
+            req,
+            job.model.local_path,
+            progress=progress,
+            nsfw_threshold=settings.PICTOR_NSFW_THRESHOLD,
+        )
+        outputs = []
+        for index, (image, seed, nsfw) in enumerate(
+            zip(result.images, result.seeds, result.nsfw, strict=True)
+        ):
+            path = job.output_path(index)
+            data = encode_png(image, a1111_parameters(req, seed))
+            _store(path, data)
+            outputs.append(
+                OutputImage(
+                    job=job,
+                    index=index,
+                    path=path,
+                    seed=seed,
+                    nsfw=nsfw,
+                    width=image.width,
+                    height=image.height,
+                )
+            )
+    except JobLost:
+        log.warning("job %s was taken from this worker; its result is dropped", job.pk)
+        return
+    except Exception as exc:
+        log.exception("job %s failed", job.pk)
+        mine.update(
+            status=Job.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+        )
+        return
+
+    with transaction.atomic():
+        finished = mine.update(
+            status=Job.Status.SUCCESS,
+            finished_at=timezone.now(),
+            generation_time=round(time.monotonic() - started, 3),
+            progress_step=req.steps,
+            progress_total=req.steps,
+            lease_expires_at=None,
+        )
+        if finished:
+            OutputImage.objects.bulk_create(outputs)
+    if not finished:
+        log.warning("job %s finished after losing its lease; result dropped", job.pk)
+
+
+def _store(path: str, data: bytes) -> None:
+    # Paths are deterministic per job and index, so a retried job overwrites its own files.
+    if default_storage.exists(path):
+        default_storage.delete(path)
+    default_storage.save(path, ContentFile(data))
+
+
+def reap_expired_jobs() -> int:
+    """Requeue processing jobs whose lease ran out (or fail them after the last attempt)."""
+    now = timezone.now()
+    reaped = 0
+    expired = Job.objects.filter(status=Job.Status.PROCESSING, lease_expires_at__lt=now)
+    for job_id, attempts in expired.values_list("pk", "attempts")[:100]:
+        # The same filter again makes the update a compare-and-set: a renewal wins over us.
+        this = Job.objects.filter(
+            pk=job_id, status=Job.Status.PROCESSING, attempts=attempts, lease_expires_at__lt=now
+        )
+        if attempts >= settings.PICTOR_JOB_MAX_ATTEMPTS:
+            changed = this.update(
+                status=Job.Status.FAILED,
+                error="The worker running this job stopped answering.",
+                finished_at=now,
+                lease_expires_at=None,
+            )
+        else:
+            with transaction.atomic():
+                changed = this.update(
+                    status=Job.Status.QUEUED, lease_expires_at=None, worker="", progress_step=0
+                )
+                if changed:
+                    transaction.on_commit(lambda job_id=job_id: enqueue_job(job_id))
+        if changed:
+            log.warning("reaped job %s after its lease expired (attempt %s)", job_id, attempts)
+            reaped += changed
+    return reaped

@@ -1,0 +1,197 @@
+"""Pictor settings: every value comes from the environment, with embedded-mode defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from sdplatform.env import envbool, envfloat, envint, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(envstr("PICTOR_VAR_DIR", str(BASE_DIR / "var")))
+
+DJANGO_ENV = envstr("DJANGO_ENV", "development")
+PRODUCTION = DJANGO_ENV == "production"
+
+SECRET_KEY = envstr("SECRET_KEY")
+DEBUG = envbool("DEBUG", not PRODUCTION)
+if PRODUCTION:
+    if not SECRET_KEY:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_ENV=production")
+    if DEBUG:
+        raise ImproperlyConfigured("DEBUG must be off when DJANGO_ENV=production")
+elif not SECRET_KEY:
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+PICTOR_BASE_URL = envstr("PICTOR_BASE_URL").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "accounts",
+    "billing",
+    "generation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sdplatform.urls"
+WSGI_APPLICATION = "sdplatform.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# Database: an SQLite file by default. The web server and the worker write the same file, so
+# WAL, a long busy timeout and IMMEDIATE transactions keep writers from failing with
+# "database is locked".
+DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'pictor.sqlite3'}")
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 0))
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+REDIS_URL = envstr("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+else:
+    # The database cache works across the web and worker processes, unlike locmem.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "pictor_cache",
+        }
+    }
+
+# django-q2. `timeout` < `retry` so a task is never handed out twice while still running;
+# `max_attempts` bounds redelivery (the default, 0, retries forever); failures are acked because
+# the job row, not the broker, carries the outcome and the reaper requeues lost jobs.
+PICTOR_JOB_TIMEOUT = envint("PICTOR_JOB_TIMEOUT", 600)
+Q_CLUSTER = {
+    "name": "pictor",
+    "workers": envint("PICTOR_WORKERS", 1),
+    "recycle": 10_000,
+    "timeout": PICTOR_JOB_TIMEOUT,
+    "retry": PICTOR_JOB_TIMEOUT + 60,
+    "max_attempts": 2,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "queue_limit": 4,
+    "catch_up": False,
+    "label": "Task queue",
+    "sync": envbool("PICTOR_Q_SYNC", False),
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = envfloat("PICTOR_Q_POLL", 0.05)
+
+# Storage: a local folder served by Django, or any S3-compatible bucket.
+MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+S3_BUCKET = envstr("S3_BUCKET")
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"allow_overwrite": True},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": envstr("S3_ENDPOINT_URL") or None,
+            "access_key": envstr("S3_ACCESS_KEY_ID") or None,
+            "secret_key": envstr("S3_SECRET_ACCESS_KEY") or None,
+            "region_name": envstr("S3_REGION") or None,
+            "custom_domain": envstr("S3_CUSTOM_DOMAIN") or None,
+            "querystring_auth": envbool("S3_PRESIGNED_URLS", True),
+            "querystring_expire": envint("S3_URL_EXPIRE", 7 * 24 * 3600),
+            "file_overwrite": True,
+            "default_acl": None,
+        },
+    }
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "generation.api.errors.modelslab_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# Pictor itself.
+PICTOR_MODELS_DIR = Path(envstr("PICTOR_MODELS_DIR", str(VAR_DIR / "models")))
+PICTOR_NSFW_THRESHOLD = envfloat("PICTOR_NSFW_THRESHOLD", 0.5)
+PICTOR_SYNC_WAIT = envfloat("PICTOR_SYNC_WAIT", 5.0)
+PICTOR_JOB_LEASE = envint("PICTOR_JOB_LEASE", 60)
+PICTOR_JOB_MAX_ATTEMPTS = envint("PICTOR_JOB_MAX_ATTEMPTS", 3)
+PICTOR_REAPER_INTERVAL = envint("PICTOR_REAPER_INTERVAL", 1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# API keys are stored as HMAC digests under this secret; rotating it invalidates every key.
+API_KEY_HMAC_SECRET = envstr("API_KEY_HMAC_SECRET", SECRET_KEY)

@@ -1,0 +1,125 @@
+"""Shared fixtures: the demo model (built once), three tenants, an API client, the queue mode."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PICTOR_TORCH_THREADS", "2")
+
+DEMO_DIR_ENV = "PICTOR_TEST_MODELS_DIR"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with demo-sd15 built once per test session (or reused from the env)."""
+    from generation.engine.demo import build_demo_sd15
+
+    root = Path(os.environ.get(DEMO_DIR_ENV) or tmp_path_factory.mktemp("models"))
+    build_demo_sd15(str(root / "demo-sd15"))
+    return root
+
+
+@pytest.fixture
+def media_dir(settings: Any, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"allow_overwrite": True, "location": str(settings.MEDIA_ROOT)},
+        },
+    }
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def demo_model(db: None, settings: Any, models_dir: Path, media_dir: Path) -> Any:
+    from generation.models import AIModel
+
+    settings.PICTOR_MODELS_DIR = models_dir
+    return AIModel.objects.create(
+        model_id="demo-sd15", name="demo-sd15", path="demo-sd15", is_default=True
+    )
+
+
+@dataclass
+class Tenant:
+    org: Any
+    key: str
+
+
+def make_tenant(slug: str, plan: str = "premium") -> Tenant:
+    from accounts.models import ApiKey, Organization
+
+    org = Organization.get_or_create_by_slug(slug, plan)
+    _, raw = ApiKey.objects.issue(org)
+    return Tenant(org, raw)
+
+
+@pytest.fixture
+def tenant(db: None) -> Tenant:
+    """The caller: an organization on the premium plan with one key."""
+    return make_tenant("acme")
+
+
+@pytest.fixture
+def outsider(db: None) -> Tenant:
+    """Another organization, whose ids must look missing to `tenant`."""
+    return make_tenant("globex")
+
+
+@pytest.fixture
+def free_tenant(db: None) -> Tenant:
+    return make_tenant("freeloader", "free")
+
+
+@pytest.fixture
+def sync_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run django-q2 tasks inline, so a submitted job is done when the request returns."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
+def api(client: Any) -> Any:
+    """POST JSON and get (status, body) back."""
+
+    class Api:
+        def post(self, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
+            response = client.post(
+                path,
+                data=body if body is not None else {},
+                content_type="application/json",
+                headers=headers,
+            )
+            return response.status_code, _json(response)
+
+        def raw(self, path: str, data: bytes | str, content_type: str, **headers: str) -> Any:
+            return client.post(path, data=data, content_type=content_type, headers=headers)
+
+        def get(self, path: str, **headers: str) -> tuple[int, Any]:
+            response = client.get(path, headers=headers)
+            return response.status_code, _json(response)
+
+    return Api()
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.content
+
+
+@pytest.fixture
+def no_wait(settings: Any) -> Iterator[None]:
+    settings.PICTOR_SYNC_WAIT = 0
+    yield

@@ -1,0 +1,238 @@
+"""A real stack per test module: PostgreSQL, Redis broker, gunicorn, a qcluster worker, S3 (moto).
+
+Locally a missing service skips these tests; in CI (CI=true) it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_URL = os.environ.get("PICTOR_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("PICTOR_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def service_missing(what: str, error: Exception) -> None:
+    message = f"{what} is not reachable: {error}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1, reached over HTTP like any S3-compatible store."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def create_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"pictor-{uuid.uuid4().hex[:10]}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    return name
+
+
+def create_database() -> str:
+    import psycopg
+
+    name = f"pictor_it_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(f"{PG_URL}/postgres", autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        service_missing("PostgreSQL", exc)
+    return name
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def redis_db() -> str:
+    import redis
+
+    url = f"{REDIS_URL}/{os.getpid() % 8 + 8}"
+    try:
+        redis.Redis.from_url(url, socket_timeout=5).flushdb()
+    except redis.RedisError as exc:
+        service_missing("Redis", exc)
+    return url
+
+
+@dataclass
+class Stack:
+    """A running Pictor: base URL, an API key, and its processes."""
+
+    base_url: str
+    key: str
+    env: dict[str, str]
+    bucket: str
+    s3_endpoint: str
+    database: str
+    logs: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def post(self, path: str, body: dict, timeout: float = 60) -> requests.Response:
+        return requests.post(self.base_url + path, json={"key": self.key, **body}, timeout=timeout)
+
+    def manage(self, *args: str) -> str:
+        return manage(self.env, *args)
+
+    def s3(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+
+    def start_worker(self) -> subprocess.Popen:
+        self.processes["worker"] = spawn(
+            self.env, self.logs / "worker.log", "manage.py", "qcluster"
+        )
+        return self.processes["worker"]
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def spawn(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
+    out = open(log, "ab")  # noqa: SIM115 - the child keeps it open for its lifetime
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
+    )
+
+
+def start_stack(tmp: Path, models_dir: Path, s3_endpoint: str, **overrides: str) -> Stack:
+    database = create_database()
+    bucket = create_bucket(s3_endpoint)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
+        "DATABASE_URL": f"{PG_URL}/{database}",
+        "REDIS_URL": redis_db(),
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT_URL": s3_endpoint,
+        "S3_ACCESS_KEY_ID": "test",
+        "S3_SECRET_ACCESS_KEY": "test",
+        "S3_REGION": "us-east-1",
+        "PICTOR_MODELS_DIR": str(models_dir),
+        "PICTOR_VAR_DIR": str(tmp / "var"),
+        "PICTOR_BASE_URL": f"http://127.0.0.1:{port}",
+        "PICTOR_SYNC_WAIT": "20",
+        "PICTOR_TORCH_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **overrides,
+    }
+    env.pop("PICTOR_Q_SYNC", None)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "build_demo_models")
+    key = manage(env, "apikey", "create", "--org", "it", "--plan", "premium").strip()
+    stack = Stack(f"http://127.0.0.1:{port}", key, env, bucket, s3_endpoint, database, logs=tmp)
+    stack.processes["web"] = spawn(
+        env,
+        tmp / "web.log",
+        "-m",
+        "gunicorn",
+        "sdplatform.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--threads",
+        "4",
+        "--timeout",
+        "120",
+    )
+    stack.start_worker()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(stack.base_url + "/readyz", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    else:
+        stack.stop()
+        pytest.fail("the web server did not become ready:\n" + (tmp / "web.log").read_text())
+    return stack
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, models_dir: Path, s3_endpoint: str) -> Iterator:
+    """Start a stack with extra environment; stopped and its database dropped afterwards."""
+    stacks: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        stack = start_stack(tmp_path, models_dir, s3_endpoint, **overrides)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+        drop_database(stack.database)
+
+
+def dump_logs(stack: Stack) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text()[-5000:]}" for p in sorted(stack.logs.glob("*.log"))
+    )

@@ -1,0 +1,116 @@
+"""The same end-to-end path against the real services, and a worker killed mid-job."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.integration.conftest import dump_logs
+
+pytestmark = pytest.mark.integration
+
+
+def poll(stack, job_id: int, until: set[str], timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = stack.post(f"/api/v3/fetch/{job_id}", {}).json()
+        if data["status"] in until:
+            return data
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} never reached {until}; last: {data}\n{dump_logs(stack)}")
+
+
+def test_it_generates_through_postgres_redis_a_worker_and_s3(make_stack):
+    stack = make_stack()
+    response = stack.post(
+        "/api/v3/text2img",
+        {"prompt": "a lighthouse", "width": 128, "height": 96, "samples": 2, "seed": 5},
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()
+    if data["status"] == "processing":
+        data = poll(stack, data["id"], {"success", "failed"})
+    assert data["status"] == "success", dump_logs(stack)
+    assert len(data["output"]) == 2
+    for index, url in enumerate(data["output"]):
+        assert url.startswith(f"{stack.s3_endpoint}/{stack.bucket}/generations/")
+        assert f"/{data['id']}/{index}.png" in url
+        assert "Signature=" in url or "X-Amz-Signature=" in url
+        image = Image.open(io.BytesIO(requests.get(url, timeout=10).content))
+        assert image.size == (128, 96)
+        assert f"Seed: {5 + index}" in image.info["parameters"]
+    keys = sorted(
+        o["Key"]
+        for o in stack.s3().list_objects_v2(Bucket=stack.bucket)["Contents"]
+        if o["Key"].startswith("generations/")
+    )
+    assert keys == [
+        f"generations/{k.split('/')[1]}/{data['id']}/{i}.png" for i, k in enumerate(keys)
+    ]
+    assert len(keys) == 2
+
+    fetched = stack.post(f"/api/v3/fetch/{data['id']}", {}).json()
+    assert fetched["status"] == "success"
+    assert [u.split("?")[0] for u in fetched["output"]] == [u.split("?")[0] for u in data["output"]]
+
+    load = stack.post("/api/v3/system_load", {}).json()
+    assert load["status"] == "ok"
+    assert load["queue_num"] == 0
+    ready = requests.get(stack.base_url + "/readyz", timeout=5).json()
+    assert ready == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "cache": "ok",
+        "storage": "ok",
+    }
+
+
+def test_a_worker_killed_mid_job_finishes_the_job_exactly_once(make_stack):
+    stack = make_stack(PICTOR_SYNC_WAIT="0", PICTOR_JOB_LEASE="2")
+    body = {"prompt": "a long job", "width": 512, "height": 512, "samples": 2, "seed": 9}
+    submitted = stack.post("/api/v3/text2img", body).json()
+    job_id = submitted["id"]
+    assert submitted["status"] == "processing"
+
+    # Wait until a worker is inside the diffusion loop, then kill that very process.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = stack.manage(
+            "shell",
+            "-c",
+            f"from generation.models import Job; j = Job.objects.get(pk={job_id}); "
+            "print(j.status, j.worker, j.progress_step)",
+        ).split()
+        if row[0] == "processing" and len(row) == 3 and int(row[2]) > 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the job never started:\n" + dump_logs(stack))
+    worker_pid = int(row[1].rsplit(":", 1)[1])
+    os.kill(worker_pid, signal.SIGKILL)
+
+    done = poll(stack, job_id, {"success", "failed"}, timeout=180)
+    assert done["status"] == "success", dump_logs(stack)
+    assert len(done["output"]) == 2
+    facts = stack.manage(
+        "shell",
+        "-c",
+        f"from generation.models import Job; j = Job.objects.get(pk={job_id}); "
+        "print(j.attempts, j.outputs.count(), j.worker)",
+    ).split()
+    attempts, outputs, last_worker = int(facts[0]), int(facts[1]), facts[2]
+    assert attempts == 2
+    assert outputs == 2
+    assert int(last_worker.rsplit(":", 1)[1]) != worker_pid
+    objects = stack.s3().list_objects_v2(Bucket=stack.bucket, Prefix="generations/")["Contents"]
+    assert sorted(o["Key"].rsplit("/", 2)[1:] for o in objects) == [
+        [str(job_id), "0.png"],
+        [str(job_id), "1.png"],
+    ]
