@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from generation.engine.request import GenerationRequest
@@ -91,38 +95,35 @@ def execute(job: Job) -> None:
         if step < total and now - last_write < PROGRESS_WRITE_INTERVAL:
             return
         last_write = now
-        renewed = mine.update(
-            progress_step=step, progress_total=total, lease_expires_at=job.lease_deadline()
-        )
-        if not renewed:
+        if not mine.update(progress_step=step, progress_total=total):
             raise JobLost(job.pk)
 
     started = time.monotonic()
     try:
-        result = runner.generate(
-            req,
-            job.model.local_path,
-            progress=progress,
-            nsfw_threshold=settings.PICTOR_NSFW_THRESHOLD,
-        )
-        outputs = []
-        for index, (image, seed, nsfw) in enumerate(
-            zip(result.images, result.seeds, result.nsfw, strict=True)
-        ):
-            path = job.output_path(index)
-            data = encode_png(image, a1111_parameters(req, seed))
-            _store(path, data)
-            outputs.append(
-                OutputImage(
-                    job=job,
-                    index=index,
-                    path=path,
-                    seed=seed,
-                    nsfw=nsfw,
-                    width=image.width,
-                    height=image.height,
-                )
+        with lease_kept(job, mine):
+            result = runner.generate(
+                req,
+                job.model.local_path,
+                progress=progress,
+                nsfw_threshold=settings.PICTOR_NSFW_THRESHOLD,
             )
+            outputs = []
+            for index, (image, seed, nsfw) in enumerate(
+                zip(result.images, result.seeds, result.nsfw, strict=True)
+            ):
+                path = job.output_path(index)
+                _store(path, encode_png(image, a1111_parameters(req, seed)))
+                outputs.append(
+                    OutputImage(
+                        job=job,
+                        index=index,
+                        path=path,
+                        seed=seed,
+                        nsfw=nsfw,
+                        width=image.width,
+                        height=image.height,
+                    )
+                )
     except JobLost:
         log.warning("job %s was taken from this worker; its result is dropped", job.pk)
         return
@@ -149,6 +150,33 @@ def execute(job: Job) -> None:
             OutputImage.objects.bulk_create(outputs)
     if not finished:
         log.warning("job %s finished after losing its lease; result dropped", job.pk)
+
+
+@contextmanager
+def lease_kept(job: Job, mine: QuerySet[Job]) -> Iterator[None]:
+    """Renew the job's lease from a heartbeat thread while the body runs.
+
+    The lease says "this worker process is alive", so it must not depend on diffusion steps:
+    a VAE decode or an upload can outlast it. A killed process stops renewing at once.
+    """
+    stop = threading.Event()
+    interval = max(settings.PICTOR_JOB_LEASE / 3, 0.1)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                if not mine.update(lease_expires_at=job.lease_deadline()):
+                    return
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=beat, name=f"lease-{job.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _store(path: str, data: bytes) -> None:

@@ -33,7 +33,9 @@ def _broker_ok() -> bool:
     from django_q.brokers import get_broker
 
     try:
-        return bool(get_broker().ping())
+        broker = get_broker()
+        # ping() alone is always True for the ORM broker; queue_size() reads its table.
+        return bool(broker.ping()) and broker.queue_size() is not None
     except Exception:
         return False
 

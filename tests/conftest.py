@@ -55,6 +55,20 @@ class Tenant:
     key: str
 
 
+@pytest.fixture(autouse=True)
+def default_plans(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush the rows the seed migration wrote; put the plans back."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None and "db" not in request.fixturenames:
+        return
+    transactional = marker is not None and marker.kwargs.get("transaction", False)
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    from billing.models import Plan
+    from billing.plans import seed_default_plans
+
+    seed_default_plans(Plan)
+
+
 def make_tenant(slug: str, plan: str = "premium") -> Tenant:
     from accounts.models import ApiKey, Organization
 

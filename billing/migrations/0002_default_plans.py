@@ -2,33 +2,11 @@
 
 from django.db import migrations
 
-DEFAULT_PLANS = [
-    # slug, name, req/min, concurrent, images/day, samples, max side, steps, priority, retention, credits
-    ("free", "Free", 10, 1, 50, 1, 512, [21], 0, 1, 100),
-    ("basic", "Basic", 60, 2, 1000, 4, 768, [21, 31], 1, 7, 3000),
-    ("premium", "Premium", 300, 4, 10000, 4, 1024, [21, 31, 41], 2, 30, 20000),
-    ("enterprise", "Enterprise", 1200, 16, None, 4, 1024, [21, 31, 41, 51], 3, 90, 100000),
-]
+from billing.plans import seed_default_plans
 
 
 def seed(apps, schema_editor):
-    Plan = apps.get_model("billing", "Plan")
-    for slug, name, rpm, conc, per_day, samples, side, steps, prio, keep, credits in DEFAULT_PLANS:
-        Plan.objects.update_or_create(
-            slug=slug,
-            defaults=dict(
-                name=name,
-                requests_per_minute=rpm,
-                concurrent_jobs=conc,
-                images_per_day=per_day,
-                max_samples=samples,
-                max_side=side,
-                steps_list=steps,
-                priority=prio,
-                retention_days=keep,
-                monthly_credits=credits,
-            ),
-        )
+    seed_default_plans(apps.get_model("billing", "Plan"))
 
 
 class Migration(migrations.Migration):

@@ -50,16 +50,24 @@ NOT_YET_SUPPORTED = (
     "multi_lingual",
     "temp",
 )
-DEFAULT_LOOKING = (None, "", False, 0, 1, "0", "1", "no", "false", "none", "null", "off")
+OFF_WORDS = ("", "0", "no", "false", "none", "null", "off")
+# Values that mean "off" for one field only: an upscale factor of 1 changes nothing.
+ALSO_OFF = {"upscale": ("1", 1)}
 
 
-def is_default_value(value: Any) -> bool:
+def is_default_value(name: str, value: Any) -> bool:
     """True for the values clients send to mean "leave this feature off"."""
+    if value in ALSO_OFF.get(name, ()) and not isinstance(value, bool):
+        return True
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value == 0
     if isinstance(value, str):
-        value = value.strip().lower()
+        return value.strip().lower() in OFF_WORDS
     if isinstance(value, list | dict):
         return not value
-    return value in DEFAULT_LOOKING
+    return value is None
 
 
 def clean_body(data: Any) -> dict[str, Any]:
@@ -181,7 +189,7 @@ def parse_text2img(data: Any, plan: Plan) -> dict[str, Any]:
     unsupported = {
         name: [f"The {name} option is not supported by this server yet."]
         for name in NOT_YET_SUPPORTED
-        if name in body and not is_default_value(body[name])
+        if name in body and not is_default_value(name, body[name])
     }
     if unsupported:
         raise ValidationError(unsupported)

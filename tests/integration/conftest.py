@@ -123,6 +123,13 @@ class Stack:
             region_name="us-east-1",
         )
 
+    def sql(self, query: str, *params: object) -> tuple | None:
+        """One row straight from the stack's database (much faster than `manage.py shell`)."""
+        import psycopg
+
+        with psycopg.connect(self.env["DATABASE_URL"]) as conn:
+            return conn.execute(query, params).fetchone()
+
     def start_worker(self) -> subprocess.Popen:
         self.processes["worker"] = spawn(
             self.env, self.logs / "worker.log", "manage.py", "qcluster"
@@ -135,9 +142,10 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.processes.values():
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def manage(env: dict[str, str], *args: str) -> str:
