@@ -74,7 +74,7 @@ def test_it_generates_through_postgres_redis_a_worker_and_s3(make_stack):
 
 def test_a_worker_killed_mid_job_finishes_the_job_exactly_once(make_stack):
     stack = make_stack(PICTOR_SYNC_WAIT="0", PICTOR_JOB_LEASE="2")
-    body = {"prompt": "a long job", "width": 768, "height": 768, "samples": 2, "steps": 41}
+    body = {"prompt": "a long job", "width": 512, "height": 512, "samples": 2, "steps": 41}
     submitted = stack.post("/api/v3/text2img", body).json()
     job_id = submitted["id"]
     assert submitted["status"] == "processing"

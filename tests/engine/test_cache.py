@@ -1,0 +1,63 @@
+"""The pipeline cache: a warm request loads nothing, and the least recently used model goes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from generation.engine.cache import PipelineCache
+from generation.engine.runner import generate
+from tests.engine.base_request import BASE
+
+
+def test_it_loads_nothing_for_a_warm_request(demo_path: str) -> None:
+    cache = PipelineCache(max_models=2)
+
+    generate(BASE, demo_path, cache=cache)
+    pipe = cache.get(BASE.model_id, demo_path)
+    generate(replace(BASE, seed=7, scheduler="EulerDiscreteScheduler"), demo_path, cache=cache)
+
+    assert cache.loads == 1
+    assert cache.get(BASE.model_id, demo_path) is pipe
+
+
+def test_it_evicts_the_least_recently_used_model(demo_path: str, second_demo_path: str) -> None:
+    cache = PipelineCache(max_models=1)
+    first = replace(BASE, model_id="first")
+    second = replace(BASE, model_id="second")
+
+    generate(first, demo_path, cache=cache)
+    generate(second, second_demo_path, cache=cache)
+    assert (cache.loads, cache.model_ids()) == (2, ["second"])
+
+    generate(first, demo_path, cache=cache)
+    assert (cache.loads, cache.model_ids()) == (3, ["first"])
+
+
+def test_it_keeps_the_most_recently_used_models() -> None:
+    cache = PipelineCache(max_models=2, load=lambda path: object())
+    a = cache.get("a", "/models/a")
+    cache.get("b", "/models/b")
+    assert cache.get("a", "/models/a") is a  # a is now the most recent
+
+    cache.get("c", "/models/c")
+
+    assert cache.model_ids() == ["a", "c"]
+    assert cache.loads == 3
+
+
+def test_it_reloads_a_model_whose_folder_changed() -> None:
+    cache = PipelineCache(max_models=2, load=lambda path: object())
+    old = cache.get("a", "/models/a-v1")
+
+    assert cache.get("a", "/models/a-v2") is not old
+    assert (cache.loads, cache.model_ids()) == (2, ["a"])
+
+
+def test_it_reads_its_size_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PICTOR_PIPELINE_CACHE_SIZE", "3")
+    assert PipelineCache().max_models == 3
+
+    monkeypatch.delenv("PICTOR_PIPELINE_CACHE_SIZE")
+    assert PipelineCache().max_models == 2
