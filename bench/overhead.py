@@ -1,9 +1,11 @@
 """Platform overhead: a warm 256x256, 21-step job through the API vs the same diffusers call.
 
-Starts the embedded stack (SQLite, ORM broker, local storage) in a temporary folder unless
-DATABASE_URL / REDIS_URL / S3_* are set in the environment, and prints one JSON line.
+For each queue configuration (embedded: SQLite + ORM broker; redis: Redis broker and cache) it
+starts web (gunicorn) and one worker in a temporary folder, then alternates API jobs (submit to
+stored success, safety checker on as by default, and off) with the same diffusers call made
+directly on the same model folder, so drift on a noisy host hits both alike. Prints one JSON line.
 
-    .venv/bin/python bench/overhead.py [--runs 7]
+    .venv/bin/python bench/overhead.py [--runs 9] [--configs embedded,redis]
 """
 
 from __future__ import annotations
@@ -17,12 +19,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, STEPS, PROMPT = 256, 21, "a lighthouse on a cliff at dusk"
+WARMUP = 2
+CONFIGS = {
+    "embedded": {},
+    "redis": {"REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")},
+}
 
 
 def free_port() -> int:
@@ -42,74 +51,76 @@ def manage(env: dict[str, str], *args: str) -> str:
     ).stdout
 
 
-def api_times(runs: int, models_dir: Path, tmp: Path) -> list[float]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "PICTOR_VAR_DIR": str(tmp),
-        "PICTOR_MODELS_DIR": str(models_dir),
-        "PICTOR_SYNC_WAIT": "60",
-        "HF_HUB_OFFLINE": "1",
-    }
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(env, "createcachetable")
-    manage(env, "build_demo_models")
-    key = manage(env, "apikey", "create", "--org", "bench", "--plan", "premium").strip()
-    log = open(tmp / "stack.log", "wb")  # noqa: SIM115
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=log
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "sdplatform.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--threads",
-                "4",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        ),
-    ]
-    url = f"http://127.0.0.1:{port}/api/v3/text2img"
-    try:
-        for _ in range(600):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        times = []
-        for i in range(runs + 2):  # the first two warm the pipeline cache and the safety checker
+@contextmanager
+def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Callable[[int, bool], float]]:
+    """A running web + worker; yields a function that times one API job."""
+    with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp:
+        port = free_port()
+        env = {
+            **os.environ,
+            "PICTOR_VAR_DIR": tmp,
+            "PICTOR_MODELS_DIR": str(models_dir),
+            "PICTOR_SYNC_WAIT": "60",
+            "HF_HUB_OFFLINE": "1",
+            **extra_env,
+        }
+        if "REDIS_URL" in extra_env:
+            import redis
+
+            redis.Redis.from_url(extra_env["REDIS_URL"]).flushdb()
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "createcachetable")
+        manage(env, "build_demo_models")
+        key = manage(env, "apikey", "create", "--org", "bench", "--plan", "premium").strip()
+        log = open(Path(tmp) / "stack.log", "wb")  # noqa: SIM115
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=log
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "sdplatform.wsgi"]
+                + ["--bind", f"127.0.0.1:{port}", "--threads", "4"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
+            ),
+        ]
+        base = f"http://127.0.0.1:{port}"
+
+        def job(seed: int, safety: bool) -> float:
             body = {
                 "key": key,
                 "prompt": PROMPT,
                 "width": SIZE,
                 "height": SIZE,
                 "num_inference_steps": STEPS,
-                "seed": 1000 + i,
+                "seed": seed,
+                "safety_checker": safety,
             }
             start = time.perf_counter()
-            data = requests.post(url, json=body, timeout=120).json()
+            data = requests.post(f"{base}/api/v3/text2img", json=body, timeout=120).json()
             elapsed = time.perf_counter() - start
             assert data["status"] == "success", data
-            if i >= 2:
-                times.append(elapsed)
-        return times
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+            return elapsed
+
+        try:
+            for _ in range(600):
+                try:
+                    requests.get(f"{base}/healthz", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            yield job
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
 
 
-def direct_times(runs: int, model_path: Path) -> list[float]:
+def direct_pipeline(model_path: Path) -> Callable[[int], float]:
+    """The same call made straight on diffusers, as a user of the library would."""
     import torch
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
 
@@ -118,9 +129,8 @@ def direct_times(runs: int, model_path: Path) -> list[float]:
     )
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    times = []
-    for i in range(runs + 2):
-        generator = torch.Generator("cpu").manual_seed(1000 + i)
+
+    def call(seed: int) -> float:
         start = time.perf_counter()
         with torch.inference_mode():
             pipe(
@@ -129,34 +139,46 @@ def direct_times(runs: int, model_path: Path) -> list[float]:
                 height=SIZE,
                 num_inference_steps=STEPS,
                 guidance_scale=7.5,
-                generator=generator,
+                generator=torch.Generator("cpu").manual_seed(seed),
             )
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return times
+        return time.perf_counter() - start
+
+    return call
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--configs", default="embedded,redis")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp:
-        models_dir = Path(os.environ.get("PICTOR_MODELS_DIR", ROOT / "var" / "models"))
-        api = api_times(args.runs, models_dir, Path(tmp))
-        direct = direct_times(args.runs, models_dir / "demo-sd15")
-    api_median, direct_median = statistics.median(api), statistics.median(direct)
-    print(
-        json.dumps(
-            {
-                "bench": "overhead",
-                "job": f"{SIZE}x{SIZE}, {STEPS} steps, demo-sd15",
-                "runs": args.runs,
-                "api_median_s": round(api_median, 4),
-                "direct_median_s": round(direct_median, 4),
-                "ratio": round(api_median / direct_median, 3),
-            }
-        )
-    )
+    models_dir = Path(os.environ.get("PICTOR_MODELS_DIR", ROOT / "var" / "models"))
+    direct = direct_pipeline(models_dir / "demo-sd15")
+    figures: dict[str, object] = {
+        "bench": "overhead",
+        "job": f"{SIZE}x{SIZE}, {STEPS} steps, UniPC, demo-sd15",
+        "runs": args.runs,
+    }
+    for name in args.configs.split(","):
+        api, api_unsafe, plain = [], [], []
+        with stack(models_dir, CONFIGS[name]) as job:
+            for i in range(WARMUP + args.runs):
+                seed = 1000 + i
+                timings = (job(seed, True), job(seed, False), direct(seed))
+                if i >= WARMUP:
+                    for series, value in zip((api, api_unsafe, plain), timings, strict=True):
+                        series.append(value)
+        figures[name] = {
+            "api_median_s": median(api),
+            "api_no_safety_median_s": median(api_unsafe),
+            "direct_median_s": median(plain),
+            "ratio": round(statistics.median(api) / statistics.median(plain), 3),
+            "ratio_no_safety": round(statistics.median(api_unsafe) / statistics.median(plain), 3),
+        }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

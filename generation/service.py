@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import ApiKey, Organization
+from generation import notify
 from generation.engine.request import GenerationRequest
 from generation.models import AIModel, Job
 from generation.queue import enqueue_job
@@ -63,9 +64,13 @@ def wait_for(job: Job, seconds: float) -> Job:
     deadline = time.monotonic() + seconds
     while True:
         status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
-        if status in Job.FINISHED or time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if status in Job.FINISHED or remaining <= 0:
             break
-        time.sleep(WAIT_POLL_SECONDS)
+        if notify.can_block():
+            notify.block_until_finished(job.pk, remaining)
+        else:
+            time.sleep(min(WAIT_POLL_SECONDS, remaining))
     job.refresh_from_db()
     return job
 

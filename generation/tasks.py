@@ -21,6 +21,7 @@ from django.db import connection, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from generation import notify
 from generation.engine.request import GenerationRequest
 from generation.models import Job, OutputImage
 from generation.queue import enqueue_job
@@ -129,12 +130,14 @@ def execute(job: Job) -> None:
         return
     except Exception as exc:
         log.exception("job %s failed", job.pk)
-        mine.update(
+        failed = mine.update(
             status=Job.Status.FAILED,
             error=f"{type(exc).__name__}: {exc}"[:2000],
             finished_at=timezone.now(),
             lease_expires_at=None,
         )
+        if failed:
+            notify.job_finished(job.pk)
         return
 
     with transaction.atomic():
@@ -148,7 +151,9 @@ def execute(job: Job) -> None:
         )
         if finished:
             OutputImage.objects.bulk_create(outputs)
-    if not finished:
+    if finished:
+        notify.job_finished(job.pk)
+    else:
         log.warning("job %s finished after losing its lease; result dropped", job.pk)
 
 
@@ -203,6 +208,8 @@ def reap_expired_jobs() -> int:
                 finished_at=now,
                 lease_expires_at=None,
             )
+            if changed:
+                notify.job_finished(job_id)
         else:
             with transaction.atomic():
                 changed = this.update(
