@@ -32,7 +32,7 @@ run: models
 	echo "Pictor is starting on http://$(HOST):$(PORT)/"; \
 	echo "Demo API key: $$KEY"; \
 	echo "Try:"; \
-	echo "  curl -s -X POST http://$(HOST):$(PORT)/api/v3/text2img -H 'Content-Type: application/json' -d '{\"key\":\"'$$KEY'\",\"prompt\":\"a lighthouse at dusk\",\"width\":128,\"height\":128}'"; \
+	echo "  curl -s -X POST http://$(HOST):$(PORT)/api/v3/text2img -H 'Content-Type: application/json' -d '{\"key\":\"$$KEY\",\"prompt\":\"a lighthouse at dusk\",\"width\":128,\"height\":128}'"; \
 	echo ""; \
 	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
 

@@ -24,4 +24,9 @@ class GenerationConfig(AppConfig):
     verbose_name = "Generation"
 
     def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        from generation.tasks import warm_worker
+
         post_migrate.connect(ensure_schedules, sender=self)
+        post_spawn.connect(warm_worker, dispatch_uid="pictor-warm-worker")

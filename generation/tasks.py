@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from generation import notify
 from generation.engine.request import GenerationRequest
-from generation.models import Job, OutputImage
+from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -221,3 +221,26 @@ def reap_expired_jobs() -> int:
             log.warning("reaped job %s after its lease expired (attempt %s)", job_id, attempts)
             reaped += changed
     return reaped
+
+
+def warm_worker(sender: object, proc_name: str = "", **kwargs: object) -> None:
+    """Load the default model and the safety classifier as a worker starts (post_spawn).
+
+    So the first job a fresh worker gets runs warm instead of paying seconds of loading.
+    """
+    if not settings.PICTOR_WARM_WORKERS:
+        return
+    model = AIModel.objects.filter(is_default=True, enabled=True).first()
+    if model is None:
+        return
+    from generation.engine import safety
+    from generation.engine.cache import default_cache
+
+    try:
+        default_cache.get(model.model_id, model.local_path)
+        safety.classifier()
+    except Exception:
+        # Not fatal: the first job loads it again and reports the error on the job.
+        log.exception("worker %s could not preload %s", proc_name, model.model_id)
+    else:
+        log.info("worker %s preloaded %s", proc_name, model.model_id)
