@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
 from django.views.static import serve
 
@@ -12,9 +13,13 @@ urlpatterns = [
     path("", include("generation.api.urls")),
 ]
 
+
+def media(request: HttpRequest, path: str) -> HttpResponse:
+    """Generated images in the embedded mode (MEDIA_ROOT is read per request, not at import)."""
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
 if not settings.S3_BUCKET:
     # Embedded mode: Django serves generated images itself. Behind a proxy in production, let
     # the proxy serve MEDIA_ROOT instead (or use S3).
-    urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
-    ]
+    urlpatterns += [re_path(r"^media/(?P<path>.*)$", media, name="media")]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from django.core.files.storage import default_storage
+from django.test import Client
 from PIL import Image
 
 from generation.models import Job, OutputImage
@@ -48,6 +50,16 @@ def test_it_generates_and_answers_success(api, tenant, demo_model, sync_queue):
     assert "a red fox in the snow" in image.info["parameters"]
 
 
+def test_the_output_url_serves_the_png(api, client, tenant, demo_model, sync_queue):
+    _, data = api.post("/api/v3/text2img", body(tenant))
+    response = client.get(data["output"][0].replace("http://testserver", ""))
+    assert response.status_code == 200
+    png = b"".join(response.streaming_content)
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
+    outside = Client(raise_request_exception=False).get("/media/generations/../../etc/passwd")
+    assert outside.status_code in (400, 404)
+
+
 def test_it_reproduces_pixels_for_the_same_seed(api, tenant, demo_model, sync_queue):
     _, first = api.post("/api/v3/text2img", body(tenant, seed=7))
     _, again = api.post("/api/v3/text2img", body(tenant, seed=7, negative_prompt=" "))
@@ -75,7 +87,11 @@ def test_it_makes_one_batch_of_samples_with_consecutive_seeds(api, tenant, demo_
     pixels = [stored_image(u).tobytes() for u in data["output"]]
     assert len(set(pixels)) == 4
     _, single = api.post("/api/v3/text2img", body(tenant, seed=102, samples=1))
-    assert stored_image(single["output"][0]).tobytes() == pixels[2]
+    # Batched maths may round a rare pixel one level differently; anything more is a bug.
+    alone = np.asarray(stored_image(single["output"][0]), dtype=np.int16)
+    third = np.asarray(stored_image(data["output"][2]), dtype=np.int16)
+    assert np.abs(alone - third).max() <= 1
+    assert np.abs(alone - third).mean() < 0.01
     assert OutputImage.objects.filter(job_id=data["id"]).count() == 4
 
 
