@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 from django.db import transaction
@@ -90,7 +91,8 @@ def seconds_per_unit() -> float:
             "generation_time", "params"
         )[:50]
     ]
-    return sum(rates) / len(rates) if rates else DEFAULT_SECONDS_PER_STEP
+    # The median, so one cold start (a model load inside generation_time) does not skew it.
+    return statistics.median(rates) if rates else DEFAULT_SECONDS_PER_STEP
 
 
 def estimate_seconds(job: Job, per_unit: float) -> float:
