@@ -109,3 +109,25 @@ def test_a_worker_killed_mid_job_finishes_the_job_exactly_once(make_stack):
         [str(job_id), "0.png"],
         [str(job_id), "1.png"],
     ]
+
+
+def test_two_workers_never_run_the_same_job(make_stack):
+    stack = make_stack(PICTOR_SYNC_WAIT="0", PICTOR_WORKERS="2", PICTOR_TORCH_THREADS="1")
+    # Both workers must be past their warm-up, or the first one ready could take every job.
+    deadline = time.monotonic() + 60
+    while (stack.logs / "worker.log").read_text().count("preloaded demo-sd15") < 2:
+        assert time.monotonic() < deadline, dump_logs(stack)
+        time.sleep(0.1)
+    ids = [
+        stack.post(
+            "/api/v3/text2img", {"prompt": f"job {i}", "width": 64, "height": 64, "seed": i}
+        ).json()["id"]
+        for i in range(8)
+    ]
+    for job_id in ids:
+        assert poll(stack, job_id, {"success", "failed"})["status"] == "success"
+    (runs,) = stack.sql("SELECT sum(attempts) FROM generation_job")
+    (outputs,) = stack.sql("SELECT count(*) FROM generation_outputimage")
+    (workers,) = stack.sql("SELECT count(DISTINCT worker) FROM generation_job")
+    assert (runs, outputs) == (8, 8)
+    assert workers == 2, "both worker processes should have claimed jobs (SKIP LOCKED)"
