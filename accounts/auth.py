@@ -24,10 +24,6 @@ class ApiKeyUser:
     def organization(self) -> Organization:
         return self.api_key.organization
 
-    @property
-    def pk(self) -> str:
-        return f"key:{self.api_key.pk}"
-
 
 def raw_key_from(request: Request) -> str | None:
     """The key as sent: body `key`, then `key`/`Key` header, then `Authorization: Bearer`."""

@@ -135,10 +135,6 @@ class Job(models.Model):
         return self.status in self.FINISHED
 
     @property
-    def seed(self) -> int:
-        return int(self.params["seed"])
-
-    @property
     def samples(self) -> int:
         return int(self.params["samples"])
 
