@@ -19,12 +19,15 @@ from billing.models import Plan
 from generation import service
 from generation.api.parsers import AnyContentTypeJSONParser
 from generation.engine.request import DEFAULT_SCHEDULER, SAFETY_MODES, GenerationRequest
-from generation.engine.schedulers import A1111_SAMPLERS, SCHEDULER_NAMES, usable_scheduler_error
+from generation.engine.schedulers import (
+    A1111_SAMPLERS,
+    WIRE_ALGORITHM_TYPES,
+    usable_scheduler_error,
+)
 from generation.models import AIModel, Job
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_LENGTH = 2000
-ALGORITHM_TYPES = ("none", "dpmsolver+++")
 
 # Known ModelsLab fields whose features this server does not offer yet. A non-default value is a
 # 400 naming the field: accepting it and ignoring it would hand back a different image than asked.
@@ -104,7 +107,7 @@ class Text2ImgSerializer(ModelsLabSerializer):
     seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
     scheduler = serializers.CharField(max_length=100, default=DEFAULT_SCHEDULER)
     use_karras_sigmas = serializers.BooleanField(default=False)
-    algorithm_type = serializers.ChoiceField(choices=ALGORITHM_TYPES, default="none")
+    algorithm_type = serializers.ChoiceField(choices=WIRE_ALGORITHM_TYPES, default="none")
     clip_skip = serializers.IntegerField(min_value=1, max_value=8, required=False)
     safety_checker = serializers.BooleanField(default=True)
     safety_checker_type = serializers.ChoiceField(
@@ -164,14 +167,6 @@ class Text2ImgSerializer(ModelsLabSerializer):
             attrs["use_karras_sigmas"] = attrs["use_karras_sigmas"] or choice.use_karras_sigmas
             if choice.algorithm_type != "none":
                 attrs["algorithm_type"] = choice.algorithm_type
-        elif name not in SCHEDULER_NAMES:
-            raise ValidationError(
-                {
-                    "scheduler": [
-                        f"Unknown scheduler {name!r}. Use one of: {', '.join(SCHEDULER_NAMES)}."
-                    ]
-                }
-            )
         problem = usable_scheduler_error(
             attrs["scheduler"], attrs["use_karras_sigmas"], attrs["algorithm_type"]
         )
