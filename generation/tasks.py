@@ -130,31 +130,30 @@ def execute(job: Job) -> None:
         return
     except Exception as exc:
         log.exception("job %s failed", job.pk)
-        failed = mine.update(
-            status=Job.Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-        )
-        if failed:
-            notify.job_finished(job.pk)
+        finish(mine, job.pk, status=Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
         return
 
     with transaction.atomic():
-        finished = mine.update(
+        finished = finish(
+            mine,
+            job.pk,
             status=Job.Status.SUCCESS,
-            finished_at=timezone.now(),
             generation_time=round(time.monotonic() - started, 3),
             progress_step=req.steps,
             progress_total=req.steps,
-            lease_expires_at=None,
         )
         if finished:
             OutputImage.objects.bulk_create(outputs)
-    if finished:
-        notify.job_finished(job.pk)
-    else:
+    if not finished:
         log.warning("job %s finished after losing its lease; result dropped", job.pk)
+
+
+def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
+    """Put the job in a final state if `rows` still selects it; wake its waiters on commit."""
+    changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
+    if changed:
+        transaction.on_commit(lambda: notify.job_finished(job_id))
+    return bool(changed)
 
 
 @contextmanager
@@ -202,14 +201,12 @@ def reap_expired_jobs() -> int:
             pk=job_id, status=Job.Status.PROCESSING, attempts=attempts, lease_expires_at__lt=now
         )
         if attempts >= settings.PICTOR_JOB_MAX_ATTEMPTS:
-            changed = this.update(
+            changed = finish(
+                this,
+                job_id,
                 status=Job.Status.FAILED,
                 error="The worker running this job stopped answering.",
-                finished_at=now,
-                lease_expires_at=None,
             )
-            if changed:
-                notify.job_finished(job_id)
         else:
             with transaction.atomic():
                 changed = this.update(
