@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import ApiKey, Organization
+from generation.engine.request import ModelRef
 
 
 class AIModelQuerySet(models.QuerySet["AIModel"]):
@@ -21,18 +22,47 @@ class AIModelQuerySet(models.QuerySet["AIModel"]):
 
 
 class AIModel(models.Model):
-    """A checkpoint registered by path: a diffusers folder under PICTOR_MODELS_DIR or absolute."""
+    """A model registered by path (relative to PICTOR_MODELS_DIR, or absolute).
+
+    Checkpoints (sd15, sd2, sdxl, inpaint) are what a request's model_id names; the other
+    families are add-ons a request names in its own fields (lora_model, embeddings_model, vae,
+    controlnet_model) or the super-resolution model. `base` is the architecture a model belongs
+    to, so an add-on is only applied to a checkpoint it fits.
+    """
 
     class Family(models.TextChoices):
         SD15 = "sd15", "Stable Diffusion 1.x"
         SD2 = "sd2", "Stable Diffusion 2.x"
         SDXL = "sdxl", "Stable Diffusion XL"
         INPAINT = "inpaint", "Inpainting"
+        CONTROLNET = "controlnet", "ControlNet"
+        LORA = "lora", "LoRA"
+        EMBEDDING = "embedding", "Textual inversion embedding"
+        VAE = "vae", "VAE"
+        UPSCALER = "upscaler", "Super resolution"
+
+    class Base(models.TextChoices):
+        SD15 = "sd15", "SD 1.x"
+        SD2 = "sd2", "SD 2.x"
+        SDXL = "sdxl", "SDXL"
+
+    CHECKPOINTS = (Family.SD15, Family.SD2, Family.SDXL, Family.INPAINT)
 
     model_id = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
-    family = models.CharField(max_length=10, choices=Family.choices, default=Family.SD15)
+    family = models.CharField(max_length=12, choices=Family.choices, default=Family.SD15)
+    base = models.CharField(
+        max_length=8,
+        choices=Base.choices,
+        default=Base.SD15,
+        help_text="The architecture; add-ons only apply to checkpoints of the same base",
+    )
     path = models.CharField(max_length=500, help_text="Relative to PICTOR_MODELS_DIR, or absolute")
+    config_path = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="For a single-file checkpoint: a diffusers folder holding its configs",
+    )
     description = models.TextField(blank=True)
     is_default = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
@@ -61,9 +91,24 @@ class AIModel(models.Model):
         return self.model_id
 
     @property
+    def is_checkpoint(self) -> bool:
+        return self.family in self.CHECKPOINTS
+
+    @property
     def local_path(self) -> str:
-        """The absolute folder the engine loads."""
+        """The absolute folder (or file) the engine loads."""
         return str(Path(settings.PICTOR_MODELS_DIR) / self.path)
+
+    def ref(self) -> ModelRef:
+        """The engine's view of this model: where it is and how to load it."""
+        config = str(Path(settings.PICTOR_MODELS_DIR) / self.config_path) if self.config_path else ""
+        return ModelRef(
+            model_id=self.model_id,
+            path=self.local_path,
+            family=self.family,
+            base=self.base,
+            config_path=config,
+        )
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -98,6 +143,12 @@ class Job(models.Model):
     priority = models.SmallIntegerField(default=0)
     cost = models.PositiveIntegerField(default=0, help_text="Credits")
     track_id = models.CharField(max_length=255, blank=True)
+    webhook = models.URLField(max_length=2000, blank=True, help_text="Called when the job ends")
+    base_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="The scheme and host the client called, for absolute URLs in webhooks",
+    )
     output_base64 = models.BooleanField(
         default=False, help_text="Answer with base64 images instead of URLs"
     )

@@ -11,6 +11,21 @@ from typing import Any
 
 SAFETY_MODES = ("sensitive_content_text", "blur", "pixelate", "black")
 DEFAULT_SCHEDULER = "UniPCMultistepScheduler"
+# What a job does with its model; the pipeline class follows from this and the model's family.
+KINDS = ("text2img", "img2img", "inpaint", "controlnet", "upscale")
+# Names of the input images a request may carry (values are storage names, read by the worker).
+IMAGE_INPUTS = ("init_image", "mask_image", "control_image")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a registered model lives and how to load it (families as in AIModel.Family)."""
+
+    model_id: str
+    path: str
+    family: str = "sd15"
+    base: str = "sd15"
+    config_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,39 @@ class GenerationRequest:
     clip_skip: int | None = None
     safety_checker: bool = True
     safety_checker_type: str = "sensitive_content_text"
+    kind: str = "text2img"
+    # Input images, as storage names the worker reads (the web tier fetched and checked them).
+    init_image: str = ""
+    mask_image: str = ""
+    control_image: str = ""
+    # img2img / inpaint: how far from the init image to go (1 = ignore it entirely).
+    strength: float = 0.7
+    # Add-ons, by registered model id: LoRAs with their weights, embeddings, a VAE override.
+    loras: tuple[tuple[str, float], ...] = ()
+    embeddings: tuple[str, ...] = ()
+    vae: str = ""
+    controlnet_model: str = ""
+    controlnet_type: str = ""
+    controlnet_conditioning_scale: float = 1.0
+    control_guidance_start: float = 0.0
+    control_guidance_end: float = 1.0
+    tomesd: bool = False
+    # The prompt is stored already enhanced; the flag only records that it was.
+    enhance_prompt: bool = False
+    # text2img "hires fix": latent upscale by this factor, then a second img2img pass.
+    hires_scale: int = 1
+    hires_strength: float = 0.5
+    # kind "upscale": the super-resolution factor (the output is this multiple of the input).
+    scale: int = 4
+
+    @property
+    def output_width(self) -> int:
+        """Width of the images this request returns (after any hires-fix upscale)."""
+        return self.width * self.hires_scale
+
+    @property
+    def output_height(self) -> int:
+        return self.height * self.hires_scale
 
     def to_params(self) -> dict[str, Any]:
         """The request as a JSON-serialisable dict (stored on the Job)."""
@@ -41,7 +89,13 @@ class GenerationRequest:
     def from_params(cls, params: dict[str, Any]) -> GenerationRequest:
         """Rebuild a request from `to_params` output, ignoring unknown keys."""
         known = cls.__dataclass_fields__.keys()
-        return cls(**{k: v for k, v in params.items() if k in known})
+        values = {k: v for k, v in params.items() if k in known}
+        # JSON turns tuples into lists; the dataclass is frozen and hashable with tuples.
+        if "loras" in values:
+            values["loras"] = tuple((str(name), float(w)) for name, w in values["loras"])
+        if "embeddings" in values:
+            values["embeddings"] = tuple(values["embeddings"])
+        return cls(**values)
 
 
 @dataclass
