@@ -101,7 +101,9 @@ class AIModel(models.Model):
 
     def ref(self) -> ModelRef:
         """The engine's view of this model: where it is and how to load it."""
-        config = str(Path(settings.PICTOR_MODELS_DIR) / self.config_path) if self.config_path else ""
+        config = (
+            str(Path(settings.PICTOR_MODELS_DIR) / self.config_path) if self.config_path else ""
+        )
         return ModelRef(
             model_id=self.model_id,
             path=self.local_path,

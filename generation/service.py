@@ -40,6 +40,8 @@ def submit(
     api_key: ApiKey | None = None,
     kind: str = "text2img",
     track_id: str = "",
+    webhook: str = "",
+    base_url: str = "",
     output_base64: bool = False,
 ) -> Job:
     """Create a queued job for a validated request; the worker task is enqueued on commit."""
@@ -53,6 +55,8 @@ def submit(
             priority=organization.plan.priority,
             cost=job_cost(req),
             track_id=track_id,
+            webhook=webhook,
+            base_url=base_url,
             output_base64=output_base64,
             progress_total=req.steps,
         )

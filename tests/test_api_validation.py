@@ -94,7 +94,6 @@ def test_it_reports_every_bad_field_at_once(api, tenant, demo_model):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("webhook", "https://example.com/hook"),
         ("init_image", "https://example.com/a.png"),
         ("mask_image", "https://example.com/m.png"),
         ("lora_model", "demo-lora-a"),

@@ -42,7 +42,6 @@ NOT_YET_SUPPORTED = (
     "controlnet_type",
     "controlnet_image",
     "ip_adapter_id",
-    "webhook",
     "enhance_prompt",
     "enhance_style",
     "tomesd",
@@ -114,7 +113,13 @@ class Text2ImgSerializer(ModelsLabSerializer):
         choices=SAFETY_MODES, default="sensitive_content_text"
     )
     track_id = serializers.CharField(max_length=255, required=False)
+    webhook = serializers.URLField(max_length=2000, required=False)
     base64 = serializers.BooleanField(default=False)
+
+    def validate_webhook(self, value: str) -> str:
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValidationError("The webhook must be an http or https URL.")
+        return value
 
     def validate_width(self, value: int) -> int:
         return self._check_side("width", value)
@@ -193,18 +198,21 @@ def parse_text2img(data: Any, plan: Plan) -> dict[str, Any]:
     return dict(serializer.validated_data)
 
 
-def absolute(request: Request, url: str) -> str:
-    """An absolute URL for a path served by this host."""
+def base_url_for(request: Request) -> str:
+    """Scheme and host for absolute URLs: PICTOR_BASE_URL, else the host the client called."""
+    return settings.PICTOR_BASE_URL or request.build_absolute_uri("/").rstrip("/")
+
+
+def absolute(base_url: str, url: str) -> str:
+    """An absolute URL for a path served by this host (storage URLs may already be absolute)."""
     if url.startswith(("http://", "https://")):
         return url
-    if settings.PICTOR_BASE_URL:
-        return settings.PICTOR_BASE_URL + url
-    return request.build_absolute_uri(url)
+    return base_url + url
 
 
-def output_links(request: Request, job: Job) -> list[str]:
+def output_links(base_url: str, job: Job) -> list[str]:
     """Where the job's images are (or will be) served, absolute."""
-    return [absolute(request, default_storage.url(job.output_path(i))) for i in range(job.samples)]
+    return [absolute(base_url, default_storage.url(job.output_path(i))) for i in range(job.samples)]
 
 
 def job_meta(job: Job) -> dict[str, Any]:
@@ -231,8 +239,8 @@ def job_meta(job: Job) -> dict[str, Any]:
     return meta
 
 
-def job_answer(request: Request, job: Job, fetch_url_name: str) -> dict[str, Any]:
-    """The ModelsLab body for a job in any state."""
+def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") -> dict[str, Any]:
+    """The ModelsLab body for a job in any state (also the webhook payload)."""
     base: dict[str, Any] = {"id": job.pk}
     if job.track_id:
         base["track_id"] = job.track_id
@@ -243,7 +251,7 @@ def job_answer(request: Request, job: Job, fetch_url_name: str) -> dict[str, Any
                 base64.b64encode(default_storage.open(o.path).read()).decode() for o in outputs
             ]
         else:
-            output = [absolute(request, default_storage.url(o.path)) for o in outputs]
+            output = [absolute(base_url, default_storage.url(o.path)) for o in outputs]
         return {
             "status": "success",
             "generationTime": job.generation_time,
@@ -264,8 +272,8 @@ def job_answer(request: Request, job: Job, fetch_url_name: str) -> dict[str, Any
         "progress": round(progress, 3),
         "message": "Try to fetch request after seconds estimated",
         "tip": "Poll fetch_result until status is success.",
-        "fetch_result": absolute(request, reverse(fetch_url_name, args=[job.pk])),
-        "future_links": output_links(request, job),
+        "fetch_result": absolute(base_url, reverse(fetch_url_name, args=[job.pk])),
+        "future_links": output_links(base_url, job),
         "output": [],
         "meta": job_meta(job),
     }
@@ -302,6 +310,7 @@ class Text2ImgView(ModelsLabView):
             raise ValidationError({"model_id": ["The model_id field is required."]})
         model = resolve_model(request, model_id)
         track_id = fields.pop("track_id", "")
+        webhook = fields.pop("webhook", "")
         output_base64 = fields.pop("base64")
         req = GenerationRequest(model_id=model.model_id, **fields)
         job = service.submit(
@@ -310,10 +319,12 @@ class Text2ImgView(ModelsLabView):
             model,
             api_key=request.auth,
             track_id=track_id,
+            webhook=webhook,
+            base_url=base_url_for(request),
             output_base64=output_base64,
         )
         job = service.wait_for(job, settings.PICTOR_SYNC_WAIT)
-        return Response(job_answer(request, job, self.fetch_url_name))
+        return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
 
 
 class DreamboothView(Text2ImgView):
@@ -336,7 +347,7 @@ class FetchView(ModelsLabView):
         if job is None:
             raise NotFound("Request not found")
         job = service.refresh_lease_state(job)
-        return Response(job_answer(request, job, self.fetch_url_name))
+        return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
 
     get = post
 
