@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -179,6 +180,24 @@ PICTOR_SYNC_WAIT = envfloat("PICTOR_SYNC_WAIT", 5.0)
 PICTOR_JOB_LEASE = envint("PICTOR_JOB_LEASE", 60)
 PICTOR_JOB_MAX_ATTEMPTS = envint("PICTOR_JOB_MAX_ATTEMPTS", 3)
 PICTOR_WARM_WORKERS = envbool("PICTOR_WARM_WORKERS", True)
+
+# Fetching user-supplied URLs (input images, webhooks): see generation/safe_http.py.
+PICTOR_FETCH_ALLOWED_PORTS = tuple(
+    int(p) for p in envstr("PICTOR_FETCH_ALLOWED_PORTS", "80,443").split(",") if p.strip()
+)
+# Non-public networks a URL may still point at, e.g. an internal MinIO; empty means none.
+PICTOR_FETCH_ALLOWED_NETWORKS = tuple(
+    n.strip() for n in envstr("PICTOR_FETCH_ALLOWED_NETWORKS").split(",") if n.strip()
+)
+for _network in PICTOR_FETCH_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"PICTOR_FETCH_ALLOWED_NETWORKS: {_error}") from None
+PICTOR_FETCH_MAX_BYTES = envint("PICTOR_FETCH_MAX_BYTES", 20 * 1024 * 1024)
+PICTOR_FETCH_TIMEOUT = envfloat("PICTOR_FETCH_TIMEOUT", 10.0)
+# Decoded input images above this many pixels are refused before they are allocated.
+PICTOR_INPUT_MAX_PIXELS = envint("PICTOR_INPUT_MAX_PIXELS", 4096 * 4096)
 
 LOGGING = {
     "version": 1,

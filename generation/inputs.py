@@ -1,0 +1,100 @@
+"""Input images (init, mask, control): fetched or decoded once at submit time, kept in storage.
+
+Decoding refuses oversized images from their header, before Pillow allocates the pixels, so a
+small file that claims to be 20000×20000 cannot take a worker's memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import uuid
+import warnings
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image, ImageOps
+
+from generation import safe_http
+
+
+class InputImageError(ValueError):
+    """An input image that cannot be used; str() is the 400 message for the user."""
+
+
+def load_image(
+    value: str,
+    *,
+    is_base64: bool,
+    field: str,
+    policy: safe_http.FetchPolicy | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """The RGB image a request field names, by http(s) URL or as base64 (a data: URL too)."""
+    value = (value or "").strip()
+    if not value:
+        raise InputImageError(f"{field} is empty.")
+    if is_base64 or value[:5].lower() == "data:":
+        data = _decode_base64(value, field)
+    else:
+        try:
+            data = safe_http.get(value, policy=policy or safe_http.policy_from_settings()).body
+        except (safe_http.UnsafeURL, safe_http.FetchFailed) as exc:
+            raise InputImageError(f"{field}: {exc}") from None
+    limit = max_pixels if max_pixels is not None else settings.PICTOR_INPUT_MAX_PIXELS
+    return _decode_image(data, field, limit)
+
+
+def store_image(image: Image.Image, organization_id: int, name: str) -> str:
+    """Save the image as PNG in default storage and return its storage name."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    path = f"inputs/{organization_id}/{uuid.uuid4().hex}/{name}.png"
+    return default_storage.save(path, ContentFile(buffer.getvalue()))
+
+
+def open_image(storage_name: str) -> Image.Image:
+    """An image stored by store_image, fully loaded, in RGB."""
+    with default_storage.open(storage_name, "rb") as stored:
+        data = stored.read()
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def _decode_base64(value: str, field: str) -> bytes:
+    if value[:5].lower() == "data:":
+        header, comma, value = value.partition(",")
+        if not comma or not header.lower().endswith(";base64"):
+            raise InputImageError(f"{field} must be a base64 data URL (data:image/png;base64,...).")
+    text = "".join(value.split())
+    # Clients often send URL-safe base64 or drop the padding; both are unambiguous.
+    text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputImageError(f"{field} is not valid base64.") from None
+
+
+def _decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice that; a warning must refuse too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise InputImageError(
+                        f"{field} is too large: {width}×{height} pixels, at most {max_pixels}."
+                    )
+                image.load()
+                return ImageOps.exif_transpose(image).convert("RGB")
+    except InputImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputImageError(f"{field} is too large: at most {max_pixels} pixels.") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
+        # Pillow reports a corrupt file with any of these, depending on the format.
+        raise InputImageError(f"{field} is not a readable image.") from None
