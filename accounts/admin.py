@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from accounts.models import ApiKey, Membership, Organization, User
 
@@ -27,7 +29,19 @@ class OrganizationAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "plan", "created_at"]
     list_filter = ["plan"]
     search_fields = ["slug", "name"]
+    readonly_fields = ["webhook_secret"]
     inlines = [MembershipInline]
+    actions = ["rotate_webhook_secrets"]
+
+    @admin.action(description="Rotate the webhook signing secret")
+    def rotate_webhook_secrets(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> None:
+        for org in queryset:
+            org.rotate_webhook_secret()
+        self.message_user(
+            request, f"Rotated the webhook secret of {len(queryset)} organization(s)."
+        )
 
 
 @admin.register(ApiKey)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -17,6 +18,12 @@ KEY_PREFIX = "pct_"
 KEY_LOOKUP_LENGTH = len(KEY_PREFIX) + 8
 # last_used_at is a hint for humans; writing it on every request would cost a row lock each time.
 LAST_USED_RESOLUTION = 60
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks signing secret: "whsec_" and base64 of 24 random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 class UserManager(BaseUserManager["User"]):
@@ -65,9 +72,20 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="organizations")
     created_at = models.DateTimeField(default=timezone.now)
+    webhook_secret = models.CharField(
+        max_length=100,
+        default=new_webhook_secret,
+        help_text="Signs this organization's job webhooks (Standard Webhooks)",
+    )
 
     def __str__(self) -> str:
         return self.slug
+
+    def rotate_webhook_secret(self) -> str:
+        """Replace the webhook signing secret; returns the new one."""
+        self.webhook_secret = new_webhook_secret()
+        self.save(update_fields=["webhook_secret"])
+        return self.webhook_secret
 
     @classmethod
     def get_or_create_by_slug(cls, slug: str, plan_slug: str | None = None) -> Organization:

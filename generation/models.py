@@ -219,3 +219,69 @@ class OutputImage(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class WebhookDelivery(models.Model):
+    """One job's completion webhook: the payload frozen when the job ended, and its fate.
+
+    Every attempt sends the same `webhook_id`, so a receiver can drop the duplicates that
+    retries make.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "Failed (gave up)"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    url = models.URLField(max_length=2000)
+    webhook_id = models.CharField(max_length=40, unique=True)
+    payload = models.JSONField(help_text="The body sent on every attempt")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far")
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the next attempt is due; while one runs, when it counts as lost",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            # finish() may run twice for one job (a retried worker, a reaper race): one webhook.
+            models.UniqueConstraint(fields=["job"], name="generation_webhookdelivery_unique_job")
+        ]
+        indexes = [
+            # admin list filtered by state: WHERE status=%s ORDER BY created_at DESC
+            models.Index(fields=["status", "-created_at"], name="generation_webhook_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.webhook_id} for job {self.job_id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a webhook delivery, as the receiver answered it (or why it could not)."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "number"], name="generation_webhookattempt_unique_number"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.delivery_id}"

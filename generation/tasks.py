@@ -21,7 +21,7 @@ from django.db import connection, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from generation import notify
+from generation import notify, webhooks
 from generation.engine.request import GenerationRequest
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
@@ -153,6 +153,7 @@ def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
     changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
     if changed:
         transaction.on_commit(lambda: notify.job_finished(job_id))
+        transaction.on_commit(lambda: webhooks.job_finished(job_id), robust=True)
     return bool(changed)
 
 

@@ -198,6 +198,12 @@ PICTOR_FETCH_MAX_BYTES = envint("PICTOR_FETCH_MAX_BYTES", 20 * 1024 * 1024)
 PICTOR_FETCH_TIMEOUT = envfloat("PICTOR_FETCH_TIMEOUT", 10.0)
 # Decoded input images above this many pixels are refused before they are allocated.
 PICTOR_INPUT_MAX_PIXELS = envint("PICTOR_INPUT_MAX_PIXELS", 4096 * 4096)
+# Seconds before each webhook retry; a delivery gets at most one attempt more than listed.
+PICTOR_WEBHOOK_RETRY_DELAYS = tuple(
+    int(s)
+    for s in envstr("PICTOR_WEBHOOK_RETRY_DELAYS", "5,30,120,600,1800").split(",")
+    if s.strip()
+)
 
 LOGGING = {
     "version": 1,

@@ -94,18 +94,10 @@ def test_it_reports_every_bad_field_at_once(api, tenant, demo_model):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("init_image", "https://example.com/a.png"),
-        ("mask_image", "https://example.com/m.png"),
-        ("lora_model", "demo-lora-a"),
-        ("embeddings_model", "demo-embedding"),
-        ("vae", "demo-vae"),
-        ("controlnet_model", "canny"),
-        ("enhance_prompt", "yes"),
-        ("tomesd", True),
-        ("highres_fix", "yes"),
-        ("upscale", 2),
         ("temp", "yes"),
         ("multi_lingual", "yes"),
+        ("ip_adapter_id", "plus"),
+        ("face_enhance", True),
     ],
 )
 def test_it_refuses_features_it_cannot_honour(api, tenant, demo_model, field, value):
@@ -114,6 +106,23 @@ def test_it_refuses_features_it_cannot_honour(api, tenant, demo_model, field, va
     assert data["status"] == "error"
     assert field in data["message"]
     assert "not supported" in data["message"][field][0]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("init_image", "https://example.com/a.png"),
+        ("mask_image", "https://example.com/m.png"),
+        ("strength", 0.5),
+        ("controlnet_model", "demo-controlnet-canny"),
+        ("scale", 4),
+    ],
+)
+def test_it_refuses_fields_of_other_endpoints(api, tenant, demo_model, field, value):
+    status, data = api.post("/api/v3/text2img", {"key": tenant.key, "prompt": "a", field: value})
+    assert status == 400
+    assert "belongs to" in data["message"][field][0]
     assert not Job.objects.exists()
 
 

@@ -16,8 +16,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from generation import service
+from generation import addons, inputs, service
 from generation.api.parsers import AnyContentTypeJSONParser
+from generation.engine import control
+from generation.engine.pipelines import kind_error
+from generation.engine.prompts import PromptError, enhance, extract_lora_tags, with_tokens
 from generation.engine.request import DEFAULT_SCHEDULER, SAFETY_MODES, GenerationRequest
 from generation.engine.schedulers import (
     A1111_SAMPLERS,
@@ -28,33 +31,45 @@ from generation.models import AIModel, Job
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_LENGTH = 2000
+DEFAULT_SIDE = 512
+# An image field holds a URL or base64 text; 30 MB of base64 is more than the fetch cap allows.
+MAX_IMAGE_FIELD = 30_000_000
 
-# Known ModelsLab fields whose features this server does not offer yet. A non-default value is a
+# Known ModelsLab fields whose features this server does not offer. A non-default value is a
 # 400 naming the field: accepting it and ignoring it would hand back a different image than asked.
-NOT_YET_SUPPORTED = (
-    "init_image",
-    "mask_image",
-    "strength_init_image",
-    "lora_model",
-    "embeddings_model",
-    "vae",
-    "controlnet_model",
-    "controlnet_type",
-    "controlnet_image",
+NOT_SUPPORTED = (
     "ip_adapter_id",
-    "enhance_prompt",
+    "ip_adapter_scale",
+    "ip_adapter_image",
     "enhance_style",
-    "tomesd",
-    "highres_fix",
-    "upscale",
     "panorama",
     "self_attention",
     "multi_lingual",
     "temp",
+    "face_enhance",
+    "guess_mode",
+    "clip_skip_2",
 )
+# Fields of other endpoints: sent here with a value, they would be silently dropped, so a 400
+# says where they belong.
+ENDPOINT_FIELDS = {
+    "init_image": "img2img, inpaint, controlnet and super_resolution",
+    "mask_image": "inpaint",
+    "strength": "img2img and inpaint",
+    "control_image": "controlnet",
+    "controlnet_model": "controlnet",
+    "controlnet_type": "controlnet",
+    "scale": "super_resolution",
+}
 OFF_WORDS = ("", "0", "no", "false", "none", "null", "off")
+ON_WORDS = ("1", "yes", "true", "on")
 # Values that mean "off" for one field only: an upscale factor of 1 changes nothing.
 ALSO_OFF = {"upscale": ("1", 1)}
+MAX_LORAS = 5
+MAX_UPSCALE = 4
+# Super resolution: the largest output side, whatever the plan (the input is small anyway).
+MAX_SUPER_RESOLUTION_SIDE = 2048
+UPSCALER_STEPS = 21
 
 
 def is_default_value(name: str, value: Any) -> bool:
@@ -79,6 +94,12 @@ def clean_body(data: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None and (v != "" or k == "prompt")}
 
 
+def comma_list(value: Any) -> list[str]:
+    """A ModelsLab comma list ("a, b" or a JSON list) as stripped, non-empty names."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
 class ModelsLabSerializer(serializers.Serializer):
     """Gives every field ModelsLab's "The x field is required." wording."""
 
@@ -89,16 +110,68 @@ class ModelsLabSerializer(serializers.Serializer):
             field.error_messages["blank"] = f"The {name} field is required."
 
 
-class Text2ImgSerializer(ModelsLabSerializer):
-    """The text2img fields with their bounds; the plan (in context) narrows some of them."""
+class NamesField(serializers.Field):
+    """A comma list of model names (or a JSON list of them)."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if not isinstance(data, str | list):
+            raise ValidationError("Must be a comma-separated list of names.")
+        names = comma_list(data)
+        if any(len(name) > 100 for name in names):
+            raise ValidationError("A name may be at most 100 characters.")
+        return names
+
+
+class NumbersField(serializers.Field):
+    """A comma list of numbers within bounds (or a single number)."""
+
+    def __init__(self, *, min_value: float, max_value: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def to_internal_value(self, data: Any) -> list[float]:
+        items = data if isinstance(data, list) else comma_list(data)
+        try:
+            numbers = [float(item) for item in items]
+        except (TypeError, ValueError):
+            raise ValidationError(
+                "Must be a number or a comma-separated list of numbers."
+            ) from None
+        if any(not (self.min_value <= n <= self.max_value) for n in numbers):
+            raise ValidationError(
+                f"Each value must be between {self.min_value} and {self.max_value}."
+            )
+        return numbers
+
+
+class SwitchOrFactorField(serializers.Field):
+    """ModelsLab's `upscale`: yes/no, or an integer factor (1 = off)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool):
+            return 2 if data else 1
+        text = str(data).strip().lower()
+        if text in ON_WORDS[1:]:
+            return 2
+        if text in OFF_WORDS:
+            return 1
+        factor = int(text) if text.isdigit() else 0
+        if not 1 <= factor <= MAX_UPSCALE:
+            raise ValidationError(f"Must be yes, no or a factor from 1 to {MAX_UPSCALE}.")
+        return factor
+
+
+class GenerationSerializer(ModelsLabSerializer):
+    """The fields every generating endpoint takes, with their bounds; the plan narrows some."""
 
     prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH, trim_whitespace=True)
     negative_prompt = serializers.CharField(
         max_length=MAX_PROMPT_LENGTH, required=False, default="", allow_blank=True
     )
     model_id = serializers.CharField(max_length=100, required=False)
-    width = serializers.IntegerField(min_value=64, max_value=1024, default=512)
-    height = serializers.IntegerField(min_value=64, max_value=1024, default=512)
+    width = serializers.IntegerField(min_value=64, max_value=1024, required=False)
+    height = serializers.IntegerField(min_value=64, max_value=1024, required=False)
     samples = serializers.IntegerField(min_value=1, max_value=4, default=1)
     num_inference_steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
     steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
@@ -112,9 +185,19 @@ class Text2ImgSerializer(ModelsLabSerializer):
     safety_checker_type = serializers.ChoiceField(
         choices=SAFETY_MODES, default="sensitive_content_text"
     )
+    lora_model = NamesField(required=False)
+    lora_strength = NumbersField(min_value=-2, max_value=2, required=False)
+    embeddings_model = NamesField(required=False)
+    vae = serializers.CharField(max_length=100, required=False)
+    tomesd = serializers.BooleanField(default=False)
+    enhance_prompt = serializers.BooleanField(default=False)
+    highres_fix = serializers.BooleanField(default=False)
+    upscale = SwitchOrFactorField(required=False)
     track_id = serializers.CharField(max_length=255, required=False)
     webhook = serializers.URLField(max_length=2000, required=False)
     base64 = serializers.BooleanField(default=False)
+
+    kind = "text2img"
 
     def validate_webhook(self, value: str) -> str:
         if not value.lower().startswith(("http://", "https://")):
@@ -180,22 +263,163 @@ class Text2ImgSerializer(ModelsLabSerializer):
 
         seed = attrs.get("seed", -1)
         attrs["seed"] = secrets.randbelow(MAX_SEED - 3) if seed == -1 else seed
+        attrs["loras"] = self._loras(attrs)
+        self._hires(attrs, plan)
         return attrs
+
+    def _loras(self, attrs: dict[str, Any]) -> list[tuple[str, float]]:
+        """lora_model + lora_strength and the prompt's <lora:name:weight> tags, as one list."""
+        try:
+            attrs["prompt"], tagged = extract_lora_tags(attrs["prompt"])
+        except PromptError as exc:
+            raise ValidationError({"prompt": [str(exc)]}) from None
+        if not attrs["prompt"]:
+            raise ValidationError({"prompt": ["The prompt field is required."]})
+        names = attrs.pop("lora_model", [])
+        strengths = attrs.pop("lora_strength", None)
+        if strengths is None:
+            strengths = [1.0] * len(names)
+        elif len(strengths) == 1:
+            strengths = strengths * len(names)
+        elif len(strengths) != len(names):
+            raise ValidationError(
+                {"lora_strength": ["Give one strength, or one per name in lora_model."]}
+            )
+        loras = list(zip(names, strengths, strict=True)) + tagged
+        seen = [name for name, _weight in loras]
+        twice = sorted({name for name in seen if seen.count(name) > 1})
+        if twice:
+            raise ValidationError(
+                {"lora_model": [f"LoRA named more than once: {', '.join(twice)}."]}
+            )
+        if len(loras) > MAX_LORAS:
+            raise ValidationError({"lora_model": [f"At most {MAX_LORAS} LoRAs at once."]})
+        return loras
+
+    def _hires(self, attrs: dict[str, Any], plan: Plan) -> None:
+        """highres_fix / upscale: a latent upscale pass whose result must fit the plan."""
+        factor = attrs.pop("upscale", 1)
+        if attrs.pop("highres_fix") and factor == 1:
+            factor = 2
+        attrs["hires_scale"] = factor
+        if factor == 1:
+            return
+        field = "upscale" if "upscale" in self.initial_data else "highres_fix"
+        if self.kind != "text2img":
+            raise ValidationError({field: [f"The {field} option works on text2img only."]})
+        for side in ("width", "height"):
+            final = attrs.get(side, DEFAULT_SIDE) * factor
+            if final > plan.max_side:
+                raise ValidationError(
+                    {
+                        field: [
+                            f"The upscaled {side} ({final}) may not be greater than "
+                            f"{plan.max_side} on the {plan.name} plan."
+                        ]
+                    }
+                )
+
+
+class Text2ImgSerializer(GenerationSerializer):
+    kind = "text2img"
+
+
+class Img2ImgSerializer(GenerationSerializer):
+    kind = "img2img"
+    init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
+    strength = serializers.FloatField(min_value=0, max_value=1, default=0.7)
+
+    def validate_strength(self, value: float) -> float:
+        if value != value:
+            raise ValidationError("The strength must be a number between 0 and 1.")
+        return value
+
+
+class InpaintSerializer(Img2ImgSerializer):
+    kind = "inpaint"
+    mask_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
+
+
+class ControlNetSerializer(GenerationSerializer):
+    kind = "controlnet"
+    controlnet_model = NamesField()
+    controlnet_type = NamesField(required=False)
+    init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
+    control_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
+    auto_hint = serializers.BooleanField(default=True)
+    controlnet_conditioning_scale = NumbersField(min_value=0, max_value=2, required=False)
+    control_guidance_start = serializers.FloatField(min_value=0, max_value=1, default=0.0)
+    control_guidance_end = serializers.FloatField(min_value=0, max_value=1, default=1.0)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if len(attrs["controlnet_model"]) != 1:
+            raise ValidationError({"controlnet_model": ["Give exactly one ControlNet model."]})
+        attrs["controlnet_model"] = attrs["controlnet_model"][0]
+        types = attrs.get("controlnet_type") or []
+        if len(types) > 1:
+            raise ValidationError({"controlnet_type": ["Give exactly one ControlNet type."]})
+        attrs["controlnet_type"] = types[0].lower() if types else ""
+        scales = attrs.pop("controlnet_conditioning_scale", None) or [1.0]
+        if len(scales) != 1:
+            raise ValidationError({"controlnet_conditioning_scale": ["Give one number."]})
+        attrs["controlnet_conditioning_scale"] = scales[0]
+        if attrs["control_guidance_start"] >= attrs["control_guidance_end"]:
+            raise ValidationError(
+                {"control_guidance_end": ["Must be greater than control_guidance_start."]}
+            )
+        if not attrs.get("init_image") and not attrs.get("control_image"):
+            raise ValidationError({"init_image": ["The init_image field is required."]})
+        return attrs
+
+
+class SuperResolutionSerializer(ModelsLabSerializer):
+    init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
+    scale = serializers.ChoiceField(choices=[2, 4], default=4)
+    model_id = serializers.CharField(max_length=100, required=False)
+    track_id = serializers.CharField(max_length=255, required=False)
+    webhook = serializers.URLField(max_length=2000, required=False)
+    base64 = serializers.BooleanField(default=False)
+    seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
+
+    validate_webhook = GenerationSerializer.validate_webhook
+
+    def validate_scale(self, value: Any) -> int:
+        return int(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        seed = attrs.get("seed", -1)
+        attrs["seed"] = secrets.randbelow(MAX_SEED - 3) if seed == -1 else seed
+        return attrs
+
+
+def parse(serializer_class: type[ModelsLabSerializer], data: Any, plan: Plan) -> dict[str, Any]:
+    """Validate a body; raises ValidationError (a 400) naming every bad field."""
+    body = clean_body(data)
+    unsupported = {
+        name: [f"The {name} option is not supported by this server."]
+        for name in NOT_SUPPORTED
+        if name in body and not is_default_value(name, body[name])
+    }
+    serializer = serializer_class(data=body, context={"plan": plan})
+    unsupported.update(
+        {
+            name: [f"The {name} field belongs to the {where} endpoints, not this one."]
+            for name, where in ENDPOINT_FIELDS.items()
+            if name in body
+            and name not in serializer.fields
+            and not is_default_value(name, body[name])
+        }
+    )
+    if unsupported:
+        raise ValidationError(unsupported)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
 
 
 def parse_text2img(data: Any, plan: Plan) -> dict[str, Any]:
     """Validate a text2img body; raises ValidationError (a 400) naming every bad field."""
-    body = clean_body(data)
-    unsupported = {
-        name: [f"The {name} option is not supported by this server yet."]
-        for name in NOT_YET_SUPPORTED
-        if name in body and not is_default_value(name, body[name])
-    }
-    if unsupported:
-        raise ValidationError(unsupported)
-    serializer = Text2ImgSerializer(data=body, context={"plan": plan})
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+    return parse(Text2ImgSerializer, data, plan)
 
 
 def base_url_for(request: Request) -> str:
@@ -236,6 +460,33 @@ def job_meta(job: Job) -> dict[str, Any]:
         "n_samples": p["samples"],
         "credits": job.cost,
     }
+    kind = p.get("kind", "text2img")
+    if kind in ("img2img", "inpaint"):
+        meta["strength"] = p["strength"]
+    if p.get("loras"):
+        meta["lora_model"] = ",".join(name for name, _weight in p["loras"])
+        meta["lora_strength"] = ",".join(f"{weight:g}" for _name, weight in p["loras"])
+    if p.get("embeddings"):
+        meta["embeddings_model"] = ",".join(p["embeddings"])
+    if p.get("vae"):
+        meta["vae"] = p["vae"]
+    if kind == "controlnet":
+        meta.update(
+            controlnet_model=p["controlnet_model"],
+            controlnet_type=p["controlnet_type"],
+            controlnet_conditioning_scale=p["controlnet_conditioning_scale"],
+            control_guidance_start=p["control_guidance_start"],
+            control_guidance_end=p["control_guidance_end"],
+        )
+    if kind == "upscale":
+        meta["scale"] = p["scale"]
+    meta.update(
+        tomesd="yes" if p.get("tomesd") else "no",
+        enhance_prompt="yes" if p.get("enhance_prompt") else "no",
+        upscale=p.get("hires_scale", 1),
+        W=p["width"] * p.get("hires_scale", 1),
+        H=p["height"] * p.get("hires_scale", 1),
+    )
     return meta
 
 
@@ -279,8 +530,8 @@ def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") ->
     }
 
 
-def resolve_model(request: Request, model_id: str | None) -> AIModel:
-    """The requested model (or the default one), among those the caller may see."""
+def resolve_model(request: Request, model_id: str | None, kind: str) -> AIModel:
+    """The requested checkpoint (or the default one), among those the caller may see."""
     visible = AIModel.objects.visible_to(request.user.organization)
     model = (
         visible.filter(model_id=model_id).first()
@@ -289,49 +540,254 @@ def resolve_model(request: Request, model_id: str | None) -> AIModel:
     )
     if model is None:
         raise NotFound("Model id not found")
+    if not model.is_checkpoint:
+        raise ValidationError(
+            {
+                "model_id": [
+                    f"{model.model_id} is a {model.get_family_display()} model, not a checkpoint."
+                ]
+            }
+        )
+    problem = kind_error(model.family, kind)
+    if problem:
+        raise ValidationError({"model_id": [problem]})
     return model
+
+
+def fit_size(image: Any, max_side: int) -> tuple[int, int]:
+    """The init image's size scaled down to max_side, in multiples of 8 (at least 64)."""
+    scale = min(1.0, max_side / max(image.width, image.height))
+    return tuple(max(64, int(side * scale) // 8 * 8) for side in image.size)  # type: ignore[return-value]
+
+
+class Inputs:
+    """The request's input images: fetched, decoded and stored for the worker, or cleaned up."""
+
+    def __init__(self, organization_id: int, is_base64: bool) -> None:
+        self.organization_id = organization_id
+        self.is_base64 = is_base64
+        self.stored: list[str] = []
+
+    def load(self, field: str, value: str) -> Any:
+        is_base64 = self.is_base64 and not value.lstrip()[:8].lower().startswith(
+            ("http://", "https:/")
+        )
+        try:
+            return inputs.load_image(value, is_base64=is_base64, field=field)
+        except inputs.InputImageError as exc:
+            raise ValidationError({field: [str(exc)]}) from None
+
+    def store(self, image: Any, name: str) -> str:
+        stored = inputs.store_image(image, self.organization_id, name)
+        self.stored.append(stored)
+        return stored
+
+    def discard(self) -> None:
+        for name in self.stored:
+            default_storage.delete(name)
+
+
+def resolve_addons(request: Request, model: AIModel, fields: dict[str, Any]) -> None:
+    """Check every add-on the fields name (raising a 400 naming it) and put ids in `fields`."""
+    org = request.user.organization
+    try:
+        loras = fields.pop("loras")
+        addons.resolve(org, model, "lora_model", [n for n, _w in loras], AIModel.Family.LORA)
+        fields["loras"] = tuple(loras)
+        embeddings = fields.pop("embeddings_model", [])
+        addons.resolve(org, model, "embeddings_model", embeddings, AIModel.Family.EMBEDDING)
+        if embeddings and model.base == AIModel.Base.SDXL:
+            raise addons.AddonError(
+                "embeddings_model", "Embeddings are supported on SD 1.x and 2.x models."
+            )
+        fields["embeddings"] = tuple(embeddings)
+        if fields.get("vae"):
+            addons.resolve(org, model, "vae", [fields["vae"]], AIModel.Family.VAE)
+        if fields.get("controlnet_model"):
+            addons.resolve(
+                org,
+                model,
+                "controlnet_model",
+                [fields["controlnet_model"]],
+                AIModel.Family.CONTROLNET,
+            )
+    except addons.AddonError as exc:
+        raise ValidationError({exc.field: [exc.message]}) from None
+
+
+def build_request(
+    request: Request, model: AIModel, fields: dict[str, Any], kind: str, images: Inputs
+) -> GenerationRequest:
+    """The GenerationRequest for validated ModelsLab fields: add-ons checked, inputs stored."""
+    plan = request.user.organization.plan
+    resolve_addons(request, model, fields)
+    if fields["enhance_prompt"]:
+        fields["prompt"] = enhance(fields["prompt"])
+    fields["prompt"] = with_tokens(
+        fields["prompt"], fields["negative_prompt"], list(fields["embeddings"])
+    )
+    init = images.load("init_image", fields["init_image"]) if fields.get("init_image") else None
+    mask = images.load("mask_image", fields["mask_image"]) if fields.get("mask_image") else None
+    ready = (
+        images.load("control_image", fields["control_image"])
+        if fields.get("control_image")
+        else None
+    )
+    if kind == "controlnet":
+        auto_hint = fields.pop("auto_hint")
+        if not fields["controlnet_type"] and "canny" in fields["controlnet_model"].lower():
+            fields["controlnet_type"] = "canny"
+        computed = fields["controlnet_type"] in control.COMPUTED_TYPES
+        if ready is None and not (auto_hint and computed):
+            # Like ModelsLab: without auto_hint the init image is the control image itself.
+            ready, init = init, None
+    if init is not None and ("width" not in fields or "height" not in fields):
+        width, height = fit_size(init, plan.max_side)
+        fields.setdefault("width", width)
+        fields.setdefault("height", height)
+    fields.setdefault("width", DEFAULT_SIDE)
+    fields.setdefault("height", DEFAULT_SIDE)
+    for name, image in (("init_image", init), ("mask_image", mask), ("control_image", ready)):
+        fields[name] = images.store(image, name) if image is not None else ""
+    for name in ("highres_fix", "upscale"):
+        fields.pop(name, None)
+    return GenerationRequest(model_id=model.model_id, kind=kind, **fields)
 
 
 class ModelsLabView(APIView):
     parser_classes = [AnyContentTypeJSONParser]
     fetch_url_name = "api-v3-fetch"
 
+    def answer(self, request: Request, job: Job) -> Response:
+        """Wait up to PICTOR_SYNC_WAIT seconds for the job, then answer its state."""
+        job = service.wait_for(job, settings.PICTOR_SYNC_WAIT)
+        return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
 
-class Text2ImgView(ModelsLabView):
-    """POST /api/v3/text2img: generate, waiting up to PICTOR_SYNC_WAIT seconds for the images."""
+    def submit(self, request: Request, req: GenerationRequest, model: AIModel, fields: dict) -> Job:
+        return service.submit(
+            req,
+            request.user.organization,
+            model,
+            api_key=request.auth,
+            kind=req.kind,
+            track_id=fields.get("track_id", ""),
+            webhook=fields.get("webhook", ""),
+            base_url=base_url_for(request),
+            output_base64=fields["base64"],
+        )
 
+
+class GenerateView(ModelsLabView):
+    """POST a generation (text2img, img2img, inpaint or ControlNet), wait, answer its state."""
+
+    serializer_class: type[GenerationSerializer] = Text2ImgSerializer
     model_required = False
 
     def post(self, request: Request) -> Response:
         org = request.user.organization
-        fields = parse_text2img(request.data, org.plan)
+        kind = self.serializer_class.kind
+        fields = parse(self.serializer_class, request.data, org.plan)
         model_id = fields.pop("model_id", None)
         if self.model_required and not model_id:
             raise ValidationError({"model_id": ["The model_id field is required."]})
-        model = resolve_model(request, model_id)
-        track_id = fields.pop("track_id", "")
-        webhook = fields.pop("webhook", "")
-        output_base64 = fields.pop("base64")
-        req = GenerationRequest(model_id=model.model_id, **fields)
-        job = service.submit(
-            req,
-            org,
-            model,
-            api_key=request.auth,
-            track_id=track_id,
-            webhook=webhook,
-            base_url=base_url_for(request),
-            output_base64=output_base64,
-        )
-        job = service.wait_for(job, settings.PICTOR_SYNC_WAIT)
-        return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
+        model = resolve_model(request, model_id, kind)
+        wire = {
+            name: fields.pop(name) for name in ("track_id", "webhook", "base64") if name in fields
+        }
+        images = Inputs(org.pk, wire["base64"])
+        try:
+            req = build_request(request, model, fields, kind, images)
+            job = self.submit(request, req, model, wire)
+        except BaseException:
+            images.discard()
+            raise
+        return self.answer(request, job)
 
 
-class DreamboothView(Text2ImgView):
+class Text2ImgView(GenerateView):
+    """POST /api/v3/text2img."""
+
+
+class Img2ImgView(GenerateView):
+    """POST /api/v3/img2img: a new image from init_image, `strength` away from it."""
+
+    serializer_class = Img2ImgSerializer
+
+
+class InpaintView(GenerateView):
+    """POST /api/v3/inpaint: repaint the white area of mask_image in init_image."""
+
+    serializer_class = InpaintSerializer
+
+
+class DreamboothView(GenerateView):
     """POST /api/v4/dreambooth: text2img with a required model_id."""
 
     model_required = True
     fetch_url_name = "api-v4-fetch"
+
+
+class DreamboothImg2ImgView(Img2ImgView):
+    model_required = True
+    fetch_url_name = "api-v4-fetch"
+
+
+class DreamboothInpaintView(InpaintView):
+    model_required = True
+    fetch_url_name = "api-v4-fetch"
+
+
+class ControlNetView(GenerateView):
+    """POST /api/v5/controlnet: generation guided by a control image (canny computed here)."""
+
+    serializer_class = ControlNetSerializer
+
+
+class SuperResolutionView(ModelsLabView):
+    """POST /api/v6/image_editing/super_resolution: init_image upscaled exactly `scale` times."""
+
+    def post(self, request: Request) -> Response:
+        org = request.user.organization
+        fields = parse(SuperResolutionSerializer, request.data, org.plan)
+        model_id = fields.pop("model_id", None)
+        visible = AIModel.objects.visible_to(org).filter(family=AIModel.Family.UPSCALER)
+        model = (
+            visible.filter(model_id=model_id).first() if model_id else addons.default_upscaler(org)
+        )
+        if model is None:
+            raise NotFound("Model id not found")
+        images = Inputs(org.pk, fields["base64"])
+        source = images.load("init_image", fields["init_image"])
+        scale = fields["scale"]
+        width, height = source.width * scale, source.height * scale
+        if max(width, height) > MAX_SUPER_RESOLUTION_SIDE:
+            limit = MAX_SUPER_RESOLUTION_SIDE // scale
+            raise ValidationError(
+                {
+                    "init_image": [
+                        f"The init_image is {source.width}x{source.height}; to upscale it "
+                        f"{scale}x its sides may be at most {limit} px."
+                    ]
+                }
+            )
+        try:
+            req = GenerationRequest(
+                prompt="",
+                model_id=model.model_id,
+                kind="upscale",
+                init_image=images.store(source, "init_image"),
+                width=width,
+                height=height,
+                scale=scale,
+                steps=UPSCALER_STEPS,
+                guidance_scale=1.0,
+                seed=fields["seed"],
+            )
+            job = self.submit(request, req, model, fields)
+        except BaseException:
+            images.discard()
+            raise
+        return self.answer(request, job)
 
 
 class FetchView(ModelsLabView):

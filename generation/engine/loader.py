@@ -1,12 +1,15 @@
-"""Load a diffusers Stable Diffusion folder onto the best local device."""
+"""Load a registered model (a diffusers folder or a single file) onto the best local device."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
+from generation.engine.request import ModelRef
+
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
 THREADS_ENV = "PICTOR_TORCH_THREADS"
 # The scheduler config as loaded, kept on the pipeline so a request's scheduler swap starts from
@@ -49,25 +52,65 @@ def _alias_clip_text_model(text_encoder: Any) -> None:
         object.__setattr__(text_encoder, "text_model", text_encoder)
 
 
-def load_pipeline(path: str) -> StableDiffusionPipeline:
-    """Load the Stable Diffusion pipeline in folder `path`, ready to call on the local device."""
+# The diffusers class each checkpoint family loads as (img2img, inpaint and ControlNet
+# pipelines are derived from it with from_pipe, sharing its weights).
+PIPELINE_CLASSES = {
+    "sd15": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "inpaint": "StableDiffusionInpaintPipeline",
+    "upscaler": "StableDiffusionUpscalePipeline",
+}
+# Add-ons that are one model, not a pipeline.
+MODEL_CLASSES = {"controlnet": "ControlNetModel", "vae": "AutoencoderKL"}
+
+
+def device_and_dtype() -> tuple[str, Any]:
+    """The device to run on and its dtype: fp16 on CUDA, fp32 on the CPU."""
     import torch
-    from diffusers import StableDiffusionPipeline
 
     device = pick_device()
     if device == "cuda":
-        dtype = torch.float16
+        return device, torch.float16
+    _configure_cpu_threads()
+    return device, torch.float32
+
+
+def load_model(ref: ModelRef) -> Any:
+    """Load a checkpoint pipeline, or a ControlNet/VAE model, for ref.family."""
+    if ref.family in MODEL_CLASSES:
+        import diffusers
+
+        device, dtype = device_and_dtype()
+        cls = getattr(diffusers, MODEL_CLASSES[ref.family])
+        return cls.from_pretrained(ref.path, local_files_only=True, dtype=dtype).to(device)
+    if ref.family in PIPELINE_CLASSES:
+        return load_pipeline(ref.path, ref.family, ref.config_path)
+    raise ValueError(f"{ref.model_id} is a {ref.family} model, which is not loaded on its own")
+
+
+def load_pipeline(
+    path: str, family: str = "sd15", config_path: str = ""
+) -> StableDiffusionPipeline | DiffusionPipeline:
+    """Load the pipeline at path (a diffusers folder or a single file), ready to call."""
+    import diffusers
+
+    device, dtype = device_and_dtype()
+    if os.path.isfile(path):
+        from generation.engine.single_file import load_single_file
+
+        pipe = load_single_file(path, family, config_path, dtype)
     else:
-        dtype = torch.float32
-        _configure_cpu_threads()
-    # `dtype` is diffusers 0.42's name for the old `torch_dtype` (which now warns).
-    pipe = StableDiffusionPipeline.from_pretrained(
-        path,
-        local_files_only=True,
-        safety_checker=None,
-        requires_safety_checker=False,
-        dtype=dtype,
-    )
+        cls = getattr(diffusers, PIPELINE_CLASSES[family])
+        # Pictor runs its own checker (safety.py) on every family alike.
+        accepted = inspect.signature(cls.__init__).parameters
+        extra: dict[str, Any] = {
+            k: v
+            for k, v in (("safety_checker", None), ("requires_safety_checker", False))
+            if k in accepted
+        }
+        # `dtype` is diffusers 0.42's name for the old `torch_dtype` (which now warns).
+        pipe = cls.from_pretrained(path, local_files_only=True, dtype=dtype, **extra)
     pipe.to(device)
     if device == "cuda":
         from diffusers.models.attention_processor import AttnProcessor2_0
@@ -75,13 +118,14 @@ def load_pipeline(path: str) -> StableDiffusionPipeline:
         # PyTorch scaled-dot-product attention (flash / memory-efficient kernels) on the GPU.
         pipe.unet.set_attn_processor(AttnProcessor2_0())
         pipe.vae.set_attn_processor(AttnProcessor2_0())
-    _alias_clip_text_model(pipe.text_encoder)
+    _alias_clip_text_model(getattr(pipe, "text_encoder", None))
+    _alias_clip_text_model(getattr(pipe, "text_encoder_2", None))
     pipe.set_progress_bar_config(disable=True)
     # A FrozenDict: nothing can mutate it, and swapped-in schedulers get configs of their own.
     setattr(pipe, _ORIGINAL_SCHEDULER_CONFIG, pipe.scheduler.config)
     return pipe
 
 
-def original_scheduler_config(pipe: StableDiffusionPipeline) -> Any:
+def original_scheduler_config(pipe: DiffusionPipeline) -> Any:
     """The scheduler config the pipeline was loaded with."""
     return getattr(pipe, _ORIGINAL_SCHEDULER_CONFIG)

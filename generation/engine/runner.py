@@ -1,23 +1,37 @@
-"""Run one text-to-image request on a cached pipeline: the engine's entry point for workers."""
+"""Run one request on cached models: the engine's entry point for workers."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from generation.engine import safety
+from generation.engine import addons as addon_rules
+from generation.engine import control, safety
 from generation.engine.cache import PipelineCache, default_cache
 from generation.engine.loader import original_scheduler_config
-from generation.engine.request import SAFETY_MODES, GenerationRequest, GenerationResult
+from generation.engine.pipelines import kind_error, pipeline_for
+from generation.engine.prompts import with_tokens
+from generation.engine.request import (
+    KINDS,
+    SAFETY_MODES,
+    GenerationRequest,
+    GenerationResult,
+    ModelRef,
+)
 from generation.engine.schedulers import build_scheduler, usable_scheduler_error
 
 Progress = Callable[[int, int], None]
 
-# A request swaps the scheduler of a pipeline shared by the whole process, so two threads must
-# not run at once; a worker saturates its CPU or GPU with one generation anyway.
+# A request swaps the scheduler and add-ons of a pipeline shared by the whole process, so two
+# threads must not run at once; a worker saturates its CPU or GPU with one generation anyway.
 _generation_lock = threading.Lock()
+# A1111's default mask blur: the inpainted area fades into the kept pixels over a few pixels.
+MASK_BLUR = 4
+# The noise the x4 upscaler adds to its low-resolution input (its pipeline's default).
+UPSCALER_NOISE_LEVEL = 20
+UPSCALER_NATIVE_SCALE = 4
 
 
 def diffusers_clip_skip(clip_skip: int | None) -> int | None:
@@ -31,6 +45,8 @@ def diffusers_clip_skip(clip_skip: int | None) -> int | None:
 
 def validate(req: GenerationRequest) -> None:
     """Raise ValueError when the engine cannot honour the request as asked."""
+    if req.kind not in KINDS:
+        raise ValueError(f"Unknown request kind {req.kind!r}")
     error = usable_scheduler_error(req.scheduler, req.use_karras_sigmas, req.algorithm_type)
     if error is not None:
         raise ValueError(error)
@@ -41,78 +57,271 @@ def validate(req: GenerationRequest) -> None:
         )
     if req.samples < 1:
         raise ValueError("samples must be at least 1")
+    needs = {"img2img": "init_image", "inpaint": "mask_image", "upscale": "init_image"}
+    if req.kind in needs and not getattr(req, needs[req.kind]):
+        raise ValueError(f"A {req.kind} request needs {needs[req.kind]}")
+    if req.kind == "inpaint" and not req.init_image:
+        raise ValueError("An inpaint request needs init_image")
+    if req.kind == "controlnet" and not req.controlnet_model:
+        raise ValueError("A controlnet request needs controlnet_model")
 
 
 def generate(
     req: GenerationRequest,
-    model_path: str,
+    model: ModelRef | str,
     *,
+    addons: Mapping[str, ModelRef] | None = None,
+    images: Mapping[str, Any] | None = None,
     cache: PipelineCache | None = None,
     progress: Progress | None = None,
     nsfw_threshold: float = 0.5,
 ) -> GenerationResult:
-    """Generate req.samples images with seeds req.seed, req.seed + 1, ... in one batched call."""
-    # progress(done, total) runs after each denoising step and may raise to abort the job.
-    # inference_seconds covers the diffusion call and the safety check, not a cold model load.
-    import torch
+    """Generate req.samples images with seeds req.seed, req.seed + 1, ... in one batched call.
 
+    `model` is the checkpoint (a bare folder path means an SD 1.x folder); `addons` maps the
+    LoRA/embedding/VAE/ControlNet ids the request names to their refs; `images` holds the
+    decoded input images by field name (init_image, mask_image, control_image).
+    progress(done, total) runs after each denoising step and may raise to abort the job.
+    inference_seconds covers the diffusion call and the safety check, not a cold model load.
+    """
     validate(req)
-    pipe = (cache or default_cache).get(req.model_id, model_path)
-    skip = diffusers_clip_skip(req.clip_skip)
-    if skip is not None and skip >= pipe.text_encoder.config.num_hidden_layers:
-        raise ValueError(
-            f"clip_skip {req.clip_skip} is too large for a text encoder with "
-            f"{pipe.text_encoder.config.num_hidden_layers} layers"
-        )
-
-    callback = None
-    if progress is not None:
-
-        def callback(pipeline: Any, step: int, timestep: Any, kwargs: dict) -> dict:
-            # num_timesteps, not req.steps: second-order samplers (Heun, DPM2) run more.
-            progress(step + 1, pipeline.num_timesteps)
-            return kwargs
-
+    cache = cache or default_cache
+    ref = model if isinstance(model, ModelRef) else ModelRef(req.model_id, model)
+    job = _Job(req, ref, addons or {}, images or {}, cache, progress)
     with _generation_lock:
         started = time.perf_counter()
+        outputs = job.upscale() if req.kind == "upscale" else job.diffuse()
+
+    nsfw = [False] * len(outputs)
+    if req.safety_checker:
+        nsfw = safety.check(outputs, nsfw_threshold)
+        outputs = [
+            safety.censor(image, req.safety_checker_type) if flagged else image
+            for image, flagged in zip(outputs, nsfw, strict=True)
+        ]
+    return GenerationResult(
+        images=outputs,
+        seeds=job.seeds,
+        nsfw=nsfw,
+        inference_seconds=time.perf_counter() - started,
+    )
+
+
+class _Job:
+    """One request's run: resolves add-ons and inputs, builds the pipeline call, runs it."""
+
+    def __init__(
+        self,
+        req: GenerationRequest,
+        ref: ModelRef,
+        addons: Mapping[str, ModelRef],
+        images: Mapping[str, Any],
+        cache: PipelineCache,
+        progress: Progress | None,
+    ) -> None:
+        self.req = req
+        self.ref = ref
+        self.addons = addons
+        self.images = images
+        self.cache = cache
+        self.progress = progress
+        self.seeds = [req.seed + i for i in range(req.samples)]
+
+    def addon(self, model_id: str) -> ModelRef:
+        try:
+            return self.addons[model_id]
+        except KeyError:
+            raise ValueError(f"Model {model_id!r} is not available on this worker") from None
+
+    def image(self, name: str) -> Any | None:
+        value = getattr(self.req, name)
+        if not value:
+            return None
+        try:
+            return self.images[name]
+        except KeyError:
+            raise ValueError(f"The {name} of this request was not provided") from None
+
+    def generators(self) -> list[Any]:
+        import torch
+
+        # One generator per image: diffusers draws image i's noise from generators[i] alone,
+        # so a batch reproduces the single-image results of seeds seed, seed+1, ...
+        return [torch.Generator(device="cpu").manual_seed(seed) for seed in self.seeds]
+
+    def callback(self, offset: int = 0, later: int = 0) -> Callable[..., dict] | None:
+        """A step callback reporting overall progress; `offset`/`later` count other passes."""
+        if self.progress is None:
+            return None
+        report = self.progress
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict) -> dict:
+            # num_timesteps, not req.steps: second-order samplers (Heun, DPM2) run more, and
+            # img2img runs only `strength` of them.
+            report(offset + step + 1, offset + pipeline.num_timesteps + later)
+            return kwargs
+
+        return on_step_end
+
+    def diffuse(self) -> list[Any]:
+        """text2img, img2img, inpaint or ControlNet on the checkpoint's shared modules."""
+        import torch
+
+        req = self.req
+        error = kind_error(self.ref.family, req.kind)
+        if error:
+            raise ValueError(error)
+        base = self.cache.get(self.ref)
+        skip = diffusers_clip_skip(req.clip_skip)
+        layers = base.text_encoder.config.num_hidden_layers
+        if skip is not None and skip >= layers:
+            raise ValueError(
+                f"clip_skip {req.clip_skip} is too large for a text encoder with {layers} layers"
+            )
+        components: dict[str, Any] = {}
+        if req.vae:
+            components["vae"] = self.cache.get(self.addon(req.vae))
+        if req.kind == "controlnet":
+            components["controlnet"] = self.cache.get(self.addon(req.controlnet_model))
+        pipe = pipeline_for(base, self.ref.family, req.kind, **components)
         # Always from the config the model was loaded with, so no request inherits the last one's.
         pipe.scheduler = build_scheduler(
-            original_scheduler_config(pipe),
+            original_scheduler_config(base),
             req.scheduler,
             req.use_karras_sigmas,
             req.algorithm_type,
         )
-        device = pipe.device
-        # One generator per image: diffusers draws image i's noise from generators[i] alone, so
-        # a batch reproduces the single-image results of seeds seed, seed+1, ...
-        seeds = [req.seed + i for i in range(req.samples)]
-        generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        loras = [(self.addon(name), weight) for name, weight in req.loras]
+        embeddings = [self.addon(name) for name in req.embeddings]
+        tokens = [addon_rules.embedding_token(e.model_id) for e in embeddings]
+        prompt = with_tokens(req.prompt, req.negative_prompt, tokens)
+
+        call: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": req.negative_prompt or None,
+            "num_inference_steps": req.steps,
+            "guidance_scale": req.guidance_scale,
+            "num_images_per_prompt": req.samples,
+            "clip_skip": skip,
+        }
+        size = (req.width, req.height)
+        init = self.image("init_image")
+        if req.kind == "text2img":
+            call.update(width=req.width, height=req.height)
+        elif req.kind == "img2img":
+            call.update(image=init.convert("RGB").resize(size), strength=req.strength)
+        elif req.kind == "inpaint":
+            mask = self.image("mask_image").convert("L").resize(size)
+            call.update(
+                image=init.convert("RGB").resize(size),
+                mask_image=mask,
+                width=req.width,
+                height=req.height,
+                strength=req.strength,
+            )
+        elif req.kind == "controlnet":
+            hint = control.control_image(req.controlnet_type, init, self.image("control_image"))
+            call.update(
+                image=hint.resize(size),
+                width=req.width,
+                height=req.height,
+                controlnet_conditioning_scale=req.controlnet_conditioning_scale,
+                control_guidance_start=req.control_guidance_start,
+                control_guidance_end=req.control_guidance_end,
+            )
+
+        hires = req.hires_scale > 1 and req.kind == "text2img"
+        hires_steps = max(1, int(req.steps * req.hires_strength)) if hires else 0
+        with (
+            addon_rules.applied(pipe, loras=loras, embeddings=embeddings, tomesd=req.tomesd),
+            torch.inference_mode(),
+        ):
+            output = pipe(
+                **call,
+                generator=self.generators(),
+                callback_on_step_end=self.callback(later=hires_steps),
+                output_type="latent" if hires else "pil",
+            )
+            if hires:
+                return self.hires_pass(base, pipe, call, output.images, components)
+        images = list(output.images)
+        if req.kind == "inpaint":
+            images = [
+                self.keep_unmasked(image, call["image"], call["mask_image"]) for image in images
+            ]
+        return images
+
+    def hires_pass(
+        self, base: Any, first: Any, call: dict[str, Any], latents: Any, components: dict
+    ) -> list[Any]:
+        """A1111's latent "hires fix": upscale the latents, then denoise them again as img2img."""
+        import torch.nn.functional as F
+
+        req = self.req
+        upscaled = F.interpolate(latents, scale_factor=req.hires_scale, mode="nearest")
+        second = pipeline_for(base, self.ref.family, "img2img", **components)
+        second.scheduler = first.scheduler
+        call = {k: v for k, v in call.items() if k not in ("width", "height")}
+        # The latents already hold one image per sample: one prompt per latent, one each.
+        batch = len(self.seeds)
+        call.update(
+            prompt=[call["prompt"]] * batch,
+            negative_prompt=[call["negative_prompt"] or ""] * batch,
+            num_images_per_prompt=1,
+        )
+        output = second(
+            **call,
+            image=upscaled,
+            strength=req.hires_strength,
+            # One noise draw per image again, so the pass is reproducible for each seed.
+            generator=self.generators(),
+            callback_on_step_end=self.callback(offset=first.num_timesteps),
+            output_type="pil",
+        )
+        return list(output.images)
+
+    @staticmethod
+    def keep_unmasked(generated: Any, original: Any, mask: Any) -> Any:
+        """Paste the generated pixels into the original through the (slightly blurred) mask.
+
+        The VAE round trip alters every pixel a little; like A1111, only the masked area
+        (with a soft edge) should change.
+        """
+        from PIL import Image, ImageFilter
+
+        soft = mask.filter(ImageFilter.GaussianBlur(MASK_BLUR))
+        return Image.composite(generated.convert("RGB"), original, soft)
+
+    def upscale(self) -> list[Any]:
+        """Super resolution: the x4 upscaler, then resized to the requested scale."""
+        import torch
+        from PIL import Image
+
+        req = self.req
+        pipe = self.cache.get(self.ref)
+        source = self.image("init_image").convert("RGB")
+        report = self.progress
+        callback = None
+        if report is not None:
+
+            def callback(step: int, timestep: Any, latents: Any) -> None:
+                report(step + 1, req.steps)
+
         with torch.inference_mode():
             output = pipe(
                 prompt=req.prompt,
                 negative_prompt=req.negative_prompt or None,
-                width=req.width,
-                height=req.height,
+                image=source,
                 num_inference_steps=req.steps,
                 guidance_scale=req.guidance_scale,
+                noise_level=UPSCALER_NOISE_LEVEL,
                 num_images_per_prompt=req.samples,
-                generator=generators,
-                clip_skip=skip,
-                callback_on_step_end=callback,
-                output_type="pil",
+                generator=self.generators(),
+                callback=callback,
+                callback_steps=1,
             )
-        images = list(output.images)
-
-    nsfw = [False] * len(images)
-    if req.safety_checker:
-        nsfw = safety.check(images, nsfw_threshold)
-        images = [
-            safety.censor(image, req.safety_checker_type) if flagged else image
-            for image, flagged in zip(images, nsfw, strict=True)
+        size = (source.width * req.scale, source.height * req.scale)
+        return [
+            image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+            for image in output.images
         ]
-    return GenerationResult(
-        images=images,
-        seeds=seeds,
-        nsfw=nsfw,
-        inference_seconds=time.perf_counter() - started,
-    )

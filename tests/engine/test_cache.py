@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from generation.engine.cache import PipelineCache
+from generation.engine.request import ModelRef
 from generation.engine.runner import generate
 from tests.engine.base_request import BASE
 
@@ -15,11 +16,11 @@ def test_it_loads_nothing_for_a_warm_request(demo_path: str) -> None:
     cache = PipelineCache(max_models=2)
 
     generate(BASE, demo_path, cache=cache)
-    pipe = cache.get(BASE.model_id, demo_path)
+    pipe = cache.get(ModelRef(BASE.model_id, demo_path))
     generate(replace(BASE, seed=7, scheduler="EulerDiscreteScheduler"), demo_path, cache=cache)
 
     assert cache.loads == 1
-    assert cache.get(BASE.model_id, demo_path) is pipe
+    assert cache.get(ModelRef(BASE.model_id, demo_path)) is pipe
 
 
 def test_it_evicts_the_least_recently_used_model(demo_path: str, second_demo_path: str) -> None:
@@ -36,22 +37,22 @@ def test_it_evicts_the_least_recently_used_model(demo_path: str, second_demo_pat
 
 
 def test_it_keeps_the_most_recently_used_models() -> None:
-    cache = PipelineCache(max_models=2, load=lambda path: object())
-    a = cache.get("a", "/models/a")
-    cache.get("b", "/models/b")
-    assert cache.get("a", "/models/a") is a  # a is now the most recent
+    cache = PipelineCache(max_models=2, load=lambda ref: object(), max_bytes=10**9)
+    a = cache.get(ModelRef("a", "/models/a"))
+    cache.get(ModelRef("b", "/models/b"))
+    assert cache.get(ModelRef("a", "/models/a")) is a  # a is now the most recent
 
-    cache.get("c", "/models/c")
+    cache.get(ModelRef("c", "/models/c"))
 
     assert cache.model_ids() == ["a", "c"]
     assert cache.loads == 3
 
 
 def test_it_reloads_a_model_whose_folder_changed() -> None:
-    cache = PipelineCache(max_models=2, load=lambda path: object())
-    old = cache.get("a", "/models/a-v1")
+    cache = PipelineCache(max_models=2, load=lambda ref: object(), max_bytes=10**9)
+    old = cache.get(ModelRef("a", "/models/a-v1"))
 
-    assert cache.get("a", "/models/a-v2") is not old
+    assert cache.get(ModelRef("a", "/models/a-v2")) is not old
     assert (cache.loads, cache.model_ids()) == (2, ["a"])
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from generation.engine.loader import original_scheduler_config
+from generation.engine.request import ModelRef
 from generation.engine.schedulers import (
     A1111_SAMPLERS,
     SCHEDULER_NAMES,
@@ -67,7 +68,7 @@ def test_it_refuses_every_unusable_scheduler(name: str) -> None:
 def test_it_confirms_variance_exploding_schedulers_cannot_step(
     demo_path, warm_cache, name: str
 ) -> None:
-    pipe = warm_cache.get(BASE.model_id, demo_path)
+    pipe = warm_cache.get(ModelRef(BASE.model_id, demo_path))
     original = pipe.scheduler
     pipe.scheduler = getattr(diffusers, name).from_config(original_scheduler_config(pipe))
     try:

@@ -1,0 +1,62 @@
+"""Prompt rules shared by the web tier and the engine: `<lora:name:weight>` tags and enhance_prompt.
+
+Plain string work (no torch), so views can validate names before a job is queued.
+"""
+
+from __future__ import annotations
+
+import re
+
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^>]*))?>", re.IGNORECASE)
+DEFAULT_LORA_WEIGHT = 1.0
+
+# enhance_prompt appends these quality terms, in this order, skipping any already present, so
+# the same prompt always gives the same final prompt (and so the same image for a seed).
+ENHANCE_TERMS = (
+    "highly detailed",
+    "sharp focus",
+    "professional lighting",
+    "rich colors",
+    "8k",
+)
+
+
+class PromptError(ValueError):
+    """A malformed `<lora:…>` tag; the message names it."""
+
+
+def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
+    """Split `<lora:name:weight>` tags out of a prompt: (prompt without tags, [(name, weight)])."""
+    loras: list[tuple[str, float]] = []
+    for match in LORA_TAG.finditer(prompt):
+        name = match.group(1).strip()
+        raw = (match.group(2) or "").strip()
+        try:
+            weight = float(raw) if raw else DEFAULT_LORA_WEIGHT
+        except ValueError:
+            message = f"The LoRA tag {match.group(0)} has a weight that is not a number."
+            raise PromptError(message) from None
+        loras.append((name, weight))
+    cleaned = LORA_TAG.sub("", prompt)
+    cleaned = re.sub(r"\s*,\s*(,\s*)+", ", ", cleaned)
+    cleaned = re.sub(r"\s{2,}", " ", cleaned).strip().strip(",").strip()
+    return cleaned, loras
+
+
+def with_tokens(prompt: str, negative_prompt: str, tokens: list[str]) -> str:
+    """The prompt with each token that appears in neither prompt appended (embeddings)."""
+    missing = [t for t in tokens if t not in prompt and t not in negative_prompt]
+    if not missing:
+        return prompt
+    base = prompt.rstrip().rstrip(",")
+    return ", ".join([base, *missing] if base else missing)
+
+
+def enhance(prompt: str) -> str:
+    """The prompt with the quality terms it lacks appended (deterministic)."""
+    present = prompt.lower()
+    missing = [term for term in ENHANCE_TERMS if term not in present]
+    if not missing:
+        return prompt
+    base = prompt.rstrip().rstrip(",")
+    return ", ".join([base, *missing]) if base else ", ".join(missing)

@@ -1,0 +1,220 @@
+"""Job-completion webhooks, signed with the Standard Webhooks scheme and retried with backoff.
+
+A finished job with a webhook URL gets one WebhookDelivery whose payload is frozen at that
+moment (the ModelsLab body of the job). Each attempt is a django-q2 task, `deliver`; a retry is a
+one-off django-q2 Schedule, since django-q2 has no delayed async_task.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+from enum import Enum
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task, schedule
+
+from accounts.models import WEBHOOK_SECRET_PREFIX
+from generation import safe_http
+from generation.models import Job, WebhookAttempt, WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+DELIVER_TASK = "generation.webhooks.deliver"
+USER_AGENT = "Pictor-Webhooks/1"
+EXCERPT_CHARS = 500
+# A running attempt holds the delivery this long past its network timeout; a worker that dies
+# mid-attempt leaves it to django-q2's redelivery, which then finds the attempt due again.
+ATTEMPT_LEASE_MARGIN = timedelta(seconds=60)
+# Clocks of the scheduler and the worker hosts may differ a little; an attempt that arrives
+# this much early still runs rather than being dropped (which would strand the delivery).
+DUE_SLACK = timedelta(seconds=5)
+# Statuses that say "later" rather than "never", though they are 4xx.
+RETRYABLE_4XX = frozenset({408, 429})
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    GIVE_UP = "give up"
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: "v1," + base64 HMAC-SHA256 of "id.timestamp.body"."""
+    key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def new_webhook_id() -> str:
+    return "msg_" + uuid.uuid4().hex
+
+
+def job_finished(job_id: int) -> None:
+    """Create the job's webhook delivery, if it has a webhook, and start its first attempt."""
+    # Imported here: the API module imports the service, which imports the tasks that call us.
+    from generation.api.modelslab import job_answer
+
+    job = Job.objects.select_related("model").filter(pk=job_id).first()
+    if job is None or not job.webhook:
+        return
+    payload = job_answer(job, job.base_url or settings.PICTOR_BASE_URL)
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                job=job,
+                url=job.webhook,
+                webhook_id=new_webhook_id(),
+                payload=payload,
+                next_attempt_at=timezone.now(),
+            )
+    except IntegrityError:
+        # finish() ran again for this job: its webhook is already on its way.
+        return
+    transaction.on_commit(lambda: enqueue_attempt(delivery.pk))
+
+
+def enqueue_attempt(delivery_id: int) -> None:
+    """Hand an attempt that is due now to a worker."""
+    async_task(DELIVER_TASK, delivery_id, task_name=f"webhook-{delivery_id}", group="webhooks")
+
+
+def schedule_attempt(delivery_id: int, number: int, when: datetime) -> None:
+    """Have django-q2's scheduler hand attempt `number` to a worker at `when`."""
+    # repeats=-1 on a ONCE schedule makes the scheduler delete the row once it has fired.
+    schedule(
+        DELIVER_TASK,
+        delivery_id,
+        name=f"webhook-{delivery_id}-{number}",
+        schedule_type=Schedule.ONCE,
+        next_run=when,
+        repeats=-1,
+        q_options={"group": "webhooks", "task_name": f"webhook-{delivery_id}"},
+    )
+
+
+def deliver(delivery_id: int) -> None:
+    """The django-q2 task: make one attempt at a due delivery, then record and plan the next."""
+    policy = safe_http.policy_from_settings()
+    number = _claim(delivery_id, lease=timedelta(seconds=policy.timeout) + ATTEMPT_LEASE_MARGIN)
+    if number is None:
+        return
+    delivery = WebhookDelivery.objects.select_related("job__organization").get(pk=delivery_id)
+    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        # Capitalised so it replaces safe_http's own User-Agent instead of adding a second one.
+        "User-Agent": USER_AGENT,
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(
+            delivery.job.organization.webhook_secret, delivery.webhook_id, timestamp, body
+        ),
+    }
+    attempt = WebhookAttempt(delivery=delivery, number=number, started_at=timezone.now())
+    started = time.monotonic()
+    try:
+        response = safe_http.request(
+            "POST", delivery.url, policy=policy, body=body, headers=headers
+        )
+    except safe_http.UnsafeURL as exc:
+        outcome = Outcome.GIVE_UP
+        attempt.error = f"Refused before connecting: {exc}"
+    except safe_http.FetchFailed as exc:
+        outcome = Outcome.RETRY
+        attempt.error = f"Timed out: {exc}" if exc.timed_out else f"Network error: {exc}"
+    except Exception as exc:
+        # A bug here must not strand the delivery in its lease; count it as a failed attempt.
+        log.exception("webhook %s attempt %s crashed", delivery.webhook_id, number)
+        outcome = Outcome.RETRY
+        attempt.error = f"{type(exc).__name__}: {exc}"
+    else:
+        attempt.status_code = response.status
+        attempt.response_excerpt = _excerpt(response.body)
+        outcome = classify(response.status)
+    attempt.duration_ms = round((time.monotonic() - started) * 1000)
+    _record(delivery, attempt, outcome)
+
+
+def classify(status: int) -> Outcome:
+    """What a receiver's HTTP status means for the delivery."""
+    if 200 <= status < 300:
+        return Outcome.DELIVERED
+    if status >= 500 or status in RETRYABLE_4XX:
+        return Outcome.RETRY
+    # 410 Gone says "stop"; any other 4xx (or a redirect, which a POST never follows) would get
+    # the same answer again.
+    return Outcome.GIVE_UP
+
+
+def _excerpt(body: bytes) -> str:
+    # Four bytes per character at most, so this slice always holds EXCERPT_CHARS characters.
+    return body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+
+
+def _claim(delivery_id: int, lease: timedelta) -> int | None:
+    """Take the next attempt of a pending, due delivery; its number, or None if not ours."""
+    now = timezone.now()
+    row = (
+        WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING)
+        .values_list("attempts", "next_attempt_at")
+        .first()
+    )
+    if row is None:
+        return None
+    attempts, due = row
+    if due is None or due > now + DUE_SLACK:
+        # Not due: a duplicate of a task whose attempt already ran or is running.
+        return None
+    # Compare-and-set on the attempt count: of two workers holding the same task, one sends.
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id, status=WebhookDelivery.Status.PENDING, attempts=attempts
+    ).update(attempts=attempts + 1, next_attempt_at=now + lease)
+    return attempts + 1 if claimed else None
+
+
+def _record(delivery: WebhookDelivery, attempt: WebhookAttempt, outcome: Outcome) -> None:
+    delays = settings.PICTOR_WEBHOOK_RETRY_DELAYS
+    now = timezone.now()
+    number = attempt.number
+    if outcome is Outcome.RETRY and number > len(delays):
+        outcome = Outcome.GIVE_UP
+    mine = WebhookDelivery.objects.filter(
+        pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=number
+    )
+    with transaction.atomic():
+        attempt.save()
+        if outcome is Outcome.RETRY:
+            delay = delays[number - 1]
+            when = now + timedelta(seconds=delay)
+            if not mine.update(next_attempt_at=when):
+                return
+            if delay <= 0:
+                transaction.on_commit(lambda: enqueue_attempt(delivery.pk))
+            else:
+                schedule_attempt(delivery.pk, number + 1, when)
+        else:
+            status = (
+                WebhookDelivery.Status.DELIVERED
+                if outcome is Outcome.DELIVERED
+                else WebhookDelivery.Status.FAILED
+            )
+            mine.update(status=status, next_attempt_at=None, finished_at=now)
+    if outcome is Outcome.GIVE_UP:
+        log.warning(
+            "webhook %s for job %s failed after %s attempt(s): %s",
+            delivery.webhook_id,
+            delivery.job_id,
+            number,
+            attempt.error or f"HTTP {attempt.status_code}",
+        )

@@ -1,0 +1,316 @@
+"""Job-completion webhooks: signed (Standard Webhooks), retried, logged, and refused when unsafe."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from accounts.models import Organization
+from generation import webhooks
+from generation.models import AIModel, Job, WebhookAttempt, WebhookDelivery
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@dataclass
+class Hit:
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP endpoint on 127.0.0.1 that answers from a script: (status, seconds to stall)."""
+
+    port: int = 0
+    script: list[tuple[int, float]] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/pictor"
+
+    def answer(self, *statuses: int | tuple[int, float]) -> None:
+        self.script = [s if isinstance(s, tuple) else (s, 0.0) for s in statuses]
+
+    def take(self, hit: Hit) -> tuple[int, float]:
+        with self.lock:
+            self.hits.append(hit)
+            return self.script.pop(0) if self.script else (200, 0.0)
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            status, stall = state.take(Hit({k.lower(): v for k, v in self.headers.items()}, body))
+            time.sleep(stall)
+            reply = json.dumps({"received": status < 300}).encode()
+            try:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+            except OSError:
+                pass  # the client gave up waiting: what a timeout test wants
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.PICTOR_FETCH_ALLOWED_NETWORKS = ("127.0.0.0/8",)
+    settings.PICTOR_FETCH_ALLOWED_PORTS = (80, 443, state.port)
+    settings.PICTOR_FETCH_MAX_BYTES = 1024 * 1024
+    settings.PICTOR_FETCH_TIMEOUT = 5.0
+    settings.PICTOR_WEBHOOK_RETRY_DELAYS = (0, 0, 0)
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def submit(api: Any, tenant: Any, **fields: Any) -> dict[str, Any]:
+    status, data = api.post(
+        "/api/v3/text2img",
+        {"key": tenant.key, "prompt": "a lighthouse", "width": 64, "height": 64, **fields},
+    )
+    assert status == 200, data
+    return data
+
+
+def delivery_of(job_id: int) -> WebhookDelivery:
+    return WebhookDelivery.objects.get(job_id=job_id)
+
+
+def retries() -> Any:
+    """The one-off schedules of webhook retries (the reaper's schedule lives there too)."""
+    return Schedule.objects.filter(func="generation.webhooks.deliver")
+
+
+def verify(org: Organization, hit: Hit) -> Any:
+    """What a receiver does: check the signature with the reference library."""
+    org.refresh_from_db()
+    return Webhook(org.webhook_secret).verify(hit.body, hit.headers)
+
+
+def test_it_retries_until_the_receiver_accepts(api, tenant, demo_model, sync_queue, receiver):
+    receiver.answer(500, 500, 200)
+    data = submit(api, tenant, webhook=receiver.url, track_id="order-77", seed=5)
+    job_id = data["id"]
+    assert data["status"] == "success"
+
+    assert len(receiver.hits) == 3
+    assert len({hit.headers["webhook-id"] for hit in receiver.hits}) == 1
+    for hit in receiver.hits:
+        payload = verify(tenant.org, hit)
+        assert hit.headers["content-type"] == "application/json"
+        assert hit.headers["user-agent"] == "Pictor-Webhooks/1"
+        assert hit.headers["webhook-signature"].startswith("v1,")
+        assert abs(int(hit.headers["webhook-timestamp"]) - time.time()) < 60
+        assert payload["status"] == "success"
+        assert payload["id"] == job_id
+        assert payload["track_id"] == "order-77"
+        assert payload["meta"]["seed"] == 5
+        assert payload["output"] == data["output"]
+        assert payload["output"][0].startswith("http://testserver/media/generations/")
+        assert payload["output"][0].endswith(f"/{job_id}/0.png")
+
+    delivery = delivery_of(job_id)
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    assert delivery.webhook_id == receiver.hits[0].headers["webhook-id"]
+    assert delivery.webhook_id.startswith("msg_")
+    assert delivery.attempts == 3
+    assert delivery.finished_at is not None
+    log = list(delivery.attempt_log.values_list("number", "status_code", "error"))
+    assert log == [(1, 500, ""), (2, 500, ""), (3, 200, "")]
+    assert delivery.attempt_log.get(number=3).response_excerpt == '{"received": true}'
+
+
+def test_a_signature_from_another_secret_does_not_verify(
+    api, tenant, demo_model, sync_queue, receiver
+):
+    submit(api, tenant, webhook=receiver.url)
+    [hit] = receiver.hits
+    verify(tenant.org, hit)
+    tenant.org.rotate_webhook_secret()
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        verify(tenant.org, hit)
+
+
+def test_sign_matches_the_standard_webhooks_reference():
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    expected = base64.b64encode(
+        hmac.new(key, b"msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330." + body, hashlib.sha256).digest()
+    ).decode()
+    signature = webhooks.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    assert signature == "v1," + expected
+    when = datetime.fromtimestamp(1614265330, tz=UTC)
+    assert signature == Webhook(secret).sign("msg_p5jXN8AQM9LWM0D4loKWxJek", when, body.decode())
+
+
+@pytest.mark.parametrize("status", [400, 410])
+def test_a_4xx_answer_stops_after_one_attempt(
+    api, tenant, demo_model, sync_queue, receiver, status
+):
+    receiver.answer(status, 200)
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    assert len(receiver.hits) == 1
+    delivery = delivery_of(job_id)
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert delivery.attempts == 1
+    assert list(delivery.attempt_log.values_list("status_code", flat=True)) == [status]
+    assert not retries().exists()
+
+
+def test_it_gives_up_after_the_last_retry(api, tenant, demo_model, sync_queue, receiver, settings):
+    settings.PICTOR_WEBHOOK_RETRY_DELAYS = (0, 0)
+    receiver.answer(503, 502, 500, 200)
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    assert len(receiver.hits) == 3
+    delivery = delivery_of(job_id)
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert list(delivery.attempt_log.values_list("status_code", flat=True)) == [503, 502, 500]
+
+
+def test_a_receiver_that_stalls_past_the_timeout_is_retried(
+    api, tenant, demo_model, sync_queue, receiver, settings
+):
+    settings.PICTOR_FETCH_TIMEOUT = 0.5
+    receiver.answer((200, 2.0), 200)
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    assert len(receiver.hits) == 2
+    delivery = delivery_of(job_id)
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    first, second = delivery.attempt_log.all()
+    assert first.status_code is None
+    assert first.error.startswith("Timed out")
+    assert 400 <= first.duration_ms < 2000
+    assert second.status_code == 200
+
+
+def test_a_failed_job_sends_the_failed_payload(api, tenant, demo_model, sync_queue, receiver):
+    AIModel.objects.filter(pk=demo_model.pk).update(path="missing-folder")
+    data = submit(api, tenant, webhook=receiver.url, track_id="t-1")
+    job_id = data["id"]
+    assert data["status"] == "failed"
+    assert Job.objects.get(pk=job_id).status == Job.Status.FAILED
+    [hit] = receiver.hits
+    assert verify(tenant.org, hit) == {
+        "status": "failed",
+        "id": job_id,
+        "track_id": "t-1",
+        "message": "Failed, Try Again",
+        "output": [],
+    }
+    assert delivery_of(job_id).status == WebhookDelivery.Status.DELIVERED
+
+
+def test_a_private_address_is_refused_without_a_request(
+    api, tenant, demo_model, sync_queue, receiver, settings
+):
+    settings.PICTOR_FETCH_ALLOWED_NETWORKS = ()
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    assert receiver.hits == []
+    delivery = delivery_of(job_id)
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    [attempt] = delivery.attempt_log.all()
+    assert attempt.status_code is None
+    assert "127.0.0.1 is not allowed" in attempt.error
+
+
+def test_a_job_without_webhook_creates_no_delivery(api, tenant, demo_model, sync_queue, receiver):
+    data = submit(api, tenant)
+    assert data["status"] == "success"
+    assert not WebhookDelivery.objects.exists()
+    assert receiver.hits == []
+
+
+def test_a_job_is_delivered_once_even_if_it_finishes_twice(
+    api, tenant, demo_model, sync_queue, receiver
+):
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    webhooks.job_finished(job_id)
+    assert WebhookDelivery.objects.filter(job_id=job_id).count() == 1
+    assert len(receiver.hits) == 1
+
+
+def test_a_later_retry_goes_through_the_scheduler(
+    api, tenant, demo_model, sync_queue, receiver, settings
+):
+    settings.PICTOR_WEBHOOK_RETRY_DELAYS = (30, 60)
+    receiver.answer(500, 200)
+    before = timezone.now()
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    assert len(receiver.hits) == 1
+    delivery = delivery_of(job_id)
+    assert (delivery.status, delivery.attempts) == (WebhookDelivery.Status.PENDING, 1)
+
+    [retry] = retries()
+    assert retry.schedule_type == Schedule.ONCE
+    assert ast.literal_eval(retry.args) == (delivery.pk,)
+    assert retry.next_run == delivery.next_attempt_at
+    assert (
+        before + timedelta(seconds=30) <= retry.next_run <= timezone.now() + timedelta(seconds=30)
+    )
+
+    # A duplicate task arriving before the retry is due sends nothing.
+    webhooks.deliver(delivery.pk)
+    assert len(receiver.hits) == 1
+
+    # Thirty seconds later, as far as the delivery and the scheduler can tell.
+    past = timezone.now() - timedelta(seconds=1)
+    retries().update(next_run=past)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=past)
+    scheduler(broker=get_broker())
+
+    assert len(receiver.hits) == 2
+    assert receiver.hits[0].headers["webhook-id"] == receiver.hits[1].headers["webhook-id"]
+    verify(tenant.org, receiver.hits[1])
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (WebhookDelivery.Status.DELIVERED, 2)
+    assert not retries().exists()
+    webhooks.deliver(delivery.pk)
+    assert len(receiver.hits) == 2
+    assert WebhookAttempt.objects.filter(delivery=delivery).count() == 2
+
+
+def test_each_organization_gets_its_own_secret(tenant, outsider):
+    secrets = {tenant.org.webhook_secret, outsider.org.webhook_secret}
+    assert len(secrets) == 2
+    for secret in secrets:
+        assert secret.startswith("whsec_")
+        assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 24
+    old = tenant.org.webhook_secret
+    new = tenant.org.rotate_webhook_secret()
+    tenant.org.refresh_from_db()
+    assert tenant.org.webhook_secret == new != old
