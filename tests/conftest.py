@@ -1,4 +1,4 @@
-"""Shared fixtures: the demo model (built once), three tenants, an API client, the queue mode."""
+"""Shared fixtures: the demo models (built once), three tenants, an API client, the queue mode."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ DEMO_DIR_ENV = "PICTOR_TEST_MODELS_DIR"
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder with demo-sd15 built once per test session (or reused from the env)."""
-    from generation.engine.demo import build_demo_sd15
+    """A models folder with every demo model, built once per session (or reused from the env)."""
+    from generation.management.commands.build_demo_models import DEMO_MODELS
 
     root = Path(os.environ.get(DEMO_DIR_ENV) or tmp_path_factory.mktemp("models"))
-    build_demo_sd15(str(root / "demo-sd15"))
+    for model_id, _family, _base, _description, build in DEMO_MODELS:
+        build(str(root / model_id))
     return root
 
 
