@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -22,7 +23,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from generation import notify, webhooks
-from generation.engine.request import GenerationRequest
+from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
 
@@ -104,7 +105,9 @@ def execute(job: Job) -> None:
         with lease_kept(job, mine):
             result = runner.generate(
                 req,
-                job.model.local_path,
+                job.model.ref(),
+                addons=addon_refs(job, req),
+                images=input_images(req),
                 progress=progress,
                 nsfw_threshold=settings.PICTOR_NSFW_THRESHOLD,
             )
@@ -146,6 +149,23 @@ def execute(job: Job) -> None:
             OutputImage.objects.bulk_create(outputs)
     if not finished:
         log.warning("job %s finished after losing its lease; result dropped", job.pk)
+
+
+def addon_refs(job: Job, req: GenerationRequest) -> dict[str, ModelRef]:
+    """The LoRAs, embeddings, VAE and ControlNet the request names, among the tenant's models."""
+    names = {name for name, _weight in req.loras} | set(req.embeddings)
+    names |= {name for name in (req.vae, req.controlnet_model) if name}
+    if not names:
+        return {}
+    found = AIModel.objects.visible_to(job.organization).filter(model_id__in=names)
+    return {model.model_id: model.ref() for model in found}
+
+
+def input_images(req: GenerationRequest) -> dict[str, Any]:
+    """The request's input images, read back from storage where the web tier put them."""
+    from generation.inputs import open_image
+
+    return {name: open_image(getattr(req, name)) for name in IMAGE_INPUTS if getattr(req, name)}
 
 
 def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
@@ -235,7 +255,7 @@ def warm_worker(sender: object, proc_name: str = "", **kwargs: object) -> None:
     from generation.engine.cache import default_cache
 
     try:
-        default_cache.get(model.model_id, model.local_path)
+        default_cache.get(model.ref())
         safety.classifier()
     except Exception:
         # Not fatal: the first job loads it again and reports the error on the job.

@@ -50,6 +50,26 @@ def demo_model(db: None, settings: Any, models_dir: Path, media_dir: Path) -> An
     )
 
 
+@pytest.fixture
+def demo_models(demo_model: Any) -> dict[str, Any]:
+    """Every demo model registered (demo-sd15 the default), as the build command does."""
+    from generation.management.commands.build_demo_models import DEMO_MODELS
+    from generation.models import AIModel
+
+    models = {"demo-sd15": demo_model}
+    for model_id, family, base, description, _build in DEMO_MODELS:
+        if model_id not in models:
+            models[model_id] = AIModel.objects.create(
+                model_id=model_id,
+                name=model_id,
+                family=family,
+                base=base,
+                path=model_id,
+                description=description,
+            )
+    return models
+
+
 @dataclass
 class Tenant:
     org: Any

@@ -563,17 +563,16 @@ def fit_size(image: Any, max_side: int) -> tuple[int, int]:
 class Inputs:
     """The request's input images: fetched, decoded and stored for the worker, or cleaned up."""
 
-    def __init__(self, organization_id: int, is_base64: bool) -> None:
+    def __init__(self, organization_id: int) -> None:
         self.organization_id = organization_id
-        self.is_base64 = is_base64
         self.stored: list[str] = []
 
     def load(self, field: str, value: str) -> Any:
-        is_base64 = self.is_base64 and not value.lstrip()[:8].lower().startswith(
-            ("http://", "https:/")
-        )
+        # Base64 text has no "://"; anything with a scheme goes to the URL checks (which refuse
+        # all but http and https). So the base64 switch need not be right for inputs to work.
+        is_url = "://" in value.lstrip()[:12]
         try:
-            return inputs.load_image(value, is_base64=is_base64, field=field)
+            return inputs.load_image(value, is_base64=not is_url, field=field)
         except inputs.InputImageError as exc:
             raise ValidationError({field: [str(exc)]}) from None
 
@@ -694,7 +693,7 @@ class GenerateView(ModelsLabView):
         wire = {
             name: fields.pop(name) for name in ("track_id", "webhook", "base64") if name in fields
         }
-        images = Inputs(org.pk, wire["base64"])
+        images = Inputs(org.pk)
         try:
             req = build_request(request, model, fields, kind, images)
             job = self.submit(request, req, model, wire)
@@ -756,7 +755,7 @@ class SuperResolutionView(ModelsLabView):
         )
         if model is None:
             raise NotFound("Model id not found")
-        images = Inputs(org.pk, fields["base64"])
+        images = Inputs(org.pk)
         source = images.load("init_image", fields["init_image"])
         scale = fields["scale"]
         width, height = source.width * scale, source.height * scale

@@ -65,7 +65,8 @@ def embeddings_applied(pipe: Any, embeddings: Sequence[ModelRef]) -> Iterator[No
         return
     if getattr(pipe, "text_encoder_2", None) is not None:
         raise ValueError("Textual-inversion embeddings are supported on SD 1.x and 2.x models.")
-    tokens = []
+    # A multi-vector embedding adds token, token_1, token_2, ...: unload whatever was added.
+    before = set(pipe.tokenizer.get_added_vocab())
     try:
         for ref in embeddings:
             folder, name = weight_file(ref, EMBEDDING_FILE)
@@ -73,11 +74,11 @@ def embeddings_applied(pipe: Any, embeddings: Sequence[ModelRef]) -> Iterator[No
             pipe.load_textual_inversion(
                 os.path.join(folder, name), token=token, local_files_only=True
             )
-            tokens.append(token)
         yield
     finally:
-        if tokens:
-            pipe.unload_textual_inversion(tokens=tokens)
+        added = [t for t in pipe.tokenizer.get_added_vocab() if t not in before]
+        if added:
+            pipe.unload_textual_inversion(tokens=added)
 
 
 @contextmanager

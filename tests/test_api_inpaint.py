@@ -1,0 +1,77 @@
+"""POST /api/v3/inpaint: the masked area is repainted, the rest stays the input's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from generation.models import Job
+from tests.images import centre_mask, noise_image, outputs, png_base64
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SIZE = 96
+
+
+def body(tenant, **fields):
+    return {
+        "key": tenant.key,
+        "prompt": "a stone bridge",
+        "init_image": png_base64(noise_image(SIZE, SIZE)),
+        "mask_image": png_base64(centre_mask(SIZE, SIZE)),
+        "seed": 11,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("model_id", ["demo-sd15", "demo-sd15-inpaint"])
+def test_it_repaints_the_mask_and_keeps_the_rest(api, tenant, demo_models, sync_queue, model_id):
+    status, data = api.post("/api/v3/inpaint", body(tenant, model_id=model_id, strength=1))
+    assert status == 200, data
+    [image] = outputs(data)
+    source = np.asarray(noise_image(SIZE, SIZE)).astype(np.int16)
+    assert image.shape == source.shape
+
+    # Away from the mask's soft edge the input survives; inside, the model painted.
+    border = np.ones((SIZE, SIZE), bool)
+    border[SIZE // 4 - 12 : 3 * SIZE // 4 + 12, SIZE // 4 - 12 : 3 * SIZE // 4 + 12] = False
+    inside = (slice(SIZE // 4 + 12, 3 * SIZE // 4 - 12),) * 2
+    assert np.abs(image[border] - source[border]).max() <= 2
+    assert np.abs(image[inside] - source[inside]).mean() > 20
+    assert Job.objects.get().kind == "inpaint"
+
+
+def test_it_reproduces_pixels_and_follows_the_seed(api, tenant, demo_models, sync_queue):
+    [a] = outputs(api.post("/api/v3/inpaint", body(tenant))[1])
+    [b] = outputs(api.post("/api/v3/inpaint", body(tenant))[1])
+    [c] = outputs(api.post("/api/v3/inpaint", body(tenant, seed=12))[1])
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).mean() > 0.3
+
+
+def test_dreambooth_inpaint_runs_the_inpainting_model(api, tenant, demo_models, sync_queue):
+    status, data = api.post(
+        "/api/v4/dreambooth/inpaint", body(tenant, model_id="demo-sd15-inpaint", samples=2)
+    )
+    assert status == 200, data
+    assert len(outputs(data)) == 2
+    assert data["meta"]["model_id"] == "demo-sd15-inpaint"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"mask_image": None}, "mask_image"), ({"mask_image": "%%%", "base64": "yes"}, "mask_image")],
+)
+def test_it_refuses_a_missing_or_broken_mask(api, tenant, demo_models, fields, field):
+    status, data = api.post("/api/v3/inpaint", body(tenant, **fields))
+    assert status == 400
+    assert field in data["message"]
+    assert not Job.objects.exists()
+
+
+def test_an_inpainting_model_refuses_text2img(api, tenant, demo_models):
+    status, data = api.post(
+        "/api/v4/dreambooth",
+        {"key": tenant.key, "prompt": "a", "model_id": "demo-sd15-inpaint"},
+    )
+    assert status == 400
+    assert "inpaint" in data["message"]["model_id"][0]
