@@ -198,6 +198,10 @@ PICTOR_FETCH_MAX_BYTES = envint("PICTOR_FETCH_MAX_BYTES", 20 * 1024 * 1024)
 PICTOR_FETCH_TIMEOUT = envfloat("PICTOR_FETCH_TIMEOUT", 10.0)
 # Decoded input images above this many pixels are refused before they are allocated.
 PICTOR_INPUT_MAX_PIXELS = envint("PICTOR_INPUT_MAX_PIXELS", 4096 * 4096)
+# The largest API request body: room for base64 input images (4/3 of their bytes) and a mask.
+PICTOR_MAX_BODY_BYTES = envint("PICTOR_MAX_BODY_BYTES", 64 * 1024 * 1024)
+# Django refuses larger bodies with an HTML page before the API can answer in its own format.
+DATA_UPLOAD_MAX_MEMORY_SIZE = PICTOR_MAX_BODY_BYTES
 # Seconds before each webhook retry; a delivery gets at most one attempt more than listed.
 PICTOR_WEBHOOK_RETRY_DELAYS = tuple(
     int(s)

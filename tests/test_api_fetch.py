@@ -104,3 +104,35 @@ def test_another_tenants_private_model_looks_missing(api, tenant, outsider, demo
         "/api/v4/dreambooth", {"key": outsider.key, "prompt": "a", "model_id": "acme-private"}
     )
     assert (status, data) == (404, {"status": "error", "message": "Model id not found"})
+
+
+def test_fetch_of_a_running_job_shows_progress_rising_and_eta_shrinking(
+    api, tenant, demo_model, no_wait, monkeypatch
+):
+    import generation.tasks as tasks
+    from generation.engine import runner
+
+    monkeypatch.setattr(tasks, "PROGRESS_WRITE_INTERVAL", 0)
+    job_id = submit(api, tenant, width=128, height=128)["id"]
+    real_generate = runner.generate
+    answers = []
+
+    def generate_and_poll(req, model, *, progress=None, **kw):
+        def progress_then_fetch(step, total):
+            progress(step, total)
+            # The client polls while the worker is between two denoising steps.
+            answers.append(api.post(f"/api/v3/fetch/{job_id}", {"key": tenant.key})[1])
+
+        return real_generate(req, model, progress=progress_then_fetch, **kw)
+
+    monkeypatch.setattr(runner, "generate", generate_and_poll)
+    run_next_job()
+
+    assert [a["status"] for a in answers] == ["processing"] * 21
+    progress = [a["progress"] for a in answers]
+    etas = [a["eta"] for a in answers]
+    assert progress == sorted(progress) and 0 < progress[0] < 0.1 and progress[-1] == 1
+    assert all(later < earlier for earlier, later in zip(etas, etas[1:], strict=False))
+    assert etas[-1] == 0
+    status, done = api.post(f"/api/v3/fetch/{job_id}", {"key": tenant.key})
+    assert done["status"] == "success"

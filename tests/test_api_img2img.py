@@ -106,3 +106,52 @@ def test_it_refuses_bad_input_with_a_400(api, tenant, demo_models, fields, field
     assert data["status"] == "error"
     assert field in data["message"]
     assert not Job.objects.exists()
+
+
+@pytest.fixture
+def image_server(settings):
+    """A local HTTP server with one PNG, reachable because its network is explicitly allowed."""
+    import io
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    buffer = io.BytesIO()
+    noise_image(60, 40).save(buffer, format="PNG")
+    png = buffer.getvalue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    settings.PICTOR_FETCH_ALLOWED_PORTS = (80, 443, port)
+    settings.PICTOR_FETCH_ALLOWED_NETWORKS = ("127.0.0.0/8",)
+    yield f"http://127.0.0.1:{port}/in.png"
+    server.shutdown()
+
+
+def test_it_fetches_an_init_image_by_url(api, tenant, demo_models, sync_queue, image_server):
+    status, data = api.post("/api/v3/img2img", body(tenant, init_image=image_server))
+    assert status == 200, data
+    [image] = outputs(data)
+    # Scaled up to the 64 px minimum, aspect kept, in multiples of 8.
+    assert image.shape == (64, 96, 3)
+
+
+def test_a_url_refused_by_the_fetch_policy_is_a_400(
+    api, tenant, demo_models, image_server, settings
+):
+    settings.PICTOR_FETCH_ALLOWED_NETWORKS = ()
+    status, data = api.post("/api/v3/img2img", body(tenant, init_image=image_server))
+    assert status == 400
+    assert "not allowed" in data["message"]["init_image"][0]
+    assert not Job.objects.exists()

@@ -43,6 +43,7 @@ def test_it_follows_the_input(api, tenant, demo_models, sync_queue):
         ({"scale": 3}, "scale", 400),
         ({"init_image": None}, "init_image", 400),
         ({"init_image": png_base64(noise_image(600, 16))}, "init_image", 400),
+        ({"init_image": png_base64(noise_image(4, 16))}, "init_image", 400),
         ({"face_enhance": "yes"}, "face_enhance", 400),
         ({"model_id": "demo-sd15"}, None, 404),
     ],

@@ -177,3 +177,12 @@ def test_it_refuses_a_get_on_a_generate_endpoint(api, tenant, demo_model):
     status, data = api.get("/api/v3/text2img", Authorization=f"Bearer {tenant.key}")
     assert status == 405
     assert data["status"] == "error"
+
+
+def test_an_oversized_body_is_a_413_in_the_wire_format(api, tenant, demo_model, settings):
+    settings.PICTOR_MAX_BODY_BYTES = 2**20
+    big = {"key": tenant.key, "prompt": "a", "init_image": "A" * (2**20 + 1)}
+    status, data = api.post("/api/v3/img2img", big)
+    assert status == 413
+    assert data == {"status": "error", "message": "The request body may be at most 1.0 MiB."}
+    assert not Job.objects.exists()

@@ -9,6 +9,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from generation.api.parsers import BodyTooLarge
+
 INVALID_KEY_TIP = "Send your API key as `key` in the JSON body (or a Bearer token)."
 
 
@@ -28,6 +30,8 @@ def modelslab_exception_handler(exc: Exception, context: dict[str, Any]) -> Resp
         return error(detail, status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.ParseError):
         return error(f"Invalid request body: {exc.detail}", status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, BodyTooLarge):
+        return error(str(exc.detail), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return error("Send the request body as JSON.", status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
     if isinstance(exc, Http404 | exceptions.NotFound):

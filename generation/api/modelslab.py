@@ -32,6 +32,7 @@ from generation.models import AIModel, Job
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_LENGTH = 2000
 DEFAULT_SIDE = 512
+MIN_SIDE = 64
 # An image field holds a URL or base64 text; 30 MB of base64 is more than the fetch cap allows.
 MAX_IMAGE_FIELD = 30_000_000
 
@@ -69,6 +70,7 @@ MAX_LORAS = 5
 MAX_UPSCALE = 4
 # Super resolution: the largest output side, whatever the plan (the input is small anyway).
 MAX_SUPER_RESOLUTION_SIDE = 2048
+MIN_SUPER_RESOLUTION_INPUT = 8
 UPSCALER_STEPS = 21
 
 
@@ -555,9 +557,12 @@ def resolve_model(request: Request, model_id: str | None, kind: str) -> AIModel:
 
 
 def fit_size(image: Any, max_side: int) -> tuple[int, int]:
-    """The init image's size scaled down to max_side, in multiples of 8 (at least 64)."""
-    scale = min(1.0, max_side / max(image.width, image.height))
-    return tuple(max(64, int(side * scale) // 8 * 8) for side in image.size)  # type: ignore[return-value]
+    """The init image's size scaled to fit 64..max_side, aspect kept, in multiples of 8."""
+    scale = min(max_side / max(image.size), max(1.0, MIN_SIDE / min(image.size)))
+    width, height = (
+        max(MIN_SIDE, min(max_side, int(side * scale) // 8 * 8)) for side in image.size
+    )
+    return width, height
 
 
 class Inputs:
@@ -759,6 +764,15 @@ class SuperResolutionView(ModelsLabView):
         source = images.load("init_image", fields["init_image"])
         scale = fields["scale"]
         width, height = source.width * scale, source.height * scale
+        if min(source.width, source.height) < MIN_SUPER_RESOLUTION_INPUT:
+            raise ValidationError(
+                {
+                    "init_image": [
+                        f"The init_image is {source.width}x{source.height}; its sides must be "
+                        f"at least {MIN_SUPER_RESOLUTION_INPUT} px."
+                    ]
+                }
+            )
         if max(width, height) > MAX_SUPER_RESOLUTION_SIDE:
             limit = MAX_SUPER_RESOLUTION_SIDE // scale
             raise ValidationError(
