@@ -10,6 +10,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from PIL import Image
 
+from generation.engine.schedulers import A1111_SAMPLERS, SCHEDULERS
 from generation.models import Job, OutputImage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -231,3 +232,24 @@ def test_it_uses_the_base_url_setting_for_links(api, tenant, demo_model, no_wait
     _, data = api.post("/api/v3/text2img", body(tenant))
     assert data["fetch_result"].startswith("https://img.example.com/api/v3/fetch/")
     assert data["future_links"][0].startswith("https://img.example.com/media/generations/")
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    sorted(SCHEDULERS) + sorted(A1111_SAMPLERS) + ["NoSuchScheduler", "DPM++ 3M SDE"],
+)
+@pytest.mark.parametrize("karras", ["no", "yes"])
+def test_every_scheduler_gives_an_image_or_a_clear_400(
+    api, tenant, demo_model, sync_queue, scheduler, karras
+):
+    status, data = api.post(
+        "/api/v3/text2img", body(tenant, scheduler=scheduler, use_karras_sigmas=karras)
+    )
+    if status == 200:
+        assert data["status"] == "success", data
+        assert stored_image(data["output"][0]).size == (64, 64)
+    else:
+        assert status == 400, data
+        assert "scheduler" in data["message"] or "use_karras_sigmas" in data["message"]
+        assert not Job.objects.exists()
+    assert not Job.objects.filter(status=Job.Status.FAILED).exists()

@@ -19,7 +19,7 @@ from billing.models import Plan
 from generation import addons, inputs, service
 from generation.api.parsers import AnyContentTypeJSONParser
 from generation.engine import control
-from generation.engine.pipelines import kind_error
+from generation.engine.pipelines import kind_error, pipeline_family
 from generation.engine.prompts import PromptError, enhance, extract_lora_tags, with_tokens
 from generation.engine.request import DEFAULT_SCHEDULER, SAFETY_MODES, GenerationRequest
 from generation.engine.schedulers import (
@@ -550,7 +550,7 @@ def resolve_model(request: Request, model_id: str | None, kind: str) -> AIModel:
                 ]
             }
         )
-    problem = kind_error(model.family, kind)
+    problem = kind_error(pipeline_family(model.family, model.base), kind)
     if problem:
         raise ValidationError({"model_id": [problem]})
     return model

@@ -6,6 +6,7 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
+from generation.engine.pipelines import pipeline_family
 from generation.engine.request import ModelRef
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ PIPELINE_CLASSES = {
     "sd2": "StableDiffusionPipeline",
     "sdxl": "StableDiffusionXLPipeline",
     "inpaint": "StableDiffusionInpaintPipeline",
+    "inpaint-sdxl": "StableDiffusionXLInpaintPipeline",
     "upscaler": "StableDiffusionUpscalePipeline",
 }
 # Add-ons that are one model, not a pipeline.
@@ -84,8 +86,9 @@ def load_model(ref: ModelRef) -> Any:
         device, dtype = device_and_dtype()
         cls = getattr(diffusers, MODEL_CLASSES[ref.family])
         return cls.from_pretrained(ref.path, local_files_only=True, dtype=dtype).to(device)
-    if ref.family in PIPELINE_CLASSES:
-        return load_pipeline(ref.path, ref.family, ref.config_path)
+    family = pipeline_family(ref.family, ref.base)
+    if family in PIPELINE_CLASSES:
+        return load_pipeline(ref.path, family, ref.config_path)
     raise ValueError(f"{ref.model_id} is a {ref.family} model, which is not loaded on its own")
 
 

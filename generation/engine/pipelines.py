@@ -26,7 +26,13 @@ PIPELINES = {
     ("sdxl", "controlnet"): "StableDiffusionXLControlNetPipeline",
     # A 9-channel inpainting UNet only makes sense with a mask.
     ("inpaint", "inpaint"): "StableDiffusionInpaintPipeline",
+    ("inpaint-sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
 }
+
+
+def pipeline_family(family: str, base: str) -> str:
+    """The key PIPELINES (and the loader) use: inpainting checkpoints differ by architecture."""
+    return "inpaint-sdxl" if family == "inpaint" and base == "sdxl" else family
 
 
 def supported_kinds(family: str) -> list[str]:

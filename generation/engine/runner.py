@@ -11,7 +11,7 @@ from generation.engine import addons as addon_rules
 from generation.engine import control, safety
 from generation.engine.cache import PipelineCache, default_cache
 from generation.engine.loader import original_scheduler_config
-from generation.engine.pipelines import kind_error, pipeline_for
+from generation.engine.pipelines import kind_error, pipeline_family, pipeline_for
 from generation.engine.prompts import with_tokens
 from generation.engine.request import (
     KINDS,
@@ -126,6 +126,7 @@ class _Job:
         self.cache = cache
         self.progress = progress
         self.seeds = [req.seed + i for i in range(req.samples)]
+        self.family = pipeline_family(ref.family, ref.base)
 
     def addon(self, model_id: str) -> ModelRef:
         try:
@@ -168,7 +169,7 @@ class _Job:
         import torch
 
         req = self.req
-        error = kind_error(self.ref.family, req.kind)
+        error = kind_error(self.family, req.kind)
         if error:
             raise ValueError(error)
         base = self.cache.get(self.ref)
@@ -183,7 +184,7 @@ class _Job:
             components["vae"] = self.cache.get(self.addon(req.vae))
         if req.kind == "controlnet":
             components["controlnet"] = self.cache.get(self.addon(req.controlnet_model))
-        pipe = pipeline_for(base, self.ref.family, req.kind, **components)
+        pipe = pipeline_for(base, self.family, req.kind, **components)
         # Always from the config the model was loaded with, so no request inherits the last one's.
         pipe.scheduler = build_scheduler(
             original_scheduler_config(base),
@@ -259,7 +260,7 @@ class _Job:
 
         req = self.req
         upscaled = F.interpolate(latents, scale_factor=req.hires_scale, mode="nearest")
-        second = pipeline_for(base, self.ref.family, "img2img", **components)
+        second = pipeline_for(base, self.family, "img2img", **components)
         second.scheduler = first.scheduler
         call = {k: v for k, v in call.items() if k not in ("width", "height")}
         # The latents already hold one image per sample: one prompt per latent, one each.

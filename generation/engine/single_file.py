@@ -22,6 +22,7 @@ PIPELINE_CLASSES = {
     "sd2": "StableDiffusionPipeline",
     "sdxl": "StableDiffusionXLPipeline",
     "inpaint": "StableDiffusionInpaintPipeline",
+    "inpaint-sdxl": "StableDiffusionXLInpaintPipeline",
 }
 SDXL_INPAINT_CLASS = "StableDiffusionXLInpaintPipeline"
 
