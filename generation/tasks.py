@@ -212,7 +212,12 @@ def _store(path: str, data: bytes) -> None:
 
 
 def reap_expired_jobs() -> int:
-    """Requeue processing jobs whose lease ran out (or fail them after the last attempt)."""
+    """Requeue processing jobs whose lease ran out (or fail them after the last attempt).
+
+    Webhook deliveries whose attempt was lost are picked up again here too, as this runs
+    every minute on the reaper's schedule.
+    """
+    webhooks.resume_stalled_deliveries()
     now = timezone.now()
     reaped = 0
     expired = Job.objects.filter(status=Job.Status.PROCESSING, lease_expires_at__lt=now)

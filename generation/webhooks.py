@@ -38,6 +38,8 @@ ATTEMPT_LEASE_MARGIN = timedelta(seconds=60)
 # Clocks of the scheduler and the worker hosts may differ a little; an attempt that arrives
 # this much early still runs rather than being dropped (which would strand the delivery).
 DUE_SLACK = timedelta(seconds=5)
+# A due attempt not started by then was lost (the scheduler looks every 30 s): send it again.
+STALLED_AFTER = timedelta(minutes=2)
 # Statuses that say "later" rather than "never", though they are 4xx.
 RETRYABLE_4XX = frozenset({408, 429})
 
@@ -100,6 +102,24 @@ def schedule_attempt(delivery_id: int, number: int, when: datetime) -> None:
         repeats=-1,
         q_options={"group": "webhooks", "task_name": f"webhook-{delivery_id}"},
     )
+
+
+def resume_stalled_deliveries() -> int:
+    """Re-enqueue pending deliveries long past due: their task or schedule was lost.
+
+    An enqueue can fail after commit, and a worker can die mid-attempt; without this such a
+    delivery would stay pending forever. A duplicate task is harmless: `_claim` lets one send.
+    """
+    overdue = timezone.now() - STALLED_AFTER
+    stalled = list(
+        WebhookDelivery.objects.filter(
+            status=WebhookDelivery.Status.PENDING, next_attempt_at__lt=overdue
+        ).values_list("pk", flat=True)[:100]
+    )
+    for delivery_id in stalled:
+        log.warning("webhook delivery %s stalled; enqueuing its attempt again", delivery_id)
+        enqueue_attempt(delivery_id)
+    return len(stalled)
 
 
 def deliver(delivery_id: int) -> None:

@@ -314,3 +314,31 @@ def test_each_organization_gets_its_own_secret(tenant, outsider):
     new = tenant.org.rotate_webhook_secret()
     tenant.org.refresh_from_db()
     assert tenant.org.webhook_secret == new != old
+
+
+def test_a_stalled_delivery_is_sent_by_the_reaper(
+    api, tenant, demo_model, sync_queue, receiver, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.tasks import reap_expired_jobs
+
+    settings.PICTOR_WEBHOOK_RETRY_DELAYS = (600,)
+    receiver.answer(500, 200)
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    delivery = delivery_of(job_id)
+    assert (len(receiver.hits), delivery.status) == (1, WebhookDelivery.Status.PENDING)
+    # As if the retry's schedule had been lost, and its time long past.
+    retries().delete()
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=10)
+    )
+    reap_expired_jobs()
+    delivery.refresh_from_db()
+    assert len(receiver.hits) == 2
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    # Nothing stalled any more: another sweep sends nothing.
+    reap_expired_jobs()
+    assert len(receiver.hits) == 2
