@@ -46,6 +46,7 @@ test: lint
 
 bench: models
 	$(PY) bench/overhead.py
+	$(PY) bench/engine.py
 
 clean:
 	rm -rf var/ .pytest_cache
