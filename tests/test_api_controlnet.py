@@ -96,3 +96,10 @@ def test_it_refuses_bad_input_with_a_400(api, tenant, demo_models, fields, field
     assert status == 400, data
     assert field in data["message"]
     assert not Job.objects.exists()
+
+
+def test_without_a_size_the_output_takes_the_control_images(api, tenant, demo_models, sync_queue):
+    hint = png_base64(noise_image(96, 64, seed=4))
+    fields = body(tenant, control_image=hint, init_image=None, width=None, height=None)
+    [image] = outputs(api.post("/api/v5/controlnet", fields)[1])
+    assert image.shape == (64, 96, 3)

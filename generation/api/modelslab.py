@@ -645,8 +645,9 @@ def build_request(
         if ready is None and not (auto_hint and computed):
             # Like ModelsLab: without auto_hint the init image is the control image itself.
             ready, init = init, None
-    if init is not None and ("width" not in fields or "height" not in fields):
-        width, height = fit_size(init, plan.max_side)
+    source = init if init is not None else ready
+    if source is not None and ("width" not in fields or "height" not in fields):
+        width, height = fit_size(source, plan.max_side)
         fields.setdefault("width", width)
         fields.setdefault("height", height)
     fields.setdefault("width", DEFAULT_SIDE)

@@ -30,7 +30,7 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A validated text-to-image request, independent of any wire format."""
+    """A validated generation request (any kind), independent of any wire format."""
 
     prompt: str
     model_id: str
