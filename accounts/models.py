@@ -77,6 +77,22 @@ class Organization(models.Model):
         default=new_webhook_secret,
         help_text="Signs this organization's job webhooks (Standard Webhooks)",
     )
+    # The running total of the credit ledger (billing.CreditEntry); only billing/ledger.py
+    # changes it, in the same transaction as the entry, so it always equals the ledger's sum.
+    credit_balance = models.PositiveIntegerField(default=0)
+    strikes = models.PositiveSmallIntegerField(
+        default=0, help_text="Blocked-content strikes since the last lift"
+    )
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    suspension_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(credit_balance__gte=0),
+                name="accounts_organization_credit_balance_not_negative",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.slug
@@ -172,6 +188,7 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires")
 
     objects = ApiKeyManager()
 
@@ -197,3 +214,26 @@ class ApiKey(models.Model):
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+class Strike(models.Model):
+    """One refused prompt held against an organization (the abuse rules count them)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="strike_log"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="strikes"
+    )
+    reason = models.CharField(max_length=500)
+    prompt = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # the admin's strike list per organization: WHERE organization_id=%s ORDER BY created_at
+            models.Index(fields=["organization", "-created_at"], name="accounts_strike_org_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"strike on {self.organization} ({self.reason})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 
 def default_steps_list() -> list[int]:
@@ -25,6 +26,11 @@ class Plan(models.Model):
     priority = models.SmallIntegerField(default=0)
     retention_days = models.PositiveIntegerField()
     monthly_credits = models.PositiveIntegerField()
+    stripe_price_id = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The Stripe recurring price that upgrades to this plan",
+    )
 
     class Meta:
         ordering = ["priority"]
@@ -36,3 +42,87 @@ class Plan(models.Model):
     def max_steps(self) -> int:
         """The largest step count this plan allows (binds formats without a steps list)."""
         return max(self.steps_list)
+
+
+class CreditEntry(models.Model):
+    """One append-only line of an organization's credit ledger (billing/ledger.py writes it)."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant"
+        DEBIT = "debit"
+        REFUND = "refund"
+        ADJUSTMENT = "adjustment"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="credit_entries"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    amount = models.IntegerField(help_text="Signed: positive adds credits, negative takes them")
+    balance_after = models.PositiveIntegerField()
+    key = models.CharField(
+        max_length=200, help_text="Unique per entry: what makes a grant or refund happen once"
+    )
+    job = models.ForeignKey(
+        "generation.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="credit_entries",
+    )
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key"], name="billing_ledger_unique_key"),
+        ]
+        indexes = [
+            # usage and ledger pages: WHERE organization_id=%s ORDER BY created_at DESC
+            models.Index(fields=["organization", "-created_at"], name="billing_ledger_org_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount:+d} ({self.organization})"
+
+
+class Subscription(models.Model):
+    """An organization's Stripe subscription, as Stripe's webhooks last described it."""
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="subscription"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    stripe_customer_id = models.CharField(max_length=100, blank=True)
+    stripe_subscription_id = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=30, blank=True, help_text="Stripe's subscription status")
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stripe_subscription_id"],
+                condition=~models.Q(stripe_subscription_id=""),
+                name="billing_subscription_unique_stripe_id",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} on {self.plan} ({self.status or 'manual'})"
+
+
+class StripeEvent(models.Model):
+    """A Stripe webhook event, stored once: replays and duplicates find it and change nothing."""
+
+    event_id = models.CharField(max_length=100)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event_id"], name="billing_stripeevent_unique_event_id")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
