@@ -29,7 +29,8 @@ def image_cost(width: int, height: int, steps: int) -> int:
 
 def job_cost(req: GenerationRequest) -> int:
     """Credits for a whole request."""
-    return req.samples * image_cost(req.width, req.height, req.steps)
+    # Priced on what comes back: a hires-fix job returns (and runs) larger images.
+    return req.samples * image_cost(req.output_width, req.output_height, req.steps)
 
 
 def submit(

@@ -117,6 +117,15 @@ def test_hires_fix_doubles_the_size(api, tenant, demo_models, sync_queue, fields
     assert data["meta"]["credits"] == 1
 
 
+def test_hires_fix_is_priced_on_the_output_size(api, tenant, demo_models, no_wait):
+    status, data = api.post(
+        "/api/v3/text2img", body(tenant, width=512, height=512, highres_fix="yes")
+    )
+    assert status == 200, data
+    # 1024x1024 is four 512x512 tiles.
+    assert data["meta"]["credits"] == 4
+
+
 def test_the_sdxl_model_generates(api, tenant, demo_models, sync_queue):
     status, data = api.post(
         "/api/v4/dreambooth", body(tenant, model_id="demo-sdxl", width=128, height=128, samples=2)
