@@ -3,7 +3,8 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from accounts.models import ApiKey, Membership, Organization, User
+from accounts import abuse
+from accounts.models import ApiKey, Membership, Organization, Strike, User
 
 
 @admin.register(User)
@@ -24,14 +25,61 @@ class MembershipInline(admin.TabularInline):
     extra = 0
 
 
+class StrikeInline(admin.TabularInline):
+    """The organization's refused prompts, newest first; history, so nobody edits it."""
+
+    model = Strike
+    extra = 0
+    fields = ["created_at", "api_key", "reason", "prompt"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class SuspendedFilter(admin.SimpleListFilter):
+    title = "suspended"
+    parameter_name = "suspended"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> QuerySet[Organization]:
+        if self.value() == "yes":
+            return queryset.filter(suspended_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(suspended_at__isnull=True)
+        return queryset
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "plan", "created_at"]
-    list_filter = ["plan"]
+    list_display = ["slug", "name", "plan", "strikes", "suspended", "created_at"]
+    list_filter = ["plan", SuspendedFilter]
     search_fields = ["slug", "name"]
-    readonly_fields = ["webhook_secret"]
-    inlines = [MembershipInline]
-    actions = ["rotate_webhook_secrets"]
+    readonly_fields = ["webhook_secret", "strikes", "suspended_at", "suspension_reason"]
+    inlines = [MembershipInline, StrikeInline]
+    actions = ["rotate_webhook_secrets", "suspend", "lift_suspension"]
+
+    @admin.display(boolean=True, ordering="suspended_at")
+    def suspended(self, org: Organization) -> bool:
+        return org.suspended_at is not None
+
+    @admin.action(description="Suspend (every key answers 403)")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        for org in queryset:
+            abuse.suspend(org, f"Suspended by {request.user} in the admin")
+        self.message_user(request, f"Suspended {len(queryset)} organization(s).")
+
+    @admin.action(description="Lift suspension (and reset strikes)")
+    def lift_suspension(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        for org in queryset:
+            abuse.lift_suspension(org)
+        self.message_user(request, f"Lifted the suspension of {len(queryset)} organization(s).")
 
     @admin.action(description="Rotate the webhook signing secret")
     def rotate_webhook_secrets(
@@ -46,7 +94,34 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "organization", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["revoked_at"]
+    list_display = [
+        "prefix",
+        "name",
+        "organization",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    list_filter = ["revoked_at", "expires_at"]
     search_fields = ["prefix", "name", "organization__slug"]
     readonly_fields = ["prefix", "digest", "created_at", "last_used_at"]
+
+
+@admin.register(Strike)
+class StrikeAdmin(admin.ModelAdmin):
+    """Read-only: a strike is history; lifting a suspension resets the count, not the log."""
+
+    list_display = ["created_at", "organization", "api_key", "reason"]
+    list_select_related = ["organization", "api_key"]
+    search_fields = ["organization__slug", "reason", "prompt"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -40,6 +40,13 @@ def raw_key_from(request: Request) -> str | None:
     return None
 
 
+class AccountSuspended(exceptions.PermissionDenied):
+    """Every key of a suspended organization answers this until staff lift the suspension."""
+
+    default_detail = "Account suspended"
+    default_code = "account_suspended"
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKey] | None:
         raw = raw_key_from(request)
@@ -48,6 +55,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key = ApiKey.objects.for_raw_key(raw)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid Api Key")
+        if key.organization.suspended_at is not None:
+            raise AccountSuspended()
         key.touch()
         return ApiKeyUser(key), key
 

@@ -168,7 +168,9 @@ class ApiKeyManager(models.Manager["ApiKey"]):
             return None
         digest = key_digest(raw)
         candidates = self.select_related("organization__plan").filter(
-            prefix=raw[:KEY_LOOKUP_LENGTH], revoked_at__isnull=True
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=timezone.now()),
+            prefix=raw[:KEY_LOOKUP_LENGTH],
+            revoked_at__isnull=True,
         )
         for key in candidates:
             if hmac.compare_digest(key.digest, digest):
@@ -195,6 +197,7 @@ class ApiKey(models.Model):
     class Meta:
         indexes = [
             # ApiKey.objects.for_raw_key(): WHERE prefix = %s AND revoked_at IS NULL
+            # AND (expires_at IS NULL OR expires_at > now); the prefix alone leaves one row or so.
             models.Index(fields=["prefix"], name="accounts_apikey_prefix_idx"),
         ]
 

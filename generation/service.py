@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts import abuse
 from accounts.models import ApiKey, Organization
 from generation import notify
 from generation.engine.request import GenerationRequest
@@ -46,6 +47,7 @@ def submit(
     output_base64: bool = False,
 ) -> Job:
     """Create a queued job for a validated request; the worker task is enqueued on commit."""
+    abuse.check_prompt(organization, api_key, req.prompt, req.negative_prompt)
     with transaction.atomic():
         job = Job.objects.create(
             organization=organization,

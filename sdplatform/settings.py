@@ -208,6 +208,12 @@ PICTOR_WEBHOOK_RETRY_DELAYS = tuple(
     for s in envstr("PICTOR_WEBHOOK_RETRY_DELAYS", "5,30,120,600,1800").split(",")
     if s.strip()
 )
+# Abuse rules (accounts/abuse.py): prompt terms refused on top of the built-in list, and the
+# strikes that suspend an organization.
+PICTOR_BLOCKED_TERMS = tuple(
+    t.strip() for t in envstr("PICTOR_BLOCKED_TERMS").split(",") if t.strip()
+)
+PICTOR_STRIKE_LIMIT = envint("PICTOR_STRIKE_LIMIT", 3)
 
 LOGGING = {
     "version": 1,
