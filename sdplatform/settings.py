@@ -215,6 +215,27 @@ PICTOR_BLOCKED_TERMS = tuple(
 )
 PICTOR_STRIKE_LIMIT = envint("PICTOR_STRIKE_LIMIT", 3)
 
+# Stripe (billing/stripe_api.py, billing/stripe_events.py): online payment is on when the secret
+# key is set; without it staff change plans and grant credits by hand.
+STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = envstr("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+# Credit packs sold for one-off payments: "slug:credits:price_id,…" (a Stripe one-time price).
+PICTOR_CREDIT_PACKS: tuple[tuple[str, int, str], ...] = ()
+for _pack in envstr("PICTOR_CREDIT_PACKS").split(","):
+    if _pack.strip():
+        try:
+            _slug, _credits, _price = (part.strip() for part in _pack.split(":"))
+            if not _slug or not _price or int(_credits) <= 0:
+                raise ValueError
+            PICTOR_CREDIT_PACKS += ((_slug, int(_credits), _price),)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"PICTOR_CREDIT_PACKS: {_pack.strip()!r} is not slug:credits:price_id"
+            ) from None
+# Where the billing pages send a user who is not logged in, until self-service pages have theirs.
+LOGIN_URL = envstr("LOGIN_URL", "/admin/login/")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

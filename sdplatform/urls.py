@@ -11,6 +11,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("", include("generation.api.urls")),
+    path("", include("billing.urls")),
 ]
 
 

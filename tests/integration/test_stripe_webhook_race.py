@@ -1,0 +1,140 @@
+"""One Stripe event delivered 10 times at once to gunicorn on PostgreSQL makes exactly one grant.
+
+Each delivery is handled by its own server thread on its own database connection; the unique
+StripeEvent row, inserted in the same transaction as the grant, lets exactly one of them apply it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from tests.integration.conftest import (
+    PG_URL,
+    create_database,
+    drop_database,
+    free_port,
+    manage,
+    spawn,
+)
+
+pytestmark = pytest.mark.integration
+
+DELIVERIES = 10
+SECRET = "whsec_race_test_3f9a"
+FIXTURE = (
+    Path(__file__).parents[1] / "fixtures" / "stripe" / "checkout_session_completed_payment.json"
+)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """gunicorn (2 processes × 8 threads) on a fresh PostgreSQL database: (base URL, its env)."""
+    database = create_database()
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
+        "DATABASE_URL": f"{PG_URL}/{database}",
+        "PICTOR_VAR_DIR": str(tmp_path / "var"),
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("REDIS_URL", None)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "createcachetable")
+    web = spawn(
+        env,
+        tmp_path / "web.log",
+        "-m",
+        "gunicorn",
+        "sdplatform.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "8",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or web.poll() is not None:
+                pytest.fail("gunicorn did not start:\n" + (tmp_path / "web.log").read_text())
+            time.sleep(0.2)
+        yield base, env
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+        drop_database(database)
+
+
+def test_ten_concurrent_deliveries_of_one_event_make_one_grant(server):
+    base, env = server
+    manage(env, "apikey", "create", "--org", "race", "--plan", "free")
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        org_id, start = conn.execute(
+            "SELECT id, credit_balance FROM accounts_organization WHERE slug = 'race'"
+        ).fetchone()
+
+    event = json.loads(FIXTURE.read_text())
+    session = event["data"]["object"]
+    session["client_reference_id"] = session["metadata"]["organization_id"] = str(org_id)
+    body = json.dumps(event).encode()
+    at = int(time.time())
+    digest = hmac.new(SECRET.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "Stripe-Signature": f"t={at},v1={digest}"}
+
+    barrier = threading.Barrier(DELIVERIES)
+    answers: list[object] = [None] * DELIVERIES
+
+    def deliver(index: int) -> None:
+        barrier.wait()
+        try:
+            response = requests.post(
+                base + "/billing/stripe/webhook/", data=body, headers=headers, timeout=60
+            )
+            answers[index] = (response.status_code, response.json())
+        except Exception as exc:  # recorded, so the assertion shows it
+            answers[index] = repr(exc)
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(DELIVERIES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert all(isinstance(a, tuple) and a[0] == 200 for a in answers), answers
+    applied = [a for a in answers if not a[1]["duplicate"]]
+    assert len(applied) == 1, answers
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        entries = conn.execute(
+            "SELECT kind, amount, key FROM billing_creditentry"
+            " WHERE organization_id = %s AND key LIKE 'stripe:%%'",
+            (org_id,),
+        ).fetchall()
+        balance = conn.execute(
+            "SELECT credit_balance FROM accounts_organization WHERE id = %s", (org_id,)
+        ).fetchone()[0]
+        stored = conn.execute(
+            "SELECT count(*) FROM billing_stripeevent WHERE event_id = %s", (event["id"],)
+        ).fetchone()[0]
+    assert entries == [("grant", 1000, f"stripe:{session['id']}")]
+    assert balance == start + 1000
+    assert stored == 1
