@@ -9,7 +9,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -105,18 +105,28 @@ class Organization(models.Model):
 
     @classmethod
     def get_or_create_by_slug(cls, slug: str, plan_slug: str | None = None) -> Organization:
-        """The organization with this slug, created on the given (default: free) plan if new."""
+        """The organization with this slug, created on the given (default: free) plan if new.
+
+        A new organization starts with its plan's monthly credits; a plan change grants the
+        new plan's at once.
+        """
+        from billing import ledger
         from billing.models import Plan
 
         slug = slugify(slug)
         org = cls.objects.filter(slug=slug).first()
         if org is None:
-            org = cls.objects.create(
-                name=slug, slug=slug, plan=Plan.objects.get(slug=plan_slug or Plan.DEFAULT_SLUG)
-            )
+            with transaction.atomic():
+                org = cls.objects.create(
+                    name=slug,
+                    slug=slug,
+                    plan=Plan.objects.get(slug=plan_slug or Plan.DEFAULT_SLUG),
+                )
+                ledger.grant_monthly(org)
+            org.refresh_from_db(fields=["credit_balance"])
         elif plan_slug and org.plan.slug != plan_slug:
-            org.plan = Plan.objects.get(slug=plan_slug)
-            org.save(update_fields=["plan"])
+            ledger.change_plan(org, Plan.objects.get(slug=plan_slug))
+            org.refresh_from_db(fields=["credit_balance"])
         return org
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts import abuse
 from accounts.models import ApiKey, Organization
+from billing import ledger
 from generation import notify
 from generation.engine.request import GenerationRequest
 from generation.models import AIModel, Job
@@ -63,6 +64,8 @@ def submit(
             output_base64=output_base64,
             progress_total=req.steps,
         )
+        # Raises InsufficientCredits (402), which rolls the job back with the debit.
+        ledger.debit_for_job(job)
         transaction.on_commit(lambda: enqueue_job(job.pk))
     return job
 

@@ -22,6 +22,7 @@ from django.db import connection, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from billing import ledger
 from generation import notify, webhooks
 from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
 from generation.models import AIModel, Job, OutputImage
@@ -169,11 +170,18 @@ def input_images(req: GenerationRequest) -> dict[str, Any]:
 
 
 def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
-    """Put the job in a final state if `rows` still selects it; wake its waiters on commit."""
-    changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
-    if changed:
-        transaction.on_commit(lambda: notify.job_finished(job_id))
-        transaction.on_commit(lambda: webhooks.job_finished(job_id), robust=True)
+    """Put the job in a final state if `rows` still selects it; wake its waiters on commit.
+
+    A failed or canceled job gets its credits back in the same transaction (once: the refund
+    has a unique ledger key, and only the caller whose update changed the row gets here).
+    """
+    with transaction.atomic():
+        changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
+        if changed:
+            if fields.get("status") in (Job.Status.FAILED, Job.Status.CANCELED):
+                ledger.refund_job(job_id)
+            transaction.on_commit(lambda: notify.job_finished(job_id))
+            transaction.on_commit(lambda: webhooks.job_finished(job_id), robust=True)
     return bool(changed)
 
 

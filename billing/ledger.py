@@ -1,0 +1,185 @@
+"""The credit rules: every change to a balance is one ledger entry with a unique key.
+
+`Organization.credit_balance` is the running sum of the organization's `CreditEntry` rows. Both
+move in one transaction here and nowhere else: the entry's unique key makes a replayed grant or
+refund a no-op, and a conditional UPDATE keeps the balance from going below zero under
+concurrent requests (PostgreSQL re-checks the WHERE clause after waiting for the row lock).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import TYPE_CHECKING
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+from accounts.models import Organization
+from billing.models import CreditEntry, Plan
+
+if TYPE_CHECKING:
+    from generation.models import Job
+
+Kind = CreditEntry.Kind
+
+
+class InsufficientCredits(APIException):
+    """The organization's balance does not cover the charge (402, nothing is queued)."""
+
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    default_detail = "Insufficient credits"
+    default_code = "insufficient_credits"
+
+
+def post(
+    org_id: int,
+    kind: str,
+    amount: int,
+    key: str,
+    *,
+    job: Job | int | None = None,
+    note: str = "",
+) -> CreditEntry | None:
+    """Write one entry and move the balance by `amount`; None when `key` was already posted."""
+    if CreditEntry.objects.filter(key=key).exists():
+        return None
+    job_id = getattr(job, "pk", job)
+    try:
+        with transaction.atomic():
+            moved = Organization.objects.filter(pk=org_id, credit_balance__gte=-amount).update(
+                credit_balance=F("credit_balance") + amount
+            )
+            if not moved:
+                if CreditEntry.objects.filter(key=key).exists():
+                    return None
+                if not Organization.objects.filter(pk=org_id).exists():
+                    raise Organization.DoesNotExist(f"No organization {org_id}")
+                raise InsufficientCredits()
+            # We hold the row lock since the UPDATE, so this is the balance our entry made.
+            balance_after = Organization.objects.values_list("credit_balance", flat=True).get(
+                pk=org_id
+            )
+            return CreditEntry.objects.create(
+                organization_id=org_id,
+                kind=kind,
+                amount=amount,
+                balance_after=balance_after,
+                key=key,
+                job_id=job_id,
+                note=note[:500],
+            )
+    except IntegrityError:
+        # A concurrent post of the same key committed first; the savepoint undid our UPDATE.
+        if CreditEntry.objects.filter(key=key).exists():
+            return None
+        raise
+
+
+def balance(org: Organization | int) -> int:
+    """The organization's current balance, read from the database."""
+    org_id = getattr(org, "pk", org)
+    return Organization.objects.values_list("credit_balance", flat=True).get(pk=org_id)
+
+
+def grant(org: Organization | int, amount: int, key: str, *, note: str = "") -> CreditEntry | None:
+    """Add `amount` (> 0) credits once per `key`."""
+    if amount <= 0:
+        raise ValueError("A grant must be a positive number of credits")
+    return post(getattr(org, "pk", org), Kind.GRANT, amount, key, note=note)
+
+
+def debit_key(job_id: int) -> str:
+    return f"job:{job_id}:debit"
+
+
+def refund_key(job_id: int) -> str:
+    return f"job:{job_id}:refund"
+
+
+def debit_for_job(job: Job) -> CreditEntry | None:
+    """Charge a new job its cost; raises InsufficientCredits when the balance is short."""
+    if job.cost <= 0:
+        return None
+    return post(job.organization_id, Kind.DEBIT, -job.cost, debit_key(job.pk), job=job)
+
+
+def refund_job(job_id: int) -> CreditEntry | None:
+    """Give back what a failed or canceled job was charged, once; None if nothing was."""
+    debit = CreditEntry.objects.filter(key=debit_key(job_id)).first()
+    if debit is None:
+        return None
+    return post(
+        debit.organization_id,
+        Kind.REFUND,
+        -debit.amount,
+        refund_key(job_id),
+        job=job_id,
+        note="Job failed or was canceled",
+    )
+
+
+def set_balance(
+    org: Organization | int, new_balance: int, key: str = "", *, note: str = ""
+) -> CreditEntry | None:
+    """Make the balance exactly `new_balance` with one adjustment entry (none if it already is)."""
+    if new_balance < 0:
+        raise ValueError("A balance cannot be negative")
+    org_id = getattr(org, "pk", org)
+    key = key or f"adjustment:{org_id}:{uuid.uuid4().hex}"
+    with transaction.atomic():
+        # The lock keeps a concurrent debit from slipping between reading and adjusting.
+        current = (
+            Organization.objects.select_for_update()
+            .values_list("credit_balance", flat=True)
+            .get(pk=org_id)
+        )
+        if current == new_balance:
+            return None
+        return post(org_id, Kind.ADJUSTMENT, new_balance - current, key, note=note)
+
+
+def monthly_key(org_id: int, plan: Plan, month: date) -> str:
+    """One grant per organization, plan and month: a mid-month upgrade still grants the new plan."""
+    return f"monthly:{org_id}:{plan.slug}:{month:%Y-%m}"
+
+
+def grant_monthly(
+    org: Organization, plan: Plan | None = None, month: date | None = None
+) -> CreditEntry | None:
+    """Grant the plan's (default: the org's current plan's) credits for `month`, once."""
+    plan = plan or org.plan
+    month = month or timezone.now().date()
+    if plan.monthly_credits <= 0:
+        return None
+    return grant(
+        org,
+        plan.monthly_credits,
+        monthly_key(org.pk, plan, month),
+        note=f"{plan.name} plan credits for {month:%Y-%m}",
+    )
+
+
+def change_plan(org: Organization, plan: Plan) -> CreditEntry | None:
+    """Put the organization on `plan` and grant its monthly credits at once."""
+    with transaction.atomic():
+        if org.plan_id != plan.pk:
+            org.plan = plan
+            org.save(update_fields=["plan"])
+        return grant_monthly(org, plan)
+
+
+def grant_monthly_credits(month: date | None = None) -> int:
+    """The scheduled task: every organization gets its plan's credits for the month, once.
+
+    Returns how many organizations were granted (0 when this month's grants were all done).
+    """
+    month = month or timezone.now().date()
+    granted = 0
+    for org in Organization.objects.select_related("plan").order_by("pk").iterator():
+        if grant_monthly(org, month=month) is not None:
+            granted += 1
+    return granted

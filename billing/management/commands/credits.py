@@ -1,0 +1,58 @@
+"""manage.py credits grant --org <slug> --amount <n> | set --org <slug> --balance <n> | balance"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.models import Organization
+from billing import ledger
+
+
+def organization(slug: str) -> Organization:
+    """The organization with this slug, or a CommandError naming it."""
+    org = Organization.objects.filter(slug=slug).first()
+    if org is None:
+        raise CommandError(f"No organization {slug!r}")
+    return org
+
+
+class Command(BaseCommand):
+    help = "Grant credits, set or show an organization's credit balance."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        grant = sub.add_parser("grant", help="Add credits (one grant entry).")
+        grant.add_argument("--org", required=True, help="Organization slug")
+        grant.add_argument("--amount", required=True, type=int, help="Credits to add (> 0)")
+        grant.add_argument("--note", default="", help="Why, for the ledger")
+        set_ = sub.add_parser("set", help="Make the balance exactly this (one adjustment entry).")
+        set_.add_argument("--org", required=True, help="Organization slug")
+        set_.add_argument("--balance", required=True, type=int, help="The new balance (>= 0)")
+        set_.add_argument("--note", default="", help="Why, for the ledger")
+        show = sub.add_parser("balance", help="Print the balance (alone on the last line).")
+        show.add_argument("--org", required=True, help="Organization slug")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        org = organization(options["org"])
+        action = options["action"]
+        if action == "grant":
+            amount = options["amount"]
+            if amount <= 0:
+                raise CommandError(f"--amount must be a positive number of credits, not {amount}")
+            note = options["note"] or "Granted by staff"
+            ledger.grant(org, amount, f"manual:{org.pk}:{uuid.uuid4().hex}", note=note)
+            self.stdout.write(f"Granted {amount} credits to {org.slug}")
+        elif action == "set":
+            new_balance = options["balance"]
+            if new_balance < 0:
+                raise CommandError(f"--balance cannot be negative, not {new_balance}")
+            note = options["note"] or "Set by staff"
+            entry = ledger.set_balance(org, new_balance, note=note)
+            if entry is None:
+                self.stdout.write(f"{org.slug} already has {new_balance} credits")
+            else:
+                self.stdout.write(f"Adjusted {org.slug} by {entry.amount:+d} credits")
+        self.stdout.write(str(ledger.balance(org)))
