@@ -20,9 +20,27 @@ def ensure_credit_schedule(sender: AppConfig, **kwargs: object) -> None:
     )
 
 
+COUNTER_PRUNE_SCHEDULE = "pictor: prune ended rate-limit counters"
+
+
+def ensure_counter_schedule(sender: AppConfig, **kwargs: object) -> None:
+    """Register the task that deletes ended counters and spam-filter claims (idempotent)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name=COUNTER_PRUNE_SCHEDULE,
+        defaults={
+            "func": "billing.counters.prune_expired",
+            "schedule_type": Schedule.HOURLY,
+            "repeats": -1,
+        },
+    )
+
+
 class BillingConfig(AppConfig):
     name = "billing"
     verbose_name = "Billing"
 
     def ready(self) -> None:
         post_migrate.connect(ensure_credit_schedule, sender=self)
+        post_migrate.connect(ensure_counter_schedule, sender=self)

@@ -126,3 +126,26 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class RateCounter(models.Model):
+    """A request counter or a claim shared by every process, when the cache is the database.
+
+    billing/counters.py moves it with one atomic upsert per request (INSERT ... ON CONFLICT ...
+    RETURNING), because Django's database cache has no atomic increment. With Redis configured
+    the counters live in Redis instead and this table stays empty.
+    """
+
+    key = models.CharField(max_length=200, primary_key=True)
+    hits = models.PositiveIntegerField(default=0)
+    # Unix seconds, so the upsert compares plain numbers on every database.
+    expires = models.FloatField(help_text="Unix time when the window or claim ends")
+
+    class Meta:
+        indexes = [
+            # counters.prune_expired(): DELETE WHERE expires < now
+            models.Index(fields=["expires"], name="billing_ratecounter_expiry_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.hits}"

@@ -2,6 +2,7 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 REAPER_SCHEDULE = "pictor: reap expired job leases"
+RETENTION_SCHEDULE = "pictor: delete outputs past the plan's retention"
 
 
 def ensure_schedules(sender: AppConfig, **kwargs: object) -> None:
@@ -14,6 +15,14 @@ def ensure_schedules(sender: AppConfig, **kwargs: object) -> None:
             "func": "generation.tasks.reap_expired_jobs",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    Schedule.objects.update_or_create(
+        name=RETENTION_SCHEDULE,
+        defaults={
+            "func": "generation.retention.expire_outputs",
+            "schedule_type": Schedule.HOURLY,
             "repeats": -1,
         },
     )

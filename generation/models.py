@@ -164,6 +164,11 @@ class Job(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     generation_time = models.FloatField(null=True, blank=True, help_text="Seconds")
     error = models.TextField(blank=True)
+    expired_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the plan's retention deleted this job's images (generation/retention.py)",
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -178,6 +183,14 @@ class Job(models.Model):
             models.Index(fields=["status", "lease_expires_at"], name="generation_job_lease_idx"),
             # history and usage pages: WHERE organization_id=%s ORDER BY created_at DESC
             models.Index(fields=["organization", "-created_at"], name="generation_job_org_idx"),
+            # fair share and the queue cap: WHERE organization_id=%s AND status=%s (count)
+            models.Index(fields=["organization", "status"], name="generation_job_org_status_idx"),
+            # retention: WHERE expired_at IS NULL AND status IN (...) AND created_at < cutoff
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(expired_at__isnull=True),
+                name="generation_job_unexpired_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts import abuse
 from accounts.models import ApiKey, Organization
 from billing import ledger
+from billing.limits import check_submit, unique_body
 from generation import notify
 from generation.engine.request import GenerationRequest
 from generation.models import AIModel, Job
@@ -46,10 +47,13 @@ def submit(
     webhook: str = "",
     base_url: str = "",
     output_base64: bool = False,
+    fingerprint: str | None = None,
 ) -> Job:
     """Create a queued job for a validated request; the worker task is enqueued on commit."""
     abuse.check_prompt(organization, api_key, req.prompt, req.negative_prompt)
-    with transaction.atomic():
+    # The spam filter claims the body first; a refusal below gives the claim back.
+    with unique_body(organization, fingerprint), transaction.atomic():
+        check_submit(organization, req.samples)
         job = Job.objects.create(
             organization=organization,
             api_key=api_key,

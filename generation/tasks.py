@@ -19,9 +19,10 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection, connections, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
+from accounts.models import Organization
 from billing import ledger
 from generation import notify, webhooks
 from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # How often a running job writes its progress (and so renews its lease), at most.
 PROGRESS_WRITE_INTERVAL = 0.25
+# Candidates a claim tries when other workers keep filling the tenants' last slots first.
+CLAIM_ATTEMPTS = 10
 
 
 class JobLost(Exception):
@@ -43,15 +46,22 @@ def worker_name() -> str:
 
 
 def claim_next_job() -> Job | None:
-    """Mark the best queued job processing under a fresh lease, or None when none waits."""
+    """Mark the best queued job processing under a fresh lease, or None when none may run.
+
+    Fair share: a job whose organization already runs its plan's `concurrent_jobs` is passed
+    over (it waits behind the tenant's running ones) and the next best job is taken instead.
+    """
+    full: set[int] = set()
     with transaction.atomic():
-        queued = Job.objects.filter(status=Job.Status.QUEUED).order_by(
-            "-priority", "created_at", "id"
-        )
-        if connection.features.has_select_for_update_skip_locked:
-            queued = queued.select_for_update(skip_locked=True, of=("self",))
-        job = queued.first()
-        if job is None:
+        for _ in range(CLAIM_ATTEMPTS):
+            job = _best_claimable(full)
+            if job is None:
+                return None
+            if _has_free_slot(job.organization_id):
+                break
+            # Another worker filled the last slot after we looked: try another tenant's job.
+            full.add(job.organization_id)
+        else:
             return None
         now = timezone.now()
         job.status = Job.Status.PROCESSING
@@ -73,14 +83,68 @@ def claim_next_job() -> Job | None:
     return job
 
 
+def _best_claimable(full: set[int]) -> Job | None:
+    """The highest-priority, oldest queued job of an organization with a free slot, locked.
+
+    Adds the organizations found at their limit to `full`.
+    """
+    # Few jobs are processing at once (one per worker), so this grouping is cheap.
+    full.update(
+        Job.objects.filter(status=Job.Status.PROCESSING)
+        .values("organization")
+        .annotate(running=Count("pk"))
+        .filter(running__gte=F("organization__plan__concurrent_jobs"))
+        .values_list("organization", flat=True)
+    )
+    queued = (
+        Job.objects.filter(status=Job.Status.QUEUED)
+        .exclude(organization__in=full)
+        .order_by("-priority", "created_at", "id")
+    )
+    if connection.features.has_select_for_update_skip_locked:
+        queued = queued.select_for_update(skip_locked=True, of=("self",))
+    return queued.first()
+
+
+def _has_free_slot(organization_id: int) -> bool:
+    """Whether the organization runs fewer jobs than its plan allows, counted under its lock.
+
+    Workers claiming for one organization queue on its row, and each counts after the one
+    before it committed, so two workers never both take the last slot. (SQLite transactions
+    are IMMEDIATE: one writer at a time, which gives the same guarantee.)
+    """
+    limit = (
+        Organization.objects.select_for_update(of=("self",))
+        .values_list("plan__concurrent_jobs", flat=True)
+        .get(pk=organization_id)
+    )
+    running = Job.objects.filter(organization_id=organization_id, status=Job.Status.PROCESSING)
+    return running.count() < limit
+
+
 def run_next_job(hint_job_id: int | None = None) -> int | None:
     """The django-q2 task: run the highest-priority queued job, if any; returns its id."""
     reap_expired_jobs()
     job = claim_next_job()
     if job is None:
         return None
-    execute(job)
+    try:
+        execute(job)
+    finally:
+        wake_waiting_job()
     return job.pk
+
+
+def wake_waiting_job() -> None:
+    """Enqueue one more run when jobs still wait, as a job has just freed a slot.
+
+    Each submit enqueues one task, but a task that meets only jobs held back by fair share
+    runs nothing; the jobs it passed over are run by the task a finishing job enqueues here.
+    """
+    waiting = Job.objects.filter(status=Job.Status.QUEUED).order_by("-priority", "created_at")
+    next_id = waiting.values_list("pk", flat=True).first()
+    if next_id is not None:
+        enqueue_job(next_id)
 
 
 def execute(job: Job) -> None:

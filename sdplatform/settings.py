@@ -165,6 +165,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "generation.api.errors.modelslab_exception_handler",
+    # Requests per minute per organization from its plan, counted across processes.
+    "DEFAULT_THROTTLE_CLASSES": ["billing.throttles.PlanRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
+from billing.models import Plan
 from generation import service
 from generation.engine.request import GenerationRequest
 from generation.models import Job
@@ -23,6 +24,8 @@ def queue_job(tenant, demo_model, seed=1):
 
 
 def test_it_claims_by_priority_then_age(demo_model, settings):
+    # Room for both free jobs at once: fair share is tested in tests/test_limits.py.
+    Plan.objects.filter(slug="free").update(concurrent_jobs=2)
     free = make_tenant("f", "free")
     premium = make_tenant("p", "premium")
     first_free = queue_job(free, demo_model)

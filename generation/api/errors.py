@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.http import Http404
@@ -11,6 +12,7 @@ from rest_framework.views import exception_handler
 
 from generation.api.parsers import BodyTooLarge
 
+RATE_LIMIT_TIP = "Slow down and retry after the number of seconds in Retry-After."
 INVALID_KEY_TIP = "Send your API key as `key` in the JSON body (or a Bearer token)."
 
 
@@ -40,7 +42,7 @@ def modelslab_exception_handler(exc: Exception, context: dict[str, Any]) -> Resp
         response = error(
             "Rate limit exceeded",
             status.HTTP_429_TOO_MANY_REQUESTS,
-            tips="Slow down and retry after the number of seconds in Retry-After.",
+            tips=getattr(exc, "tips", None) or RATE_LIMIT_TIP,
         )
         if exc.wait:
             response["Retry-After"] = str(int(exc.wait) + 1)
@@ -49,4 +51,9 @@ def modelslab_exception_handler(exc: Exception, context: dict[str, Any]) -> Resp
     if response is not None:
         detail = getattr(exc, "detail", None) or response.data
         response.data = {"status": "error", "message": str(detail)}
+        # Plan limits (billing/limits.py) say which limit and what to do, like a rate limit.
+        if getattr(exc, "tips", None):
+            response.data["tips"] = exc.tips
+        if getattr(exc, "wait", None):
+            response["Retry-After"] = str(math.ceil(exc.wait))
     return response

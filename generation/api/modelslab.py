@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing import limits
 from billing.models import Plan
 from generation import addons, inputs, service
 from generation.api.parsers import AnyContentTypeJSONParser
@@ -497,6 +498,20 @@ def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") ->
     base: dict[str, Any] = {"id": job.pk}
     if job.track_id:
         base["track_id"] = job.track_id
+    if job.status == Job.Status.SUCCESS and job.expired_at:
+        # The plan's retention deleted the images (generation/retention.py): still a success,
+        # but nothing to link to.
+        return {
+            "status": "success",
+            "generationTime": job.generation_time,
+            **base,
+            "message": "Outputs expired",
+            "tip": "Images are kept for the plan's retention period; generate again.",
+            "output": [],
+            "proxy_links": [],
+            "nsfw_content_detected": [],
+            "meta": job_meta(job),
+        }
     if job.status == Job.Status.SUCCESS:
         outputs = list(job.outputs.all())
         if job.output_base64:
@@ -679,6 +694,7 @@ class ModelsLabView(APIView):
             webhook=fields.get("webhook", ""),
             base_url=base_url_for(request),
             output_base64=fields["base64"],
+            fingerprint=limits.body_fingerprint(request.data, request.path),
         )
 
 

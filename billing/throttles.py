@@ -1,0 +1,39 @@
+"""Requests per minute, per organization, from its plan (DRF's throttle hook)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rest_framework.throttling import BaseThrottle
+
+from billing import counters
+
+if TYPE_CHECKING:
+    # DRF imports this module while it builds APIView: no runtime import of views here.
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+
+WINDOW_SECONDS = 60
+
+
+class PlanRateThrottle(BaseThrottle):
+    """At most `plan.requests_per_minute` API requests per organization per clock minute.
+
+    Counted in billing/counters.py, so the limit holds across every web process and host.
+    Requests without a valid key are not counted: they are refused (401) before this runs.
+    """
+
+    def __init__(self) -> None:
+        self.resets_in = 0.0
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        organization = getattr(request.user, "organization", None)
+        if organization is None:
+            return True
+        hit = counters.hit(f"rpm:{organization.pk}", WINDOW_SECONDS)
+        self.resets_in = hit.resets_in
+        return hit.count <= organization.plan.requests_per_minute
+
+    def wait(self) -> float:
+        """Seconds until the window ends (the answer's Retry-After)."""
+        return self.resets_in

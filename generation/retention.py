@@ -1,0 +1,84 @@
+"""Output retention: a job's images are deleted once its organization's plan stops keeping them.
+
+A scheduled task (generation/apps.py) deletes, for finished jobs older than the plan's
+`retention_days`, the generated images and the input images the web tier stored for the
+worker, then marks the job `expired_at`. A fetch of such a job still answers `success`, with
+no outputs and the message "Outputs expired".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import Plan
+from generation.engine.request import IMAGE_INPUTS
+from generation.models import Job, OutputImage
+
+log = logging.getLogger(__name__)
+
+# Jobs expired per plan per run; the next run goes on where this one stopped.
+BATCH_SIZE = 500
+
+
+def expire_outputs(now: datetime | None = None) -> int:
+    """Delete the stored images of jobs past their plan's retention; returns jobs expired."""
+    now = now or timezone.now()
+    expired = 0
+    for plan in Plan.objects.all():
+        due = Job.objects.filter(
+            organization__plan=plan,
+            status__in=Job.FINISHED,
+            expired_at__isnull=True,
+            created_at__lt=now - timedelta(days=plan.retention_days),
+        )
+        for job in due.order_by("created_at").prefetch_related("outputs")[:BATCH_SIZE]:
+            try:
+                expire_job(job, now)
+            except Exception:
+                # Left unmarked, so the next run tries again; one bad object stops nothing else.
+                log.exception("could not delete the images of job %s", job.pk)
+            else:
+                expired += 1
+    if expired:
+        log.info("retention: deleted the images of %s jobs", expired)
+    return expired
+
+
+def stored_files(job: Job) -> list[str]:
+    """Storage names of the job's images: outputs, and inputs in the organization's folder."""
+    names = [output.path for output in job.outputs.all()]
+    own_inputs = f"inputs/{job.organization_id}/"
+    for field in IMAGE_INPUTS:
+        name = job.params.get(field) or ""
+        # Only files this server stored for this tenant, never a URL or another folder.
+        if isinstance(name, str) and name.startswith(own_inputs) and ".." not in name:
+            names.append(name)
+    return names
+
+
+def expire_job(job: Job, now: datetime) -> None:
+    """Delete one job's images from storage, then mark it expired."""
+    for name in stored_files(job):
+        default_storage.delete(name)
+        _remove_empty_folder(name)
+    with transaction.atomic():
+        OutputImage.objects.filter(job=job).delete()
+        Job.objects.filter(pk=job.pk).update(expired_at=now)
+
+
+def _remove_empty_folder(name: str) -> None:
+    """On local storage, drop the job's folder once its last file is gone."""
+    try:
+        folder = os.path.dirname(default_storage.path(name))
+    except NotImplementedError:
+        return  # object storage has no folders
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass  # not empty, or already gone
