@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from billing.models import CreditEntry, Plan
+from billing.models import CreditEntry, Plan, StripeEvent, Subscription
 
 
 @admin.register(Plan)
@@ -19,6 +19,7 @@ class PlanAdmin(admin.ModelAdmin):
         "priority",
         "retention_days",
         "monthly_credits",
+        "stripe_price_id",
     ]
 
 
@@ -40,4 +41,31 @@ class CreditEntryAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: CreditEntry | None = None) -> bool:
+        return False
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    """What Stripe's webhooks last said of each organization's subscription."""
+
+    list_display = ["organization", "plan", "status", "current_period_end", "updated_at"]
+    list_filter = ["status", "plan"]
+    search_fields = ["organization__slug", "stripe_customer_id", "stripe_subscription_id"]
+    list_select_related = ["organization", "plan"]
+    raw_id_fields = ["organization"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    """Every Stripe event received, once each; read-only."""
+
+    list_display = ["received_at", "type", "event_id"]
+    list_filter = ["type"]
+    search_fields = ["event_id"]
+    date_hierarchy = "received_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StripeEvent | None = None) -> bool:
         return False

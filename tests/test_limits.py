@@ -23,6 +23,12 @@ TEXT2IMG = "/api/v3/text2img"
 prompts = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def _no_sync_wait(settings):
+    """No worker runs here: answer `processing` at once instead of waiting for one."""
+    settings.PICTOR_SYNC_WAIT = 0
+
+
 def body(tenant, **fields):
     """A small text2img body; each call a different prompt, so the spam filter stays out."""
     prompt = f"a cat {next(prompts)}"

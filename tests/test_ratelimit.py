@@ -30,6 +30,12 @@ def clock(monkeypatch):
     return fake
 
 
+@pytest.fixture(autouse=True)
+def _no_sync_wait(settings):
+    """No worker runs here: answer `processing` at once instead of waiting for one."""
+    settings.PICTOR_SYNC_WAIT = 0
+
+
 def set_rpm(slug: str, limit: int) -> None:
     Plan.objects.filter(slug=slug).update(requests_per_minute=limit)
 
