@@ -19,14 +19,10 @@ from generation.models import Job
 from generation.tasks import claim_next_job, run_next_job
 from tests.conftest import make_tenant
 
+# No worker runs here: answer `processing` at once instead of waiting for one.
+pytestmark = pytest.mark.usefixtures("no_wait")
 TEXT2IMG = "/api/v3/text2img"
 prompts = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def _no_sync_wait(settings):
-    """No worker runs here: answer `processing` at once instead of waiting for one."""
-    settings.PICTOR_SYNC_WAIT = 0
 
 
 def body(tenant, **fields):

@@ -10,7 +10,8 @@ import pytest
 from billing import counters
 from billing.models import Plan, RateCounter
 
-pytestmark = pytest.mark.django_db
+# No worker runs here: answer `processing` at once instead of waiting for one.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_wait")]
 
 LOAD = "/api/v3/system_load"
 
@@ -28,12 +29,6 @@ def clock(monkeypatch):
     fake = Clock()
     monkeypatch.setattr(counters, "time", fake)
     return fake
-
-
-@pytest.fixture(autouse=True)
-def _no_sync_wait(settings):
-    """No worker runs here: answer `processing` at once instead of waiting for one."""
-    settings.PICTOR_SYNC_WAIT = 0
 
 
 def set_rpm(slug: str, limit: int) -> None:

@@ -13,18 +13,17 @@ import os
 import struct
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from generation.engine import loader
+
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-# The diffusers class each checkpoint family loads as from a single file.
+# The diffusers class each checkpoint family loads as from a single file: the loader's, but
+# the upscaler has no single-file form.
 PIPELINE_CLASSES = {
-    "sd15": "StableDiffusionPipeline",
-    "sd2": "StableDiffusionPipeline",
-    "sdxl": "StableDiffusionXLPipeline",
-    "inpaint": "StableDiffusionInpaintPipeline",
-    "inpaint-sdxl": "StableDiffusionXLInpaintPipeline",
+    family: name for family, name in loader.PIPELINE_CLASSES.items() if family != "upscaler"
 }
-SDXL_INPAINT_CLASS = "StableDiffusionXLInpaintPipeline"
+SDXL_INPAINT_CLASS = PIPELINE_CLASSES["inpaint-sdxl"]
 
 # Keys that tell the architectures apart (the ones diffusers' own model-type inference uses).
 _UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
