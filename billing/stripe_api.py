@@ -117,22 +117,43 @@ def _customer(org: Organization, user: User) -> dict[str, str]:
     return {"customer_email": user.email}
 
 
-def start_plan_checkout(org: Organization, plan: Plan, user: User, base_url: str) -> dict[str, Any]:
-    """A subscription-mode Checkout Session that puts `org` on `plan` once paid."""
-    metadata = {"organization_id": str(org.pk), "plan": plan.slug}
+def _start_checkout(
+    org: Organization,
+    user: User,
+    base_url: str,
+    *,
+    mode: str,
+    price: str,
+    metadata: dict[str, str],
+    carrier: str,
+) -> dict[str, Any]:
+    """A Checkout Session for one price; `carrier` also gets the metadata (subscription or
+    payment), so that object's own events name the organization too."""
     return post(
         "/v1/checkout/sessions",
         {
-            "mode": "subscription",
-            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+            "mode": mode,
+            "line_items": [{"price": price, "quantity": 1}],
             "client_reference_id": str(org.pk),
             "metadata": metadata,
-            # Copied onto the subscription, so its own events and invoices name the org too.
-            "subscription_data": {"metadata": metadata},
+            carrier: {"metadata": metadata},
             "success_url": f"{base_url}/billing/?org={org.slug}&checkout=success",
             "cancel_url": f"{base_url}/billing/?org={org.slug}&checkout=canceled",
             **_customer(org, user),
         },
+    )
+
+
+def start_plan_checkout(org: Organization, plan: Plan, user: User, base_url: str) -> dict[str, Any]:
+    """A subscription-mode Checkout Session that puts `org` on `plan` once paid."""
+    return _start_checkout(
+        org,
+        user,
+        base_url,
+        mode="subscription",
+        price=plan.stripe_price_id,
+        metadata={"organization_id": str(org.pk), "plan": plan.slug},
+        carrier="subscription_data",
     )
 
 
@@ -142,19 +163,14 @@ def start_pack_checkout(
     """A payment-mode Checkout Session that grants the pack's credits once paid."""
     # The credits are recorded as sold: changing PICTOR_CREDIT_PACKS later does not change a
     # purchase already under way.
-    metadata = {"organization_id": str(org.pk), "pack": pack.slug, "credits": str(pack.credits)}
-    return post(
-        "/v1/checkout/sessions",
-        {
-            "mode": "payment",
-            "line_items": [{"price": pack.price_id, "quantity": 1}],
-            "client_reference_id": str(org.pk),
-            "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
-            "success_url": f"{base_url}/billing/?org={org.slug}&checkout=success",
-            "cancel_url": f"{base_url}/billing/?org={org.slug}&checkout=canceled",
-            **_customer(org, user),
-        },
+    return _start_checkout(
+        org,
+        user,
+        base_url,
+        mode="payment",
+        price=pack.price_id,
+        metadata={"organization_id": str(org.pk), "pack": pack.slug, "credits": str(pack.credits)},
+        carrier="payment_intent_data",
     )
 
 

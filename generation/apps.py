@@ -9,23 +9,12 @@ def ensure_schedules(sender: AppConfig, **kwargs: object) -> None:
     """Register the periodic tasks with django-q2's scheduler (idempotent)."""
     from django_q.models import Schedule
 
-    Schedule.objects.update_or_create(
-        name=REAPER_SCHEDULE,
-        defaults={
-            "func": "generation.tasks.reap_expired_jobs",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
+    from sdplatform.schedules import ensure_schedule
+
+    ensure_schedule(
+        REAPER_SCHEDULE, "generation.tasks.reap_expired_jobs", Schedule.MINUTES, minutes=1
     )
-    Schedule.objects.update_or_create(
-        name=RETENTION_SCHEDULE,
-        defaults={
-            "func": "generation.retention.expire_outputs",
-            "schedule_type": Schedule.HOURLY,
-            "repeats": -1,
-        },
-    )
+    ensure_schedule(RETENTION_SCHEDULE, "generation.retention.expire_outputs", Schedule.HOURLY)
 
 
 class GenerationConfig(AppConfig):
