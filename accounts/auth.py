@@ -1,7 +1,9 @@
-"""API key authentication: the key in the JSON body, a `key` header, or a Bearer token."""
+"""API key authentication: the key in the JSON body, a `key` header, Bearer or Basic."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 from rest_framework import authentication, exceptions
@@ -26,7 +28,7 @@ class ApiKeyUser:
 
 
 def raw_key_from(request: Request) -> str | None:
-    """The key as sent: body `key`, then `key`/`Key` header, then `Authorization: Bearer`."""
+    """The key as sent: body `key`, then `key`/`Key` header, then `Authorization` Bearer/Basic."""
     if request.method not in ("GET", "HEAD", "DELETE") and request.content_type:
         data = request.data
         if isinstance(data, dict) and isinstance(data.get("key"), str) and data["key"]:
@@ -37,6 +39,14 @@ def raw_key_from(request: Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    if scheme.lower() == "basic" and token.strip():
+        # AUTOMATIC1111 clients send `--api-auth user:password`: the key is the password.
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _user, _, password = decoded.partition(":")
+        return password.strip() or None
     return None
 
 

@@ -24,6 +24,8 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        # Registers the OpenAPI description of API key authentication.
+        from generation.api import schema  # noqa: F401
         from generation.tasks import warm_worker
 
         post_migrate.connect(ensure_schedules, sender=self)

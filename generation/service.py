@@ -18,7 +18,7 @@ from generation import notify
 from generation.engine.request import GenerationRequest
 from generation.models import AIModel, Job
 from generation.queue import enqueue_job
-from generation.tasks import reap_expired_jobs
+from generation.tasks import finish, reap_expired_jobs
 
 # Seconds of generation per image-step at 512x512 when nothing has been measured yet.
 DEFAULT_SECONDS_PER_STEP = 0.05
@@ -150,3 +150,13 @@ def refresh_lease_state(job: Job) -> Job:
         reap_expired_jobs()
         job.refresh_from_db()
     return job
+
+
+def cancel(job: Job) -> bool:
+    """Cancel a queued or running job and refund it; False if it had already finished.
+
+    A worker running it notices at its next progress write (the row is no longer `processing`)
+    and drops the result.
+    """
+    rows = Job.objects.filter(pk=job.pk, status__in=(Job.Status.QUEUED, Job.Status.PROCESSING))
+    return finish(rows, job.pk, status=Job.Status.CANCELED, error="Canceled by the client")

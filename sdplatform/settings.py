@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "accounts",
     "billing",
@@ -45,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the API docs' Swagger UI, the pages' CSS) from any web process, no proxy.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,6 +138,8 @@ MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Serve straight from the apps' static folders, so no collectstatic step is needed to start.
+WHITENOISE_USE_FINDERS = True
 S3_BUCKET = envstr("S3_BUCKET")
 STORAGES = {
     "default": {
@@ -168,6 +174,32 @@ REST_FRAMEWORK = {
     # Requests per minute per organization from its plan, counted across processes.
     "DEFAULT_THROTTLE_CLASSES": ["billing.throttles.PlanRateThrottle"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema at /api/schema/ and its Swagger UI at /api/docs/, served offline.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pictor API",
+    "DESCRIPTION": (
+        "Stable Diffusion image generation in five wire formats: ModelsLab (key in the body), "
+        "Synapse, Hyperbolic, Dan and AUTOMATIC1111. Each format keeps its own field names, "
+        "defaults, authentication and error shape."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "TAGS": [
+        {"name": "ModelsLab", "description": "Key in the JSON body (or `key` header, Bearer)."},
+        {"name": "Synapse", "description": "Bearer key; answers one base64 PNG."},
+        {"name": "Hyperbolic", "description": "Bearer key; answers base64 images."},
+        {"name": "Dan", "description": "Bearer key; answers a task to poll."},
+        {"name": "AUTOMATIC1111", "description": "HTTP Basic (the key as password) or Bearer."},
+    ],
 }
 
 LANGUAGE_CODE = "en-us"
@@ -179,6 +211,9 @@ USE_TZ = True
 PICTOR_MODELS_DIR = Path(envstr("PICTOR_MODELS_DIR", str(VAR_DIR / "models")))
 PICTOR_NSFW_THRESHOLD = envfloat("PICTOR_NSFW_THRESHOLD", 0.5)
 PICTOR_SYNC_WAIT = envfloat("PICTOR_SYNC_WAIT", 5.0)
+# Formats whose clients block for the image (Synapse, Hyperbolic, AUTOMATIC1111) wait this
+# long; past it the job is canceled and refunded, and the client gets a timeout error.
+PICTOR_BLOCKING_WAIT = envfloat("PICTOR_BLOCKING_WAIT", 300.0)
 PICTOR_JOB_LEASE = envint("PICTOR_JOB_LEASE", 60)
 PICTOR_JOB_MAX_ATTEMPTS = envint("PICTOR_JOB_MAX_ATTEMPTS", 3)
 PICTOR_WARM_WORKERS = envbool("PICTOR_WARM_WORKERS", True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import secrets
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +17,8 @@ from rest_framework.views import APIView
 from billing import limits
 from billing.models import Plan
 from generation import addons, inputs, service
+from generation.api import adapter
+from generation.api.adapter import MAX_SEED
 from generation.api.parsers import AnyContentTypeJSONParser
 from generation.engine import control
 from generation.engine.pipelines import kind_error, pipeline_family
@@ -30,7 +31,6 @@ from generation.engine.schedulers import (
 )
 from generation.models import AIModel, Job
 
-MAX_SEED = 2**32 - 1
 MAX_PROMPT_LENGTH = 2000
 DEFAULT_SIDE = 512
 MIN_SIDE = 64
@@ -67,7 +67,6 @@ OFF_WORDS = ("", "0", "no", "false", "none", "null", "off")
 ON_WORDS = ("1", "yes", "true", "on")
 # Values that mean "off" for one field only: an upscale factor of 1 changes nothing.
 ALSO_OFF = {"upscale": ("1", 1)}
-MAX_LORAS = 5
 MAX_UPSCALE = 4
 # Super resolution: the largest output side, whatever the plan (the input is small anyway).
 MAX_SUPER_RESOLUTION_SIDE = 2048
@@ -264,8 +263,7 @@ class GenerationSerializer(ModelsLabSerializer):
         if problem:
             raise ValidationError({"scheduler": [problem]})
 
-        seed = attrs.get("seed", -1)
-        attrs["seed"] = secrets.randbelow(MAX_SEED - 3) if seed == -1 else seed
+        attrs["seed"] = adapter.random_seed(attrs.get("seed"))
         attrs["loras"] = self._loras(attrs)
         self._hires(attrs, plan)
         return attrs
@@ -289,14 +287,7 @@ class GenerationSerializer(ModelsLabSerializer):
                 {"lora_strength": ["Give one strength, or one per name in lora_model."]}
             )
         loras = list(zip(names, strengths, strict=True)) + tagged
-        seen = [name for name, _weight in loras]
-        twice = sorted({name for name in seen if seen.count(name) > 1})
-        if twice:
-            raise ValidationError(
-                {"lora_model": [f"LoRA named more than once: {', '.join(twice)}."]}
-            )
-        if len(loras) > MAX_LORAS:
-            raise ValidationError({"lora_model": [f"At most {MAX_LORAS} LoRAs at once."]})
+        adapter.check_loras(loras, "lora_model")
         return loras
 
     def _hires(self, attrs: dict[str, Any], plan: Plan) -> None:
@@ -391,8 +382,7 @@ class SuperResolutionSerializer(ModelsLabSerializer):
         return int(value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        seed = attrs.get("seed", -1)
-        attrs["seed"] = secrets.randbelow(MAX_SEED - 3) if seed == -1 else seed
+        attrs["seed"] = adapter.random_seed(attrs.get("seed"))
         return attrs
 
 
@@ -708,20 +698,16 @@ class GenerateView(ModelsLabView):
         org = request.user.organization
         kind = self.serializer_class.kind
         fields = parse(self.serializer_class, request.data, org.plan)
-        model_id = fields.pop("model_id", None)
-        if self.model_required and not model_id:
-            raise ValidationError({"model_id": ["The model_id field is required."]})
-        model = resolve_model(request, model_id, kind)
-        wire = {
-            name: fields.pop(name) for name in ("track_id", "webhook", "base64") if name in fields
-        }
-        images = Inputs(org.pk)
-        try:
-            req = build_request(request, model, fields, kind, images)
-            job = self.submit(request, req, model, wire)
-        except BaseException:
-            images.discard()
-            raise
+        job = adapter.submit(
+            request,
+            fields,
+            kind,
+            model_id=fields.pop("model_id", None),
+            model_required=self.model_required,
+            track_id=fields.pop("track_id", ""),
+            webhook=fields.pop("webhook", ""),
+            output_base64=fields.pop("base64"),
+        )
         return self.answer(request, job)
 
 

@@ -1,0 +1,204 @@
+"""What every wire format shares once it has parsed a body: the checks, submit, wait, images.
+
+A format module (modelslab, synapse, hyperbolic, dan, a1111) turns its own field names into the
+`fields` dict below (GenerationRequest's names, plus `loras` and `embeddings_model` as lists)
+and calls `submit`. Errors raised here name GenerationRequest's fields; a format renames them
+into its own with `renamed`.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from billing import limits
+from billing.models import Plan
+from generation import service
+from generation.api.errors import Problem, handler_for
+from generation.api.parsers import AnyContentTypeJSONParser
+from generation.engine.request import DEFAULT_SCHEDULER
+from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
+from generation.models import Job
+
+MAX_SEED = 2**32 - 1
+MAX_LORAS = 5
+
+
+class GenerationTimedOut(APIException):
+    """A blocking format waited PICTOR_BLOCKING_WAIT seconds; the job was canceled and refunded."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    default_code = "timed_out"
+    default_detail = "The image was not ready in time; the job was canceled and not charged."
+
+
+class GenerationFailed(APIException):
+    """The job itself failed in the worker (the only 5xx a format answers for its own input)."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    default_code = "generation_failed"
+    default_detail = "Generation failed; the credits were refunded."
+
+
+def defaults(**fields: Any) -> dict[str, Any]:
+    """GenerationRequest fields with Pictor's defaults, overridden by `fields`."""
+    base: dict[str, Any] = {
+        "negative_prompt": "",
+        "samples": 1,
+        "steps": 21,
+        "guidance_scale": 7.5,
+        "scheduler": DEFAULT_SCHEDULER,
+        "use_karras_sigmas": False,
+        "algorithm_type": "none",
+        "safety_checker": True,
+        "safety_checker_type": "sensitive_content_text",
+        "loras": [],
+        "embeddings_model": [],
+        "tomesd": False,
+        "enhance_prompt": False,
+        "hires_scale": 1,
+    }
+    base.update(fields)
+    return base
+
+
+def random_seed(seed: int | None) -> int:
+    """The seed to use: `seed`, or a random one for None and -1."""
+    return secrets.randbelow(MAX_SEED - 3) if seed is None or seed == -1 else seed
+
+
+def sampler_fields(name: str, field: str = "sampler") -> dict[str, Any]:
+    """scheduler/use_karras_sigmas/algorithm_type for an A1111 sampler or diffusers class name."""
+    by_lower = {n.lower(): choice for n, choice in A1111_SAMPLERS.items()}
+    choice = A1111_SAMPLERS.get(name) or by_lower.get(name.strip().lower())
+    if choice is not None:
+        return {
+            "scheduler": choice.scheduler,
+            "use_karras_sigmas": choice.use_karras_sigmas,
+            "algorithm_type": choice.algorithm_type,
+        }
+    if usable_scheduler_error(name):
+        known = ", ".join(A1111_SAMPLERS)
+        raise ValidationError({field: [f"Unknown sampler {name!r}; choose one of: {known}."]})
+    return {"scheduler": name, "use_karras_sigmas": False, "algorithm_type": "none"}
+
+
+def check_side(plan: Plan, field: str, value: int) -> None:
+    """A width or height the plan allows (the format has checked its own range)."""
+    if value > plan.max_side:
+        limit = f"{plan.max_side} on the {plan.name} plan"
+        raise ValidationError({field: [f"The {field} may not be greater than {limit}."]})
+
+
+def check_samples(plan: Plan, field: str, value: int) -> None:
+    if value > plan.max_samples:
+        raise ValidationError(
+            {
+                field: [
+                    f"The {field} may not be greater than {plan.max_samples} "
+                    f"on the {plan.name} plan."
+                ]
+            }
+        )
+
+
+def check_steps(plan: Plan, field: str, value: int) -> None:
+    """Formats other than ModelsLab take any step count up to the plan's largest listed one."""
+    if value > plan.max_steps:
+        limit = f"{plan.max_steps} on the {plan.name} plan"
+        raise ValidationError({field: [f"The {field} may not be greater than {limit}."]})
+
+
+def check_loras(loras: list[tuple[str, float]], field: str) -> None:
+    """No LoRA twice, and at most MAX_LORAS."""
+    names = [name for name, _weight in loras]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValidationError({field: [f"LoRA named more than once: {', '.join(twice)}."]})
+    if len(loras) > MAX_LORAS:
+        raise ValidationError({field: [f"At most {MAX_LORAS} LoRAs at once."]})
+
+
+def renamed(exc: ValidationError, names: dict[str, str]) -> ValidationError:
+    """The same 400 with GenerationRequest field names replaced by a format's own."""
+    if not isinstance(exc.detail, dict):
+        return exc
+    return ValidationError({names.get(k, k): v for k, v in exc.detail.items()})
+
+
+def submit(
+    request: Request,
+    fields: dict[str, Any],
+    kind: str,
+    *,
+    model_id: str | None,
+    model_required: bool = False,
+    track_id: str = "",
+    webhook: str = "",
+    output_base64: bool = False,
+) -> Job:
+    """Resolve the model and add-ons, store the inputs, then queue and charge the job."""
+    # The ModelsLab module holds the model and input rules every format follows.
+    from generation.api import modelslab
+
+    if model_required and not model_id:
+        raise ValidationError({"model_id": ["The model_id field is required."]})
+    model = modelslab.resolve_model(request, model_id, kind)
+    images = modelslab.Inputs(request.user.organization.pk)
+    try:
+        req = modelslab.build_request(request, model, fields, kind, images)
+        return service.submit(
+            req,
+            request.user.organization,
+            model,
+            api_key=request.auth,
+            kind=req.kind,
+            track_id=track_id,
+            webhook=webhook,
+            base_url=modelslab.base_url_for(request),
+            output_base64=output_base64,
+            fingerprint=limits.body_fingerprint(request.data, request.path),
+        )
+    except BaseException:
+        images.discard()
+        raise
+
+
+def wait_until_done(job: Job) -> Job:
+    """Block like the hosted service: wait for the job; past PICTOR_BLOCKING_WAIT cancel it."""
+    job = service.wait_for(job, settings.PICTOR_BLOCKING_WAIT)
+    if not job.is_finished:
+        if service.cancel(job):
+            raise GenerationTimedOut()
+        job.refresh_from_db()
+    if job.status != Job.Status.SUCCESS:
+        raise GenerationFailed()
+    return job
+
+
+def images_base64(job: Job) -> list[str]:
+    """The job's PNGs as base64 strings, in order."""
+    return [
+        base64.b64encode(default_storage.open(output.path).read()).decode()
+        for output in job.outputs.order_by("index")
+    ]
+
+
+class FormatView(APIView):
+    """A view of one wire format: lenient JSON parsing, errors rendered by `error_body`."""
+
+    parser_classes = [AnyContentTypeJSONParser]
+    # Each format sets this to its error shape: staticmethod(a function of a Problem).
+    error_body: Callable[[Problem], Any]
+
+    def get_exception_handler(self) -> Callable[..., Any]:
+        return handler_for(self.error_body)
