@@ -214,6 +214,10 @@ PICTOR_SYNC_WAIT = envfloat("PICTOR_SYNC_WAIT", 5.0)
 # Formats whose clients block for the image (Synapse, Hyperbolic, AUTOMATIC1111) wait this
 # long; past it the job is canceled and refunded, and the client gets a timeout error.
 PICTOR_BLOCKING_WAIT = envfloat("PICTOR_BLOCKING_WAIT", 300.0)
+# Dan's public key ("sk-" and 48 zeros) maps to one shared anonymous organization on this
+# plan; off unless enabled, because anyone may send it.
+PICTOR_ANONYMOUS_KEY_ENABLED = envbool("PICTOR_ANONYMOUS_KEY_ENABLED", False)
+PICTOR_ANONYMOUS_PLAN = envstr("PICTOR_ANONYMOUS_PLAN", "free")
 PICTOR_JOB_LEASE = envint("PICTOR_JOB_LEASE", 60)
 PICTOR_JOB_MAX_ATTEMPTS = envint("PICTOR_JOB_MAX_ATTEMPTS", 3)
 PICTOR_WARM_WORKERS = envbool("PICTOR_WARM_WORKERS", True)

@@ -14,6 +14,11 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("generation.api.urls")),
+    # The other wire formats, one module each (DESIGN section 5).
+    path("", include("generation.api.synapse")),
+    path("", include("generation.api.hyperbolic")),
+    path("", include("generation.api.dan")),
+    path("", include("generation.api.a1111")),
     path("", include("billing.urls")),
 ]
 
