@@ -137,7 +137,9 @@ else:
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(envstr("STATIC_ROOT", str(VAR_DIR / "static")))
+# WhiteNoise serves STATIC_ROOT (filled by collectstatic in production) and warns if it is missing.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve straight from the apps' static folders, so no collectstatic step is needed to start.
 WHITENOISE_USE_FINDERS = True
 S3_BUCKET = envstr("S3_BUCKET")

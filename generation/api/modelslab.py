@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
@@ -17,7 +19,7 @@ from rest_framework.views import APIView
 from billing import limits
 from billing.models import Plan
 from generation import addons, inputs, service
-from generation.api import adapter
+from generation.api import adapter, schema
 from generation.api.adapter import MAX_SEED
 from generation.api.parsers import AnyContentTypeJSONParser
 from generation.engine import control
@@ -112,6 +114,7 @@ class ModelsLabSerializer(serializers.Serializer):
             field.error_messages["blank"] = f"The {name} field is required."
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class NamesField(serializers.Field):
     """A comma list of model names (or a JSON list of them)."""
 
@@ -124,6 +127,7 @@ class NamesField(serializers.Field):
         return names
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class NumbersField(serializers.Field):
     """A comma list of numbers within bounds (or a single number)."""
 
@@ -147,6 +151,7 @@ class NumbersField(serializers.Field):
         return numbers
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class SwitchOrFactorField(serializers.Field):
     """ModelsLab's `upscale`: yes/no, or an integer factor (1 = off)."""
 
@@ -198,6 +203,8 @@ class GenerationSerializer(ModelsLabSerializer):
     track_id = serializers.CharField(max_length=255, required=False)
     webhook = serializers.URLField(max_length=2000, required=False)
     base64 = serializers.BooleanField(default=False)
+    # Answer at once with `processing` and future_links instead of waiting for the image.
+    instant_response = serializers.BooleanField(default=False)
 
     kind = "text2img"
 
@@ -668,9 +675,9 @@ class ModelsLabView(APIView):
     parser_classes = [AnyContentTypeJSONParser]
     fetch_url_name = "api-v3-fetch"
 
-    def answer(self, request: Request, job: Job) -> Response:
-        """Wait up to PICTOR_SYNC_WAIT seconds for the job, then answer its state."""
-        job = service.wait_for(job, settings.PICTOR_SYNC_WAIT)
+    def answer(self, request: Request, job: Job, instant: bool = False) -> Response:
+        """Wait up to PICTOR_SYNC_WAIT seconds (none if `instant`), then answer the job's state."""
+        job = service.wait_for(job, 0 if instant else settings.PICTOR_SYNC_WAIT)
         return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
 
     def submit(self, request: Request, req: GenerationRequest, model: AIModel, fields: dict) -> Job:
@@ -693,11 +700,26 @@ class GenerateView(ModelsLabView):
 
     serializer_class: type[GenerationSerializer] = Text2ImgSerializer
     model_required = False
+    # The v6 realtime family always uses the default model.
+    default_model_only = False
 
+    @extend_schema(
+        tags=["ModelsLab"], responses={200: schema.ModelsLabJob, **schema.modelslab_errors()}
+    )
     def post(self, request: Request) -> Response:
         org = request.user.organization
         kind = self.serializer_class.kind
         fields = parse(self.serializer_class, request.data, org.plan)
+        if self.default_model_only and fields.get("model_id"):
+            raise ValidationError(
+                {
+                    "model_id": [
+                        "The realtime endpoints use the default model; choose a model with "
+                        "/api/v6/images/ instead."
+                    ]
+                }
+            )
+        instant = fields.pop("instant_response")
         job = adapter.submit(
             request,
             fields,
@@ -708,7 +730,7 @@ class GenerateView(ModelsLabView):
             webhook=fields.pop("webhook", ""),
             output_base64=fields.pop("base64"),
         )
-        return self.answer(request, job)
+        return self.answer(request, job, instant)
 
 
 class Text2ImgView(GenerateView):
@@ -727,23 +749,6 @@ class InpaintView(GenerateView):
     serializer_class = InpaintSerializer
 
 
-class DreamboothView(GenerateView):
-    """POST /api/v4/dreambooth: text2img with a required model_id."""
-
-    model_required = True
-    fetch_url_name = "api-v4-fetch"
-
-
-class DreamboothImg2ImgView(Img2ImgView):
-    model_required = True
-    fetch_url_name = "api-v4-fetch"
-
-
-class DreamboothInpaintView(InpaintView):
-    model_required = True
-    fetch_url_name = "api-v4-fetch"
-
-
 class ControlNetView(GenerateView):
     """POST /api/v5/controlnet: generation guided by a control image (canny computed here)."""
 
@@ -753,6 +758,11 @@ class ControlNetView(GenerateView):
 class SuperResolutionView(ModelsLabView):
     """POST /api/v6/image_editing/super_resolution: init_image upscaled exactly `scale` times."""
 
+    @extend_schema(
+        tags=["ModelsLab"],
+        request=SuperResolutionSerializer,
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors()},
+    )
     def post(self, request: Request) -> Response:
         org = request.user.organization
         fields = parse(SuperResolutionSerializer, request.data, org.plan)
@@ -809,6 +819,11 @@ class SuperResolutionView(ModelsLabView):
 class FetchView(ModelsLabView):
     """POST (or GET) /api/v3/fetch/<id>: a job's state; another tenant's id is a 404."""
 
+    @extend_schema(
+        tags=["ModelsLab"],
+        request=None,
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors()},
+    )
     def post(self, request: Request, job_id: int) -> Response:
         job = (
             Job.objects.for_org(request.user.organization)
@@ -824,13 +839,36 @@ class FetchView(ModelsLabView):
     get = post
 
 
-class DreamboothFetchView(FetchView):
-    fetch_url_name = "api-v4-fetch"
+class FetchByRequestIdView(FetchView):
+    """POST /api/v6/images/fetch with `request_id` in the body."""
+
+    http_method_names = ["post", "options"]
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        operation_id="v6_images_fetch_by_request_id",
+        request=schema.ModelsLabFetch,
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors()},
+    )
+    def post(self, request: Request) -> Response:  # type: ignore[override]
+        return super().post(request, request_id_from(request.data))
+
+
+def request_id_from(data: Any) -> int:
+    """The `request_id` of a fetch body, as a job id."""
+    value = data.get("request_id") if isinstance(data, dict) else None
+    if value is None or value == "":
+        raise ValidationError({"request_id": ["The request_id field is required."]})
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or len(text) > 18:
+        raise ValidationError({"request_id": ["The request_id must be a request's numeric id."]})
+    return int(text)
 
 
 class SystemLoadView(ModelsLabView):
     """POST /api/v3/system_load: queue length and expected wait."""
 
+    @extend_schema(tags=["ModelsLab"], request=None, responses={200: schema.SystemLoad})
     def post(self, request: Request) -> Response:
         return Response(service.system_load())
 
@@ -840,6 +878,9 @@ class SystemLoadView(ModelsLabView):
 class ModelListView(ModelsLabView):
     """POST /api/v4/dreambooth/model_list: the models this tenant may use."""
 
+    @extend_schema(
+        tags=["ModelsLab"], request=None, responses={200: schema.ModelsLabModel(many=True)}
+    )
     def post(self, request: Request) -> Response:
         models = AIModel.objects.visible_to(request.user.organization).order_by("model_id")
         return Response(

@@ -1,10 +1,11 @@
-"""OpenAPI descriptions drf-spectacular cannot read off the code (how keys travel)."""
+"""OpenAPI descriptions drf-spectacular cannot read off the code: how keys travel, answers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import serializers
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -28,3 +29,56 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
                 "description": "AUTOMATIC1111 clients: any user name, the key as password.",
             },
         ]
+
+
+# Answer bodies, for the schema only: the views build these dicts directly.
+class ModelsLabError(serializers.Serializer):
+    status = serializers.CharField(default="error")
+    message = serializers.JSONField(help_text="A sentence, or {field: [messages]} for a 400")
+    tip = serializers.CharField(required=False)
+    tips = serializers.CharField(required=False)
+
+
+class ModelsLabJob(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success", "processing", "failed"])
+    id = serializers.IntegerField()
+    generationTime = serializers.FloatField(required=False)  # noqa: N815 (the wire name)
+    output = serializers.ListField(
+        child=serializers.CharField(), help_text="Absolute URLs, or base64 PNGs with base64"
+    )
+    proxy_links = serializers.ListField(child=serializers.CharField(), required=False)
+    nsfw_content_detected = serializers.ListField(child=serializers.BooleanField(), required=False)
+    eta = serializers.FloatField(required=False, help_text="Seconds, while processing")
+    progress = serializers.FloatField(required=False)
+    fetch_result = serializers.URLField(required=False)
+    future_links = serializers.ListField(child=serializers.URLField(), required=False)
+    message = serializers.CharField(required=False)
+    tip = serializers.CharField(required=False)
+    track_id = serializers.CharField(required=False)
+    meta = serializers.DictField(required=False, help_text="The parameters used, seed included")
+
+
+class ModelsLabFetch(serializers.Serializer):
+    request_id = serializers.IntegerField(help_text="The job id")
+
+
+class SystemLoad(serializers.Serializer):
+    status = serializers.CharField(default="ok")
+    queue_num = serializers.IntegerField()
+    queue_time = serializers.FloatField(help_text="Seconds a new job would wait")
+
+
+class ModelsLabModel(serializers.Serializer):
+    model_id = serializers.CharField()
+    model_name = serializers.CharField()
+    model_category = serializers.CharField()
+    status = serializers.CharField()
+    is_default = serializers.BooleanField()
+    is_private = serializers.BooleanField()
+    description = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+def modelslab_errors(*statuses: int) -> dict[int, Any]:
+    """The error answers of a ModelsLab endpoint."""
+    return {code: ModelsLabError for code in (400, 401, 402, 403, 404, 413, 429, *statuses)}

@@ -1,39 +1,82 @@
+"""The ModelsLab families (DESIGN section 4): one view per kind, configured per family.
+
+Each family answers with its own fetch URL (`fetch_url_name`); v4 requires `model_id`, the v6
+realtime family always uses the default model.
+"""
+
 from django.urls import path
 
-from generation.api import modelslab
+from generation.api import modelslab as ml
+
+V4 = {"model_required": True, "fetch_url_name": "api-v4-fetch"}
+V6 = {"fetch_url_name": "api-v6-fetch"}
+REALTIME = {"default_model_only": True, "fetch_url_name": "api-v6-realtime-fetch"}
+V7 = {"fetch_url_name": "api-v7-fetch"}
 
 urlpatterns = [
-    path("api/v3/text2img", modelslab.Text2ImgView.as_view(), name="api-v3-text2img"),
-    path("api/v3/img2img", modelslab.Img2ImgView.as_view(), name="api-v3-img2img"),
-    path("api/v3/inpaint", modelslab.InpaintView.as_view(), name="api-v3-inpaint"),
-    path("api/v3/fetch/<int:job_id>", modelslab.FetchView.as_view(), name="api-v3-fetch"),
-    path("api/v3/system_load", modelslab.SystemLoadView.as_view(), name="api-v3-system-load"),
-    path("api/v3/dreambooth/model_list", modelslab.ModelListView.as_view()),
-    path("api/v4/dreambooth", modelslab.DreamboothView.as_view(), name="api-v4-dreambooth"),
-    path(
-        "api/v4/dreambooth/img2img",
-        modelslab.DreamboothImg2ImgView.as_view(),
-        name="api-v4-img2img",
-    ),
-    path(
-        "api/v4/dreambooth/inpaint",
-        modelslab.DreamboothInpaintView.as_view(),
-        name="api-v4-inpaint",
-    ),
+    # v3: the default model unless model_id names another.
+    path("api/v3/text2img", ml.Text2ImgView.as_view(), name="api-v3-text2img"),
+    path("api/v3/img2img", ml.Img2ImgView.as_view(), name="api-v3-img2img"),
+    path("api/v3/inpaint", ml.InpaintView.as_view(), name="api-v3-inpaint"),
+    path("api/v3/fetch/<int:job_id>", ml.FetchView.as_view(), name="api-v3-fetch"),
+    path("api/v3/system_load", ml.SystemLoadView.as_view(), name="api-v3-system-load"),
+    path("api/v3/dreambooth/model_list", ml.ModelListView.as_view()),
+    # v4 dreambooth: model_id required.
+    path("api/v4/dreambooth", ml.Text2ImgView.as_view(**V4), name="api-v4-dreambooth"),
+    path("api/v4/dreambooth/img2img", ml.Img2ImgView.as_view(**V4), name="api-v4-img2img"),
+    path("api/v4/dreambooth/inpaint", ml.InpaintView.as_view(**V4), name="api-v4-inpaint"),
     path(
         "api/v4/dreambooth/fetch/<int:job_id>",
-        modelslab.DreamboothFetchView.as_view(),
+        ml.FetchView.as_view(fetch_url_name="api-v4-fetch"),
         name="api-v4-fetch",
     ),
+    path("api/v4/dreambooth/model_list", ml.ModelListView.as_view(), name="api-v4-model-list"),
+    # v5 ControlNet.
+    path("api/v5/controlnet", ml.ControlNetView.as_view(), name="api-v5-controlnet"),
+    # v6 images, with fetch by path or by request_id in the body.
+    path("api/v6/images/text2img", ml.Text2ImgView.as_view(**V6), name="api-v6-text2img"),
+    path("api/v6/images/img2img", ml.Img2ImgView.as_view(**V6), name="api-v6-img2img"),
+    path("api/v6/images/inpaint", ml.InpaintView.as_view(**V6), name="api-v6-inpaint"),
+    path("api/v6/images/controlnet", ml.ControlNetView.as_view(**V6), name="api-v6-controlnet"),
+    path("api/v6/images/fetch/<int:job_id>", ml.FetchView.as_view(**V6), name="api-v6-fetch"),
+    path("api/v6/images/fetch", ml.FetchByRequestIdView.as_view(**V6), name="api-v6-fetch-body"),
+    # v6 realtime: the default model, `base64` a boolean.
     path(
-        "api/v4/dreambooth/model_list",
-        modelslab.ModelListView.as_view(),
-        name="api-v4-model-list",
+        "api/v6/realtime/text2img",
+        ml.Text2ImgView.as_view(**REALTIME),
+        name="api-v6-realtime-text2img",
     ),
-    path("api/v5/controlnet", modelslab.ControlNetView.as_view(), name="api-v5-controlnet"),
+    path(
+        "api/v6/realtime/img2img",
+        ml.Img2ImgView.as_view(**REALTIME),
+        name="api-v6-realtime-img2img",
+    ),
+    path(
+        "api/v6/realtime/inpaint",
+        ml.InpaintView.as_view(**REALTIME),
+        name="api-v6-realtime-inpaint",
+    ),
+    path(
+        "api/v6/realtime/fetch/<int:job_id>",
+        ml.FetchView.as_view(fetch_url_name="api-v6-realtime-fetch"),
+        name="api-v6-realtime-fetch",
+    ),
     path(
         "api/v6/image_editing/super_resolution",
-        modelslab.SuperResolutionView.as_view(),
+        ml.SuperResolutionView.as_view(**V6),
         name="api-v6-super-resolution",
     ),
+    # v7 images.
+    path(
+        "api/v7/images/text-to-image",
+        ml.Text2ImgView.as_view(**V7),
+        name="api-v7-text-to-image",
+    ),
+    path(
+        "api/v7/images/image-to-image",
+        ml.Img2ImgView.as_view(**V7),
+        name="api-v7-image-to-image",
+    ),
+    path("api/v7/images/inpaint", ml.InpaintView.as_view(**V7), name="api-v7-inpaint"),
+    path("api/v7/images/fetch/<int:job_id>", ml.FetchView.as_view(**V7), name="api-v7-fetch"),
 ]
