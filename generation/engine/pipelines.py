@@ -35,6 +35,11 @@ def pipeline_family(family: str, base: str) -> str:
     return "inpaint-sdxl" if family == "inpaint" and base == "sdxl" else family
 
 
+def has_second_prompt(family: str) -> bool:
+    """Whether checkpoints of this family take prompt_2 / negative_prompt_2 (SDXL's 2nd encoder)."""
+    return family in ("sdxl", "inpaint-sdxl")
+
+
 def supported_kinds(family: str) -> list[str]:
     """The request kinds a checkpoint of this family can serve."""
     return [kind for fam, kind in PIPELINES if fam == family]

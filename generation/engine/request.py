@@ -35,6 +35,9 @@ class GenerationRequest:
     prompt: str
     model_id: str
     negative_prompt: str = ""
+    # SDXL only: the prompts for its second text encoder (empty: the first ones are reused).
+    prompt_2: str = ""
+    negative_prompt_2: str = ""
     width: int = 512
     height: int = 512
     samples: int = 1

@@ -11,7 +11,12 @@ from generation.engine import addons as addon_rules
 from generation.engine import control, safety
 from generation.engine.cache import PipelineCache, default_cache
 from generation.engine.loader import original_scheduler_config
-from generation.engine.pipelines import kind_error, pipeline_family, pipeline_for
+from generation.engine.pipelines import (
+    has_second_prompt,
+    kind_error,
+    pipeline_family,
+    pipeline_for,
+)
 from generation.engine.prompts import with_tokens
 from generation.engine.request import (
     KINDS,
@@ -172,6 +177,11 @@ class _Job:
         error = kind_error(self.family, req.kind)
         if error:
             raise ValueError(error)
+        texts = {"prompt_2": req.prompt_2, "negative_prompt_2": req.negative_prompt_2}
+        second_prompts = {name: text for name, text in texts.items() if text}
+        if second_prompts and not has_second_prompt(self.family):
+            names = ", ".join(second_prompts)
+            raise ValueError(f"{names} needs an SDXL model, not a {self.family} one")
         base = self.cache.get(self.ref)
         skip = diffusers_clip_skip(req.clip_skip)
         layers = base.text_encoder.config.num_hidden_layers
@@ -199,11 +209,13 @@ class _Job:
 
         call: dict[str, Any] = {
             "prompt": prompt,
-            "negative_prompt": req.negative_prompt or None,
+            # None lets SDXL zero the negative embeddings, which would drop negative_prompt_2.
+            "negative_prompt": req.negative_prompt or ("" if req.negative_prompt_2 else None),
             "num_inference_steps": req.steps,
             "guidance_scale": req.guidance_scale,
             "num_images_per_prompt": req.samples,
             "clip_skip": skip,
+            **second_prompts,
         }
         size = (req.width, req.height)
         init = self.image("init_image")
@@ -270,6 +282,9 @@ class _Job:
             negative_prompt=[call["negative_prompt"] or ""] * batch,
             num_images_per_prompt=1,
         )
+        for name in ("prompt_2", "negative_prompt_2"):
+            if name in call:
+                call[name] = [call[name]] * batch
         output = second(
             **call,
             image=upscaled,
