@@ -6,10 +6,17 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.db import IntegrityError
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from accounts.models import ApiKey, Organization
+
+# Dan's documented public key. It means "the anonymous tenant", and only where a view opts in
+# (AnonymousKeyAuthentication) while PICTOR_ANONYMOUS_KEY_ENABLED is on.
+ANONYMOUS_KEY = "sk-" + "0" * 48
+ANONYMOUS_SLUG = "anonymous"
 
 
 @dataclass
@@ -73,3 +80,49 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (not 403) when no key was sent at all.
         return 'Bearer realm="api"'
+
+
+@dataclass
+class AnonymousKeyUser:
+    """A caller with the public anonymous key: the shared "anonymous" tenant, without a key row."""
+
+    organization: Organization
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+
+
+def anonymous_organization() -> Organization:
+    """The tenant behind the anonymous key, created on PICTOR_ANONYMOUS_PLAN on first use."""
+    org = Organization.objects.select_related("plan").filter(slug=ANONYMOUS_SLUG).first()
+    if org is None or org.plan.slug != settings.PICTOR_ANONYMOUS_PLAN:
+        try:
+            # Creates it with the plan's monthly credits, or moves it to a newly set plan.
+            org = Organization.get_or_create_by_slug(ANONYMOUS_SLUG, settings.PICTOR_ANONYMOUS_PLAN)
+        except IntegrityError:
+            # Two first requests at once: the other one created it.
+            org = Organization.objects.select_related("plan").get(slug=ANONYMOUS_SLUG)
+    if org.memberships.exists():
+        # Someone's own organization got the slug first: the public key must never act for it.
+        raise exceptions.AuthenticationFailed("Invalid Api Key")
+    return org
+
+
+class AnonymousKeyAuthentication(ApiKeyAuthentication):
+    """API keys, plus the public anonymous key while PICTOR_ANONYMOUS_KEY_ENABLED is on.
+
+    Only the Dan views use this class, so every other format answers the public key 401. The
+    anonymous tenant is an ordinary organization: its plan's rate, daily and credit limits
+    hold for all anonymous callers together. Its jobs have no api_key.
+    """
+
+    def authenticate(
+        self, request: Request
+    ) -> tuple[ApiKeyUser | AnonymousKeyUser, ApiKey | None] | None:
+        if not settings.PICTOR_ANONYMOUS_KEY_ENABLED or raw_key_from(request) != ANONYMOUS_KEY:
+            return super().authenticate(request)
+        org = anonymous_organization()
+        if org.suspended_at is not None:
+            raise AccountSuspended()
+        return AnonymousKeyUser(org), None
