@@ -201,6 +201,19 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires")
+    # AUTOMATIC1111 clients pick a model with POST /sdapi/v1/options; webui keeps it server-wide,
+    # Pictor per key, so one tenant's choice never changes another's images.
+    default_model = models.ForeignKey(
+        "generation.AIModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=(
+            "The checkpoint this key's AUTOMATIC1111 requests use when they name none "
+            "(set by POST /sdapi/v1/options); empty: the server default"
+        ),
+    )
 
     objects = ApiKeyManager()
 
