@@ -81,6 +81,11 @@ def sampler_fields(name: str, field: str = "sampler") -> dict[str, Any]:
     by_lower = {n.lower(): choice for n, choice in A1111_SAMPLERS.items()}
     choice = A1111_SAMPLERS.get(name) or by_lower.get(name.strip().lower())
     if choice is not None:
+        problem = usable_scheduler_error(
+            choice.scheduler, choice.use_karras_sigmas, choice.algorithm_type
+        )
+        if problem:
+            raise ValidationError({field: [f"{name}: {problem}"]})
         return {
             "scheduler": choice.scheduler,
             "use_karras_sigmas": choice.use_karras_sigmas,
