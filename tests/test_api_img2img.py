@@ -99,6 +99,9 @@ def test_dreambooth_img2img_needs_a_model_id(api, tenant, demo_models, sync_queu
         ({"init_image": "http://127.0.0.1/a.png"}, "init_image"),
         ({"strength": 1.5}, "strength"),
         ({"strength": "NaN"}, "strength"),
+        # 21 steps x 0.04 runs no step at all: refused here, not failed in the worker.
+        ({"strength": 0.04}, "strength"),
+        ({"strength": 0}, "strength"),
         ({"highres_fix": "yes"}, "highres_fix"),
         ({"model_id": "demo-lora-a"}, "model_id"),
         ({"model_id": "demo-sd15-inpaint"}, "model_id"),

@@ -736,17 +736,7 @@ def hires_fields(body: dict[str, Any], values: dict[str, Any], plan: Plan) -> di
             {"hr_scale": [f"The hires fix upscales by 2, 3 or 4 (a whole number), not {factor:g}."]}
         )
     factor = int(factor)
-    for side in ("width", "height"):
-        final = values[side] * factor
-        if final > plan.max_side:
-            raise ValidationError(
-                {
-                    "hr_scale": [
-                        f"The upscaled {side} ({final}) may not be greater than "
-                        f"{plan.max_side} on the {plan.name} plan."
-                    ]
-                }
-            )
+    adapter.check_upscaled(plan, "hr_scale", values["width"], values["height"], factor)
     strength = values.get("denoising_strength")
     strength = DEFAULT_HIRES_STRENGTH if strength is None else strength
     check_denoising_steps(strength, values["steps"])

@@ -17,7 +17,6 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.urls import URLPattern, path
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
@@ -370,17 +369,7 @@ class DanTxt2ImgSerializer(serializers.Serializer):
             raise ValidationError(
                 {"upscale": ["The upscale option does not combine with control_net."]}
             )
-        for side in ("width", "height"):
-            final = fields[side] * factor
-            if final > plan.max_side:
-                raise ValidationError(
-                    {
-                        "upscale": [
-                            f"The upscaled {side} ({final}) may not be greater than "
-                            f"{plan.max_side} on the {plan.name} plan."
-                        ]
-                    }
-                )
+        adapter.check_upscaled(plan, "upscale", fields["width"], fields["height"], factor)
 
 
 class DanTaskSerializer(serializers.Serializer):
@@ -529,24 +518,6 @@ class TaskStatusView(DanView):
         if task_id is None or task_id == "":
             raise ValidationError({"taskId": ["The taskId field is required."]})
         return self.task(request, task_id)
-
-
-class AnonymousKeyScheme(OpenApiAuthenticationExtension):
-    """accounts.auth.AnonymousKeyAuthentication: a Bearer key, or the public anonymous key."""
-
-    target_class = "accounts.auth.AnonymousKeyAuthentication"
-    name = "danBearerKey"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": (
-                "Authorization: Bearer <key>. Where the server enables it, the public key "
-                "sk-000000000000000000000000000000000000000000000000 acts for a shared, "
-                "rate-limited anonymous account."
-            ),
-        }
 
 
 urlpatterns: list[URLPattern] = [

@@ -144,15 +144,10 @@ class HyperbolicSerializer(serializers.Serializer):
     lora = LorasField(required=False, help_text="The same as loras")
 
     def validate_width(self, value: int) -> int:
-        return self._side("width", value)
+        return adapter.check_multiple_of_8("width", value)
 
     def validate_height(self, value: int) -> int:
-        return self._side("height", value)
-
-    def _side(self, name: str, value: int) -> int:
-        if value % 8:
-            raise ValidationError(f"The {name} must be a multiple of 8.")
-        return value
+        return adapter.check_multiple_of_8("height", value)
 
     def validate_backend(self, value: str) -> str:
         if value == "tvm":

@@ -16,7 +16,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import limits
 from billing.models import Plan
 from generation import addons, inputs, service
 from generation.api import adapter, schema
@@ -308,17 +307,8 @@ class GenerationSerializer(ModelsLabSerializer):
         field = "upscale" if "upscale" in self.initial_data else "highres_fix"
         if self.kind != "text2img":
             raise ValidationError({field: [f"The {field} option works on text2img only."]})
-        for side in ("width", "height"):
-            final = attrs.get(side, DEFAULT_SIDE) * factor
-            if final > plan.max_side:
-                raise ValidationError(
-                    {
-                        field: [
-                            f"The upscaled {side} ({final}) may not be greater than "
-                            f"{plan.max_side} on the {plan.name} plan."
-                        ]
-                    }
-                )
+        width, height = attrs.get("width", DEFAULT_SIDE), attrs.get("height", DEFAULT_SIDE)
+        adapter.check_upscaled(plan, field, width, height, factor)
 
 
 class Text2ImgSerializer(GenerationSerializer):
@@ -334,6 +324,21 @@ class Img2ImgSerializer(GenerationSerializer):
         if value != value:
             raise ValidationError("The strength must be a number between 0 and 1.")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        # diffusers runs int(steps * strength) steps; none at all is an error in the worker.
+        if int(attrs["steps"] * attrs["strength"]) < 1:
+            least = 1 / attrs["steps"]
+            raise ValidationError(
+                {
+                    "strength": [
+                        f"The strength is too small to run a step at {attrs['steps']} steps; "
+                        f"use at least {least:.3f}."
+                    ]
+                }
+            )
+        return attrs
 
 
 class InpaintSerializer(Img2ImgSerializer):
@@ -680,20 +685,6 @@ class ModelsLabView(APIView):
         job = service.wait_for(job, 0 if instant else settings.PICTOR_SYNC_WAIT)
         return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
 
-    def submit(self, request: Request, req: GenerationRequest, model: AIModel, fields: dict) -> Job:
-        return service.submit(
-            req,
-            request.user.organization,
-            model,
-            api_key=request.auth,
-            kind=req.kind,
-            track_id=fields.get("track_id", ""),
-            webhook=fields.get("webhook", ""),
-            base_url=base_url_for(request),
-            output_base64=fields["base64"],
-            fingerprint=limits.body_fingerprint(request.data, request.path),
-        )
-
 
 class GenerateView(ModelsLabView):
     """POST a generation (text2img, img2img, inpaint or ControlNet), wait, answer its state."""
@@ -809,7 +800,14 @@ class SuperResolutionView(ModelsLabView):
                 guidance_scale=1.0,
                 seed=fields["seed"],
             )
-            job = self.submit(request, req, model, fields)
+            job = adapter.queue(
+                request,
+                req,
+                model,
+                track_id=fields.get("track_id", ""),
+                webhook=fields.get("webhook", ""),
+                output_base64=fields["base64"],
+            )
         except BaseException:
             images.discard()
             raise

@@ -14,6 +14,10 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.auth.ApiKeyAuthentication"
     name = ["bearerKey", "headerKey", "basicKey"]
 
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        # Alternatives (any one of them), not a requirement to send all three at once.
+        return [{name: []} for name in self.name]
+
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
         return [
             {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
@@ -29,6 +33,24 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
                 "description": "AUTOMATIC1111 clients: any user name, the key as password.",
             },
         ]
+
+
+class AnonymousKeyScheme(OpenApiAuthenticationExtension):
+    """accounts.auth.AnonymousKeyAuthentication: a Bearer key, or the public anonymous key."""
+
+    target_class = "accounts.auth.AnonymousKeyAuthentication"
+    name = "danBearerKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": (
+                "Authorization: Bearer <key>. Where the server enables it, the public key "
+                "sk-000000000000000000000000000000000000000000000000 acts for a shared, "
+                "rate-limited anonymous account."
+            ),
+        }
 
 
 # Answer bodies, for the schema only: the views build these dicts directly.

@@ -98,15 +98,10 @@ class SynapseSerializer(serializers.Serializer):
     )
 
     def validate_width(self, value: int) -> int:
-        return self._side("width", value)
+        return adapter.check_multiple_of_8("width", value)
 
     def validate_height(self, value: int) -> int:
-        return self._side("height", value)
-
-    def _side(self, name: str, value: int) -> int:
-        if value % 8:
-            raise ValidationError(f"The {name} must be a multiple of 8.")
-        return value
+        return adapter.check_multiple_of_8("height", value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         plan: Plan = self.context["plan"]

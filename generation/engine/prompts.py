@@ -39,6 +39,8 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
         loras.append((name, weight))
     cleaned = LORA_TAG.sub("", prompt)
     cleaned = re.sub(r"\s*,\s*(,\s*)+", ", ", cleaned)
+    # "a castle <lora:x:1>, at dusk" -> "a castle, at dusk", not "a castle , at dusk".
+    cleaned = re.sub(r"\s+,", ",", cleaned)
     cleaned = re.sub(r"\s{2,}", " ", cleaned).strip().strip(",").strip()
     return cleaned, loras
 
