@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU build of exactly this torch is on the build hosts; any other version pulls CUDA.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# The browser tests drive Debian's chromium (never a downloaded one); installing it needs root.
+	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	touch $@
 
 install: $(VENV)/.installed

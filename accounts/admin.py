@@ -1,10 +1,26 @@
+import uuid
+
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from accounts import abuse
-from accounts.models import ApiKey, Membership, Organization, Strike, User
+from accounts.models import ApiKey, Invitation, Membership, Organization, Strike, User
+from billing import ledger
+from billing.models import Plan
+from sdplatform.admin_actions import ask
+
+
+class GrantCreditsForm(forms.Form):
+    amount = forms.IntegerField(min_value=1, max_value=10_000_000)
+    note = forms.CharField(max_length=200, required=False)
+
+
+class ChangePlanForm(forms.Form):
+    plan = forms.ModelChoiceField(Plan.objects.order_by("priority"))
 
 
 @admin.register(User)
@@ -58,12 +74,49 @@ class SuspendedFilter(admin.SimpleListFilter):
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "plan", "strikes", "suspended", "created_at"]
     list_filter = ["plan", SuspendedFilter]
     search_fields = ["slug", "name"]
     readonly_fields = ["webhook_secret", "strikes", "suspended_at", "suspension_reason"]
     inlines = [MembershipInline, StrikeInline]
-    actions = ["rotate_webhook_secrets", "suspend", "lift_suspension"]
+    actions = [
+        "grant_credits",
+        "change_plan",
+        "suspend",
+        "lift_suspension",
+        "rotate_webhook_secrets",
+    ]
+    list_display = ["slug", "name", "plan", "credit_balance", "strikes", "suspended", "created_at"]
+
+    @admin.action(description="Grant credits…")
+    def grant_credits(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> TemplateResponse | None:
+        form, page = ask(request, queryset, GrantCreditsForm, "grant_credits", "Grant credits")
+        if form is None:
+            return page
+        amount, note = form.cleaned_data["amount"], form.cleaned_data["note"]
+        for org in queryset:
+            ledger.grant(
+                org,
+                amount,
+                f"admin:{org.pk}:{uuid.uuid4().hex}",
+                note=note or f"Granted by {request.user} in the admin",
+            )
+        self.message_user(request, f"Granted {amount} credits to {len(queryset)} organization(s).")
+        return None
+
+    @admin.action(description="Change plan…")
+    def change_plan(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> TemplateResponse | None:
+        form, page = ask(request, queryset, ChangePlanForm, "change_plan", "Change plan")
+        if form is None:
+            return page
+        plan = form.cleaned_data["plan"]
+        for org in queryset:
+            ledger.change_plan(org, plan)
+        self.message_user(request, f"Put {len(queryset)} organization(s) on the {plan} plan.")
+        return None
 
     @admin.display(boolean=True, ordering="suspended_at")
     def suspended(self, org: Organization) -> bool:
@@ -106,6 +159,30 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ["revoked_at", "expires_at"]
     search_fields = ["prefix", "name", "organization__slug"]
     readonly_fields = ["prefix", "digest", "created_at", "last_used_at"]
+    list_select_related = ["organization"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke (the key stops working at once)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            key.revoke()
+        self.message_user(request, f"Revoked {len(queryset)} key(s).")
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "organization", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "organization__slug"]
+    list_select_related = ["user", "organization"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["email", "organization", "role", "created_at", "expires_at", "accepted_at"]
+    list_filter = ["role", "accepted_at"]
+    search_fields = ["email", "organization__slug"]
+    readonly_fields = ["token"]
 
 
 @admin.register(Strike)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -126,3 +127,34 @@ class AnonymousKeyAuthentication(ApiKeyAuthentication):
         if org.suspended_at is not None:
             raise AccountSuspended()
         return AnonymousKeyUser(org), None
+
+
+@dataclass
+class MemberUser:
+    """A logged-in member using the API from Pictor's own pages (the playground)."""
+
+    user: object
+    organization: Organization
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+
+
+class MemberSessionAuthentication(authentication.SessionAuthentication):
+    """Session login plus CSRF, acting for the organization the page acts for."""
+
+    def authenticate(self, request: Request) -> tuple[MemberUser, None] | None:
+        from accounts.tenancy import current_membership
+
+        found = super().authenticate(request)
+        if found is None:
+            return None
+        django_request: HttpRequest = request._request
+        django_request.user = found[0]
+        membership = current_membership(django_request)
+        if membership is None:
+            raise exceptions.PermissionDenied("You are not a member of any organization.")
+        if membership.organization.suspended_at is not None:
+            raise AccountSuspended()
+        return MemberUser(found[0], membership.organization), None

@@ -65,6 +65,11 @@ class User(AbstractUser):
         return self.email
 
 
+# Slugs people cannot take by naming their organization so: Dan's public key acts for
+# "anonymous" (generation/api/dan.py).
+RESERVED_SLUGS = ("anonymous", "admin", "ops", "api", "app")
+
+
 class Organization(models.Model):
     """The tenant: owns keys, jobs, credits and a plan."""
 
@@ -127,6 +132,26 @@ class Organization(models.Model):
         elif plan_slug and org.plan.slug != plan_slug:
             ledger.change_plan(org, Plan.objects.get(slug=plan_slug))
             org.refresh_from_db(fields=["credit_balance"])
+        return org
+
+    @classmethod
+    def create_with_owner(cls, name: str, owner: User) -> Organization:
+        """A new organization on the default plan, with its credits and `owner` as owner."""
+        from billing import ledger
+        from billing.models import Plan
+
+        base = slugify(name)[:80] or "org"
+        slug, n = base, 1
+        while slug in RESERVED_SLUGS or cls.objects.filter(slug=slug).exists():
+            n += 1
+            slug = f"{base}-{n}"
+        with transaction.atomic():
+            org = cls.objects.create(
+                name=name, slug=slug, plan=Plan.objects.get(slug=Plan.DEFAULT_SLUG)
+            )
+            Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
+            ledger.grant_monthly(org)
+        org.refresh_from_db(fields=["credit_balance"])
         return org
 
 
@@ -263,3 +288,33 @@ class Strike(models.Model):
 
     def __str__(self) -> str:
         return f"strike on {self.organization} ({self.reason})"
+
+
+def new_invitation_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Invitation(models.Model):
+    """An emailed link that makes its holder (with that email) a member of the organization."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField()
+    role = models.CharField(
+        max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER
+    )
+    token = models.CharField(max_length=100, unique=True, default=new_invitation_token)
+    invited_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.organization.slug}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted_at is None and self.expires_at > timezone.now()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from billing.models import CreditEntry, Plan, StripeEvent, Subscription
+from billing.models import CreditEntry, Plan, RateCounter, StripeEvent, Subscription
 
 
 @admin.register(Plan)
@@ -68,4 +68,15 @@ class StripeEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: StripeEvent | None = None) -> bool:
+        return False
+
+
+@admin.register(RateCounter)
+class RateCounterAdmin(admin.ModelAdmin):
+    """Request counters of the current windows (rate limits, login attempts); pruned hourly."""
+
+    list_display = ["key", "hits", "expires"]
+    search_fields = ["key"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -137,8 +137,8 @@ def _start_checkout(
             "client_reference_id": str(org.pk),
             "metadata": metadata,
             carrier: {"metadata": metadata},
-            "success_url": f"{base_url}/billing/?org={org.slug}&checkout=success",
-            "cancel_url": f"{base_url}/billing/?org={org.slug}&checkout=canceled",
+            "success_url": f"{base_url}/app/billing/?org={org.slug}&checkout=success",
+            "cancel_url": f"{base_url}/app/billing/?org={org.slug}&checkout=canceled",
             **_customer(org, user),
         },
     )
@@ -178,5 +178,5 @@ def start_portal(org: Organization, customer_id: str, base_url: str) -> dict[str
     """A billing-portal session where the customer changes or cancels the subscription."""
     return post(
         "/v1/billing_portal/sessions",
-        {"customer": customer_id, "return_url": f"{base_url}/billing/?org={org.slug}"},
+        {"customer": customer_id, "return_url": f"{base_url}/app/billing/?org={org.slug}"},
     )

@@ -1,9 +1,12 @@
 from django.urls import path
 
-from billing import views
+from billing import pages, views
 
 urlpatterns = [
-    path("billing/", views.index, name="billing"),
+    path("app/billing/", views.index, name="app-billing"),
+    path("app/usage/", pages.usage, name="app-usage"),
+    # Where Stripe sent customers back before the pages moved under /app/.
+    path("billing/", views.old_index, name="billing"),
     path("billing/checkout/plan/<slug:slug>/", views.checkout_plan, name="billing-checkout-plan"),
     path(
         "billing/checkout/credits/<slug:pack>/",

@@ -19,8 +19,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Membership
+from accounts.tenancy import current_membership
 from billing import stripe_api, stripe_events
-from billing.models import Plan, Subscription
+from billing.models import CreditEntry, Plan, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.ADMIN)
 NOT_CONFIGURED = (
     "Online payment is not configured; ask the operators to change your plan or add credits."
 )
+# Grants, purchases and adjustments shown on the billing page (job debits are on /app/usage/).
+LEDGER_ROWS = 50
 # Subscription states in which a second checkout would bill the customer twice.
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete")
 
@@ -85,7 +88,9 @@ def stripe_failed(error: stripe_api.StripeError) -> HttpResponse:
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     """The plans with their limits and the credit packs, with buttons when Stripe is on."""
-    membership = membership_for(request, request.GET.get("org", ""))
+    membership = current_membership(request)
+    if membership is None:
+        return render(request, "accounts/no_organization.html", status=403)
     org = membership.organization
     return render(
         request,
@@ -103,8 +108,17 @@ def index(request: HttpRequest) -> HttpResponse:
             "can_pay": membership.role in BILLING_ROLES,
             "subscription": live_subscription(org.pk),
             "checkout": request.GET.get("checkout", ""),
+            "ledger": CreditEntry.objects.filter(organization=org)
+            .exclude(kind__in=[CreditEntry.Kind.DEBIT, CreditEntry.Kind.REFUND])
+            .order_by("-created_at", "-pk")[:LEDGER_ROWS],
         },
     )
+
+
+@require_GET
+def old_index(request: HttpRequest) -> HttpResponse:
+    query = request.GET.urlencode()
+    return HttpResponseRedirect("/app/billing/" + (f"?{query}" if query else ""))
 
 
 @login_required

@@ -1,6 +1,20 @@
-from django.contrib import admin
+from __future__ import annotations
 
-from generation.models import AIModel, Job, OutputImage, WebhookAttempt, WebhookDelivery
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from rest_framework.exceptions import APIException
+
+from generation import service
+from generation.engine.request import GenerationRequest
+from generation.models import (
+    AIModel,
+    Job,
+    OutputImage,
+    WebhookAttempt,
+    WebhookDelivery,
+    WorkerHeartbeat,
+)
 
 
 @admin.register(AIModel)
@@ -32,6 +46,38 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["id", "organization__slug", "track_id"]
     readonly_fields = ["params", "created_at", "started_at", "finished_at", "lease_expires_at"]
     inlines = [OutputImageInline]
+    list_select_related = ["organization", "model"]
+    date_hierarchy = "created_at"
+    actions = ["cancel", "retry"]
+
+    @admin.action(description="Cancel (and refund) queued or running jobs")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        canceled = sum(service.cancel(job) for job in queryset)
+        self.message_user(request, f"Canceled {canceled} job(s); finished ones were left alone.")
+
+    @admin.action(description="Retry: queue a new job with the same parameters (charged)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        queued, refused = [], []
+        for job in queryset.select_related("organization__plan", "model"):
+            try:
+                new = service.submit(
+                    GenerationRequest.from_params(job.params),
+                    job.organization,
+                    job.model,
+                    kind=job.kind,
+                    track_id=job.track_id,
+                    webhook=job.webhook,
+                    base_url=job.base_url,
+                    output_base64=job.output_base64,
+                )
+            except APIException as exc:
+                refused.append(f"{job.pk}: {exc.detail}")
+            else:
+                queued.append(str(new.pk))
+        if queued:
+            self.message_user(request, f"Queued job(s) {', '.join(queued)}.")
+        if refused:
+            self.message_user(request, "Not queued: " + "; ".join(refused), level="error")
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -61,3 +107,31 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     ]
     list_select_related = ["job"]
     inlines = [WebhookAttemptInline]
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    list_display = ["name", "last_seen", "models_loaded", "jobs_done", "current_job", "started_at"]
+    search_fields = ["name"]
+    readonly_fields = [f.name for f in WorkerHeartbeat._meta.fields]
+
+
+@admin.register(OutputImage)
+class OutputImageAdmin(admin.ModelAdmin):
+    list_display = ["job", "index", "path", "seed", "nsfw", "width", "height", "created_at"]
+    list_filter = ["nsfw"]
+    search_fields = ["job__id", "path", "job__organization__slug"]
+    readonly_fields = ["job", "index", "path", "seed", "nsfw", "width", "height", "created_at"]
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(admin.ModelAdmin):
+    list_display = ["delivery", "number", "started_at", "status_code", "duration_ms", "error"]
+    list_filter = ["status_code"]
+    search_fields = ["delivery__webhook_id", "delivery__job__id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -298,3 +298,24 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.delivery_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process saying it is alive and which models it holds (the ops dashboard)."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="host:pid")
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    models_loaded = models.JSONField(default=list, help_text="Model ids in its pipeline cache")
+    cache_bytes = models.BigIntegerField(default=0)
+    jobs_done = models.PositiveIntegerField(default=0)
+    current_job = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # the ops dashboard: WHERE last_seen > now - interval ORDER BY name
+            models.Index(fields=["last_seen"], name="generation_worker_seen_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from billing import ledger
-from generation import notify, webhooks
+from generation import heartbeat, notify, webhooks
 from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
@@ -128,11 +128,21 @@ def run_next_job(hint_job_id: int | None = None) -> int | None:
     job = claim_next_job()
     if job is None:
         return None
+    report(current_job=job.pk)
     try:
         execute(job)
     finally:
+        report(job_done=True)
         wake_waiting_job()
     return job.pk
+
+
+def report(**fields: object) -> None:
+    """Tell the ops dashboard what this worker is doing; never fails the job."""
+    try:
+        heartbeat.beat(worker_name(), **fields)  # type: ignore[arg-type]
+    except Exception:
+        log.exception("worker heartbeat failed")
 
 
 def wake_waiting_job() -> None:
@@ -319,10 +329,11 @@ def reap_expired_jobs() -> int:
 
 
 def warm_worker(sender: object, proc_name: str = "", **kwargs: object) -> None:
-    """Load the default model and the safety classifier as a worker starts (post_spawn).
+    """Start the heartbeat, and load the default model and the safety classifier (post_spawn).
 
     So the first job a fresh worker gets runs warm instead of paying seconds of loading.
     """
+    heartbeat.start(worker_name())
     if not settings.PICTOR_WARM_WORKERS:
         return
     model = AIModel.objects.filter(is_default=True, enabled=True).first()

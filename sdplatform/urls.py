@@ -2,15 +2,19 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from generation import ops
 from sdplatform import health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("ops/", ops.dashboard, name="ops"),
+    path("", RedirectView.as_view(url="/app/", permanent=False)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("generation.api.urls")),
@@ -20,6 +24,8 @@ urlpatterns = [
     path("", include("generation.api.dan")),
     path("", include("generation.api.a1111")),
     path("", include("billing.urls")),
+    path("", include("accounts.urls")),
+    path("", include("generation.urls")),
 ]
 
 

@@ -432,8 +432,8 @@ def test_a_plan_checkout_sends_a_subscription_session_to_stripe(
         "metadata[plan]": "basic",
         "subscription_data[metadata][organization_id]": org_id,
         "subscription_data[metadata][plan]": "basic",
-        "success_url": "https://pictor.example.com/billing/?org=acme&checkout=success",
-        "cancel_url": "https://pictor.example.com/billing/?org=acme&checkout=canceled",
+        "success_url": "https://pictor.example.com/app/billing/?org=acme&checkout=success",
+        "cancel_url": "https://pictor.example.com/app/billing/?org=acme&checkout=canceled",
         "customer_email": "owner@acme.example",
     }
 
@@ -485,7 +485,7 @@ def test_checkout_needs_a_login_and_a_csrf_token(stripe_on, fake_stripe, people)
     anonymous = Client()
     response = anonymous.post("/billing/checkout/plan/basic/")
     assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/?next=")
+    assert response["Location"].startswith("/accounts/login/?next=")
     strict = login(Client(enforce_csrf_checks=True), people.owner)
     assert strict.post("/billing/checkout/plan/basic/").status_code == 403
     assert fake_stripe.requests == []
@@ -516,7 +516,7 @@ def test_a_live_subscription_is_not_sold_twice(client, stripe_on, fake_stripe, p
     assert portal["Location"].startswith("https://billing.stripe.com/p/session/")
     assert fake_stripe.requests[0].form == {
         "customer": "cus_SYpQ8mXb2LkN4r",
-        "return_url": "https://pictor.example.com/billing/?org=acme",
+        "return_url": "https://pictor.example.com/app/billing/?org=acme",
     }
 
 
@@ -549,17 +549,17 @@ def test_checkout_without_stripe_keys_is_404(client, settings, people):
 
 def test_the_billing_page_without_keys_says_payment_is_not_configured(client, settings, people):
     settings.STRIPE_SECRET_KEY = ""
-    response = login(client, people.owner).get("/billing/")
+    response = login(client, people.owner).get("/app/billing/")
     assert response.status_code == 200
     page = response.content.decode()
     assert NOT_CONFIGURED in page
-    assert "<form" not in page
+    assert 'action="/billing/checkout' not in page
     for plan in ("Free", "Basic", "Premium", "Enterprise"):
-        assert f"<td>{plan}</td>" in page
+        assert f"<td><strong>{plan}</strong></td>" in page
 
 
 def test_the_billing_page_offers_upgrades_and_packs_to_an_owner(client, stripe_on, people):
-    response = login(client, people.owner).get("/billing/")
+    response = login(client, people.owner).get("/app/billing/")
     assert response.status_code == 200
     page = response.content.decode()
     assert NOT_CONFIGURED not in page
@@ -574,12 +574,12 @@ def test_the_billing_page_offers_upgrades_and_packs_to_an_owner(client, stripe_o
 
 
 def test_a_member_sees_the_plans_without_buttons(client, stripe_on, people):
-    page = login(client, people.member).get("/billing/").content.decode()
+    page = login(client, people.member).get("/app/billing/").content.decode()
     assert "Only an owner or an admin" in page
-    assert "<form" not in page
+    assert 'action="/billing/checkout' not in page
 
 
 def test_the_billing_page_needs_a_login(client):
-    response = client.get("/billing/")
+    response = client.get("/app/billing/")
     assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/")
+    assert response["Location"].startswith("/accounts/login/")

@@ -1,0 +1,167 @@
+"""The team page: members and roles, invitations by email link, removal."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.mail import send_mail
+from django.core.validators import validate_email
+from django.db import transaction
+from django.forms import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.models import Invitation, Membership, User
+from accounts.tenancy import MANAGER_ROLES, SESSION_KEY, member_required, require_manager
+
+INVITATION_DAYS = 7
+Role = Membership.Role
+
+
+@member_required
+def team(request: HttpRequest) -> HttpResponse:
+    org = request.org  # type: ignore[attr-defined]
+    return render(
+        request,
+        "app/team.html",
+        {
+            "org": org,
+            "me": request.membership,  # type: ignore[attr-defined]
+            "can_manage": request.membership.role in MANAGER_ROLES,  # type: ignore[attr-defined]
+            "members": org.memberships.select_related("user").order_by("created_at", "pk"),
+            "invitations": org.invitations.filter(
+                accepted_at__isnull=True, expires_at__gt=timezone.now()
+            ).order_by("-created_at"),
+            "roles": Role.choices,
+        },
+    )
+
+
+@member_required
+@require_POST
+def invite(request: HttpRequest) -> HttpResponse:
+    """Email a link that lets the person with that address join (owners and admins only)."""
+    require_manager(request)
+    org = request.org  # type: ignore[attr-defined]
+    email = request.POST.get("email", "").strip().lower()
+    role = request.POST.get("role", Role.MEMBER)
+    try:
+        validate_email(email)
+    except ValidationError:
+        messages.error(request, "Give a valid email address.")
+        return redirect("app-team")
+    me: Membership = request.membership  # type: ignore[attr-defined]
+    if role not in Role.values or (role == Role.OWNER and me.role != Role.OWNER):
+        raise PermissionDenied("Only an owner can invite another owner.")
+    if org.memberships.filter(user__email__iexact=email).exists():
+        messages.error(request, f"{email} is already a member.")
+        return redirect("app-team")
+    invitation = Invitation.objects.create(
+        organization=org,
+        email=email,
+        role=role,
+        invited_by=request.user,
+        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    link = request.build_absolute_uri(reverse("invitation", args=[invitation.token]))
+    send_mail(
+        f"Join {org.name} on Pictor",
+        f"{request.user.email} invites you to join {org.name} on Pictor as {role}.\n\n"
+        f"Accept within {INVITATION_DAYS} days: {link}\n\n"
+        "Log in (or sign up) with this email address to accept.",
+        settings.DEFAULT_FROM_EMAIL,
+        [email],
+    )
+    messages.success(request, f"Invitation sent to {email}.")
+    return redirect("app-team")
+
+
+@member_required
+@require_POST
+def change_member(request: HttpRequest, membership_id: int) -> HttpResponse:
+    """Change a member's role or remove them; an organization always keeps an owner."""
+    require_manager(request)
+    me: Membership = request.membership  # type: ignore[attr-defined]
+    org = request.org  # type: ignore[attr-defined]
+    target = get_object_or_404(Membership, pk=membership_id, organization=org)
+    action = request.POST.get("action")
+    new_role = request.POST.get("role", "")
+    touches_owner = target.role == Role.OWNER or new_role == Role.OWNER
+    if touches_owner and me.role != Role.OWNER:
+        raise PermissionDenied("Only an owner can change or remove an owner.")
+    with transaction.atomic():
+        owners = Membership.objects.select_for_update().filter(
+            organization=target.organization, role=Role.OWNER
+        )
+        last_owner = target.role == Role.OWNER and owners.count() == 1
+        if action == "remove":
+            if last_owner:
+                messages.error(
+                    request, "The last owner cannot be removed; make another owner first."
+                )
+                return redirect("app-team")
+            target.delete()
+            messages.success(request, f"{target.user.email} was removed.")
+        elif action == "role" and new_role in Role.values:
+            if last_owner and new_role != Role.OWNER:
+                messages.error(
+                    request, "The organization needs an owner; make another owner first."
+                )
+                return redirect("app-team")
+            target.role = new_role
+            target.save(update_fields=["role"])
+            messages.success(request, f"{target.user.email} is now {new_role}.")
+    if target.user_id == request.user.pk and action == "remove":
+        return redirect("app-overview")
+    return redirect("app-team")
+
+
+@member_required
+@require_POST
+def cancel_invitation(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    require_manager(request)
+    org = request.org  # type: ignore[attr-defined]
+    invitation = get_object_or_404(Invitation, pk=invitation_id, organization=org)
+    invitation.delete()
+    messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
+    return redirect("app-team")
+
+
+@require_http_methods(["GET", "POST"])
+def accept(request: HttpRequest, token: str) -> HttpResponse:
+    """The emailed link: log in (or sign up) as the invited email, then join."""
+    invitation = Invitation.objects.select_related("organization").filter(token=token).first()
+    if invitation is None or not invitation.is_open:
+        return render(request, "accounts/invitation.html", {"invitation": None}, status=404)
+    if not request.user.is_authenticated:
+        return render(
+            request,
+            "accounts/invitation.html",
+            {
+                "invitation": invitation,
+                "has_account": User.objects.filter(email__iexact=invitation.email).exists(),
+            },
+        )
+    if request.user.email.lower() != invitation.email.lower():
+        return render(
+            request, "accounts/invitation.html", {"invitation": invitation, "wrong_user": True}
+        )
+    if request.method == "POST":
+        with transaction.atomic():
+            Membership.objects.get_or_create(
+                user=request.user,
+                organization=invitation.organization,
+                defaults={"role": invitation.role},
+            )
+            invitation.accepted_at = timezone.now()
+            invitation.save(update_fields=["accepted_at"])
+        request.session[SESSION_KEY] = invitation.organization.slug
+        messages.success(request, f"You joined {invitation.organization.name}.")
+        return redirect("app-overview")
+    return render(request, "accounts/invitation.html", {"invitation": invitation})

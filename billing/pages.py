@@ -1,0 +1,107 @@
+"""The usage page: images and credits per day for 30 days, and the whole ledger."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db.models import IntegerField, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, TruncDate
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from accounts.tenancy import member_required
+from billing.models import CreditEntry
+
+USAGE_DAYS = 30
+LEDGER_PAGE_SIZE = 50
+CHART_WIDTH = 600
+CHART_HEIGHT = 150
+
+
+def days_back(today: date, n: int = USAGE_DAYS) -> list[date]:
+    return [today - timedelta(days=i) for i in range(n - 1, -1, -1)]
+
+
+def images_per_day(org: Any, since: date) -> dict[date, int]:
+    """Images asked for per UTC day, not counting failed or canceled jobs."""
+    from generation.models import Job
+
+    rows = (
+        Job.objects.for_org(org)
+        .filter(created_at__date__gte=since)
+        .exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELED])
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(images=Sum(Cast(KT("params__samples"), IntegerField())))
+    )
+    return {row["day"]: row["images"] or 0 for row in rows}
+
+
+def credits_per_day(org: Any, since: date) -> dict[date, int]:
+    """Credits spent per UTC day: job debits less their refunds."""
+    rows = (
+        CreditEntry.objects.filter(
+            organization=org,
+            created_at__date__gte=since,
+            kind__in=[CreditEntry.Kind.DEBIT, CreditEntry.Kind.REFUND],
+        )
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(amount=Sum("amount"))
+    )
+    return {row["day"]: -(row["amount"] or 0) for row in rows}
+
+
+def bar_chart(days: list[date], values: dict[date, int]) -> dict[str, Any]:
+    """Bars for an inline SVG chart (no JavaScript, no library)."""
+    top = max([values.get(day, 0) for day in days] + [1])
+    slot = CHART_WIDTH / len(days)
+    bars = []
+    for i, day in enumerate(days):
+        value = values.get(day, 0)
+        height = round(value / top * (CHART_HEIGHT - 20), 1)
+        bars.append(
+            {
+                "x": round(i * slot + 1, 1),
+                "y": round(CHART_HEIGHT - height, 1),
+                "width": round(slot - 2, 1),
+                "height": height,
+                "day": day,
+                "value": value,
+            }
+        )
+    return {"bars": bars, "top": top, "width": CHART_WIDTH, "height": CHART_HEIGHT}
+
+
+@member_required
+def usage(request: HttpRequest) -> HttpResponse:
+    org = request.org  # type: ignore[attr-defined]
+    days = days_back(timezone.now().date())
+    images = images_per_day(org, days[0])
+    credits = credits_per_day(org, days[0])
+    ledger = Paginator(
+        CreditEntry.objects.filter(organization=org)
+        .select_related("job")
+        .order_by("-created_at", "-pk"),
+        LEDGER_PAGE_SIZE,
+    ).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "billing/usage.html",
+        {
+            "org": org,
+            "images_chart": bar_chart(days, images),
+            "credits_chart": bar_chart(days, credits),
+            "images_total": sum(images.values()),
+            "credits_total": sum(credits.values()),
+            "rows": [
+                {"day": day, "images": images.get(day, 0), "credits": credits.get(day, 0)}
+                for day in reversed(days)
+            ],
+            "ledger": ledger,
+        },
+    )

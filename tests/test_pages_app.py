@@ -1,0 +1,299 @@
+"""The organization's pages under /app/ and the ops dashboard, through Django's test client.
+
+Three people: the owner and a member of acme, and the owner of globex. No page shows or
+changes another organization's rows; owners and admins alone change the organization.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from accounts.models import ApiKey, Membership, User
+from billing import ledger
+from generation.models import AIModel, Job, WorkerHeartbeat
+from tests.conftest import make_tenant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@dataclass
+class People:
+    owner: Any
+    member: Any
+    outsider: Any
+    acme: Any
+    globex: Any
+
+
+@pytest.fixture
+def people(db: None) -> People:
+    acme = make_tenant("acme", "basic")
+    globex = make_tenant("globex", "basic")
+    users = {}
+    for name, tenant, role in (
+        ("owner", acme, Membership.Role.OWNER),
+        ("member", acme, Membership.Role.MEMBER),
+        ("outsider", globex, Membership.Role.OWNER),
+    ):
+        users[name] = User.objects.create_user(f"{name}@example.com", "pw-123456789")
+        Membership.objects.create(user=users[name], organization=tenant.org, role=role)
+    return People(users["owner"], users["member"], users["outsider"], acme.org, globex.org)
+
+
+def as_user(client, user):
+    client.force_login(user)
+    return client
+
+
+def job(org, model, **params):
+    return Job.objects.create(
+        organization=org,
+        model=model,
+        params={"prompt": "a lighthouse", "samples": 1, "width": 64, "height": 64, **params},
+        cost=1,
+    )
+
+
+def test_a_new_key_is_shown_once_and_works(client, people, demo_model, no_wait):
+    as_user(client, people.member)
+    response = client.post("/app/keys/", {"name": "laptop"}, follow=True)
+    page = response.content.decode()
+    key = re.search(r'data-testid="new-key">(pct_[^<]+)<', page).group(1)
+    assert ApiKey.objects.for_raw_key(key).organization == people.acme
+    # Gone after a reload: only the prefix is listed.
+    again = client.get("/app/keys/").content.decode()
+    assert key not in again
+    assert key[:12] in again
+    status = client.post(
+        "/api/v3/text2img",
+        {"key": key, "prompt": "a red fox", "width": 64, "height": 64},
+        content_type="application/json",
+    ).status_code
+    assert status == 200
+
+
+def test_keys_of_another_organization_cannot_be_revoked(client, people):
+    theirs, _ = ApiKey.objects.issue(people.globex, name="theirs")
+    mine, _ = ApiKey.objects.issue(people.acme, name="mine")
+    as_user(client, people.owner)
+    assert client.post(f"/app/keys/{theirs.pk}/revoke/").status_code == 404
+    assert "theirs" not in client.get("/app/keys/").content.decode()
+    assert client.post(f"/app/keys/{mine.pk}/revoke/").status_code == 302
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert mine.revoked_at is not None
+    assert theirs.revoked_at is None
+
+
+def test_the_overview_shows_plan_credits_and_images_today(client, people, demo_model):
+    job(people.acme, demo_model, samples=3, prompt="acme's own prompt")
+    job(people.globex, demo_model, prompt="globex secret prompt")
+    page = as_user(client, people.member).get("/app/").content.decode()
+    assert "Basic" in page
+    assert f'data-testid="credits">{people.acme.credit_balance}<' in page
+    assert 'data-testid="images-today">3 / 1000<' in page
+    assert "acme&#x27;s own prompt" in page
+    assert "globex secret prompt" not in page
+
+
+def test_history_lists_filters_and_reruns_only_the_organizations_jobs(
+    client, people, demo_model, no_wait
+):
+    done = job(people.acme, demo_model, prompt="a harbour", seed=7, steps=21)
+    done.status = Job.Status.SUCCESS
+    done.save()
+    job(people.acme, demo_model, prompt="a meadow")
+    theirs = job(people.globex, demo_model, prompt="globex secret prompt")
+    as_user(client, people.member)
+    page = client.get("/app/history/").content.decode()
+    assert "a harbour" in page and "a meadow" in page
+    assert "globex secret prompt" not in page
+    filtered = client.get("/app/history/?status=success").content.decode()
+    assert "a harbour" in filtered and "a meadow" not in filtered
+    assert "a meadow" in client.get("/app/history/?q=MEADOW").content.decode()
+
+    assert client.post(f"/app/history/{theirs.pk}/rerun/").status_code == 404
+    from generation.engine.request import GenerationRequest
+
+    done.params = GenerationRequest(prompt="a harbour", model_id="demo-sd15", seed=7).to_params()
+    done.save()
+    before = people.acme.credit_balance
+    client.post(f"/app/history/{done.pk}/rerun/")
+    rerun = Job.objects.for_org(people.acme).latest("pk")
+    done.refresh_from_db()
+    assert rerun.pk != done.pk
+    assert rerun.params == done.params
+    people.acme.refresh_from_db()
+    assert people.acme.credit_balance == before - rerun.cost
+
+
+def test_usage_shows_images_and_credits_per_day_and_the_ledger(client, people, demo_model):
+    spent = job(people.acme, demo_model, samples=2)
+    spent.cost = 2
+    spent.save()
+    ledger.debit_for_job(spent)
+    job(people.globex, demo_model, samples=4)
+    page = as_user(client, people.member).get("/app/usage/").content.decode()
+    assert 'data-testid="images-total">2<' in page
+    assert 'data-testid="credits-total">2<' in page
+    assert 'data-value="2"' in page
+    assert "−2" in page or "-2" in page
+
+
+def test_settings_rotate_the_secret_for_managers_only(client, people):
+    secret = people.acme.webhook_secret
+    AIModel.objects.create(
+        model_id="acme-private", name="acme-private", path="x", organization=people.acme
+    )
+    AIModel.objects.create(
+        model_id="globex-private", name="globex-private", path="x", organization=people.globex
+    )
+    as_user(client, people.member)
+    page = client.get("/app/settings/").content.decode()
+    assert "acme-private" in page and "globex-private" not in page
+    assert secret not in page
+    assert client.post("/app/settings/", {"action": "rotate"}).status_code == 403
+    people.acme.refresh_from_db()
+    assert people.acme.webhook_secret == secret
+
+    as_user(client, people.owner)
+    assert secret in client.get("/app/settings/").content.decode()
+    client.post("/app/settings/", {"action": "rotate"})
+    client.post("/app/settings/", {"action": "rename", "name": "Acme Corp"})
+    people.acme.refresh_from_db()
+    assert people.acme.webhook_secret != secret
+    assert people.acme.name == "Acme Corp"
+
+
+def test_the_playground_submits_through_the_api_path_and_is_charged(
+    client, people, demo_model, sync_queue
+):
+    as_user(client, people.member)
+    page = client.get("/app/playground/").content.decode()
+    assert "demo-sd15" in page
+    before = people.acme.credit_balance
+    token = client.cookies["csrftoken"].value
+    response = client.post(
+        "/app/playground/submit",
+        {"prompt": "a kite", "width": 64, "height": 64, "seed": 3},
+        content_type="application/json",
+        headers={"X-CSRFToken": token},
+    )
+    assert response.status_code == 200, response.content
+    data = response.json()
+    new = Job.objects.get(pk=data["id"])
+    assert new.organization == people.acme
+    assert new.api_key is None
+    people.acme.refresh_from_db()
+    assert people.acme.credit_balance == before - new.cost
+    done = client.get(f"/app/playground/jobs/{new.pk}/").json()
+    assert done["status"] == "success"
+    assert done["output"][0].endswith(f"/{new.pk}/0.png")
+
+    theirs = job(people.globex, demo_model)
+    assert client.get(f"/app/playground/jobs/{theirs.pk}/").status_code == 404
+
+
+def test_the_playground_needs_the_csrf_token(people, demo_model):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(people.member)
+    response = strict.post(
+        "/app/playground/submit", {"prompt": "a kite"}, content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/app/",
+        "/app/keys/",
+        "/app/playground/",
+        "/app/history/",
+        "/app/usage/",
+        "/app/billing/",
+        "/app/settings/",
+        "/app/team/",
+    ],
+)
+def test_pages_need_a_login(client, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_ops_is_for_staff_only(client, people, demo_model):
+    assert client.get("/ops/")["Location"].startswith("/accounts/login/")
+    assert as_user(client, people.owner).get("/ops/").status_code == 403
+
+    failed = job(people.acme, demo_model)
+    Job.objects.filter(pk=failed.pk).update(
+        status=Job.Status.FAILED, error="RuntimeError: out of memory", finished_at=failed.created_at
+    )
+    for seconds in (0.2, 0.4, 0.6, 0.8, 1.0):
+        done = job(people.globex, demo_model, samples=2)
+        Job.objects.filter(pk=done.pk).update(
+            status=Job.Status.SUCCESS, generation_time=seconds, finished_at=done.created_at
+        )
+    job(people.acme, demo_model)
+    WorkerHeartbeat.objects.create(name="gpu-1:42", models_loaded=["demo-sd15"], jobs_done=5)
+
+    staff = User.objects.create_user("ops@example.com", "pw-123456789", is_staff=True)
+    page = as_user(client, staff).get("/ops/").content.decode()
+    assert 'data-testid="queue-depth">1 / 0<' in page
+    assert 'data-testid="timings">0.60 s / 0.96 s<' in page
+    assert 'data-testid="failure-rate">16.7 %<' in page
+    assert "out of memory" in page
+    assert "gpu-1:42" in page and "demo-sd15" in page and "alive" in page
+    # globex asked for the most images today.
+    top = page.split("Top organizations today")[1]
+    assert top.index("<td>globex</td>") < top.index("<td>acme</td>")
+
+
+def test_owners_invite_by_email_link_and_the_invited_person_joins(client, people):
+    from django.core import mail
+
+    as_user(client, people.member)
+    assert client.post("/app/team/invite/", {"email": "new@example.com"}).status_code == 403
+    as_user(client, people.owner)
+    client.post("/app/team/invite/", {"email": "new@example.com", "role": "admin"})
+    [message] = mail.outbox
+    link = re.search(r"http://testserver(/accounts/invite/\S+/)", message.body).group(1)
+
+    client.logout()
+    assert "Sign up to accept" in client.get(link).content.decode()
+    # Someone else logged in cannot use the link.
+    as_user(client, people.outsider)
+    client.post(link)
+    assert not people.acme.memberships.filter(user=people.outsider).exists()
+
+    newcomer = User.objects.create_user("new@example.com", "pw-123456789")
+    as_user(client, newcomer)
+    assert client.post(link).status_code == 302
+    joined = people.acme.memberships.get(user=newcomer)
+    assert joined.role == Membership.Role.ADMIN
+    # Used once.
+    assert client.get(link).status_code == 404
+
+
+def test_members_are_removed_by_managers_and_the_last_owner_stays(client, people):
+    member = people.acme.memberships.get(user=people.member)
+    owner = people.acme.memberships.get(user=people.owner)
+    theirs = people.globex.memberships.get(user=people.outsider)
+    as_user(client, people.member)
+    assert client.post(f"/app/team/{owner.pk}/", {"action": "remove"}).status_code == 403
+    as_user(client, people.owner)
+    assert client.post(f"/app/team/{theirs.pk}/", {"action": "remove"}).status_code == 404
+    client.post(f"/app/team/{owner.pk}/", {"action": "remove"})
+    client.post(f"/app/team/{owner.pk}/", {"action": "role", "role": "member"})
+    owner.refresh_from_db()
+    assert owner.role == Membership.Role.OWNER
+    client.post(f"/app/team/{member.pk}/", {"action": "remove"})
+    assert not Membership.objects.filter(pk=member.pk).exists()
