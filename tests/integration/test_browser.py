@@ -181,11 +181,12 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
         ("/app/billing/", "billing"),
         ("/app/team/", "team"),
         ("/app/settings/", "settings"),
+        ("/accounts/password/", "password-change"),
         ("/accounts/", "account"),
     ):
         ada.open(path)
         ada.photograph(label)
-    assert "Analytical Engines" in page.inner_text("main")
+    assert "Analytical Engines" in page.inner_text("main")  # the account page names it
 
     # Another tenant sees neither job, and cannot open /ops/.
     bob = Visitor(browser, base, shots, "bob")
@@ -198,7 +199,10 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
         assert "a lighthouse in the fog" not in bob.page.content()
         assert bob.open("/ops/").status == 403
         bob.errors = [e for e in bob.errors if "404" not in e and "403" not in e]
-        assert bob.errors == []
+        assert bob.errors == [], bob.errors
+        bob.context.clear_cookies()
+        bob.open("/accounts/password/reset/")
+        bob.photograph("password-reset")
     finally:
         bob.close()
 
@@ -223,6 +227,12 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
         assert "alive" in text and "demo-sd15" in text
         assert "analytical-engines" in text
         staff.photograph("ops")
+        # Staff open any organization's job, in the admin.
+        assert staff.open(f"/admin/generation/job/{playground_job}/change/").status == 200
+        assert "a lighthouse in the fog" in staff.page.content()
+        staff.photograph("admin-job")
+        staff.open("/admin/accounts/organization/")
+        staff.photograph("admin-organizations")
         assert staff.open("/api/docs/").status == 200
         staff.page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
         staff.photograph("api-docs")
