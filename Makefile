@@ -50,6 +50,7 @@ test: lint
 bench: models
 	$(PY) bench/overhead.py
 	$(PY) bench/engine.py
+	$(PY) bench/formats.py
 
 clean:
 	rm -rf var/ .pytest_cache

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -32,6 +33,13 @@ CONFIGS = {
     "embedded": {},
     "redis": {"REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")},
 }
+
+
+@dataclass
+class Running:
+    base_url: str
+    key: str
+    job: Callable[[int, bool], float]
 
 
 def free_port() -> int:
@@ -52,8 +60,8 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Callable[[int, bool], float]]:
-    """A running web + worker; yields a function that times one API job."""
+def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Running]:
+    """A running web + worker: its URL, a premium key, and a function that times one API job."""
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp:
         port = free_port()
         env = {
@@ -111,7 +119,7 @@ def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Callable[[int
                     break
                 except requests.ConnectionError:
                     time.sleep(0.1)
-            yield job
+            yield Running(base, key, job)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -164,7 +172,8 @@ def main() -> None:
     }
     for name in args.configs.split(","):
         api, api_unsafe, plain = [], [], []
-        with stack(models_dir, CONFIGS[name]) as job:
+        with stack(models_dir, CONFIGS[name]) as running:
+            job = running.job
             for i in range(WARMUP + args.runs):
                 seed = 1000 + i
                 timings = (job(seed, True), job(seed, False), direct(seed))

@@ -333,7 +333,12 @@ def warm_worker(sender: object, proc_name: str = "", **kwargs: object) -> None:
 
     So the first job a fresh worker gets runs warm instead of paying seconds of loading.
     """
-    heartbeat.start(worker_name())
+    from django_q.conf import Conf
+
+    # In sync mode django-q2 "spawns" inside the caller (a web process, a test) for every
+    # task: no heartbeat thread there, only the rows run_next_job writes.
+    if not Conf.SYNC:
+        heartbeat.start(worker_name())
     if not settings.PICTOR_WARM_WORKERS:
         return
     model = AIModel.objects.filter(is_default=True, enabled=True).first()
