@@ -297,3 +297,18 @@ def test_members_are_removed_by_managers_and_the_last_owner_stays(client, people
     assert owner.role == Membership.Role.OWNER
     client.post(f"/app/team/{member.pk}/", {"action": "remove"})
     assert not Membership.objects.filter(pk=member.pk).exists()
+
+
+def test_history_pages_by_twenty(client, people, demo_model):
+    for n in range(25):
+        job(people.acme, demo_model, prompt=f"prompt number {n:02d}")
+    as_user(client, people.member)
+    first = client.get("/app/history/").content.decode()
+    assert "prompt number 24" in first and "prompt number 04" not in first
+    assert "Page 1 of 2" in first
+    second = client.get("/app/history/?page=2").content.decode()
+    assert "prompt number 04" in second and "prompt number 24" not in second
+    # Ten match the filter: one page, no pager.
+    filtered = client.get("/app/history/?q=number+0").content.decode()
+    assert "prompt number 09" in filtered and "prompt number 10" not in filtered
+    assert "Page 1 of" not in filtered
