@@ -98,6 +98,19 @@ def make_tenant(slug: str, plan: str = "premium") -> Tenant:
     return Tenant(org, raw)
 
 
+def private_copy(source: str, org: Any) -> str:
+    """A copy of the registered model `source`, private to `org`; returns its id."""
+    from generation.models import AIModel
+
+    model = AIModel.objects.get(model_id=source)
+    model.pk = None
+    model.model_id = f"{source}-private"
+    model.is_default = False
+    model.organization = org
+    model.save()
+    return model.model_id
+
+
 @pytest.fixture
 def tenant(db: None) -> Tenant:
     """The caller: an organization on the premium plan with one key."""
@@ -152,6 +165,12 @@ def _json(response: Any) -> Any:
         return response.json()
     except ValueError:
         return response.content
+
+
+@pytest.fixture
+def queued_only(settings: Any) -> None:
+    """No worker and no wait for a blocking format: the job is queued, then canceled (504)."""
+    settings.PICTOR_BLOCKING_WAIT = 0
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from PIL import Image
 
 from accounts.models import ApiKey
 from billing import ledger
-from generation.models import AIModel, Job
-from tests.conftest import make_tenant
+from generation.models import Job
+from tests.conftest import make_tenant, private_copy
 from tests.images import centre_mask, noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -658,20 +658,10 @@ def test_skip_cancels_only_the_current_job(api, tenant, outsider, demo_models, n
 # --- ownership ---------------------------------------------------------------------------
 
 
-def make_private(source: str, org) -> str:
-    model = AIModel.objects.get(model_id=source)
-    model.pk = None
-    model.model_id = f"{source}-private"
-    model.is_default = False
-    model.organization = org
-    model.save()
-    return model.model_id
-
-
 def test_another_tenants_private_models_look_missing(api, tenant, demo_models, queued_only):
     globex = make_tenant("globex")
-    checkpoint = make_private("demo-sd15", globex.org)
-    lora = make_private("demo-lora-a", globex.org)
+    checkpoint = private_copy("demo-sd15", globex.org)
+    lora = private_copy("demo-lora-a", globex.org)
 
     names = {m["model_name"] for m in api.get("/sdapi/v1/sd-models", **basic(tenant.key))[1]}
     assert checkpoint not in names

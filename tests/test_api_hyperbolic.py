@@ -14,6 +14,7 @@ from PIL import Image
 from billing import ledger
 from generation.engine.styles import STYLE_PRESETS
 from generation.models import AIModel, Job
+from tests.conftest import private_copy
 from tests.images import noise_image, png_base64, shapes_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,22 +37,6 @@ def decoded(data: dict, index: int = 0) -> Image.Image:
     png = base64.b64decode(data["images"][index]["image"], validate=True)
     assert png.startswith(PNG_SIGNATURE)
     return Image.open(io.BytesIO(png))
-
-
-@pytest.fixture
-def queued_only(settings):
-    """No worker and no wait: the job is queued, then canceled and refunded at once (504)."""
-    settings.PICTOR_BLOCKING_WAIT = 0
-
-
-def private_copy(source: str, org) -> str:
-    model = AIModel.objects.get(model_id=source)
-    model.pk = None
-    model.model_id = f"{source}-private"
-    model.is_default = False
-    model.organization = org
-    model.save()
-    return model.model_id
 
 
 def test_it_answers_base64_images_with_their_seeds(api, tenant, demo_model, sync_queue):

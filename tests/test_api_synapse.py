@@ -12,7 +12,7 @@ from PIL import Image
 
 from billing import ledger
 from generation.models import AIModel, Job
-from tests.conftest import make_tenant
+from tests.conftest import make_tenant, private_copy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,22 +25,6 @@ def bearer(tenant) -> dict[str, str]:
 
 def generate(api, tenant, model="demo-sd15", **fields):
     return api.post(f"/sd/{model}", {"prompt": "a lighthouse at dusk", **fields}, **bearer(tenant))
-
-
-@pytest.fixture
-def queued_only(settings):
-    """No worker and no wait: the job is queued, then canceled and refunded at once (504)."""
-    settings.PICTOR_BLOCKING_WAIT = 0
-
-
-def private_copy(source: str, org) -> str:
-    model = AIModel.objects.get(model_id=source)
-    model.pk = None
-    model.model_id = f"{source}-private"
-    model.is_default = False
-    model.organization = org
-    model.save()
-    return model.model_id
 
 
 def test_it_answers_one_base64_png_of_the_asked_size(api, tenant, demo_model, sync_queue):
