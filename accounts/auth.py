@@ -150,8 +150,8 @@ class MemberSessionAuthentication(authentication.SessionAuthentication):
         found = super().authenticate(request)
         if found is None:
             return None
+        # Django's request already carries the session user (AuthenticationMiddleware).
         django_request: HttpRequest = request._request
-        django_request.user = found[0]
         membership = current_membership(django_request)
         if membership is None:
             raise exceptions.PermissionDenied("You are not a member of any organization.")
