@@ -188,6 +188,34 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
         ada.photograph(label)
     assert "Analytical Engines" in page.inner_text("main")  # the account page names it
 
+    # Ada invites Carol; the emailed link (the console backend prints it in the web log) lets
+    # Carol sign up with that address and join.
+    ada.open("/app/team/")
+    page.fill("#invite-email", "carol@example.com")
+    page.click("text=Send invitation")
+    page.wait_for_selector("text=Invitation sent to carol@example.com")
+    web_log = (stack.logs / "web.log").read_text()
+    link = re.findall(r"https?://\S+/accounts/invite/[\w-]+/", web_log)[-1]
+    carol = Visitor(browser, base, shots, "carol")
+    try:
+        carol.open(link)
+        carol.photograph("invitation")
+        carol.page.click("text=Sign up to accept")
+        assert carol.page.input_value("#id_email") == "carol@example.com"
+        carol.page.fill("#id_password", PASSWORD)
+        carol.page.fill("#id_organization", "Carol Co")
+        carol.page.click("button[type=submit]")
+        carol.page.wait_for_url("**/accounts/invite/**")
+        carol.page.click('button:has-text("Join Analytical Engines")')
+        carol.page.wait_for_load_state("networkidle")
+        assert carol.page.url.endswith("/app/"), (carol.page.url, carol.page.inner_text("main"))
+        assert "Analytical Engines" in carol.page.inner_text("h1")
+        carol.open("/app/history/")
+        assert "a lighthouse in the fog" in carol.page.content()
+        assert carol.errors == [], carol.errors
+    finally:
+        carol.close()
+
     # Another tenant sees neither job, and cannot open /ops/.
     bob = Visitor(browser, base, shots, "bob")
     try:
