@@ -34,6 +34,7 @@ run: models
 	echo ""; \
 	echo "Pictor is starting on http://$(HOST):$(PORT)/"; \
 	echo "Demo API key: $$KEY"; \
+	echo "Pages: http://$(HOST):$(PORT)/accounts/signup/   API docs: http://$(HOST):$(PORT)/api/docs/"; \
 	echo "Try:"; \
 	echo "  curl -s -X POST http://$(HOST):$(PORT)/api/v3/text2img -H 'Content-Type: application/json' -d '{\"key\":\"$$KEY\",\"prompt\":\"a lighthouse at dusk\",\"width\":128,\"height\":128}'"; \
 	echo ""; \
