@@ -179,13 +179,15 @@ def rerun(request: HttpRequest, job_id: int) -> HttpResponse:
         messages.error(request, f"Job {job.pk}'s input images are no longer kept.")
         return redirect("app-history")
     try:
-        new = service.submit(req, org, job.model, kind=job.kind, base_url=base_url(request))
+        new = service.submit(
+            req,
+            org,
+            job.model,
+            kind=job.kind,
+            base_url=modelslab.base_url_for(request),  # type: ignore[arg-type]
+        )
     except APIException as exc:  # a plan limit, the credit balance: say which
         messages.error(request, f"Not queued: {exc.detail}")
         return redirect("app-history")
     messages.success(request, f"Job {new.pk} queued with the parameters of job {job.pk}.")
     return redirect("app-history")
-
-
-def base_url(request: HttpRequest) -> str:
-    return modelslab.base_url_for(request)  # type: ignore[arg-type]

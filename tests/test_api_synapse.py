@@ -64,36 +64,22 @@ def test_it_queues_synapse_defaults_and_refunds_a_timed_out_job(
 
 
 def test_it_honours_every_field(api, tenant, demo_models, queued_only):
-    status, _ = generate(
-        api,
-        tenant,
-        model="demo-sdxl",
-        prompt="a <lora:demo-lora-a:0.5> lighthouse, demo-embedding",
-        negative_prompt="blurry",
-        steps="31",
-        cfg_scale=9.5,
-        sampler="euler a",
-        width=256,
-        height=128,
-        seed=5,
-        unknown_field="ignored",
-    )
+    fields = {
+        "prompt": "a <lora:demo-lora-a:0.5> lighthouse, demo-embedding",
+        "negative_prompt": "blurry",
+        "steps": "31",
+        "cfg_scale": 9.5,
+        "sampler": "euler a",
+        "width": 256,
+        "height": 128,
+        "seed": 5,
+        "unknown_field": "ignored",
+    }
+    status, _ = generate(api, tenant, model="demo-sdxl", **fields)
     # demo-sdxl takes neither an SD 1.x LoRA nor an embedding: a 400 naming the prompt.
     assert status == 400
 
-    status, _ = generate(
-        api,
-        tenant,
-        prompt="a <lora:demo-lora-a:0.5> lighthouse, demo-embedding",
-        negative_prompt="blurry",
-        steps="31",
-        cfg_scale=9.5,
-        sampler="euler a",
-        width=256,
-        height=128,
-        seed=5,
-        unknown_field="ignored",
-    )
+    status, _ = generate(api, tenant, **fields)
     assert status == 504
     p = Job.objects.get().params
     assert p["prompt"] == "a lighthouse, demo-embedding"

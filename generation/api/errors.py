@@ -119,9 +119,4 @@ def modelslab_body(problem: Problem) -> dict[str, Any]:
     return body
 
 
-def error(message: Any, http_status: int, **extra: Any) -> Response:
-    """A ModelsLab error body."""
-    return Response({"status": "error", "message": message, **extra}, status=http_status)
-
-
 modelslab_exception_handler = handler_for(modelslab_body)

@@ -422,11 +422,6 @@ def parse(serializer_class: type[ModelsLabSerializer], data: Any, plan: Plan) ->
     return dict(serializer.validated_data)
 
 
-def parse_text2img(data: Any, plan: Plan) -> dict[str, Any]:
-    """Validate a text2img body; raises ValidationError (a 400) naming every bad field."""
-    return parse(Text2ImgSerializer, data, plan)
-
-
 def base_url_for(request: Request) -> str:
     """Scheme and host for absolute URLs: PICTOR_BASE_URL, else the host the client called."""
     return settings.PICTOR_BASE_URL or request.build_absolute_uri("/").rstrip("/")
