@@ -5,20 +5,34 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install migrate models run worker web test lint bench clean
+# Wheels of the CPU torch build the lock names (torch==2.13.0+cpu); `make lock` resolves against them.
+TORCH_WHEELS ?= /opt/wheels
+LOCK := requirements.lock
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: install lock lock-upgrade migrate models run dev worker web test lint bench clean
+
+# The lock is the install: every package at its exact version, nothing resolved from the registry
+# today. --no-deps makes a package missing from the lock fail `pip check` instead of floating in.
+$(VENV)/.installed: $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of exactly this torch is on the build hosts; any other version pulls CUDA.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -r $(LOCK)
+	$(PY) -m pip check
 	# The browser tests drive Debian's chromium (never a downloaded one); installing it needs root.
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	touch $@
 
 install: $(VENV)/.installed
+
+# Refresh the lock after editing pyproject.toml: keeps every pin that still fits, adds what is new.
+lock: install
+	echo "torch==2.13.0" | $(VENV)/bin/uv pip compile pyproject.toml --extra dev \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--find-links $(TORCH_WHEELS) --constraint /dev/stdin --quiet $(LOCK_FLAGS) -o $(LOCK)
+
+# Move every pin to the newest release the ranges allow; run `make test` before committing it.
+lock-upgrade: install
+	$(MAKE) lock LOCK_FLAGS=--upgrade
 
 migrate: install
 	$(PY) manage.py migrate --noinput -v 0
