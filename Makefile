@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 TORCH_WHEELS ?= /opt/wheels
 LOCK := requirements.lock
 
-.PHONY: install lock lock-upgrade migrate models run dev worker web test lint bench clean
+.PHONY: install lock lock-upgrade migrate models run dev test lint bench clean
 
 # The lock is the install: every package at its exact version, nothing resolved from the registry
 # today. --no-deps makes a package missing from the lock fail `pip check` instead of floating in.
@@ -41,10 +41,15 @@ migrate: install
 models: migrate
 	$(PY) manage.py build_demo_models
 
-run: models
-	@KEY=$$($(PY) manage.py apikey create --org demo --plan premium --name "make run") || exit 1; \
-	$(PY) manage.py qcluster & WORKER=$$!; \
-	trap 'kill $$WORKER 2>/dev/null' EXIT INT TERM; \
+# `make run` serves with gunicorn (threads), the web server for real traffic. `make dev` uses
+# Django's runserver, which reloads on code changes but serves one developer, not many clients.
+# Both start one `manage.py worker`, stopped (its running job finished) when the server stops.
+run: SERVER = PICTOR_BIND=$(HOST):$(PORT) $(PY) -m gunicorn -c python:sdplatform.gunicorn sdplatform.wsgi
+dev: SERVER = $(PY) manage.py runserver $(HOST):$(PORT)
+run dev: models
+	@KEY=$$($(PY) manage.py apikey create --org demo --plan premium --name "make $@") || exit 1; \
+	$(PY) manage.py worker & WORKER=$$!; \
+	trap 'kill $$WORKER 2>/dev/null; wait $$WORKER' EXIT INT TERM; \
 	echo ""; \
 	echo "Pictor is starting on http://$(HOST):$(PORT)/"; \
 	echo "Demo API key: $$KEY"; \
@@ -52,7 +57,7 @@ run: models
 	echo "Try:"; \
 	echo "  curl -s -X POST http://$(HOST):$(PORT)/api/v3/text2img -H 'Content-Type: application/json' -d '{\"key\":\"$$KEY\",\"prompt\":\"a lighthouse at dusk\",\"width\":128,\"height\":128}'"; \
 	echo ""; \
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+	$(SERVER)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,9 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
-REAPER_SCHEDULE = "pictor: reap expired job leases"
+SWEEP_SCHEDULE = "pictor: sweep the job queue"
+# The sweep's name before it also re-enqueued queued jobs; removed on migrate.
+OLD_REAPER_SCHEDULE = "pictor: reap expired job leases"
 RETENTION_SCHEDULE = "pictor: delete outputs past the plan's retention"
 
 
@@ -11,9 +13,9 @@ def ensure_schedules(sender: AppConfig, **kwargs: object) -> None:
 
     from sdplatform.schedules import ensure_schedule
 
-    ensure_schedule(
-        REAPER_SCHEDULE, "generation.tasks.reap_expired_jobs", Schedule.MINUTES, minutes=1
-    )
+    # `manage.py worker` sweeps every PICTOR_SWEEP_INTERVAL; this covers plain `qcluster` hosts.
+    ensure_schedule(SWEEP_SCHEDULE, "generation.tasks.sweep", Schedule.MINUTES, minutes=1)
+    Schedule.objects.filter(name=OLD_REAPER_SCHEDULE).delete()
     ensure_schedule(RETENTION_SCHEDULE, "generation.retention.expire_outputs", Schedule.HOURLY)
 
 

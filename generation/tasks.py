@@ -1,4 +1,4 @@
-"""Worker-side tasks: claim a job under a lease, generate, store, finish; reap lost jobs.
+"""Worker-side tasks: claim a job under a lease, generate, store, finish; sweep the queue.
 
 Tasks take primary keys, never model instances. Torch and diffusers are imported lazily so the
 web tier can import this module (for the schedule) without loading them.
@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from billing import ledger
-from generation import heartbeat, notify, webhooks
+from generation import heartbeat, notify, stopping, webhooks
 from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
@@ -39,6 +39,10 @@ CLAIM_ATTEMPTS = 10
 
 class JobLost(Exception):
     """The job is no longer ours: reaped after a lease expiry, or canceled."""
+
+
+class HandedBack(Exception):
+    """This worker is stopping and gives its running job back to the queue."""
 
 
 def worker_name() -> str:
@@ -124,6 +128,10 @@ def _has_free_slot(organization_id: int) -> bool:
 
 def run_next_job(hint_job_id: int | None = None) -> int | None:
     """The django-q2 task: run the highest-priority queued job, if any; returns its id."""
+    if stopping.requested():
+        # This host is stopping: a task it had prefetched goes back for another worker.
+        enqueue_job(hint_job_id)
+        return None
     reap_expired_jobs()
     job = claim_next_job()
     if job is None:
@@ -168,6 +176,8 @@ def execute(job: Job) -> None:
 
     def progress(step: int, total: int) -> None:
         nonlocal last_write
+        if stopping.seconds_since_request() > settings.PICTOR_WORKER_STOP_GRACE:
+            raise HandedBack(job.pk)
         now = time.monotonic()
         if step < total and now - last_write < PROGRESS_WRITE_INTERVAL:
             return
@@ -206,6 +216,9 @@ def execute(job: Job) -> None:
     except JobLost:
         log.warning("job %s was taken from this worker; its result is dropped", job.pk)
         return
+    except HandedBack:
+        hand_back(mine, job.pk)
+        return
     except Exception as exc:
         log.exception("job %s failed", job.pk)
         finish(mine, job.pk, status=Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -224,6 +237,18 @@ def execute(job: Job) -> None:
             OutputImage.objects.bulk_create(outputs)
     if not finished:
         log.warning("job %s finished after losing its lease; result dropped", job.pk)
+
+
+def hand_back(rows: QuerySet[Job], job_id: int) -> None:
+    """Put a job this stopping worker claimed back in the queue, for another worker, now."""
+    with transaction.atomic():
+        changed = rows.update(
+            status=Job.Status.QUEUED, lease_expires_at=None, worker="", progress_step=0
+        )
+        if changed:
+            transaction.on_commit(lambda: enqueue_job(job_id))
+    if changed:
+        log.warning("job %s handed back to the queue: this worker is stopping", job_id)
 
 
 def addon_refs(job: Job, req: GenerationRequest) -> dict[str, ModelRef]:
@@ -326,6 +351,42 @@ def reap_expired_jobs() -> int:
             log.warning("reaped job %s after its lease expired (attempt %s)", job_id, attempts)
             reaped += changed
     return reaped
+
+
+def sweep() -> int:
+    """Reap expired leases, and give each runnable queued job a broker task if it lacks one.
+
+    The Job table is the queue of record; broker tasks are only wake-ups. They are lost when
+    Redis restarts without persistence or a killed worker took some in advance, and then queued
+    jobs would wait for unrelated traffic. Returns the number of wake-ups enqueued.
+    """
+    from django_q.brokers import get_broker
+
+    reap_expired_jobs()
+    missing = max(runnable_queued_jobs() - get_broker().queue_size(), 0)
+    for _ in range(missing):
+        enqueue_job(None)
+    if missing:
+        log.info("sweep enqueued %s wake-ups for queued jobs", missing)
+    return missing
+
+
+def runnable_queued_jobs() -> int:
+    """Queued jobs a worker could claim now: per organization, at most its free slots."""
+    queued = dict(
+        Job.objects.filter(status=Job.Status.QUEUED)
+        .values_list("organization")
+        .annotate(count=Count("pk"))
+    )
+    if not queued:
+        return 0
+    running = dict(
+        Job.objects.filter(status=Job.Status.PROCESSING, organization__in=queued)
+        .values_list("organization")
+        .annotate(count=Count("pk"))
+    )
+    limits = Organization.objects.filter(pk__in=queued).values_list("pk", "plan__concurrent_jobs")
+    return sum(min(queued[org], max(limit - running.get(org, 0), 0)) for org, limit in limits)
 
 
 def warm_worker(sender: object, proc_name: str = "", **kwargs: object) -> None:

@@ -226,6 +226,10 @@ PICTOR_ANONYMOUS_PLAN = envstr("PICTOR_ANONYMOUS_PLAN", "free")
 PICTOR_JOB_LEASE = envint("PICTOR_JOB_LEASE", 60)
 PICTOR_JOB_MAX_ATTEMPTS = envint("PICTOR_JOB_MAX_ATTEMPTS", 3)
 PICTOR_WARM_WORKERS = envbool("PICTOR_WARM_WORKERS", True)
+# `manage.py worker` gives queued jobs whose broker task was lost a new one this often (seconds).
+PICTOR_SWEEP_INTERVAL = envfloat("PICTOR_SWEEP_INTERVAL", 15.0)
+# A stopping worker lets its running job finish for this long, then hands it back to the queue.
+PICTOR_WORKER_STOP_GRACE = envfloat("PICTOR_WORKER_STOP_GRACE", 60.0)
 
 # Fetching user-supplied URLs (input images, webhooks): see generation/safe_http.py.
 PICTOR_FETCH_ALLOWED_PORTS = tuple(

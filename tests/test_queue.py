@@ -106,7 +106,7 @@ def test_progress_is_saved_while_a_job_runs(tenant, demo_model, monkeypatch):
     assert len(seen) == 21
 
 
-def test_migrate_registers_the_reaper_schedule():
-    schedule = Schedule.objects.get(func="generation.tasks.reap_expired_jobs")
+def test_migrate_registers_the_sweep_schedule():
+    schedule = Schedule.objects.get(func="generation.tasks.sweep")
     assert schedule.schedule_type == Schedule.MINUTES
     assert schedule.repeats == -1

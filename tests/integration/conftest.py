@@ -131,9 +131,7 @@ class Stack:
             return conn.execute(query, params).fetchone()
 
     def start_worker(self) -> subprocess.Popen:
-        self.processes["worker"] = spawn(
-            self.env, self.logs / "worker.log", "manage.py", "qcluster"
-        )
+        self.processes["worker"] = spawn(self.env, self.logs / "worker.log", "manage.py", "worker")
         return self.processes["worker"]
 
     def stop(self) -> None:
@@ -185,6 +183,9 @@ def start_stack(tmp: Path, models_dir: Path, s3_endpoint: str, **overrides: str)
         "PICTOR_MODELS_DIR": str(models_dir),
         "PICTOR_VAR_DIR": str(tmp / "var"),
         "PICTOR_BASE_URL": f"http://127.0.0.1:{port}",
+        "PICTOR_BIND": f"127.0.0.1:{port}",
+        "PICTOR_WEB_THREADS": "4",
+        "PICTOR_SWEEP_INTERVAL": "2",
         "PICTOR_SYNC_WAIT": "20",
         "PICTOR_TORCH_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
@@ -201,13 +202,9 @@ def start_stack(tmp: Path, models_dir: Path, s3_endpoint: str, **overrides: str)
         tmp / "web.log",
         "-m",
         "gunicorn",
+        "-c",
+        "python:sdplatform.gunicorn",
         "sdplatform.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--threads",
-        "4",
-        "--timeout",
-        "120",
     )
     stack.start_worker()
     deadline = time.monotonic() + 60

@@ -131,3 +131,17 @@ def test_two_workers_never_run_the_same_job(make_stack):
     (workers,) = stack.sql("SELECT count(DISTINCT worker) FROM generation_job")
     assert (runs, outputs) == (8, 8)
     assert workers == 2, "both worker processes should have claimed jobs (SKIP LOCKED)"
+
+
+def test_the_web_server_answers_fifty_clients_at_once(make_stack):
+    """`make run`'s gunicorn (Django's development server reset these connections)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = make_stack()
+
+    def ask(_: int) -> int:
+        return requests.get(stack.base_url + "/healthz", timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(ask, range(50)))
+    assert statuses == [200] * 50
