@@ -20,11 +20,14 @@ from rest_framework.exceptions import APIException
 
 from accounts.models import Organization
 from billing.models import CreditEntry, Plan
+from sdplatform import metrics
 
 if TYPE_CHECKING:
     from generation.models import Job
 
 Kind = CreditEntry.Kind
+# Entries counted in Prometheus, by kind; the amount counted is always positive.
+COUNTERS = {Kind.DEBIT: metrics.CREDITS_DEBITED, Kind.REFUND: metrics.CREDITS_REFUNDED}
 
 
 class InsufficientCredits(APIException):
@@ -60,10 +63,10 @@ def post(
                     raise Organization.DoesNotExist(f"No organization {org_id}")
                 raise InsufficientCredits()
             # We hold the row lock since the UPDATE, so this is the balance our entry made.
-            balance_after = Organization.objects.values_list("credit_balance", flat=True).get(
-                pk=org_id
-            )
-            return CreditEntry.objects.create(
+            balance_after, plan = Organization.objects.values_list(
+                "credit_balance", "plan__slug"
+            ).get(pk=org_id)
+            entry = CreditEntry.objects.create(
                 organization_id=org_id,
                 kind=kind,
                 amount=amount,
@@ -72,6 +75,11 @@ def post(
                 job_id=job_id,
                 note=note[:500],
             )
+            if kind in COUNTERS:
+                # On commit: a debit rolled back with its job (a refused submit) never happened.
+                counted = COUNTERS[kind].labels(plan=plan)
+                transaction.on_commit(lambda: counted.inc(abs(amount)))
+            return entry
     except IntegrityError:
         # A concurrent post of the same key committed first; the savepoint undid our UPDATE.
         if CreditEntry.objects.filter(key=key).exists():

@@ -154,6 +154,12 @@ class Job(models.Model):
     output_base64 = models.BooleanField(
         default=False, help_text="Answer with base64 images instead of URLs"
     )
+    # Not the ModelsLab `request_id` (that is the job's own id): the HTTP request's log id.
+    http_request_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="X-Request-ID of the request that submitted it, for the worker's log lines",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -19,6 +19,7 @@ from generation.engine.request import GenerationRequest
 from generation.models import AIModel, Job
 from generation.queue import enqueue_job
 from generation.tasks import finish, reap_expired_jobs
+from sdplatform import logs, metrics
 
 # Seconds of generation per image-step at 512x512 when nothing has been measured yet.
 DEFAULT_SECONDS_PER_STEP = 0.05
@@ -67,10 +68,14 @@ def submit(
             base_url=base_url,
             output_base64=output_base64,
             progress_total=req.steps,
+            http_request_id=logs.request_id.get() or "",
         )
         # Raises InsufficientCredits (402), which rolls the job back with the debit.
         ledger.debit_for_job(job)
         transaction.on_commit(lambda: enqueue_job(job.pk))
+        transaction.on_commit(
+            lambda: metrics.JOBS_SUBMITTED.labels(kind=kind, model=model.model_id).inc()
+        )
     return job
 
 

@@ -28,6 +28,7 @@ from generation import heartbeat, notify, stopping, webhooks
 from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
+from sdplatform import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ def claim_next_job() -> Job | None:
                 "progress_step",
             ]
         )
+        if job.attempts == 1:
+            # The first start only: a retried job's second wait is the reaper's, not the queue's.
+            waited = (now - job.created_at).total_seconds()
+            transaction.on_commit(
+                lambda: metrics.QUEUE_WAIT.labels(priority=str(job.priority)).observe(waited)
+            )
     return job
 
 
@@ -138,7 +145,9 @@ def run_next_job(hint_job_id: int | None = None) -> int | None:
         return None
     report(current_job=job.pk)
     try:
-        execute(job)
+        with logs.job_context(job):
+            log.info("job %s started (attempt %s)", job.pk, job.attempts)
+            execute(job)
     finally:
         report(job_done=True)
         wake_waiting_job()
@@ -224,18 +233,26 @@ def execute(job: Job) -> None:
         finish(mine, job.pk, status=Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
         return
 
+    seconds = round(time.monotonic() - started, 3)
     with transaction.atomic():
         finished = finish(
             mine,
             job.pk,
             status=Job.Status.SUCCESS,
-            generation_time=round(time.monotonic() - started, 3),
+            generation_time=seconds,
             progress_step=req.steps,
             progress_total=req.steps,
         )
         if finished:
             OutputImage.objects.bulk_create(outputs)
-    if not finished:
+            transaction.on_commit(
+                lambda: metrics.GENERATION.labels(kind=job.kind, model=job.model.model_id).observe(
+                    seconds
+                )
+            )
+    if finished:
+        log.info("job %s done in %.2f s", job.pk, seconds)
+    else:
         log.warning("job %s finished after losing its lease; result dropped", job.pk)
 
 
@@ -279,6 +296,9 @@ def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
         if changed:
             if fields.get("status") in (Job.Status.FAILED, Job.Status.CANCELED):
                 ledger.refund_job(job_id)
+            kind, model = Job.objects.values_list("kind", "model__model_id").get(pk=job_id)
+            counted = metrics.JOBS_FINISHED.labels(status=fields["status"], kind=kind, model=model)
+            transaction.on_commit(counted.inc)
             transaction.on_commit(lambda: notify.job_finished(job_id))
             transaction.on_commit(lambda: webhooks.job_finished(job_id), robust=True)
     return bool(changed)

@@ -26,6 +26,7 @@ from django_q.tasks import async_task, schedule
 from accounts.models import WEBHOOK_SECRET_PREFIX
 from generation import safe_http
 from generation.models import Job, WebhookAttempt, WebhookDelivery
+from sdplatform import metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ class Outcome(Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
     GIVE_UP = "give up"
+
+
+# The `outcome` label of pictor_webhook_attempts.
+OUTCOME_LABELS = {Outcome.DELIVERED: "delivered", Outcome.RETRY: "retry", Outcome.GIVE_UP: "failed"}
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -229,7 +234,10 @@ def _record(delivery: WebhookDelivery, attempt: WebhookAttempt, outcome: Outcome
                 if outcome is Outcome.DELIVERED
                 else WebhookDelivery.Status.FAILED
             )
-            mine.update(status=status, next_attempt_at=None, finished_at=now)
+            if not mine.update(status=status, next_attempt_at=None, finished_at=now):
+                return
+        counted = metrics.WEBHOOK_ATTEMPTS.labels(outcome=OUTCOME_LABELS[outcome])
+        transaction.on_commit(counted.inc)
     if outcome is Outcome.GIVE_UP:
         log.warning(
             "webhook %s for job %s failed after %s attempt(s): %s",

@@ -35,6 +35,13 @@ control_socket_disable = True
 errorlog = "-"
 
 
+def on_starting(server: Any) -> None:
+    """Clear out the metric files of processes gone since an earlier run."""
+    from sdplatform.metrics import remove_files_of_dead_processes
+
+    remove_files_of_dead_processes()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges from the shared metrics folder."""
     from sdplatform.metrics import mark_process_dead

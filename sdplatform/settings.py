@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from sdplatform.env import envbool, envfloat, envint, envstr
+from sdplatform.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("PICTOR_VAR_DIR", str(BASE_DIR / "var")))
@@ -46,6 +48,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every log line of the request carries its id and every response is counted.
+    "sdplatform.logs.RequestIdMiddleware",
+    "sdplatform.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the API docs' Swagger UI, the pages' CSS) from any web process, no proxy.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -317,14 +322,25 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# Logs (sdplatform/logs.py): "text" lines for people, or "json", one object per line, for a log
+# collector. Either way each line carries the request and job ids, and API keys are redacted.
+PICTOR_LOG_FORMAT = envstr("PICTOR_LOG_FORMAT", "text")
+if PICTOR_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("PICTOR_LOG_FORMAT must be text or json")
+LOGGING = logging_config(PICTOR_LOG_FORMAT, envstr("LOG_LEVEL", "INFO"))
+
+# Metrics (sdplatform/metrics.py). Web and worker processes each write their counts to files in
+# this folder, which /metrics adds up. prometheus_client reads the variable when it creates a
+# metric, so it is exported here, before any is; child processes inherit it.
+PROMETHEUS_MULTIPROC_DIR = Path(envstr("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+# Scrapers send it as "Authorization: Bearer <token>"; empty: only staff sessions see /metrics.
+PICTOR_METRICS_TOKEN = envstr("PICTOR_METRICS_TOKEN")
+# Above 0: `manage.py worker` serves this host's metrics on that port (worker-only hosts).
+PICTOR_METRICS_PORT = envint("PICTOR_METRICS_PORT", 0)
+if PICTOR_METRICS_PORT and not PICTOR_METRICS_TOKEN:
+    raise ImproperlyConfigured("PICTOR_METRICS_PORT needs PICTOR_METRICS_TOKEN")
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True

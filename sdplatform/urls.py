@@ -7,11 +7,12 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from generation import ops
-from sdplatform import health
+from sdplatform import health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.scrape, name="metrics"),
     path("admin/", admin.site.urls),
     path("ops/", ops.dashboard, name="ops"),
     path("", RedirectView.as_view(url="/app/", permanent=False)),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +15,24 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PICTOR_TORCH_THREADS", "2")
+
+
+def _own_metrics_dir() -> None:
+    """Give this run a metrics folder of its own, not the checkout's var/metrics.
+
+    Runs in parallel share a checkout, and /metrics adds up every file in the folder. The
+    settings (loaded by pytest-django before this file) exported var/metrics; no metric has
+    written a file yet (sdplatform/metrics.py), so moving the folder here is still in time.
+    """
+    from django.conf import settings
+
+    folder = tempfile.mkdtemp(prefix="pictor-metrics-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    settings.PROMETHEUS_MULTIPROC_DIR = Path(folder)
+
+
+_own_metrics_dir()
 
 DEMO_DIR_ENV = "PICTOR_TEST_MODELS_DIR"
 

@@ -42,6 +42,19 @@ def test_production_refuses_debug():
     assert "DEBUG must be off" in result.stderr
 
 
+def test_an_unknown_log_format_is_refused():
+    result = django_check(PICTOR_LOG_FORMAT="yaml")
+    assert result.returncode != 0
+    assert "PICTOR_LOG_FORMAT must be text or json" in result.stderr
+
+
+def test_a_worker_metrics_port_needs_a_token():
+    result = django_check(PICTOR_METRICS_PORT="9100")
+    assert result.returncode != 0
+    assert "PICTOR_METRICS_PORT needs PICTOR_METRICS_TOKEN" in result.stderr
+    assert django_check(PICTOR_METRICS_PORT="9100", PICTOR_METRICS_TOKEN="t").returncode == 0
+
+
 def test_production_starts_with_a_secret_key():
     result = django_check(DJANGO_ENV="production", SECRET_KEY="s" * 50)
     assert result.returncode == 0, result.stderr

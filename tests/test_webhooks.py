@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from accounts.models import Organization
 from generation import webhooks
 from generation.models import AIModel, Job, WebhookAttempt, WebhookDelivery
+from tests.scrape import local_metrics, sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,8 +122,13 @@ def verify(org: Organization, hit: Hit) -> Any:
     return Webhook(org.webhook_secret).verify(hit.body, hit.headers)
 
 
+def attempts_counted(outcome: str) -> float:
+    return sample(local_metrics(), "pictor_webhook_attempts_total", outcome=outcome)
+
+
 def test_it_retries_until_the_receiver_accepts(api, tenant, demo_model, sync_queue, receiver):
     receiver.answer(500, 500, 200)
+    before = {o: attempts_counted(o) for o in ("delivered", "retry", "failed")}
     data = submit(api, tenant, webhook=receiver.url, track_id="order-77", seed=5)
     job_id = data["id"]
     assert data["status"] == "success"
@@ -152,6 +158,8 @@ def test_it_retries_until_the_receiver_accepts(api, tenant, demo_model, sync_que
     log = list(delivery.attempt_log.values_list("number", "status_code", "error"))
     assert log == [(1, 500, ""), (2, 500, ""), (3, 200, "")]
     assert delivery.attempt_log.get(number=3).response_excerpt == '{"received": true}'
+    after = {o: attempts_counted(o) - before[o] for o in before}
+    assert after == {"delivered": 1, "retry": 2, "failed": 0}
 
 
 def test_a_signature_from_another_secret_does_not_verify(
@@ -195,10 +203,13 @@ def test_a_4xx_answer_stops_after_one_attempt(
 def test_it_gives_up_after_the_last_retry(api, tenant, demo_model, sync_queue, receiver, settings):
     settings.PICTOR_WEBHOOK_RETRY_DELAYS = (0, 0)
     receiver.answer(503, 502, 500, 200)
+    before = {o: attempts_counted(o) for o in ("delivered", "retry", "failed")}
     job_id = submit(api, tenant, webhook=receiver.url)["id"]
     assert len(receiver.hits) == 3
     delivery = delivery_of(job_id)
     assert delivery.status == WebhookDelivery.Status.FAILED
+    after = {o: attempts_counted(o) - before[o] for o in before}
+    assert after == {"delivered": 0, "retry": 2, "failed": 1}
     assert list(delivery.attempt_log.values_list("status_code", flat=True)) == [503, 502, 500]
 
 

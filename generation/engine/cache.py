@@ -15,6 +15,7 @@ from typing import Any
 
 from generation.engine import loader
 from generation.engine.request import ModelRef
+from sdplatform import metrics
 
 CACHE_SIZE_ENV = "PICTOR_PIPELINE_CACHE_SIZE"
 CACHE_BYTES_ENV = "PICTOR_PIPELINE_CACHE_BYTES"
@@ -114,6 +115,7 @@ class PipelineCache:
             entry = self._entries.get(ref.model_id)
             if entry is not None and entry.ref == ref:
                 self._entries.move_to_end(ref.model_id)
+                metrics.CACHE_HITS.labels(model=ref.model_id).inc()
                 return entry.model
             # A changed ref for a known id means the model was replaced: drop the stale one
             # before loading, so both never sit in memory together.
@@ -123,6 +125,7 @@ class PipelineCache:
                 _release_device_memory()
             model = self._load(ref)
             self.loads += 1
+            metrics.CACHE_LOADS.labels(model=ref.model_id).inc()
             self._entries[ref.model_id] = _Entry(ref, model, self._measure(model))
             # The estimate from disk can be low (fp16 files loaded as fp32): settle up now.
             if self._make_room(0, keep=ref.model_id):
@@ -142,6 +145,7 @@ class PipelineCache:
                 return evicted
             del self._entries[others[0]]
             self.evictions += 1
+            metrics.CACHE_EVICTIONS.labels(model=others[0]).inc()
             evicted = True
 
     def bytes_used(self) -> int:

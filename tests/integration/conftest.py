@@ -193,6 +193,8 @@ def start_stack(tmp: Path, models_dir: Path, s3_endpoint: str, **overrides: str)
         **overrides,
     }
     env.pop("PICTOR_Q_SYNC", None)
+    # The stack's processes add up their metrics in their own folder, under PICTOR_VAR_DIR.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "build_demo_models")
     key = manage(env, "apikey", "create", "--org", "it", "--plan", "premium").strip()
@@ -212,7 +214,9 @@ def start_stack(tmp: Path, models_dir: Path, s3_endpoint: str, **overrides: str)
         try:
             if requests.get(stack.base_url + "/readyz", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Not listening yet, or a first request slow on a busy machine: ask again, and
+            # stop the stack below if it never answers, so its processes do not outlive the test.
             pass
         time.sleep(0.2)
     else:

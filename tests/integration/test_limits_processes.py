@@ -111,7 +111,8 @@ def wait_until_up(web: Web, process: subprocess.Popen) -> None:
         try:
             if requests.get(web.base_url + "/healthz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # Not listening yet, or its processes still booting (slow on a small machine).
             pass
         time.sleep(0.2)
     stop(process)

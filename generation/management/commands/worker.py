@@ -11,7 +11,8 @@ alone, and the parent coordinates the stop:
    left, so a stop never hangs: the job's lease then expires and another worker runs it.
 
 Between signals it runs the sweep every PICTOR_SWEEP_INTERVAL (tasks.sweep), at most once per
-interval across all worker hosts.
+interval across all worker hosts. With PICTOR_METRICS_PORT set it also serves the metrics its
+worker processes count, for a host that runs no web server.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from django.core.cache import cache
 from django.core.management.base import BaseCommand
 
 from generation import stopping
+from sdplatform import metrics
 
 log = logging.getLogger("generation.worker")
 
@@ -55,6 +57,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
 
+        metrics.remove_files_of_dead_processes()
         context = get_mp_context()
         stop_event, start_event = context.Event(), context.Event()
         sentinel = context.Process(
@@ -66,6 +69,13 @@ class Command(BaseCommand):
         db.connections.close_all()
         sentinel.start()
         log.info("worker host started: %s worker process(es)", settings.Q_CLUSTER["workers"])
+        if settings.PICTOR_METRICS_PORT:
+            # After the fork, so the children hold neither the thread nor the socket. A port in
+            # use must not stop the workers, which are running by now.
+            try:
+                metrics.serve(settings.PICTOR_METRICS_PORT)
+            except OSError:
+                log.exception("cannot serve metrics on port %s", settings.PICTOR_METRICS_PORT)
 
         next_sweep = 0.0
         deadline = None
