@@ -26,14 +26,19 @@ pytestmark = pytest.mark.integration
 SIZE, STEPS = 128, 21
 # A blocking request long enough (several seconds here) to be caught in flight by the stop.
 BLOCKING_SIZE, BLOCKING_STEPS = 512, 51
-# A stop waits for a running job (about a second here) and a blocking request, not for the grace.
-STOP_BOUND = 45
+# A worker's stop waits for its running job (about a second here), not for the whole grace.
+WORKER_STOP_BOUND = 45
+# A web host's stop waits for its blocking request, which waits at most PICTOR_BLOCKING_WAIT
+# (60 s in the cluster) for its job.
+WEB_STOP_BOUND = 90
 
 
 class Traffic(threading.Thread):
     """A client submitting a job every `interval` seconds to the web hosts in rotation."""
 
-    def __init__(self, cluster, interval: float = 0.4) -> None:
+    # One job a second: below what two worker hosts finish (a second each, under load), so the
+    # queue stays short and a blocking request is answered well within its wait.
+    def __init__(self, cluster, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.cluster = cluster
         self.interval = interval
@@ -114,7 +119,7 @@ def test_rolling_restart_under_traffic_loses_nothing(cluster):
     try:
         time.sleep(2)
         for host in cluster.workers:
-            stops[host.name] = round(cluster.stop(host, bound=STOP_BOUND), 1)
+            stops[host.name] = round(cluster.stop(host, bound=WORKER_STOP_BOUND), 1)
             assert "worker host stopped" in cluster.log(host, "worker")
             cluster.start_worker(host)
             cluster.wait_worker(host)
@@ -126,7 +131,7 @@ def test_rolling_restart_under_traffic_loses_nothing(cluster):
             request.start()
             job_id, status = job_of(cluster, request)
             assert status in ("queued", "processing"), "the request should still be in flight"
-            stops[host.name] = round(cluster.stop(host, bound=STOP_BOUND), 1)
+            stops[host.name] = round(cluster.stop(host, bound=WEB_STOP_BOUND), 1)
             request.join(timeout=10)
             assert request.error is None, repr(request.error)
             assert request.response.status_code == 200, request.response.text[:500]
