@@ -47,7 +47,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.conftest import service_missing
+from tests.integration.conftest import s3_client, service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGE = ROOT / "manage.py"
@@ -542,15 +542,7 @@ class Cluster:
         pytest.fail(f"{what} not ready after {bound}s ({error}):\n{self.log(host, name)}")
 
     def s3(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
+        return s3_client(self.s3_endpoint)
 
     # --- Pictor hosts ----------------------------------------------------------------------
 
@@ -920,6 +912,14 @@ class Audit:
     @property
     def lost(self) -> list[int]:
         return sorted(i for i, n in self.outputs.items() if n == 0)
+
+    def counts(self) -> dict[str, int]:
+        """The figures a cluster test prints: jobs done, lost and written or announced twice."""
+        return {
+            "done": self.statuses["success"],
+            "lost": len(self.lost),
+            "duplicated": len(self.duplicated),
+        }
 
     @property
     def duplicated(self) -> list[int]:

@@ -49,17 +49,22 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
-def create_bucket(endpoint: str) -> str:
+def s3_client(endpoint: str):
+    """A boto3 client for the moto S3 server at `endpoint` (moto takes any credentials)."""
     import boto3
 
-    name = f"pictor-{uuid.uuid4().hex[:10]}"
-    boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id="test",
         aws_secret_access_key="test",
         region_name="us-east-1",
-    ).create_bucket(Bucket=name)
+    )
+
+
+def create_bucket(endpoint: str) -> str:
+    name = f"pictor-{uuid.uuid4().hex[:10]}"
+    s3_client(endpoint).create_bucket(Bucket=name)
     return name
 
 
@@ -113,15 +118,7 @@ class Stack:
         return manage(self.env, *args)
 
     def s3(self):
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
+        return s3_client(self.s3_endpoint)
 
     def sql(self, query: str, *params: object) -> tuple | None:
         """One row straight from the stack's database (much faster than `manage.py shell`)."""

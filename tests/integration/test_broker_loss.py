@@ -66,9 +66,7 @@ def test_queued_jobs_run_after_the_broker_restarts_empty(cluster):
             {
                 "test": "broker_loss",
                 "jobs_submitted": len(job_ids),
-                "done": result.statuses["success"],
-                "lost": len(result.lost),
-                "duplicated": len(result.duplicated),
+                **result.counts(),
                 "seconds_to_drain_once_workers_ready": drained,
                 "workers": sorted({w.split(":")[0] for _, _, w in rows.values()}),
             }

@@ -91,9 +91,7 @@ def test_jobs_spread_over_hosts_finish_once_when_a_worker_host_dies(cluster):
     summary = {
         "test": "many_hosts",
         "jobs_submitted": len(job_ids),
-        "done": result.statuses["success"],
-        "lost": len(result.lost),
-        "duplicated": len(result.duplicated),
+        **result.counts(),
         "killed_job": killed_job,
         "killed_processes": len(victim_pids),
         "jobs_by_host": {

@@ -161,9 +161,7 @@ def test_rolling_restart_under_traffic_loses_nothing(cluster):
                 "jobs_submitted": len(jobs),
                 "blocking_requests": len(blocking_jobs),
                 "client_errors": len(traffic.errors),
-                "done": result.statuses["success"],
-                "lost": len(result.lost),
-                "duplicated": len(result.duplicated),
+                **result.counts(),
                 "stop_seconds": stops,
                 "seconds": round(time.monotonic() - started, 1),
             }
