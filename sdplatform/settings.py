@@ -30,6 +30,9 @@ elif not SECRET_KEY:
 
 ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "*").split(",") if h.strip()]
 PICTOR_BASE_URL = envstr("PICTOR_BASE_URL").rstrip("/")
+# A reverse proxy in front of Pictor sets X-Forwarded-For and X-Forwarded-Proto; only then are
+# they believed (sdplatform/hosts.py). Off: a client reaching gunicorn directly could forge them.
+PICTOR_TRUSTED_PROXY = envbool("PICTOR_TRUSTED_PROXY", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
