@@ -17,8 +17,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts import verification
 from accounts.models import Invitation, Membership, User
 from accounts.tenancy import MANAGER_ROLES, SESSION_KEY, member_required, require_manager
+from sdplatform import hosts
 
 INVITATION_DAYS = 7
 Role = Membership.Role
@@ -69,7 +71,7 @@ def invite(request: HttpRequest) -> HttpResponse:
         invited_by=request.user,
         expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
     )
-    link = request.build_absolute_uri(reverse("invitation", args=[invitation.token]))
+    link = hosts.absolute(reverse("invitation", args=[invitation.token]), request)
     send_mail(
         f"Join {org.name} on Pictor",
         f"{request.user.email} invites you to join {org.name} on Pictor as {role}.\n\n"
@@ -161,7 +163,11 @@ def accept(request: HttpRequest, token: str) -> HttpResponse:
             )
             invitation.accepted_at = timezone.now()
             invitation.save(update_fields=["accepted_at"])
+            # The invitation reached this address: that proves it as the sign-up link would.
+            verified = verification.mark_verified(request.user)
         request.session[SESSION_KEY] = invitation.organization.slug
         messages.success(request, f"You joined {invitation.organization.name}.")
+        for org, credits in verified.granted:
+            messages.success(request, f"Your email is verified; {org.name} got {credits} credits.")
         return redirect("app-overview")
     return render(request, "accounts/invitation.html", {"invitation": invitation})

@@ -22,6 +22,7 @@ from accounts.models import Membership
 from accounts.tenancy import current_membership
 from billing import stripe_api, stripe_events
 from billing.models import CreditEntry, Plan, Subscription
+from sdplatform import hosts
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ def billing_membership(request: HttpRequest) -> Membership:
     if not stripe_api.configured():
         raise Http404(NOT_CONFIGURED)
     return membership
-
-
-def base_url(request: HttpRequest) -> str:
-    return settings.PICTOR_BASE_URL or request.build_absolute_uri("/").rstrip("/")
 
 
 def live_subscription(org_id: int) -> Subscription | None:
@@ -135,7 +132,7 @@ def checkout_plan(request: HttpRequest, slug: str) -> HttpResponse:
         )
     try:
         session = stripe_api.start_plan_checkout(
-            membership.organization, plan, request.user, base_url(request)
+            membership.organization, plan, request.user, hosts.base_url(request)
         )
     except stripe_api.StripeError as error:
         return stripe_failed(error)
@@ -152,7 +149,7 @@ def checkout_credits(request: HttpRequest, pack: str) -> HttpResponse:
         raise Http404("No such credit pack")
     try:
         session = stripe_api.start_pack_checkout(
-            membership.organization, credit_pack, request.user, base_url(request)
+            membership.organization, credit_pack, request.user, hosts.base_url(request)
         )
     except stripe_api.StripeError as error:
         return stripe_failed(error)
@@ -169,7 +166,7 @@ def portal(request: HttpRequest) -> HttpResponse:
         raise Http404("No subscription")
     try:
         session = stripe_api.start_portal(
-            membership.organization, subscription.stripe_customer_id, base_url(request)
+            membership.organization, subscription.stripe_customer_id, hosts.base_url(request)
         )
     except stripe_api.StripeError as error:
         return stripe_failed(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -19,7 +20,9 @@ DJANGO_ENV = envstr("DJANGO_ENV", "development")
 PRODUCTION = DJANGO_ENV == "production"
 
 SECRET_KEY = envstr("SECRET_KEY")
-DEBUG = envbool("DEBUG", not PRODUCTION)
+# Off unless asked for, in development too: the debug page shows settings (DATABASE_URL,
+# REDIS_URL) to anyone who can make a request fail.
+DEBUG = envbool("DEBUG", False)
 if PRODUCTION:
     if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_ENV=production")
@@ -28,14 +31,56 @@ if PRODUCTION:
 elif not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
-ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "*").split(",") if h.strip()]
-PICTOR_BASE_URL = envstr("PICTOR_BASE_URL").rstrip("/")
+
+def _base_url(value: str) -> str:
+    """PICTOR_BASE_URL checked and as scheme://host[:port]: http(s), a host, no path."""
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or any(c.isspace() for c in value)
+    ):
+        raise ImproperlyConfigured(
+            "PICTOR_BASE_URL must be an http(s) URL with a host and no path, "
+            f"e.g. https://pictor.example.com (got {value!r})"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# Development answers any Host. Production names its hosts, so a forged Host header is refused
+# before any view runs; absolute URLs (emails, links, redirects) come from PICTOR_BASE_URL.
+ALLOWED_HOSTS = [
+    h.strip() for h in envstr("ALLOWED_HOSTS", "" if PRODUCTION else "*").split(",") if h.strip()
+]
+PICTOR_BASE_URL = _base_url(envstr("PICTOR_BASE_URL").strip())
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS must be set when DJANGO_ENV=production: the host names this server "
+        "answers, comma-separated"
+    )
+if PRODUCTION and not PICTOR_BASE_URL:
+    raise ImproperlyConfigured(
+        "PICTOR_BASE_URL must be set when DJANGO_ENV=production: the public URL that emails "
+        "and API links point at, e.g. https://pictor.example.com"
+    )
 # A reverse proxy in front of Pictor sets X-Forwarded-For and X-Forwarded-Proto; only then are
 # they believed (sdplatform/hosts.py). Off: a client reaching gunicorn directly could forge them.
 PICTOR_TRUSTED_PROXY = envbool("PICTOR_TRUSTED_PROXY", False)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with a login page under the failed-login limits (sdplatform/apps.py).
+    "sdplatform.apps.PictorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -54,6 +99,8 @@ MIDDLEWARE = [
     # First, so every log line of the request carries its id and every response is counted.
     "sdplatform.logs.RequestIdMiddleware",
     "sdplatform.metrics.RequestMetricsMiddleware",
+    # Chunked bodies read whole, NUL in URLs refused, JSON error pages on API routes.
+    "generation.api.parsers.RequestInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the API docs' Swagger UI, the pages' CSS) from any web process, no proxy.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -82,6 +129,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context.navigation",
+                "sdplatform.context.base_url",
             ]
         },
     }
@@ -103,11 +151,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 REDIS_URL = envstr("REDIS_URL")
+# Seconds to wait for Redis to accept a connection or answer, before a request treats it as down
+# (counters fall back to the database, submits answer 503, /readyz names it) instead of hanging.
+PICTOR_REDIS_TIMEOUT = envfloat("PICTOR_REDIS_TIMEOUT", 1.0)
 if REDIS_URL:
+    from redis import ConnectionPool
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.retry import Retry
+
+    # One immediate retry of a failed connection (a pooled one that a restarted Redis dropped),
+    # not redis-py's default of several with growing sleeps; none after a timeout, which has
+    # already waited its full length on a Redis that does not answer.
+    REDIS_RETRY = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": PICTOR_REDIS_TIMEOUT,
+                "SOCKET_TIMEOUT": PICTOR_REDIS_TIMEOUT,
+                "CONNECTION_POOL_KWARGS": {"retry": REDIS_RETRY},
+            },
         }
     }
 else:
@@ -138,13 +203,25 @@ Q_CLUSTER = {
     "sync": envbool("PICTOR_Q_SYNC", False),
 }
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    # django-q2 hands these to redis.Redis(): one pool per process (redis-py starts a fresh one
+    # after a fork), with the same fast failure as the cache. The read timeout stays above the
+    # 1 s that the worker's BLPOP blocks on an empty queue, or every idle poll would time out.
+    # (django-q2 has no read timeout of its own; without one a hung Redis hangs every submit.)
+    Q_CLUSTER["redis"] = {
+        "connection_pool": ConnectionPool.from_url(
+            REDIS_URL,
+            socket_connect_timeout=PICTOR_REDIS_TIMEOUT,
+            socket_timeout=PICTOR_REDIS_TIMEOUT + 1,
+            retry=REDIS_RETRY,
+        )
+    }
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = envfloat("PICTOR_Q_POLL", 0.05)
 
 # Storage: a local folder served by Django, or any S3-compatible bucket.
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Never routed: storage.url() of a local file leads nowhere; links come from generation/media.py.
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -154,6 +231,22 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve straight from the apps' static folders, so no collectstatic step is needed to start.
 WHITENOISE_USE_FINDERS = True
 S3_BUCKET = envstr("S3_BUCKET")
+# Image links (outputs and inputs) are signed and expire (generation/media.py): presigned URLs
+# on S3, HMAC-signed links served by Django on local storage. `temp` requests get shorter ones.
+# SigV4 presigned URLs cannot outlive 7 days.
+PICTOR_MEDIA_URL_EXPIRE = envint("PICTOR_MEDIA_URL_EXPIRE", 24 * 3600)
+PICTOR_MEDIA_TEMP_URL_EXPIRE = envint("PICTOR_MEDIA_TEMP_URL_EXPIRE", 3600)
+if not 1 <= PICTOR_MEDIA_TEMP_URL_EXPIRE <= PICTOR_MEDIA_URL_EXPIRE <= 7 * 24 * 3600:
+    raise ImproperlyConfigured(
+        "Need 1 <= PICTOR_MEDIA_TEMP_URL_EXPIRE <= PICTOR_MEDIA_URL_EXPIRE <= 604800 (seconds)"
+    )
+# Local storage: Django streams the file (""), or hands it to the proxy in front: "nginx"
+# (X-Accel-Redirect to PICTOR_MEDIA_ACCEL_PREFIX, an `internal` location aliasing MEDIA_ROOT)
+# or "apache" (X-Sendfile with the file's path).
+PICTOR_MEDIA_SENDFILE = envstr("PICTOR_MEDIA_SENDFILE").strip().lower()
+if PICTOR_MEDIA_SENDFILE not in ("", "nginx", "apache"):
+    raise ImproperlyConfigured("PICTOR_MEDIA_SENDFILE must be empty, nginx or apache")
+PICTOR_MEDIA_ACCEL_PREFIX = envstr("PICTOR_MEDIA_ACCEL_PREFIX", "/protected-media/")
 STORAGES = {
     "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -170,9 +263,11 @@ if S3_BUCKET:
             "access_key": envstr("S3_ACCESS_KEY_ID") or None,
             "secret_key": envstr("S3_SECRET_ACCESS_KEY") or None,
             "region_name": envstr("S3_REGION") or None,
-            "custom_domain": envstr("S3_CUSTOM_DOMAIN") or None,
-            "querystring_auth": envbool("S3_PRESIGNED_URLS", True),
-            "querystring_expire": envint("S3_URL_EXPIRE", 7 * 24 * 3600),
+            # Tenant images are private: always presigned (SigV4, so X-Amz-Expires), never a
+            # public or custom-domain URL, which would be unsigned (generation/media.py).
+            "querystring_auth": True,
+            "querystring_expire": PICTOR_MEDIA_URL_EXPIRE,
+            "signature_version": "s3v4",
             "file_overwrite": True,
             "default_acl": None,
         },
@@ -182,7 +277,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded nesting, no NaN/Infinity, no NUL or unpaired surrogates: a 400 before auth.
+    "DEFAULT_PARSER_CLASSES": ["generation.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "generation.api.errors.modelslab_exception_handler",
     # Requests per minute per organization from its plan, counted across processes.
     "DEFAULT_THROTTLE_CLASSES": ["billing.throttles.PlanRateThrottle"],
@@ -206,6 +302,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Statuses every route can answer (bad body, key, rate limit, outage) are added to each
+    # operation there, in its format's error shape; decorators list a view's own ones.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "generation.api.schema.document_common_statuses",
+    ],
     "TAGS": [
         {"name": "ModelsLab", "description": "Key in the JSON body (or `key` header, Bearer)."},
         {"name": "Synapse", "description": "Bearer key; answers one base64 PNG."},
@@ -319,6 +421,30 @@ EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
 EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "Pictor <noreply@localhost>")
+# Where django.core.mail.backends.filebased.EmailBackend writes each email as a file.
+EMAIL_FILE_PATH = envstr("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+
+# Sign-up (accounts/verification.py, accounts/challenge.py). The emailed verification link
+# lives this many hours; keys and free credits wait for it.
+PICTOR_EMAIL_VERIFICATION_HOURS = envint("PICTOR_EMAIL_VERIFICATION_HOURS", 48)
+# Sign-ups allowed per client address per hour, and per /24 (IPv6: /64) per day; 0: no limit.
+PICTOR_SIGNUPS_PER_ADDRESS = envint("PICTOR_SIGNUPS_PER_ADDRESS", 3)
+PICTOR_SIGNUPS_PER_NETWORK = envint("PICTOR_SIGNUPS_PER_NETWORK", 10)
+# Addresses that had free credits are kept as HMAC digests under this secret; changing it
+# lets every address have free credits once more.
+PICTOR_EMAIL_HMAC_SECRET = envstr("PICTOR_EMAIL_HMAC_SECRET", SECRET_KEY)
+# An optional person-or-bot challenge on the sign-up form: "turnstile" (Cloudflare) or
+# "hcaptcha"; empty: off. The verify URL defaults to the provider's siteverify endpoint.
+PICTOR_CHALLENGE_PROVIDER = envstr("PICTOR_CHALLENGE_PROVIDER").strip().lower()
+PICTOR_CHALLENGE_SITE_KEY = envstr("PICTOR_CHALLENGE_SITE_KEY")
+PICTOR_CHALLENGE_SECRET_KEY = envstr("PICTOR_CHALLENGE_SECRET_KEY")
+PICTOR_CHALLENGE_VERIFY_URL = envstr("PICTOR_CHALLENGE_VERIFY_URL")
+if PICTOR_CHALLENGE_PROVIDER not in ("", "turnstile", "hcaptcha"):
+    raise ImproperlyConfigured("PICTOR_CHALLENGE_PROVIDER must be turnstile, hcaptcha or empty")
+if PICTOR_CHALLENGE_PROVIDER and not (PICTOR_CHALLENGE_SITE_KEY and PICTOR_CHALLENGE_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "PICTOR_CHALLENGE_PROVIDER needs PICTOR_CHALLENGE_SITE_KEY and PICTOR_CHALLENGE_SECRET_KEY"
+    )
 
 # Security headers on every response (SecurityMiddleware, XFrameOptionsMiddleware).
 X_FRAME_OPTIONS = "DENY"
@@ -345,10 +471,22 @@ PICTOR_METRICS_PORT = envint("PICTOR_METRICS_PORT", 0)
 if PICTOR_METRICS_PORT and not PICTOR_METRICS_TOKEN:
     raise ImproperlyConfigured("PICTOR_METRICS_PORT needs PICTOR_METRICS_TOKEN")
 
-if PRODUCTION:
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+# HTTPS in production: secure cookies, HSTS, and plain HTTP redirected to https, except the
+# probes, which load balancers and Prometheus call over plain HTTP inside the network.
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_SSL_REDIRECT = envbool("PICTOR_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = envint("PICTOR_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("PICTOR_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = envbool("PICTOR_HSTS_PRELOAD", False)
+# With TLS ended at a proxy, only X-Forwarded-Proto tells Django a request came over https. It
+# is believed only from a trusted proxy: a client reaching gunicorn directly could forge it.
+if PICTOR_TRUSTED_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# security.W021 asks for HSTS preload. That stays the operator's choice: the directive lets
+# anyone submit the domain to the browsers' built-in lists, which takes months to leave.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # API keys are stored as HMAC digests under this secret; rotating it invalidates every key.
 API_KEY_HMAC_SECRET = envstr("API_KEY_HMAC_SECRET", SECRET_KEY)

@@ -1,12 +1,9 @@
-from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
-from django.urls import include, path, re_path
+from django.urls import include, path
 from django.views.generic import RedirectView
-from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from generation import ops
+from generation import media, ops
 from sdplatform import health, metrics
 
 urlpatterns = [
@@ -27,15 +24,12 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("", include("accounts.urls")),
     path("", include("generation.urls")),
+    # Images on local storage, through signed expiring links only; there is no /media/ route.
+    path("files/<path:name>", media.serve, name="media-file"),
 ]
 
-
-def media(request: HttpRequest, path: str) -> HttpResponse:
-    """Generated images in the embedded mode (MEDIA_ROOT is read per request, not at import)."""
-    return serve(request, path, document_root=settings.MEDIA_ROOT)
-
-
-if not settings.S3_BUCKET:
-    # Embedded mode: Django serves generated images itself. Behind a proxy in production, let
-    # the proxy serve MEDIA_ROOT instead (or use S3).
-    urlpatterns += [re_path(r"^media/(?P<path>.*)$", media, name="media")]
+# Errors raised outside any API view (no route, a non-integer id, an oversize body, a crash):
+# JSON in the route's wire format on API paths, Django's plain pages elsewhere.
+handler400 = "generation.api.errors.bad_request"
+handler404 = "generation.api.errors.page_not_found"
+handler500 = "generation.api.errors.server_error"

@@ -11,10 +11,15 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import os
 import re
+import secrets
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -56,6 +61,7 @@ MUST_SET = {
     "SECRET_KEY",
     "ALLOWED_HOSTS",
     "PICTOR_BASE_URL",
+    "PICTOR_TRUSTED_PROXY",
     "DATABASE_URL",
     "REDIS_URL",
     "S3_BUCKET",
@@ -576,3 +582,60 @@ def test_compose_reads_the_example_env_and_creates_its_bucket():
     bucket = as_command(services["createbuckets"]["command"])
     assert f"/{example['S3_BUCKET'].value}" in bucket
     assert "mc mb" in bucket
+
+
+# Production settings.
+
+
+def test_check_deploy_is_clean_for_the_documented_production_environment(tmp_path):
+    example = {name: line.value for name, line in env_example().items() if line.is_set}
+    # Nothing of this test run's own settings, only the example's (its commented lines are the
+    # defaults); its secret left empty there, its services swapped for the local ones.
+    inherited = {k: v for k, v in os.environ.items() if k not in settings_read()}
+    env = {
+        **inherited,
+        **example,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "S3_SECRET_ACCESS_KEY": "test",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "PICTOR_VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
+    }
+    assert env["DJANGO_ENV"] == "production"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout, result.stdout
+
+
+def test_the_recipes_name_the_public_host_and_reach_gunicorn_only_through_the_proxy():
+    from django.conf import settings
+
+    example = env_example()
+    base = urlsplit(example["PICTOR_BASE_URL"].value)
+    hosts = example["ALLOWED_HOSTS"].value.split(",")
+    assert base.scheme == "https" and base.hostname in hosts
+    # The compose healthcheck calls gunicorn by a host it answers, on a path that is not
+    # redirected to https (it speaks plain HTTP inside the container).
+    probe = re.search(
+        r"https?://[^'\"\s]+", as_command(compose()["services"]["web"]["healthcheck"]["test"])
+    )
+    probe_url = urlsplit(probe[0])
+    assert probe_url.hostname in hosts
+    path = probe_url.path.lstrip("/")
+    assert any(re.search(pattern, path) for pattern in settings.SECURE_REDIRECT_EXEMPT), path
+    # X-Forwarded-* are believed, so nothing but the proxy may reach gunicorn: compose publishes
+    # it on the host's loopback, the web unit keeps the loopback default bind.
+    assert example["PICTOR_TRUSTED_PROXY"].value == "true"
+    for port in compose()["services"]["web"]["ports"]:
+        assert str(port).startswith("127.0.0.1:"), port
+    assert "PICTOR_BIND" not in unit_environment(WEB_UNIT)
+    assert "PICTOR_BIND" not in example or not example["PICTOR_BIND"].is_set
+    assert code_default("PICTOR_BIND").startswith("127.0.0.1:")

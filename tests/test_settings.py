@@ -2,32 +2,69 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-PRINT_DEBUG = (
-    "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'sdplatform.settings');"
-    "django.setup(); from django.conf import settings; print(settings.DEBUG)"
+SETUP = (
+    "import django, json, os, sys; "
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'sdplatform.settings'); django.setup(); "
+    "from django.conf import settings; "
 )
+PRINT_DEBUG = SETUP + "print(settings.DEBUG)"
+# Names this file's tests set themselves; anything else comes from the test run's environment.
+CHOSEN = {"SECRET_KEY", "DEBUG", "DJANGO_ENV", "ALLOWED_HOSTS", "PICTOR_BASE_URL"}
+CHOSEN_PREFIXES = ("PICTOR_TRUSTED_PROXY", "PICTOR_SSL_", "PICTOR_HSTS_")
+# What production needs to start.
+PRODUCTION = {
+    "DJANGO_ENV": "production",
+    "SECRET_KEY": "s" * 50,
+    "ALLOWED_HOSTS": "pictor.example.com",
+    "PICTOR_BASE_URL": "https://pictor.example.com",
+}
 
 
-def django_check(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DJANGO_ENV")}
+def django_check(
+    code: str = PRINT_DEBUG, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in CHOSEN and not k.startswith(CHOSEN_PREFIXES)
+    }
     return subprocess.run(
-        [sys.executable, "-c", PRINT_DEBUG],
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+# Ask the site for each (path, headers) over plain HTTP, or https with "secure": answers
+# (status, Location, Strict-Transport-Security), as the site's own middleware gives them.
+ASK = SETUP + (
+    "from django.test import Client; answers = []\n"
+    "for path, headers in json.loads(sys.argv[1]):\n"
+    "    secure = headers.pop('secure', False)\n"
+    "    r = Client(raise_request_exception=False).get(path, secure=secure, headers=headers)\n"
+    "    answers.append([r.status_code, r.get('Location', ''), "
+    "r.get('Strict-Transport-Security', '')])\n"
+    "print(json.dumps(answers))"
+)
+
+
+def ask(tmp_path: Path, requests: list[tuple[str, dict[str, Any]]], **env: str) -> list[Any]:
+    result = django_check(ASK, json.dumps(requests), PICTOR_VAR_DIR=str(tmp_path), **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def test_production_refuses_to_start_without_a_secret_key():
@@ -55,10 +92,110 @@ def test_a_worker_metrics_port_needs_a_token():
     assert django_check(PICTOR_METRICS_PORT="9100", PICTOR_METRICS_TOKEN="t").returncode == 0
 
 
-def test_production_starts_with_a_secret_key():
-    result = django_check(DJANGO_ENV="production", SECRET_KEY="s" * 50)
+def test_production_starts_with_its_required_settings():
+    result = django_check(**PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_production_refuses_to_start_without_allowed_hosts():
+    result = django_check(**{**PRODUCTION, "ALLOWED_HOSTS": ""})
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS must be set" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_base_url():
+    result = django_check(**{**PRODUCTION, "PICTOR_BASE_URL": ""})
+    assert result.returncode != 0
+    assert "PICTOR_BASE_URL must be set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "pictor.example.com",
+        "ftp://pictor.example.com",
+        "https://",
+        "https://pictor.example.com/app",
+        "https://pictor.example.com/?next=/",
+        "https://user@pictor.example.com",
+        "https://pictor.example.com:http",
+    ],
+)
+def test_a_base_url_that_is_not_a_site_root_is_refused(url):
+    result = django_check(PICTOR_BASE_URL=url)
+    assert result.returncode != 0
+    assert "PICTOR_BASE_URL must be an http(s) URL with a host and no path" in result.stderr
+
+
+def test_a_base_url_is_kept_as_scheme_and_host():
+    print_base = SETUP + "print(settings.PICTOR_BASE_URL)"
+    result = django_check(print_base, PICTOR_BASE_URL="HTTPS://pictor.example.com:8443/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "https://pictor.example.com:8443"
+
+
+def test_development_starts_with_no_configuration_and_debug_off():
+    result = django_check()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert django_check(DEBUG="true").stdout.strip() == "True"
+
+
+def test_production_refuses_a_host_it_does_not_name(tmp_path):
+    [(status, _, _)] = ask(
+        tmp_path, [("/api/docs/", {"Host": "evil.example", "secure": True})], **PRODUCTION
+    )
+    assert status == 400
+
+
+def test_production_redirects_plain_http_to_https_but_not_the_probes(tmp_path):
+    host = {"Host": "pictor.example.com"}
+    answers = ask(
+        tmp_path,
+        [("/api/docs/?x=1", host), ("/healthz", host), ("/readyz", host), ("/metrics", host)],
+        **PRODUCTION,
+    )
+    assert answers[0][:2] == [301, "https://pictor.example.com/api/docs/?x=1"]
+    assert answers[1][0] == 200
+    for status, location, _ in answers[1:]:
+        assert status != 301 and not location
+    off = ask(tmp_path, [("/api/docs/", host)], **PRODUCTION, PICTOR_SSL_REDIRECT="false")
+    assert off[0][0] == 200
+
+
+def test_production_sends_hsts_on_https(tmp_path):
+    https = {"Host": "pictor.example.com", "secure": True}
+    [(status, _, hsts)] = ask(tmp_path, [("/api/docs/", https)], **PRODUCTION)
+    assert status == 200
+    assert hsts == "max-age=31536000; includeSubDomains"
+    [(_, _, hsts)] = ask(
+        tmp_path,
+        [("/api/docs/", https)],
+        **PRODUCTION,
+        PICTOR_HSTS_SECONDS="600",
+        PICTOR_HSTS_INCLUDE_SUBDOMAINS="false",
+        PICTOR_HSTS_PRELOAD="true",
+    )
+    assert hsts == "max-age=600; preload"
+
+
+def test_development_neither_redirects_nor_sends_hsts(tmp_path):
+    https = {"Host": "localhost", "secure": True}
+    assert ask(tmp_path, [("/api/docs/", {"Host": "localhost"}), ("/api/docs/", https)]) == [
+        [200, "", ""],
+        [200, "", ""],
+    ]
+
+
+def test_x_forwarded_proto_is_believed_only_from_a_trusted_proxy(tmp_path):
+    forwarded = [("/api/docs/", {"Host": "pictor.example.com", "X-Forwarded-Proto": "https"})]
+    # A client that reaches gunicorn directly cannot claim https and dodge the redirect.
+    [(status, location, hsts)] = ask(tmp_path, forwarded, **PRODUCTION)
+    assert (status, location, hsts) == (301, "https://pictor.example.com/api/docs/", "")
+    [(status, location, hsts)] = ask(tmp_path, forwarded, **PRODUCTION, PICTOR_TRUSTED_PROXY="true")
+    assert (status, location) == (200, "")
+    assert hsts.startswith("max-age=31536000")
 
 
 @pytest.mark.django_db
