@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from accounts.auth import MemberSessionAuthentication
 from accounts.tenancy import member_required
-from generation import service
+from generation import media, service
 from generation.api import adapter, modelslab
 from generation.engine.request import DEFAULT_SCHEDULER, IMAGE_INPUTS, GenerationRequest
 from generation.engine.schedulers import A1111_SAMPLERS, SCHEDULER_NAMES
@@ -134,7 +134,10 @@ def history(request: HttpRequest) -> HttpResponse:
     rows = [
         {
             "job": job,
-            "thumbnails": [default_storage.url(o.path) for o in job.outputs.all()]
+            # Signed for this page view; a reload signs fresh links.
+            "thumbnails": [
+                media.signed_url(o.path, media.job_lifetime(job)) for o in job.outputs.all()
+            ]
             if job.expired_at is None
             else [],
             "parameters": parameters_text(job.params),

@@ -2,7 +2,8 @@
 
 A scheduled task (generation/apps.py) deletes, for finished jobs older than the plan's
 `retention_days`, the generated images and the input images the web tier stored for the
-worker, then marks the job `expired_at`. A fetch of such a job still answers `success`, with
+worker, then marks the job `expired_at`. Jobs submitted with `temp` go the same way once
+PICTOR_MEDIA_TEMP_URL_EXPIRE has passed. A fetch of such a job still answers `success`, with
 no outputs and the message "Outputs expired".
 """
 
@@ -12,6 +13,7 @@ import logging
 import os
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
@@ -45,6 +47,20 @@ def expire_outputs(now: datetime | None = None) -> int:
                 log.exception("could not delete the images of job %s", job.pk)
             else:
                 expired += 1
+    # `temp` requests keep their images only as long as their links last (generation/media.py).
+    temp_due = Job.objects.filter(
+        params__temp=True,
+        status__in=Job.FINISHED,
+        expired_at__isnull=True,
+        created_at__lt=now - timedelta(seconds=settings.PICTOR_MEDIA_TEMP_URL_EXPIRE),
+    )
+    for job in temp_due.order_by("created_at").prefetch_related("outputs")[:BATCH_SIZE]:
+        try:
+            expire_job(job, now)
+        except Exception:
+            log.exception("could not delete the images of temp job %s", job.pk)
+        else:
+            expired += 1
     if expired:
         log.info("retention: deleted the images of %s jobs", expired)
     return expired

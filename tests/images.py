@@ -1,12 +1,13 @@
-"""Image helpers for API tests: inputs as base64, outputs read back from storage as pixels."""
+"""Image helpers for API tests: inputs as base64, outputs fetched back through their links."""
 
 from __future__ import annotations
 
 import base64
 import io
+from urllib.parse import urlsplit
 
 import numpy as np
-from django.core.files.storage import default_storage
+from django.test import Client
 from PIL import Image, ImageDraw
 
 
@@ -43,11 +44,17 @@ def centre_mask(width: int, height: int) -> Image.Image:
     return mask
 
 
+def fetched_bytes(url: str) -> bytes:
+    """The bytes behind an image link from an answer, fetched as a client would (signed link)."""
+    parts = urlsplit(url)
+    response = Client().get(f"{parts.path}?{parts.query}")
+    assert response.status_code == 200, (url, response.status_code)
+    return b"".join(response.streaming_content)
+
+
 def stored_image(url: str) -> Image.Image:
-    """The output image behind a /media/ URL, read from the default storage."""
-    path = url.split("/media/", 1)[1]
-    with default_storage.open(path) as f:
-        return Image.open(io.BytesIO(f.read())).convert("RGB")
+    """The output image behind a link from an answer, in RGB."""
+    return Image.open(io.BytesIO(fetched_bytes(url))).convert("RGB")
 
 
 def pixels(url: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from accounts.auth import ANONYMOUS_KEY
 from accounts.models import Membership, Organization, User
 from billing import counters
 from generation.models import Job
-from tests.images import png_base64, shapes_image
+from tests.images import fetched_bytes, png_base64, shapes_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,9 +43,7 @@ def last_job() -> Job:
 
 
 def image_at(url: str) -> Image.Image:
-    path = url.split("/media/", 1)[1]
-    with default_storage.open(path) as f:
-        return Image.open(io.BytesIO(f.read()))
+    return Image.open(io.BytesIO(fetched_bytes(url)))
 
 
 @pytest.fixture
@@ -368,7 +366,7 @@ def test_it_generates_a_png_of_the_asked_size(api, client, tenant, demo_models, 
     task = data["data"]
     assert (task["status"], task["queuePosition"], len(task["images"])) == (2, 0, 1)
     url = task["images"][0]
-    assert url.startswith("http://testserver/media/generations/")
+    assert url.startswith("http://testserver/files/generations/")
     response = client.get(url.removeprefix("http://testserver"))
     assert response.status_code == 200
     image = Image.open(io.BytesIO(b"".join(response.streaming_content)))

@@ -6,12 +6,12 @@ import io
 
 import numpy as np
 import pytest
-from django.core.files.storage import default_storage
 from django.test import Client
 from PIL import Image
 
 from generation.engine.schedulers import A1111_SAMPLERS, SCHEDULERS
 from generation.models import Job, OutputImage
+from tests.images import fetched_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,9 +23,12 @@ def body(tenant, **fields):
 
 
 def stored_image(url: str) -> Image.Image:
-    path = url.split("/media/", 1)[1]
-    with default_storage.open(path) as f:
-        return Image.open(io.BytesIO(f.read()))
+    return Image.open(io.BytesIO(fetched_bytes(url)))
+
+
+def link_path(url: str) -> str:
+    """An image link without its signature: the same image whenever it was signed."""
+    return url.split("?", 1)[0]
 
 
 def test_it_generates_and_answers_success(api, tenant, demo_model, sync_queue):
@@ -34,8 +37,9 @@ def test_it_generates_and_answers_success(api, tenant, demo_model, sync_queue):
     assert data["status"] == "success"
     assert isinstance(data["id"], int)
     assert len(data["output"]) == 1
-    assert data["output"][0].startswith("http://testserver/media/generations/")
-    assert data["output"][0].endswith(f"/{data['id']}/0.png")
+    assert data["output"][0].startswith(
+        f"http://testserver/files/generations/{tenant.org.pk}/{data['id']}/0.png?expires="
+    )
     assert data["nsfw_content_detected"] == [False]
     meta = data["meta"]
     assert meta["seed"] == 42
@@ -207,8 +211,8 @@ def test_it_answers_processing_then_fetch_gives_success(api, tenant, demo_model,
     assert data["eta"] > 0
     assert data["output"] == []
     assert data["fetch_result"] == f"http://testserver/api/v3/fetch/{data['id']}"
-    assert data["future_links"] == [
-        f"http://testserver/media/generations/{tenant.org.pk}/{data['id']}/0.png"
+    assert [link_path(u) for u in data["future_links"]] == [
+        f"http://testserver/files/generations/{tenant.org.pk}/{data['id']}/0.png"
     ]
     assert data["message"] == "Try to fetch request after seconds estimated"
 
@@ -218,7 +222,7 @@ def test_it_answers_processing_then_fetch_gives_success(api, tenant, demo_model,
     )
     assert status == 200
     assert fetched["status"] == "success"
-    assert fetched["output"] == data["future_links"]
+    assert [link_path(u) for u in fetched["output"]] == [link_path(u) for u in data["future_links"]]
     assert stored_image(fetched["output"][0]).size == (64, 64)
 
 
@@ -231,7 +235,7 @@ def test_it_uses_the_base_url_setting_for_links(api, tenant, demo_model, no_wait
     settings.PICTOR_BASE_URL = "https://img.example.com"
     _, data = api.post("/api/v3/text2img", body(tenant))
     assert data["fetch_result"].startswith("https://img.example.com/api/v3/fetch/")
-    assert data["future_links"][0].startswith("https://img.example.com/media/generations/")
+    assert data["future_links"][0].startswith("https://img.example.com/files/generations/")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 from io import StringIO
 from pathlib import Path
@@ -10,11 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
-from PIL import Image
 
 from generation.models import AIModel
+from tests.images import stored_image
 from tests.ldm_checkpoint import write_ldm_checkpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,9 +57,7 @@ def generate(api: Any, tenant: Any, model_id: str, seed: int = 42) -> tuple[int,
 
 
 def output_pixels(data: Any) -> np.ndarray:
-    path = data["output"][0].split("/media/", 1)[1]
-    with default_storage.open(path) as f:
-        return np.asarray(Image.open(io.BytesIO(f.read())).convert("RGB"), dtype=np.int16)
+    return np.asarray(stored_image(data["output"][0]), dtype=np.int16)
 
 
 def listed(api: Any, tenant: Any) -> list[str]:
