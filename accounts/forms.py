@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import authenticate, password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest
 
+from accounts import challenge
+from accounts.login_limits import LoginLimitMixin
 from accounts.models import User
 from billing import counters
+from sdplatform.hosts import client_ip as client_ip  # re-exported; proxy-aware when trusted
+from sdplatform.hosts import client_network
 
-# Login attempts allowed per window, per address and per email (successful ones count too).
-LOGIN_WINDOW_SECONDS = 300
-LOGIN_ATTEMPTS_PER_IP = 20
-LOGIN_ATTEMPTS_PER_EMAIL = 5
-
-
-def client_ip(request: HttpRequest | None) -> str:
-    """The caller's address as Django sees it (the proxy must set REMOTE_ADDR right)."""
-    return (request.META.get("REMOTE_ADDR") if request is not None else "") or "unknown"
+# Sign-ups are counted per client address in hourly windows and per network in daily ones.
+SIGNUP_ADDRESS_WINDOW = 3600
+SIGNUP_NETWORK_WINDOW = 86400
 
 
 class SignupForm(forms.Form):
+    """A new account: checked, then the challenge (when on), then the per-address limits."""
+
     email = forms.EmailField(max_length=254)
     password = forms.CharField(
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
@@ -45,6 +47,11 @@ class SignupForm(forms.Form):
             raise forms.ValidationError("Use at least one letter or digit.")
         return name
 
+    def __init__(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+        self.challenge = challenge.widget()
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("password") and data.get("email"):
@@ -52,31 +59,45 @@ class SignupForm(forms.Form):
                 password_validation.validate_password(data["password"], User(email=data["email"]))
             except forms.ValidationError as exc:
                 self.add_error("password", exc)
+        # Only a sign-up that would succeed is checked and counted, so a mistyped form costs
+        # neither a siteverify call nor one of the address's few sign-ups.
+        if not self.errors:
+            try:
+                challenge.verify(self.data, client_ip(self.request))
+            except challenge.ChallengeFailed as exc:
+                raise forms.ValidationError(str(exc), code="challenge") from None
+            self._count_signup()
         return data
 
-
-class RateLimitedLoginForm(AuthenticationForm):
-    """Django's login form, refusing more than a few attempts per address and per email."""
-
-    error_messages = {
-        **AuthenticationForm.error_messages,
-        "rate_limited": "Too many login attempts. Try again in %(seconds)d seconds.",
-    }
-
-    def clean(self) -> dict[str, Any]:
-        email = (self.data.get("username") or "").strip().lower()
-        for key, limit in (
-            (f"login:ip:{client_ip(self.request)}", LOGIN_ATTEMPTS_PER_IP),
-            (f"login:email:{email}", LOGIN_ATTEMPTS_PER_EMAIL),
-        ):
-            hit = counters.hit(key, LOGIN_WINDOW_SECONDS)
+    def _count_signup(self) -> None:
+        """Refuse past PICTOR_SIGNUPS_PER_ADDRESS an hour or PICTOR_SIGNUPS_PER_NETWORK a day."""
+        limits = (
+            (
+                f"signup:address:{client_ip(self.request)}",
+                SIGNUP_ADDRESS_WINDOW,
+                settings.PICTOR_SIGNUPS_PER_ADDRESS,
+            ),
+            (
+                f"signup:network:{client_network(self.request)}",
+                SIGNUP_NETWORK_WINDOW,
+                settings.PICTOR_SIGNUPS_PER_NETWORK,
+            ),
+        )
+        for key, window, limit in limits:
+            if limit <= 0:
+                continue
+            hit = counters.hit(key, window)
             if hit.count > limit:
+                minutes = max(1, math.ceil(hit.resets_in / 60))
                 raise forms.ValidationError(
-                    self.error_messages["rate_limited"],
+                    "Too many sign-ups from your network. Try again in %(minutes)d minutes.",
                     code="rate_limited",
-                    params={"seconds": max(1, int(hit.resets_in))},
+                    params={"minutes": minutes},
                 )
-        return super().clean()
+
+
+class RateLimitedLoginForm(LoginLimitMixin, AuthenticationForm):
+    """Django's login form under the failed-login limits of accounts/login_limits.py."""
 
 
 class PasswordConfirmForm(forms.Form):
