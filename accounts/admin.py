@@ -8,7 +8,16 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from accounts import abuse
-from accounts.models import ApiKey, Invitation, Membership, Organization, Strike, User
+from accounts.models import (
+    ApiKey,
+    FreeCreditClaim,
+    Invitation,
+    Membership,
+    Organization,
+    Strike,
+    User,
+)
+from accounts.verification import email_digest
 from billing import ledger
 from billing.models import Plan
 from sdplatform.admin_actions import ask
@@ -26,12 +35,12 @@ class ChangePlanForm(forms.Form):
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     ordering = ["email"]
-    list_display = ["email", "is_staff", "is_active", "date_joined"]
+    list_display = ["email", "is_staff", "is_active", "date_joined", "email_verified_at"]
     search_fields = ["email"]
     fieldsets = [
         (None, {"fields": ["email", "password"]}),
         ("Permissions", {"fields": ["is_active", "is_staff", "is_superuser"]}),
-        ("Dates", {"fields": ["last_login", "date_joined"]}),
+        ("Dates", {"fields": ["last_login", "date_joined", "email_verified_at"]}),
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
 
@@ -183,6 +192,28 @@ class InvitationAdmin(admin.ModelAdmin):
     list_filter = ["role", "accepted_at"]
     search_fields = ["email", "organization__slug"]
     readonly_fields = ["token"]
+
+
+@admin.register(FreeCreditClaim)
+class FreeCreditClaimAdmin(admin.ModelAdmin):
+    """Addresses that had free sign-up credits, as digests; deleting one grants them again."""
+
+    list_display = ["email_digest", "created_at"]
+    search_fields = ["email_digest"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[FreeCreditClaim], search_term: str
+    ) -> tuple[QuerySet[FreeCreditClaim], bool]:
+        # Staff search by the address itself; only its digest is stored.
+        if "@" in search_term:
+            return queryset.filter(email_digest=email_digest(search_term)), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Strike)

@@ -44,9 +44,10 @@ class UserManager(BaseUserManager["User"]):
         return self._create(email, password, **extra)
 
     def create_superuser(self, email: str, password: str | None = None, **extra: object) -> User:
-        """A staff superuser for the admin and ops pages."""
+        """A staff superuser for the admin and ops pages (an operator vouches for the email)."""
         extra["is_staff"] = True
         extra["is_superuser"] = True
+        extra.setdefault("email_verified_at", timezone.now())
         return self._create(email, password, **extra)
 
 
@@ -55,6 +56,13 @@ class User(AbstractUser):
 
     username = None
     email = models.EmailField("email address", unique=True)
+    # Set by the emailed sign-up link (accounts/verification.py) or an accepted invitation.
+    # Until then the user creates no API key and their sign-up organization has no credits.
+    email_verified_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the user proved the email address is theirs; empty: not yet",
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
@@ -63,6 +71,10 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.email
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
 
 # Slugs people cannot take by naming their organization so: Dan's public key acts for
@@ -90,6 +102,12 @@ class Organization(models.Model):
     )
     suspended_at = models.DateTimeField(null=True, blank=True)
     suspension_reason = models.CharField(max_length=500, blank=True)
+    # A self-service sign-up's credits wait for its owner's verified email (and go to each
+    # address once); the monthly grant skips the organization meanwhile.
+    free_credits_pending = models.BooleanField(
+        default=False,
+        help_text="Created at sign-up; its plan's credits wait for the owner's verified email",
+    )
 
     class Meta:
         constraints = [
@@ -135,8 +153,14 @@ class Organization(models.Model):
         return org
 
     @classmethod
-    def create_with_owner(cls, name: str, owner: User) -> Organization:
-        """A new organization on the default plan, with its credits and `owner` as owner."""
+    def create_with_owner(
+        cls, name: str, owner: User, *, free_credits: bool = True
+    ) -> Organization:
+        """A new organization on the default plan, with `owner` as owner.
+
+        It gets its plan's credits at once, or, with `free_credits=False` (a sign-up), once the
+        owner's email is verified (accounts/verification.py).
+        """
         from billing import ledger
         from billing.models import Plan
 
@@ -147,10 +171,14 @@ class Organization(models.Model):
             slug = f"{base}-{n}"
         with transaction.atomic():
             org = cls.objects.create(
-                name=name, slug=slug, plan=Plan.objects.get(slug=Plan.DEFAULT_SLUG)
+                name=name,
+                slug=slug,
+                plan=Plan.objects.get(slug=Plan.DEFAULT_SLUG),
+                free_credits_pending=not free_credits,
             )
             Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
-            ledger.grant_monthly(org)
+            if free_credits:
+                ledger.grant_monthly(org)
         org.refresh_from_db(fields=["credit_balance"])
         return org
 
@@ -200,6 +228,10 @@ class ApiKeyManager(models.Manager["ApiKey"]):
     def for_raw_key(self, raw: str) -> ApiKey | None:
         """The live key matching `raw`, compared in constant time, or None."""
         if not raw.startswith(KEY_PREFIX) or len(raw) < KEY_LOOKUP_LENGTH + 8 or len(raw) > 200:
+            return None
+        if not (raw.isascii() and raw.isprintable()):
+            # Keys are plain ASCII; a NUL would reach the prefix lookup (PostgreSQL refuses it)
+            # and an unpaired surrogate the HMAC (it cannot be encoded): both a 500, not a 401.
             return None
         digest = key_digest(raw)
         candidates = self.select_related("organization__plan").filter(
@@ -318,3 +350,26 @@ class Invitation(models.Model):
     @property
     def is_open(self) -> bool:
         return self.accepted_at is None and self.expires_at > timezone.now()
+
+
+class FreeCreditClaim(models.Model):
+    """An email address that has had its free sign-up credits, kept as a keyed digest.
+
+    Rows outlive the account (no foreign key): a deleted account signed up again with the same
+    address gets no second grant, and no plain address of a deleted user is kept.
+    """
+
+    email_digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # accounts/verification.py claim_free_credits(): one grant per address, also
+            # under two verifications at once (the second INSERT fails).
+            models.UniqueConstraint(
+                fields=["email_digest"], name="accounts_freecreditclaim_unique_digest"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"free credits claimed by {self.email_digest[:12]}…"

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import ApiKey
 from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
+from accounts.views import check_email_page
 from billing.limits import images_today
 
 RECENT_JOBS = 10
@@ -22,6 +23,12 @@ def overview(request: HttpRequest) -> HttpResponse:
     from generation.models import Job
 
     org = request.org  # type: ignore[attr-defined]
+    if not request.user.email_verified:
+        messages.warning(
+            request,
+            f"Check your email: follow the link we sent to {request.user.email} to get your "
+            "free credits and create API keys.",
+        )
     jobs = Job.objects.for_org(org).select_related("model").order_by("-created_at")[:RECENT_JOBS]
     return render(
         request,
@@ -39,8 +46,13 @@ def overview(request: HttpRequest) -> HttpResponse:
 @member_required
 @require_http_methods(["GET", "POST"])
 def keys(request: HttpRequest) -> HttpResponse:
-    """Create a key (shown once), list the organization's keys."""
+    """Create a key (shown once), list the organization's keys; verified emails only."""
     org = request.org  # type: ignore[attr-defined]
+    if not request.user.email_verified:
+        if request.method == "POST":
+            messages.error(request, "Verify your email before you create an API key.")
+            return check_email_page(request, status=403)
+        return check_email_page(request)
     if request.method == "POST":
         name = request.POST.get("name", "").strip()[:100]
         if not name:

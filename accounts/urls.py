@@ -17,6 +17,8 @@ urlpatterns = [
     ),
     path("accounts/invite/<str:token>/", team.accept, name="invitation"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/verify/", views.verify_email, name="verify-email"),
+    path("accounts/verify/<str:token>/", views.confirm_email, name="verify-email-confirm"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
     path("accounts/", views.account, name="account"),

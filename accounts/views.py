@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordResetForm
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Count
@@ -17,37 +21,111 @@ from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
+from accounts import login_limits, verification
 from accounts.forms import DeleteAccountForm, EmailChangeForm, RateLimitedLoginForm, SignupForm
 from accounts.models import Organization, User
+from sdplatform import hosts
 
 log = logging.getLogger(__name__)
 
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """A new user and their organization on the free plan, with its credits; logged in."""
+    """A new, unverified user and their organization on the free plan; logged in and emailed."""
     if request.user.is_authenticated:
         return redirect("app-overview")
-    form = SignupForm(request.POST or None, initial={"email": request.GET.get("email", "")})
+    form = SignupForm(
+        request.POST or None, request=request, initial={"email": request.GET.get("email", "")}
+    )
     next_url = request.POST.get("next") or request.GET.get("next", "")
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             user = User.objects.create_user(
                 form.cleaned_data["email"], form.cleaned_data["password"]
             )
-            org = Organization.create_with_owner(form.cleaned_data["organization"], user)
+            org = Organization.create_with_owner(
+                form.cleaned_data["organization"], user, free_credits=False
+            )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(
-            request,
-            f"Welcome! {org.name} is on the {org.plan.name} plan with {org.credit_balance} "
-            "credits. Create an API key to start.",
-        )
+        # The sign-up's email counts as the first send: an instant "resend" waits its turn.
+        verification.resend_wait(user)
+        if verification.send_verification_email(user, request):
+            messages.success(
+                request,
+                f"Welcome! {org.name} is on the {org.plan.name} plan. Check your email: we sent "
+                f"a link to {user.email}. Follow it to get your free credits and create API keys.",
+            )
+        else:
+            messages.error(request, "We could not send the verification email; send it again.")
         if next_url and url_has_allowed_host_and_scheme(
             next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             return redirect(next_url)
+        return redirect("verify-email")
+    status = 429 if form.has_error(NON_FIELD_ERRORS, "rate_limited") else 200
+    return render(request, "accounts/signup.html", {"form": form, "next": next_url}, status=status)
+
+
+def check_email_page(request: HttpRequest, status: int = 200) -> HttpResponse:
+    """The "check your email" page an unverified user gets instead of keys, with a resend button."""
+    return render(
+        request,
+        "accounts/verify_email.html",
+        {
+            "email": request.user.email,
+            "had_free_credits": verification.had_free_credits(request.user.email),
+            "hours": settings.PICTOR_EMAIL_VERIFICATION_HOURS,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def verify_email(request: HttpRequest) -> HttpResponse:
+    """Check your email (GET); send the link again, at most once a minute (POST)."""
+    if request.user.email_verified:
         return redirect("app-keys")
-    return render(request, "accounts/signup.html", {"form": form, "next": next_url})
+    if request.method == "POST":
+        wait = verification.resend_wait(request.user)
+        if wait:
+            messages.error(request, f"A link was sent moments ago; try again in {wait} seconds.")
+            return check_email_page(request, status=429)
+        if verification.send_verification_email(request.user, request):
+            messages.success(request, f"A new link is on its way to {request.user.email}.")
+        else:
+            messages.error(request, "We could not send the email just now; try again later.")
+        return redirect("verify-email")
+    return check_email_page(request)
+
+
+@require_http_methods(["GET"])
+def confirm_email(request: HttpRequest, token: str) -> HttpResponse:
+    """The emailed link: mark the email verified, grant the free credits once, allow keys."""
+    try:
+        user = verification.user_for_token(token)
+    except verification.InvalidLink as exc:
+        return render(
+            request, "accounts/verify_email_failed.html", {"reason": str(exc)}, status=400
+        )
+    outcome = verification.mark_verified(user)
+    for org, credits in outcome.granted:
+        messages.success(
+            request,
+            f"Your email is verified. {org.name} is on the {org.plan.name} plan with "
+            f"{credits} credits. Create an API key to start.",
+        )
+    for org in outcome.refused:
+        messages.warning(
+            request,
+            f"Your email is verified. This address has already had its free credits once, so "
+            f"{org.name} starts with none: buy credits or upgrade on the billing page.",
+        )
+    if not outcome.granted and not outcome.refused:
+        messages.success(request, "Your email is verified.")
+    if request.user.is_authenticated and request.user.pk == user.pk:
+        return redirect("app-keys")
+    return redirect("login")
 
 
 class LoginView(auth_views.LoginView):
@@ -56,10 +134,7 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def form_invalid(self, form: RateLimitedLoginForm) -> HttpResponse:
-        response = super().form_invalid(form)
-        if any(e.code == "rate_limited" for e in form.non_field_errors().as_data()):
-            response.status_code = 429
-        return response
+        return login_limits.answer_refused(form, super().form_invalid(form))
 
 
 class LogoutView(auth_views.LogoutView):
@@ -71,6 +146,17 @@ class PasswordResetView(auth_views.PasswordResetView):
     email_template_name = "accounts/password_reset_email.txt"
     subject_template_name = "accounts/password_reset_subject.txt"
     success_url = reverse_lazy("password_reset_done")
+
+    def form_valid(self, form: PasswordResetForm) -> HttpResponse:
+        # The link's scheme and host come from PICTOR_BASE_URL, not the request: a reset asked
+        # for with a forged Host would otherwise mail the victim a link to the forger's site.
+        base = urlsplit(hosts.base_url(self.request))
+        self.extra_email_context = {
+            "protocol": base.scheme,
+            "domain": base.netloc,
+            "site_name": base.netloc,
+        }
+        return super().form_valid(form)
 
 
 class PasswordResetDoneView(auth_views.PasswordResetDoneView):

@@ -187,7 +187,9 @@ def grant_monthly_credits(month: date | None = None) -> int:
     """
     month = month or timezone.now().date()
     granted = 0
-    for org in Organization.objects.select_related("plan").order_by("pk").iterator():
+    # A sign-up whose owner has not verified the email gets nothing yet (accounts/verification.py).
+    orgs = Organization.objects.filter(free_credits_pending=False).select_related("plan")
+    for org in orgs.order_by("pk").iterator():
         if grant_monthly(org, month=month) is not None:
             granted += 1
     return granted

@@ -25,7 +25,7 @@ def signup(client, email="ada@example.com", organization="Analytical Engines"):
 def test_it_signs_up_with_an_organization_on_the_free_plan(client):
     response = signup(client)
     assert response.status_code == 302
-    assert response["Location"] == "/app/keys/"
+    assert response["Location"] == "/accounts/verify/"
     user = User.objects.get(email="ada@example.com")
     membership = Membership.objects.get(user=user)
     org = membership.organization
@@ -33,6 +33,12 @@ def test_it_signs_up_with_an_organization_on_the_free_plan(client):
     assert (org.name, org.slug) == ("Analytical Engines", "analytical-engines")
     free = Plan.objects.get(slug="free")
     assert org.plan == free
+    # The free credits wait for the emailed link (tests/test_signup.py has the rest).
+    assert org.credit_balance == 0
+    [message] = mail.outbox
+    link = re.search(r"http://testserver(/accounts/verify/\S+/)", message.body).group(1)
+    assert client.get(link).status_code == 302
+    org.refresh_from_db()
     assert org.credit_balance == free.monthly_credits == 100
     assert CreditEntry.objects.get(organization=org).amount == 100
     # Logged in: the overview shows the organization.
@@ -73,7 +79,7 @@ def test_it_logs_in_and_out(client):
 
 
 @pytest.mark.django_db
-def test_login_attempts_are_rate_limited_per_email(client):
+def test_it_limits_failed_logins_per_email_and_address(client):
     signup(client)
     client.post("/accounts/logout/")
     for _ in range(5):
@@ -81,7 +87,7 @@ def test_login_attempts_are_rate_limited_per_email(client):
         assert wrong.status_code == 200
     blocked = client.post("/accounts/login/", {"username": "ada@example.com", "password": PASSWORD})
     assert blocked.status_code == 429
-    assert "Too many login attempts" in blocked.content.decode()
+    assert "Too many failed login attempts" in blocked.content.decode()
     assert "_auth_user_id" not in client.session
 
 
@@ -89,6 +95,7 @@ def test_login_attempts_are_rate_limited_per_email(client):
 def test_password_reset_by_email(client):
     signup(client)
     client.post("/accounts/logout/")
+    mail.outbox.clear()  # the sign-up's verification email
     response = client.post("/accounts/password/reset/", {"email": "ada@example.com"})
     assert response.status_code == 302
     [message] = mail.outbox

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, User
 from billing import ledger
@@ -39,7 +40,9 @@ def people(db: None) -> People:
         ("member", acme, Membership.Role.MEMBER),
         ("outsider", globex, Membership.Role.OWNER),
     ):
-        users[name] = User.objects.create_user(f"{name}@example.com", "pw-123456789")
+        users[name] = User.objects.create_user(
+            f"{name}@example.com", "pw-123456789", email_verified_at=timezone.now()
+        )
         Membership.objects.create(user=users[name], organization=tenant.org, role=role)
     return People(users["owner"], users["member"], users["outsider"], acme.org, globex.org)
 
@@ -192,7 +195,7 @@ def test_the_playground_submits_through_the_api_path_and_is_charged(
     assert people.acme.credit_balance == before - new.cost
     done = client.get(f"/app/playground/jobs/{new.pk}/").json()
     assert done["status"] == "success"
-    assert done["output"][0].endswith(f"/{new.pk}/0.png")
+    assert f"/files/generations/{people.acme.pk}/{new.pk}/0.png?" in done["output"][0]
 
     theirs = job(people.globex, demo_model)
     assert client.get(f"/app/playground/jobs/{theirs.pk}/").status_code == 404

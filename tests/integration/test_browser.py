@@ -1,8 +1,9 @@
 """The pages in a real browser (Debian's chromium via Playwright) on a real stack.
 
-gunicorn, a qcluster worker, PostgreSQL, Redis and S3 (moto) run as in test_stack.py. One
-journey: sign up, create a key (shown once), use it on the API, generate in the playground with
-the progress bar moving, find the job in history and usage; then a second tenant and staff.
+gunicorn, a qcluster worker, PostgreSQL, Redis and S3 (moto) run as in test_stack.py; emails are
+written to files (Django's file backend) and read back from there. One journey: sign up, verify
+the email by its link, create a key (shown once), use it on the API, generate in the playground
+with the progress bar moving, find the job in history and usage; then a second tenant and staff.
 Every page is photographed at desktop and phone width under the test's temporary folder (and
 copied to PICTOR_SCREENSHOT_DIR when set), and must raise no browser error.
 """
@@ -89,21 +90,44 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.copytree(folder, keep, dirs_exist_ok=True)
 
 
-def sign_up(visitor: Visitor, email: str, organization: str) -> None:
+def mailed_link(mailbox: Path, to: str, path: str) -> str:
+    """The newest link to `path` in an email to `to` that the web server wrote to `mailbox`."""
+    links = []
+    for file in sorted(mailbox.glob("*.log"), key=lambda f: f.stat().st_mtime):
+        for message in file.read_text().split("-" * 79):
+            if re.search(rf"^To: {re.escape(to)}$", message, re.MULTILINE):
+                links += re.findall(rf"https?://\S+{re.escape(path)}[^\s/]+/", message)
+    assert links, f"no email to {to} with a {path} link in {mailbox}"
+    return links[-1]
+
+
+def sign_up(visitor: Visitor, mailbox: Path, email: str, organization: str) -> None:
+    """Sign up, land on "check your email", then follow the emailed link to the keys page."""
     visitor.open("/accounts/signup/")
     visitor.page.fill("#id_email", email)
     visitor.page.fill("#id_password", PASSWORD)
     visitor.page.fill("#id_organization", organization)
     visitor.page.click("button[type=submit]")
+    visitor.page.wait_for_url("**/accounts/verify/")
+    assert "Check your email" in visitor.page.inner_text("main")
+    # Before the link: no key can be made, the keys page says to check the email.
+    visitor.open("/app/keys/")
+    assert visitor.page.locator("#key-name").count() == 0
+    assert "Send the link again" in visitor.page.inner_text("main")
+    visitor.open(mailed_link(mailbox, email, "/accounts/verify/"))
     visitor.page.wait_for_url("**/app/keys/")
 
 
-def test_a_new_tenant_signs_up_generates_and_sees_it(make_stack, browser, shots):
-    stack = make_stack()
+def test_a_new_tenant_signs_up_generates_and_sees_it(make_stack, browser, shots, tmp_path):
+    mailbox = tmp_path / "mail"
+    stack = make_stack(
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(mailbox),
+    )
     base = stack.base_url
     ada = Visitor(browser, base, shots, "ada")
     try:
-        journey(stack, ada, browser, shots)
+        journey(stack, ada, browser, shots, mailbox)
     except Exception:
         print(dump_logs(stack))
         raise
@@ -111,12 +135,13 @@ def test_a_new_tenant_signs_up_generates_and_sees_it(make_stack, browser, shots)
         ada.close()
 
 
-def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
+def journey(stack: Any, ada: Visitor, browser: Any, shots: Path, mailbox: Path) -> None:
     base = stack.base_url
     page = ada.page
     ada.open("/accounts/signup/")
     ada.photograph("signup")
-    sign_up(ada, "ada@example.com", "Analytical Engines")
+    sign_up(ada, mailbox, "ada@example.com", "Analytical Engines")
+    assert "Your email is verified" in page.inner_text("ul.messages")
     assert "Free plan with 100 credits" in page.inner_text("ul.messages")
 
     # A key, shown once.
@@ -188,14 +213,13 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
         ada.photograph(label)
     assert "Analytical Engines" in page.inner_text("main")  # the account page names it
 
-    # Ada invites Carol; the emailed link (the console backend prints it in the web log) lets
-    # Carol sign up with that address and join.
+    # Ada invites Carol; the emailed link lets Carol sign up with that address and join, which
+    # proves her address without the sign-up's own link.
     ada.open("/app/team/")
     page.fill("#invite-email", "carol@example.com")
     page.click("text=Send invitation")
     page.wait_for_selector("text=Invitation sent to carol@example.com")
-    web_log = (stack.logs / "web.log").read_text()
-    link = re.findall(r"https?://\S+/accounts/invite/[\w-]+/", web_log)[-1]
+    link = mailed_link(mailbox, "carol@example.com", "/accounts/invite/")
     carol = Visitor(browser, base, shots, "carol")
     try:
         carol.open(link)
@@ -210,6 +234,8 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
         carol.page.wait_for_load_state("networkidle")
         assert carol.page.url.endswith("/app/"), (carol.page.url, carol.page.inner_text("main"))
         assert "Analytical Engines" in carol.page.inner_text("h1")
+        carol.open("/app/keys/")
+        assert carol.page.locator("#key-name").count() == 1
         carol.open("/app/history/")
         assert "a lighthouse in the fog" in carol.page.content()
         assert carol.errors == [], carol.errors
@@ -219,7 +245,7 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path) -> None:
     # Another tenant sees neither job, and cannot open /ops/.
     bob = Visitor(browser, base, shots, "bob")
     try:
-        sign_up(bob, "bob@example.com", "Babbage Ltd")
+        sign_up(bob, mailbox, "bob@example.com", "Babbage Ltd")
         for job_id in (api_job, playground_job):
             response = bob.open(f"/app/playground/jobs/{job_id}/")
             assert response.status == 404
