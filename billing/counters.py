@@ -13,19 +13,45 @@ Two stores, picked by the configured cache:
 
 Windows are fixed and aligned to the clock (a minute starts at :00), so every process agrees
 on where a window ends without talking to the others.
+
+When Redis cannot be reached, every counter falls back to RateCounter rather than refusing the
+request with a 503: the database is the store of record and still answers, so requests per
+minute, the spam filter and the login limits all stay in force across processes (nothing is let
+through uncounted), while fetches, listings and logins keep working through a cache outage.
+Submits still answer 503 then, because their job needs the broker (generation/queue.py). The
+price: a window that spans the switch is counted in two stores, so for that one window a key
+may get up to twice its limit, a bounded slack rather than a bypass. After a failure a process
+counts in the database for REDIS_RETRY_SECONDS before it tries Redis again, so a dead Redis
+costs one failed connection per process per interval, not one per request.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
+from time import monotonic
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.db import DatabaseCache
+from django.core.signals import setting_changed
 from django.db import connection
+from django.dispatch import receiver
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 
 from billing.models import RateCounter
+
+log = logging.getLogger(__name__)
+
+# What the cache raises when Redis is down or failing: django-redis wraps redis-py's errors in
+# ConnectionInterrupted; Django's own Redis backend lets them through; sockets raise OSError.
+REDIS_DOWN = (ConnectionInterrupted, RedisError, OSError)
+REDIS_RETRY_SECONDS = 5.0
+# monotonic() until which this process counts in the database (Redis failed just now); imported
+# by name so that tests which fake `time` for the windows leave the back-off on the real clock.
+_redis_down_until = 0.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +65,34 @@ class Hit:
 def in_database() -> bool:
     """True when the shared cache is Django's database cache (counters use RateCounter)."""
     return isinstance(caches["default"], DatabaseCache)
+
+
+def _use_database() -> bool:
+    """True when counters go to RateCounter now: the database cache, or Redis failed just now."""
+    return in_database() or monotonic() < _redis_down_until
+
+
+def _redis_failed(exc: Exception) -> None:
+    """Count in the database for a while; log the outage once, not once per request."""
+    global _redis_down_until
+    if not _redis_down_until:
+        log.warning("the cache (Redis) is unreachable, counting in the database: %s", exc)
+    _redis_down_until = monotonic() + REDIS_RETRY_SECONDS
+
+
+def _redis_answered() -> None:
+    global _redis_down_until
+    if _redis_down_until:
+        log.info("the cache (Redis) answers again; counting there")
+        _redis_down_until = 0.0
+
+
+@receiver(setting_changed)
+def _cache_changed(setting: str, **kwargs: object) -> None:
+    """A new cache (tests switch them) starts with no memory of the old one's outage."""
+    global _redis_down_until
+    if setting == "CACHES":
+        _redis_down_until = 0.0
 
 
 def _sql(template: str) -> str:
@@ -69,11 +123,21 @@ def hit(key: str, window: int) -> Hit:
     """Count one request in the current `window`-second window of `key`."""
     now = time.time()
     end = (now // window + 1) * window
-    if in_database():
-        with connection.cursor() as cursor:
-            cursor.execute(_sql(HIT_SQL), [key, end])
-            count, end = cursor.fetchone()
-        return Hit(int(count), max(end - now, 0.0))
+    if not _use_database():
+        try:
+            counted = _redis_hit(key, end, now)
+        except REDIS_DOWN as exc:
+            _redis_failed(exc)
+        else:
+            _redis_answered()
+            return counted
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(HIT_SQL), [key, end])
+        count, end = cursor.fetchone()
+    return Hit(int(count), max(end - now, 0.0))
+
+
+def _redis_hit(key: str, end: float, now: float) -> Hit:
     # The window's end in the key: each window is a fresh key that expires on its own.
     window_key = f"pictor:{key}:{int(end)}"
     timeout = math.ceil(end - now) + 1
@@ -86,16 +150,56 @@ def hit(key: str, window: int) -> Hit:
     raise RuntimeError(f"the cache keeps dropping the counter {window_key}")
 
 
+def peek(key: str, window: int) -> Hit:
+    """The count of `key` in the current `window`-second window, without counting a request."""
+    now = time.time()
+    end = (now // window + 1) * window
+    if not _use_database():
+        try:
+            hits = cache.get(f"pictor:{key}:{int(end)}")
+        except REDIS_DOWN as exc:
+            _redis_failed(exc)
+        else:
+            _redis_answered()
+            return Hit(int(hits or 0), end - now)
+    # A row whose window has not ended is this window's: every hit on a key uses one length.
+    row = RateCounter.objects.filter(key=key, expires__gt=now).values_list("hits", "expires")
+    hits, end = row.first() or (0, end)
+    return Hit(int(hits), max(end - now, 0.0))
+
+
+def forget(key: str, window: int) -> None:
+    """Reset the current `window`-second window of `key` to zero."""
+    # Both stores: a count kept in the database during an outage must not outlive the reset.
+    RateCounter.objects.filter(key=key).delete()
+    if not _use_database():
+        end = (time.time() // window + 1) * window
+        try:
+            cache.delete(f"pictor:{key}:{int(end)}")
+        except REDIS_DOWN as exc:
+            _redis_failed(exc)
+
+
 def claim(key: str, ttl: int) -> float:
     """Take `key` for `ttl` seconds: 0.0 when taken now, else seconds the holder keeps it."""
     now = time.time()
-    if in_database():
-        with connection.cursor() as cursor:
-            cursor.execute(_sql(CLAIM_SQL), [key, now + ttl, now])
-            if cursor.fetchone() is not None:
-                return 0.0
-        held = RateCounter.objects.filter(key=key).values_list("expires", flat=True).first()
-        return max(held - now, 1.0) if held else float(ttl)
+    if not _use_database():
+        try:
+            held = _redis_claim(key, ttl)
+        except REDIS_DOWN as exc:
+            _redis_failed(exc)
+        else:
+            _redis_answered()
+            return held
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(CLAIM_SQL), [key, now + ttl, now])
+        if cursor.fetchone() is not None:
+            return 0.0
+    held = RateCounter.objects.filter(key=key).values_list("expires", flat=True).first()
+    return max(held - now, 1.0) if held else float(ttl)
+
+
+def _redis_claim(key: str, ttl: int) -> float:
     cache_key = f"pictor:{key}"
     if cache.add(cache_key, 1, ttl):
         return 0.0
@@ -105,10 +209,13 @@ def claim(key: str, ttl: int) -> float:
 
 def release(key: str) -> None:
     """Give a claim back before its time, so the same key can be claimed again at once."""
-    if in_database():
-        RateCounter.objects.filter(key=key).delete()
-    else:
-        cache.delete(f"pictor:{key}")
+    # Both stores: the claim may have been taken in the database while Redis was down.
+    RateCounter.objects.filter(key=key).delete()
+    if not _use_database():
+        try:
+            cache.delete(f"pictor:{key}")
+        except REDIS_DOWN as exc:
+            _redis_failed(exc)
 
 
 def prune_expired() -> int:

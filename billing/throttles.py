@@ -19,7 +19,8 @@ WINDOW_SECONDS = 60
 class PlanRateThrottle(BaseThrottle):
     """At most `plan.requests_per_minute` API requests per organization per clock minute.
 
-    Counted in billing/counters.py, so the limit holds across every web process and host.
+    Counted in billing/counters.py, so the limit holds across every web process and host, and
+    through a Redis outage too (the count moves to the database meanwhile; no 5xx from here).
     Requests without a valid key are not counted: they are refused (401) before this runs.
     """
 

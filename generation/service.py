@@ -17,7 +17,7 @@ from billing.limits import check_submit, unique_body
 from generation import notify
 from generation.engine.request import GenerationRequest
 from generation.models import AIModel, Job
-from generation.queue import enqueue_job
+from generation.queue import check_broker, enqueue_job
 from generation.tasks import finish, reap_expired_jobs
 from sdplatform import logs, metrics
 
@@ -49,8 +49,11 @@ def submit(
     base_url: str = "",
     output_base64: bool = False,
     fingerprint: str | None = None,
+    temp: bool = False,
 ) -> Job:
     """Create a queued job for a validated request; the worker task is enqueued on commit."""
+    # A broker that is down refuses the submit (503) before anything is claimed or charged.
+    check_broker()
     abuse.check_prompt(organization, api_key, req.prompt, req.negative_prompt)
     # The spam filter claims the body first; a refusal below gives the claim back.
     with unique_body(organization, fingerprint), transaction.atomic():
@@ -60,7 +63,8 @@ def submit(
             api_key=api_key,
             model=model,
             kind=kind,
-            params=req.to_params(),
+            # `temp` rides with the request's fields: its image links expire sooner (media.py).
+            params={**req.to_params(), **({"temp": True} if temp else {})},
             priority=organization.plan.priority,
             cost=job_cost(req),
             track_id=track_id,
@@ -72,7 +76,9 @@ def submit(
         )
         # Raises InsufficientCredits (402), which rolls the job back with the debit.
         ledger.debit_for_job(job)
-        transaction.on_commit(lambda: enqueue_job(job.pk))
+        # robust: a broker that fails after the commit (past check_broker) is logged, not a 500
+        # to a client already charged; the job stays queued and the worker's sweep enqueues it.
+        transaction.on_commit(lambda: enqueue_job(job.pk), robust=True)
         transaction.on_commit(
             lambda: metrics.JOBS_SUBMITTED.labels(kind=kind, model=model.model_id).inc()
         )

@@ -198,3 +198,38 @@ def queued_only(settings: Any) -> None:
 def no_wait(settings: Any) -> Iterator[None]:
     settings.PICTOR_SYNC_WAIT = 0
     yield
+
+
+@pytest.fixture
+def dead_redis(settings: Any, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The cache and the django-q2 broker on Redis at a port where nothing listens."""
+    import socket
+
+    from django_q.conf import Conf
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    with socket.socket() as probe:  # a port bound, then closed: a connection there is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    retry = Retry(NoBackoff(), 1)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+                "CONNECTION_POOL_KWARGS": {"retry": retry},
+            },
+        }
+    }
+    # The broker as sdplatform/settings.py makes it with REDIS_URL set (django-q2 reads its
+    # configuration once, at import).
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(
+        Conf,
+        "REDIS",
+        {"host": "127.0.0.1", "port": port, "socket_connect_timeout": 0.5, "retry": retry},
+    )
+    return port

@@ -1,5 +1,13 @@
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.django_db
@@ -36,3 +44,66 @@ def test_readyz_reports_a_broken_storage(client, settings, tmp_path):
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["storage"] == "down"
+
+
+def test_readyz_names_a_dead_redis_and_answers_fast(client, media_dir, dead_redis):
+    started = time.monotonic()
+    response = client.get("/readyz")
+    assert time.monotonic() - started < 3, "a dead Redis must fail fast, not hang the probe"
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "error",
+        "database": "ok",
+        "broker": "down",
+        "cache": "down",
+        "storage": "ok",
+    }
+    # Liveness only needs the database.
+    assert client.get("/healthz").status_code == 200
+
+
+PROBE = (
+    "import django, json, time; django.setup(); "
+    "from django.test import Client; "
+    "started = time.monotonic(); answer = Client().get('/readyz'); "
+    "print(json.dumps([answer.status_code, answer.json(), time.monotonic() - started]))"
+)
+
+
+def test_readyz_fails_fast_on_a_redis_that_never_answers(tmp_path):
+    """REDIS_URL at a Redis that accepts connections and never answers (hung, or stopped)."""
+    with socket.socket() as silent:
+        # The kernel completes the handshake for a listening socket; nothing ever replies.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "S3_"))},
+            "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
+            "REDIS_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "PICTOR_VAR_DIR": str(tmp_path / "var"),
+            "MEDIA_ROOT": str(tmp_path / "media"),
+        }
+        try:
+            run = subprocess.run(
+                [sys.executable, "-c", PROBE],
+                cwd=Path(__file__).resolve().parent.parent,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("/readyz hung on a Redis that does not answer")
+    assert run.returncode == 0, run.stderr
+    status, body, seconds = json.loads(run.stdout.strip().splitlines()[-1])
+    assert status == 503
+    assert body == {
+        "status": "error",
+        "database": "ok",
+        "broker": "down",
+        "cache": "down",
+        "storage": "ok",
+    }
+    # PICTOR_REDIS_TIMEOUT (1 s) for the cache, one more second for the broker's reads.
+    assert seconds < 6, f"/readyz took {seconds:.1f} s"
