@@ -7,12 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.http import Http404
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils.module_loading import import_string
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from generation.api.parsers import BodyTooLarge
+from generation.api.parsers import BodyTooLarge, too_large_message
 
 RATE_LIMIT_TIP = "Slow down and retry after the number of seconds in Retry-After."
 INVALID_KEY_TIP = "Send your API key as `key` in the JSON body (or a Bearer token)."
@@ -61,6 +64,9 @@ def describe(exc: Exception, context: dict[str, Any]) -> Problem | None:
         )
     if isinstance(exc, BodyTooLarge):
         return Problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc.detail), "invalid")
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own check of Content-Length (DATA_UPLOAD_MAX_MEMORY_SIZE), met first.
+        return Problem(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, too_large_message(), "invalid")
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return Problem(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Send the request body as JSON.", "invalid"
@@ -120,3 +126,82 @@ def modelslab_body(problem: Problem) -> dict[str, Any]:
 
 
 modelslab_exception_handler = handler_for(modelslab_body)
+
+
+# Each wire format's URL prefix and error body, longest prefix first: Dan's /api/sd/ lies inside
+# ModelsLab's /api/. Django-level errors (no route, a non-integer id, an oversize body, a crash)
+# answer in the route's format here; every other path gets Django's HTML pages.
+API_FORMATS: tuple[tuple[str, str], ...] = (
+    ("/api/sd/", "generation.api.dan.error_body"),
+    ("/api/", "generation.api.errors.modelslab_body"),
+    ("/sdapi/", "generation.api.a1111.error_body"),
+    ("/sd/", "generation.api.synapse.error_body"),
+    ("/v1/", "generation.api.hyperbolic.error_body"),
+)
+STATUS_MESSAGES = {
+    status.HTTP_400_BAD_REQUEST: "Bad request",
+    status.HTTP_404_NOT_FOUND: "Not Found",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "Method not allowed",
+    status.HTTP_500_INTERNAL_SERVER_ERROR: "Internal server error",
+}
+
+
+def error_body_for(path: str) -> Callable[[Problem], Any] | None:
+    """The error body of the wire format serving `path`, or None outside the APIs."""
+    for prefix, body in API_FORMATS:
+        if path.startswith(prefix):
+            # Imported late: the format modules import this one.
+            return import_string(body)
+    return None
+
+
+def error_page(request: HttpRequest, code: int, message: str | None = None) -> HttpResponse:
+    """An error answered outside any view: JSON in the route's format, else a plain page."""
+    text = message or STATUS_MESSAGES.get(code, "Error")
+    render = error_body_for(request.path_info)
+    if render is None:
+        return HttpResponse(
+            defaults.ERROR_PAGE_TEMPLATE % {"title": text, "details": ""},
+            status=code,
+            content_type="text/html",
+        )
+    kind = (
+        "not_found" if code == status.HTTP_404_NOT_FOUND else "invalid" if code < 500 else "error"
+    )
+    body = render(Problem(code, text, kind))
+    # Compact, like the API views' own JSON answers.
+    return JsonResponse(body, status=code, safe=False, json_dumps_params={"separators": (",", ":")})
+
+
+def api_html_errors_as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The response, with an HTML error page on an API route (DEBUG's pages) made JSON."""
+    if (
+        response.status_code >= 400
+        and response.get("Content-Type", "").startswith("text/html")
+        and error_body_for(request.path_info) is not None
+    ):
+        return error_page(request, response.status_code)
+    return response
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: an oversize body is a 413 on API routes; Django's page elsewhere."""
+    if error_body_for(request.path_info) is None:
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        return error_page(request, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, too_large_message())
+    return error_page(request, status.HTTP_400_BAD_REQUEST)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: no such route (or a non-integer id in one), in the route's format."""
+    if error_body_for(request.path_info) is None:
+        return defaults.page_not_found(request, exception)
+    return error_page(request, status.HTTP_404_NOT_FOUND)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: the route's format, never a page that shows settings."""
+    if error_body_for(request.path_info) is None:
+        return defaults.server_error(request)
+    return error_page(request, status.HTTP_500_INTERNAL_SERVER_ERROR)

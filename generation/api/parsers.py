@@ -1,13 +1,36 @@
-"""Request parsing shared by the wire formats."""
+"""Request parsing shared by the wire formats: strict JSON, size limits, chunked bodies.
+
+Every API view parses its body with StrictJSONParser (or its any-Content-Type variant). The
+key may sit in the body, so authentication reads `request.data` first: a body this parser
+refuses answers the format's 400 before any key is looked up, and nothing in it reaches the
+database (PostgreSQL refuses NUL characters and unpaired surrogates with a 500).
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
+from django.http import HttpRequest, HttpResponse
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
+
+# Deeper than any request of any format; json's C scanner recurses per level and a body of a
+# thousand brackets would end in RecursionError (a 500 and a traceback per request).
+MAX_JSON_DEPTH = 32
+# A JSON string (escapes included) or a bracket; strings are skipped whole so that brackets
+# inside prompts do not count. The unrolled loop keeps megabytes of base64 fast.
+JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# What no text field may hold: PostgreSQL cannot store NUL, and an unpaired surrogate (only
+# reachable through a \ud800-style escape) cannot be encoded as UTF-8 at all.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_MESSAGE = "contains a NUL character or an unpaired surrogate"
 
 
 class BodyTooLarge(APIException):
@@ -15,15 +38,135 @@ class BodyTooLarge(APIException):
     default_code = "body_too_large"
 
 
-class AnyContentTypeJSONParser(JSONParser):
+LENGTH_REQUIRED = "Send the request body with a Content-Length header."
+
+
+def too_large_message() -> str:
+    """The 413 sentence, naming the configured limit."""
+    limit = settings.PICTOR_MAX_BODY_BYTES
+    size = f"{limit / 2**20:.1f} MiB" if limit >= 2**20 else f"{limit / 2**10:.1f} KiB"
+    return f"The request body may be at most {size}."
+
+
+def has_unstorable(text: str) -> bool:
+    """Whether `text` holds a NUL character or an unpaired surrogate."""
+    return UNSTORABLE.search(text) is not None
+
+
+def url_is_unstorable(request: HttpRequest) -> bool:
+    """Whether the path, or a name or value of the query string, holds unstorable text."""
+    return has_unstorable(request.path) or any(
+        has_unstorable(name) or any(has_unstorable(value) for value in values)
+        for name, values in request.GET.lists()
+    )
+
+
+def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests arrays and objects more than `limit` levels deep."""
+    depth = 0
+    for match in JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def refuse_constant(name: str) -> Any:
+    """json's hook for NaN, Infinity and -Infinity: not JSON, and not a number a job can use."""
+    raise ParseError(f"{name} is not a valid JSON value.")
+
+
+def check_text(value: Any) -> None:
+    """Raise ParseError naming the first string or key (at any depth) that cannot be stored."""
+    pending: list[tuple[Any, str]] = [(value, "")]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, str):
+            if has_unstorable(item):
+                name = f"The field {where[:100]!r}" if where else "The body"
+                raise ParseError(f"{name} {UNSTORABLE_MESSAGE}.")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if has_unstorable(key):
+                    raise ParseError(f"A field name {UNSTORABLE_MESSAGE}.")
+                pending.append((child, f"{where}.{key}" if where else key))
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}[{n}]") for n, child in enumerate(item))
+
+
+def loads(raw: bytes, encoding: str = "utf-8") -> Any:
+    """Parse a JSON body strictly: bounded nesting, no NaN/Infinity, only storable text."""
+    try:
+        text = raw.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ParseError(f"The body is not valid {encoding} text.") from exc
+    if too_deep(text):
+        raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        data = json.loads(text, parse_constant=refuse_constant)
+    except ValueError as exc:
+        raise ParseError(f"JSON parse error - {exc}") from exc
+    check_text(data)
+    return data
+
+
+class StrictJSONParser(JSONParser):
+    """JSON bodies, refused with a ParseError (the format's 400) when unsafe to process."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        context = parser_context or {}
+        limit = settings.PICTOR_MAX_BODY_BYTES
+        # Django has checked Content-Length against DATA_UPLOAD_MAX_MEMORY_SIZE; this bounds
+        # the read whatever the stream is.
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise BodyTooLarge(too_large_message())
+        return loads(raw, context.get("encoding") or settings.DEFAULT_CHARSET)
+
+
+class AnyContentTypeJSONParser(StrictJSONParser):
     """Reads the body as JSON whatever Content-Type says (curl -d sends form encoding)."""
 
     media_type = "*/*"
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        limit = settings.PICTOR_MAX_BODY_BYTES
-        request = (parser_context or {}).get("request")
-        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(f"The request body may be at most {limit / 2**20:.1f} MiB.")
-        return super().parse(stream, media_type, parser_context)
+
+def is_chunked_without_length(request: HttpRequest) -> bool:
+    """A body announced by Transfer-Encoding: chunked, with no Content-Length."""
+    meta = request.META
+    return (
+        not meta.get("CONTENT_LENGTH")
+        and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+    )
+
+
+class RequestInputMiddleware:
+    """Reads chunked bodies whole and refuses unstorable URLs, before any view runs.
+
+    Django sizes a request body by Content-Length alone, so a chunked body would read as empty
+    (and its key as missing). gunicorn de-chunks the body and says so with
+    `wsgi.input_terminated`: read it here, up to one byte past the limit, and give Django its
+    length. A server that does not de-chunk gets 411. A NUL character in the path or the query
+    string (%00) would reach database lookups (model names, page filters): 400.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from generation.api import errors
+
+        if url_is_unstorable(request):
+            message = f"The URL {UNSTORABLE_MESSAGE}."
+            return errors.error_page(request, status.HTTP_400_BAD_REQUEST, message)
+        if is_chunked_without_length(request):
+            if not request.META.get("wsgi.input_terminated"):
+                return errors.error_page(request, status.HTTP_411_LENGTH_REQUIRED, LENGTH_REQUIRED)
+            body = request.META["wsgi.input"].read(settings.PICTOR_MAX_BODY_BYTES + 1)
+            # One byte past the limit makes Django (and so the format's handler) answer 413.
+            request.META["CONTENT_LENGTH"] = str(len(body))
+            request._stream = LimitedStream(io.BytesIO(body), len(body))
+        return errors.api_html_errors_as_json(request, self.get_response(request))
