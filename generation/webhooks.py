@@ -12,13 +12,14 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from datetime import datetime, timedelta
 from enum import Enum
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 DELIVER_TASK = "generation.webhooks.deliver"
 USER_AGENT = "Pictor-Webhooks/1"
 EXCERPT_CHARS = 500
+# An attempt's error text is kept to this much; a receiver's words never grow a row unbounded.
+ERROR_CHARS = 2000
+# What PostgreSQL cannot store (NUL) or UTF-8 cannot encode (a lone surrogate): a receiver's
+# reply may hold either, and a row that cannot be saved must not stall the delivery.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # A running attempt holds the delivery this long past its network timeout; a worker that dies
 # mid-attempt leaves it to django-q2's redelivery, which then finds the attempt due again.
 ATTEMPT_LEASE_MARGIN = timedelta(seconds=60)
@@ -167,6 +173,7 @@ def deliver(delivery_id: int) -> None:
         attempt.status_code = response.status
         attempt.response_excerpt = _excerpt(response.body)
         outcome = classify(response.status)
+    attempt.error = storable(attempt.error)[:ERROR_CHARS]
     attempt.duration_ms = round((time.monotonic() - started) * 1000)
     _record(delivery, attempt, outcome)
 
@@ -182,9 +189,19 @@ def classify(status: int) -> Outcome:
     return Outcome.GIVE_UP
 
 
+def storable(text: str) -> str:
+    """`text` without NUL characters and lone surrogates, which a row cannot hold."""
+    return UNSTORABLE.sub("", text)
+
+
 def _excerpt(body: bytes) -> str:
     # Four bytes per character at most, so this slice always holds EXCERPT_CHARS characters.
-    return body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+    return storable(body[: EXCERPT_CHARS * 4].decode("utf-8", "replace"))[:EXCERPT_CHARS]
+
+
+def max_attempts() -> int:
+    """Attempts a delivery gets in all: the first, then one per configured retry delay."""
+    return len(settings.PICTOR_WEBHOOK_RETRY_DELAYS) + 1
 
 
 def _claim(delivery_id: int, lease: timedelta) -> int | None:
@@ -200,6 +217,20 @@ def _claim(delivery_id: int, lease: timedelta) -> int | None:
     attempts, due = row
     if due is None or due > now + DUE_SLACK:
         # Not due: a duplicate of a task whose attempt already ran or is running.
+        return None
+    if attempts >= max_attempts():
+        # Every attempt was made, but the last one's outcome never got recorded (its worker
+        # died, or its row could not be saved). The count is taken before each send, so this
+        # bound holds whatever failed after it: give up rather than send again.
+        gave_up = WebhookDelivery.objects.filter(
+            pk=delivery_id, status=WebhookDelivery.Status.PENDING, attempts=attempts
+        ).update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None, finished_at=now)
+        if gave_up:
+            log.warning(
+                "webhook delivery %s failed: %s attempt(s) made, the last not recorded",
+                delivery_id,
+                attempts,
+            )
         return None
     # Compare-and-set on the attempt count: of two workers holding the same task, one sends.
     claimed = WebhookDelivery.objects.filter(
@@ -218,7 +249,12 @@ def _record(delivery: WebhookDelivery, attempt: WebhookAttempt, outcome: Outcome
         pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=number
     )
     with transaction.atomic():
-        attempt.save()
+        try:
+            # A savepoint: should the log row fail, the delivery's state still moves on.
+            with transaction.atomic():
+                attempt.save()
+        except DatabaseError:
+            log.exception("webhook %s attempt %s could not be logged", delivery.webhook_id, number)
         if outcome is Outcome.RETRY:
             delay = delays[number - 1]
             when = now + timedelta(seconds=delay)

@@ -47,6 +47,8 @@ class Receiver:
     script: list[tuple[int, float]] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The reply body; None answers {"received": true|false}.
+    reply: bytes | None = None
 
     @property
     def url(self) -> str:
@@ -70,7 +72,7 @@ def receiver(settings: Any) -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             status, stall = state.take(Hit({k.lower(): v for k, v in self.headers.items()}, body))
             time.sleep(stall)
-            reply = json.dumps({"received": status < 300}).encode()
+            reply = state.reply or json.dumps({"received": status < 300}).encode()
             try:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -146,8 +148,9 @@ def test_it_retries_until_the_receiver_accepts(api, tenant, demo_model, sync_que
         assert payload["track_id"] == "order-77"
         assert payload["meta"]["seed"] == 5
         assert payload["output"] == data["output"]
-        assert payload["output"][0].startswith("http://testserver/media/generations/")
-        assert payload["output"][0].endswith(f"/{job_id}/0.png")
+        assert payload["output"][0].startswith(
+            f"http://testserver/files/generations/{tenant.org.pk}/{job_id}/0.png?expires="
+        )
 
     delivery = delivery_of(job_id)
     assert delivery.status == WebhookDelivery.Status.DELIVERED
@@ -353,3 +356,43 @@ def test_a_stalled_delivery_is_sent_by_the_reaper(
     # Nothing stalled any more: another sweep sends nothing.
     reap_expired_jobs()
     assert len(receiver.hits) == 2
+
+
+def test_a_reply_holding_nul_and_invalid_utf8_is_logged_without_them(
+    api, tenant, demo_model, sync_queue, receiver
+):
+    receiver.reply = b'{"ok":\x00 true}\xed\xa0\x80' + b"x" * 3000
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    assert len(receiver.hits) == 1
+    delivery = delivery_of(job_id)
+    assert (delivery.status, delivery.attempts) == (WebhookDelivery.Status.DELIVERED, 1)
+    [attempt] = delivery.attempt_log.all()
+    assert attempt.status_code == 200
+    assert attempt.response_excerpt.startswith('{"ok": true}')
+    assert "\x00" not in attempt.response_excerpt
+    assert len(attempt.response_excerpt) == webhooks.EXCERPT_CHARS
+
+
+def test_a_delivery_whose_attempts_are_spent_is_never_sent_again(
+    api, tenant, demo_model, sync_queue, receiver, settings
+):
+    """Its last attempt's outcome was never recorded: the sweep gives up instead of sending."""
+    from generation.tasks import reap_expired_jobs
+
+    settings.PICTOR_WEBHOOK_RETRY_DELAYS = (600, 600)
+    receiver.answer(500)
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    delivery = delivery_of(job_id)
+    assert (len(receiver.hits), delivery.attempts) == (1, 1)
+    # As if attempts 2 and 3 were sent and then their workers died before recording them.
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        attempts=3, next_attempt_at=timezone.now() - timedelta(minutes=10)
+    )
+    for _ in range(3):
+        reap_expired_jobs()
+        webhooks.deliver(delivery.pk)
+    assert len(receiver.hits) == 1
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert delivery.finished_at is not None
+    assert delivery.attempts == 3

@@ -111,6 +111,8 @@ WIRE_NAMES = {
     "embeddings_model": "prompt",
     "vae": "override_settings.sd_vae",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
+    "hires_scale": "hr_scale",
+    "hires_strength": "denoising_strength",
 }
 
 # k-diffusion names webui also accepts for its samplers.
@@ -354,6 +356,8 @@ def find_model(organization: Organization, name: Any, field: str) -> AIModel:
     """The checkpoint `name` calls, among those the organization may use (404 like webui)."""
     if not isinstance(name, str) or not name.strip():
         raise Unprocessable({field: ["Give a checkpoint title or model name."]})
+    if not adapter.is_storable(name):
+        raise Unprocessable({field: [f"The name {adapter.UNSTORABLE_TEXT}."]})
     wanted = name.strip()
     bare = CHECKSUM_SUFFIX.sub("", wanted)
     visible = list(AIModel.objects.visible_to(organization).order_by("model_id"))
@@ -649,6 +653,7 @@ def read_overrides(
     """override_settings: the checkpoint, clip skip and VAE it asks for (400 for the rest)."""
     model = None
     fields: dict[str, Any] = {}
+    refuse_unstorable_names(overrides, "override_settings")
     for key, value in overrides.items():
         name = f"override_settings.{key}"
         if value is None:
@@ -658,15 +663,15 @@ def read_overrides(
         elif key == "CLIP_stop_at_last_layers":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise Unprocessable({name: ["Must be an integer."]})
-            try:
-                layers = int(value)
-            except ValueError:
-                raise Unprocessable({name: ["Must be an integer."]}) from None
-            if not 1 <= layers <= MAX_CLIP_SKIP:
-                raise Unprocessable({name: [f"Must be between 1 and {MAX_CLIP_SKIP}."]})
+            # Its digits are counted before int() sees them (5,000 digits would be a 500).
+            layers = adapter.bounded_int(value, 1, MAX_CLIP_SKIP)
+            if layers is None:
+                raise Unprocessable({name: [f"Must be an integer between 1 and {MAX_CLIP_SKIP}."]})
             fields["clip_skip"] = layers if layers > 1 else None
         elif key == "sd_vae":
             vae = str(value).strip()
+            if not adapter.is_storable(vae):
+                raise Unprocessable({name: [f"The VAE name {adapter.UNSTORABLE_TEXT}."]})
             if vae not in ("Automatic", "None", ""):
                 fields["vae"] = next(
                     (vae[: -len(s)] for s in WEIGHT_SUFFIXES if vae.endswith(s)), vae
@@ -681,6 +686,14 @@ def read_overrides(
                 }
             )
     return model, fields
+
+
+def refuse_unstorable_names(settings: dict[str, Any], where: str) -> None:
+    """A 422 for a setting name that cannot be stored or even shown (NUL, lone surrogate)."""
+    for key in settings:
+        if not adapter.is_storable(str(key)):
+            message = f"A setting name in {where} {adapter.UNSTORABLE_TEXT}."
+            raise Unprocessable({where if where != "body" else "": [message]})
 
 
 def embeddings_in(organization: Organization, model: AIModel, *prompts: str) -> list[str]:
@@ -1020,7 +1033,8 @@ ERRORS = {
     422: ValidationAnswer,
     429: ErrorAnswer,
 }
-GENERATION_ERRORS = {**ERRORS, 500: ErrorAnswer, 504: ErrorAnswer}
+# A submit also answers 503 when the job queue is down.
+GENERATION_ERRORS = {**ERRORS, 500: ErrorAnswer, 503: ErrorAnswer, 504: ErrorAnswer}
 
 
 class GenerateView(A1111View):
@@ -1312,11 +1326,19 @@ class OptionsView(A1111View):
             "A1111SetOptions",
             {"sd_model_checkpoint": serializers.CharField(help_text="A title or model name")},
         ),
-        responses={200: OpenApiResponse(description="The body is JSON null."), **ERRORS},
+        responses={
+            200: OpenApiResponse(description="The body is JSON null."),
+            400: ErrorAnswer,
+            404: DetailAnswer,
+            422: ValidationAnswer,
+        },
     )
     def post(self, request: Request) -> HttpResponse:
         org = request.user.organization
         body = read_body(request.data)
+        # Checked here too, not only by the JSON parser: a name or value that cannot be stored
+        # must not reach a query or an error message (which could not be encoded).
+        refuse_unstorable_names(body, "body")
         current = options(org, request.auth)
         model = None
         for key, value in body.items():

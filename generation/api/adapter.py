@@ -9,6 +9,8 @@ into its own with `renamed`.
 from __future__ import annotations
 
 import base64
+import math
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -25,12 +27,19 @@ from billing.models import Plan
 from generation import service
 from generation.api.errors import Problem, handler_for
 from generation.api.parsers import AnyContentTypeJSONParser
+from generation.engine.prompts import MAX_LORA_WEIGHT, UNSTORABLE
 from generation.engine.request import DEFAULT_SCHEDULER, GenerationRequest
 from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
 from generation.models import AIModel, Job
 
 MAX_SEED = 2**32 - 1
 MAX_LORAS = 5
+# A number sent as text (or an integer) longer than this is refused before any conversion:
+# int() of thousands of digits is slow, and past 4,300 Python refuses it (a 500).
+MAX_NUMBER_CHARS = 32
+INTEGER_TEXT = re.compile(r"[+-]?\d+")
+MAX_INT_BITS = 106  # about MAX_NUMBER_CHARS decimal digits
+UNSTORABLE_TEXT = "holds a NUL character or an unpaired surrogate"
 
 
 class GenerationTimedOut(APIException):
@@ -141,8 +150,82 @@ def check_steps(plan: Plan, field: str, value: int) -> None:
         raise ValidationError({field: [f"The {field} may not be greater than {limit}."]})
 
 
+def bounded_float(value: Any, low: float, high: float) -> float | None:
+    """`value` (a number, or one as text) as a finite float in [low, high]; else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, str) and len(value.strip()) > MAX_NUMBER_CHARS:
+        return None
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    # NaN fails every comparison, so test finiteness first, not only the range.
+    return number if math.isfinite(number) and low <= number <= high else None
+
+
+def bounded_int(value: Any, low: int, high: int) -> int | None:
+    """`value` (an integer, a whole float, or digits as text) in [low, high]; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        number = int(value) if value.is_integer() else None
+    elif isinstance(value, int):
+        number = value if value.bit_length() <= MAX_INT_BITS else None
+    elif isinstance(value, str) and INTEGER_TEXT.fullmatch(text := value.strip()):
+        # Counted before int(): a 5,000-digit string must not reach the conversion.
+        number = int(text) if len(text) <= MAX_NUMBER_CHARS else None
+    else:
+        return None
+    return number if number is not None and low <= number <= high else None
+
+
+def is_storable(text: str) -> bool:
+    """Whether text can be stored and encoded: no NUL character, no unpaired surrogate."""
+    return UNSTORABLE.search(text) is None
+
+
+def storable(value: str) -> str:
+    """A serializer field's check (also for text from form or query data, not only JSON)."""
+    if not is_storable(value):
+        raise ValidationError(f"The value {UNSTORABLE_TEXT}.")
+    return value
+
+
+def check_storable(field: str, value: Any) -> None:
+    """A 400 naming `field` when its text (or any text key or item in it) cannot be stored."""
+    items = [value]
+    while items:
+        item = items.pop()
+        if isinstance(item, str) and not is_storable(item):
+            raise ValidationError({field: [f"The {field} {UNSTORABLE_TEXT}."]})
+        if isinstance(item, dict):
+            items.extend(item.keys())
+            items.extend(item.values())
+        elif isinstance(item, list | tuple):
+            items.extend(item)
+
+
+def check_lora_weights(loras: list[tuple[str, float]], field: str) -> None:
+    """Every LoRA weight finite and within ±MAX_LORA_WEIGHT, as in every format."""
+    for name, weight in loras:
+        if bounded_float(weight, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT) is None:
+            raise ValidationError(
+                {
+                    field: [
+                        f"The weight of LoRA {name} must be a number between "
+                        f"{-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}."
+                    ]
+                }
+            )
+
+
 def check_loras(loras: list[tuple[str, float]], field: str) -> None:
-    """No LoRA twice, and at most MAX_LORAS."""
+    """No LoRA twice, at most MAX_LORAS, names that can be stored, weights within bounds."""
+    check_storable(field, [name for name, _weight in loras])
+    check_lora_weights(loras, field)
     names = [name for name, _weight in loras]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -177,6 +260,8 @@ def submit(
         raise ValidationError({"model_id": ["The model_id field is required."]})
     model = modelslab.resolve_model(request, model_id, kind)
     images = modelslab.Inputs(request.user.organization.pk)
+    # ModelsLab's `temp` (shorter-lived image links) belongs to the job, not the generation.
+    temp = bool(fields.pop("temp", False))
     try:
         req = modelslab.build_request(request, model, fields, kind, images)
         return queue(
@@ -186,6 +271,7 @@ def submit(
             track_id=track_id,
             webhook=webhook,
             output_base64=output_base64,
+            temp=temp,
         )
     except BaseException:
         images.discard()
@@ -200,10 +286,16 @@ def queue(
     track_id: str = "",
     webhook: str = "",
     output_base64: bool = False,
+    temp: bool = False,
 ) -> Job:
     """Queue and charge a ready request for the caller (the spam filter sees the body as sent)."""
     from generation.api.modelslab import base_url_for
 
+    # The formats check their own fields; this catches what only the whole request shows (a
+    # hires pass with no step), so an accepted job never fails for a reason its params show.
+    problems = req.problems()
+    if problems:
+        raise ValidationError({name: [message] for name, message in problems.items()})
     return service.submit(
         req,
         request.user.organization,
@@ -215,6 +307,7 @@ def queue(
         base_url=base_url_for(request),
         output_base64=output_base64,
         fingerprint=limits.body_fingerprint(request.data, request.path),
+        temp=temp,
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.urls import URLPattern, path
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
@@ -25,7 +24,7 @@ from rest_framework.response import Response
 
 from accounts.auth import AnonymousKeyAuthentication
 from billing.models import Plan
-from generation import service
+from generation import media, service
 from generation.api import adapter, modelslab
 from generation.api.errors import Problem
 from generation.engine.prompts import PromptError, extract_lora_tags
@@ -64,6 +63,8 @@ TASK_NOT_FOUND = "Task not found"
 # GenerationRequest's field names (as the shared layer names them in a 400) -> Dan's.
 DAN_NAMES = {
     "samples": "batch_size",
+    "hires_scale": "upscale",
+    "hires_strength": "upscale",
     "guidance_scale": "cfg_scale",
     "scheduler": "sampler_name",
     "lora_model": "loras",
@@ -139,6 +140,7 @@ class LorasField(serializers.Field):
             name, weight = item[0].strip(), item[1]
             if not name or len(name) > 100:
                 raise ValidationError("A LoRA name must be 1 to 100 characters.")
+            adapter.storable(name)
             if not is_number(weight) or abs(weight) > MAX_LORA_WEIGHT:
                 raise ValidationError(
                     f"The weight of LoRA {name!r} must be a number between "
@@ -239,14 +241,11 @@ class UpscaleField(serializers.Field):
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool):
             return 2 if data else 1
-        text = str(data).strip().lower()
-        if text in ("true", "false"):
-            return 2 if text == "true" else 1
-        try:
-            factor = float(text)
-        except ValueError:
-            factor = 0.0
-        if factor != int(factor) or not 1 <= factor <= MAX_UPSCALE:
+        if isinstance(data, str) and data.strip().lower() in ("true", "false"):
+            return 2 if data.strip().lower() == "true" else 1
+        # Bounded before any conversion: 5,000 digits or "nan" are refused, not a 500.
+        factor = adapter.bounded_float(data, 1, MAX_UPSCALE)
+        if factor is None or not factor.is_integer():
             raise ValidationError(
                 f"The upscale must be a factor from 1 to {MAX_UPSCALE}, or true or false."
             )
@@ -399,7 +398,7 @@ ERROR = inline_serializer(
         "message": serializers.CharField(),
     },
 )
-ERRORS = {status: ERROR for status in (400, 401, 402, 403, 404, 429)}
+ERRORS = {status: ERROR for status in (400, 401, 402, 403, 404, 429, 503)}
 POLL_ERRORS = {status: ERROR for status in (401, 403, 404, 429)}
 
 
@@ -418,8 +417,9 @@ def task_answer(job: Job, base_url: str) -> dict[str, Any]:
     status = TASK_STATUS[job.status]
     images: list[str] = []
     if status == DONE and not job.expired_at:
+        seconds = media.job_lifetime(job)
         images = [
-            modelslab.absolute(base_url, default_storage.url(output.path))
+            modelslab.absolute(base_url, media.signed_url(output.path, seconds))
             for output in job.outputs.order_by("index")
         ]
     data: dict[str, Any] = {

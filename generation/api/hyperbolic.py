@@ -50,6 +50,7 @@ ERROR_TYPES = {
     403: "permission_error",
     429: "rate_limit_error",
     500: "server_error",
+    503: "server_error",  # the queue is down: the request was fine, retry it later
     504: "timeout_error",
 }
 
@@ -77,15 +78,12 @@ class LorasField(serializers.Field):
             raise ValidationError('Must be an object of LoRA names to weights: {"name": 0.8}.')
         loras = []
         for name, weight in data.items():
-            if isinstance(weight, bool) or not isinstance(weight, int | float | str):
-                raise ValidationError(f"The weight of {name!r} must be a number.")
-            try:
-                number = float(weight)
-            except ValueError:
-                raise ValidationError(f"The weight of {name!r} must be a number.") from None
-            if not -MAX_LORA_WEIGHT <= number <= MAX_LORA_WEIGHT:
+            adapter.storable(name)
+            # Finite and in range: "nan" passes no comparison, 10**400 overflows float().
+            number = adapter.bounded_float(weight, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
+            if number is None:
                 raise ValidationError(
-                    f"The weight of {name!r} must be between {-MAX_LORA_WEIGHT:g} "
+                    f"The weight of {name!r} must be a number between {-MAX_LORA_WEIGHT:g} "
                     f"and {MAX_LORA_WEIGHT:g}."
                 )
             loras.append((str(name).strip(), number))
@@ -322,7 +320,9 @@ class GenerationView(FormatView):
         request=HyperbolicSerializer,
         responses={
             200: HyperbolicImages,
-            **{code: HyperbolicError for code in (400, 401, 402, 403, 404, 413, 429, 500, 504)},
+            **{
+                code: HyperbolicError for code in (400, 401, 402, 403, 404, 413, 429, 500, 503, 504)
+            },
         },
     )
     def post(self, request: Request) -> Response:

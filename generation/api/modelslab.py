@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from generation import addons, inputs, service
+from generation import addons, inputs, media, service
 from generation.api import adapter, schema
 from generation.api.adapter import MAX_SEED
 from generation.api.parsers import AnyContentTypeJSONParser
@@ -48,7 +51,6 @@ NOT_SUPPORTED = (
     "panorama",
     "self_attention",
     "multi_lingual",
-    "temp",
     "face_enhance",
     "guess_mode",
     "clip_skip_2",
@@ -123,6 +125,8 @@ class NamesField(serializers.Field):
         names = comma_list(data)
         if any(len(name) > 100 for name in names):
             raise ValidationError("A name may be at most 100 characters.")
+        for name in names:
+            adapter.storable(name)
         return names
 
 
@@ -137,12 +141,11 @@ class NumbersField(serializers.Field):
 
     def to_internal_value(self, data: Any) -> list[float]:
         items = data if isinstance(data, list) else comma_list(data)
-        try:
-            numbers = [float(item) for item in items]
-        except (TypeError, ValueError):
-            raise ValidationError(
-                "Must be a number or a comma-separated list of numbers."
-            ) from None
+        # Finite numbers of sane length only: NaN passes no range check, 1e400 overflows.
+        read = [adapter.bounded_float(item, -math.inf, math.inf) for item in items]
+        numbers = [n for n in read if n is not None]
+        if len(numbers) != len(read):
+            raise ValidationError("Must be a number or a comma-separated list of numbers.")
         if any(not (self.min_value <= n <= self.max_value) for n in numbers):
             raise ValidationError(
                 f"Each value must be between {self.min_value} and {self.max_value}."
@@ -162,8 +165,8 @@ class SwitchOrFactorField(serializers.Field):
             return 2
         if text in OFF_WORDS:
             return 1
-        factor = int(text) if text.isdigit() else 0
-        if not 1 <= factor <= MAX_UPSCALE:
+        factor = adapter.bounded_int(text, 1, MAX_UPSCALE)
+        if factor is None:
             raise ValidationError(f"Must be yes, no or a factor from 1 to {MAX_UPSCALE}.")
         return factor
 
@@ -202,6 +205,8 @@ class GenerationSerializer(ModelsLabSerializer):
     track_id = serializers.CharField(max_length=255, required=False)
     webhook = serializers.URLField(max_length=2000, required=False)
     base64 = serializers.BooleanField(default=False)
+    # Image links that expire sooner (PICTOR_MEDIA_TEMP_URL_EXPIRE, generation/media.py).
+    temp = serializers.BooleanField(default=False)
     # Answer at once with `processing` and future_links instead of waiting for the image.
     instant_response = serializers.BooleanField(default=False)
 
@@ -307,6 +312,13 @@ class GenerationSerializer(ModelsLabSerializer):
         field = "upscale" if "upscale" in self.initial_data else "highres_fix"
         if self.kind != "text2img":
             raise ValidationError({field: [f"The {field} option works on text2img only."]})
+        # The second pass denoises int(steps × its strength) steps; with none the worker fails.
+        strength = GenerationRequest.hires_strength
+        if int(attrs["steps"] * strength) < 1:
+            least = math.ceil(1 / strength)
+            raise ValidationError(
+                {field: [f"The {field} option needs at least {least} inference steps."]}
+            )
         width, height = attrs.get("width", DEFAULT_SIDE), attrs.get("height", DEFAULT_SIDE)
         adapter.check_upscaled(plan, field, width, height, factor)
 
@@ -386,6 +398,7 @@ class SuperResolutionSerializer(ModelsLabSerializer):
     track_id = serializers.CharField(max_length=255, required=False)
     webhook = serializers.URLField(max_length=2000, required=False)
     base64 = serializers.BooleanField(default=False)
+    temp = serializers.BooleanField(default=False)
     seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
 
     validate_webhook = GenerationSerializer.validate_webhook
@@ -424,7 +437,9 @@ def parse(serializer_class: type[ModelsLabSerializer], data: Any, plan: Plan) ->
 
 def base_url_for(request: Request) -> str:
     """Scheme and host for absolute URLs: PICTOR_BASE_URL, else the host the client called."""
-    return settings.PICTOR_BASE_URL or request.build_absolute_uri("/").rstrip("/")
+    from sdplatform import hosts
+
+    return hosts.base_url(request)
 
 
 def absolute(base_url: str, url: str) -> str:
@@ -435,8 +450,12 @@ def absolute(base_url: str, url: str) -> str:
 
 
 def output_links(base_url: str, job: Job) -> list[str]:
-    """Where the job's images are (or will be) served, absolute."""
-    return [absolute(base_url, default_storage.url(job.output_path(i))) for i in range(job.samples)]
+    """Fresh signed links to where the job's images are (or will be), absolute."""
+    seconds = media.job_lifetime(job)
+    return [
+        absolute(base_url, media.signed_url(job.output_path(i), seconds))
+        for i in range(job.samples)
+    ]
 
 
 def job_meta(job: Job) -> dict[str, Any]:
@@ -516,7 +535,10 @@ def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") ->
                 base64.b64encode(default_storage.open(o.path).read()).decode() for o in outputs
             ]
         else:
-            output = [absolute(base_url, default_storage.url(o.path)) for o in outputs]
+            # Signed now, so every fetch (and the webhook) hands out links that work for the
+            # full lifetime from this answer on.
+            seconds = media.job_lifetime(job)
+            output = [absolute(base_url, media.signed_url(o.path, seconds)) for o in outputs]
         return {
             "status": "success",
             "generationTime": job.generation_time,
@@ -631,12 +653,36 @@ def resolve_addons(request: Request, model: AIModel, fields: dict[str, Any]) -> 
         raise ValidationError({exc.field: [exc.message]}) from None
 
 
+def text_encoder_layers(model: AIModel) -> int | None:
+    """How deep the checkpoint's text encoder is, from its folder's config (None if unknown)."""
+    config = Path(model.local_path) / "text_encoder" / "config.json"
+    try:
+        return int(json.loads(config.read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_clip_skip(model: AIModel, clip_skip: int | None) -> None:
+    """A clip_skip the checkpoint's text encoder has layers for (else the worker would fail)."""
+    layers = text_encoder_layers(model) if clip_skip and clip_skip > 1 else None
+    if layers is not None and clip_skip is not None and clip_skip > layers:
+        raise ValidationError(
+            {
+                "clip_skip": [
+                    f"The text encoder of {model.model_id} has {layers} layers; "
+                    f"clip_skip may be at most {layers}."
+                ]
+            }
+        )
+
+
 def build_request(
     request: Request, model: AIModel, fields: dict[str, Any], kind: str, images: Inputs
 ) -> GenerationRequest:
     """The GenerationRequest for validated ModelsLab fields: add-ons checked, inputs stored."""
     plan = request.user.organization.plan
     resolve_addons(request, model, fields)
+    check_clip_skip(model, fields.get("clip_skip"))
     if fields["enhance_prompt"]:
         fields["prompt"] = enhance(fields["prompt"])
     fields["prompt"] = with_tokens(
@@ -690,7 +736,8 @@ class GenerateView(ModelsLabView):
     default_model_only = False
 
     @extend_schema(
-        tags=["ModelsLab"], responses={200: schema.ModelsLabJob, **schema.modelslab_errors()}
+        tags=["ModelsLab"],
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
     )
     def post(self, request: Request) -> Response:
         org = request.user.organization
@@ -747,7 +794,7 @@ class SuperResolutionView(ModelsLabView):
     @extend_schema(
         tags=["ModelsLab"],
         request=SuperResolutionSerializer,
-        responses={200: schema.ModelsLabJob, **schema.modelslab_errors()},
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
     )
     def post(self, request: Request) -> Response:
         org = request.user.organization
@@ -802,6 +849,7 @@ class SuperResolutionView(ModelsLabView):
                 track_id=fields.get("track_id", ""),
                 webhook=fields.get("webhook", ""),
                 output_base64=fields["base64"],
+                temp=fields["temp"],
             )
         except BaseException:
             images.discard()
@@ -815,7 +863,7 @@ class FetchView(ModelsLabView):
     @extend_schema(
         tags=["ModelsLab"],
         request=None,
-        responses={200: schema.ModelsLabJob, **schema.modelslab_errors()},
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
     )
     def post(self, request: Request, job_id: int) -> Response:
         job = (
@@ -841,7 +889,7 @@ class FetchByRequestIdView(FetchView):
         tags=["ModelsLab"],
         operation_id="v6_images_fetch_by_request_id",
         request=schema.ModelsLabFetch,
-        responses={200: schema.ModelsLabJob, **schema.modelslab_errors()},
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
     )
     def post(self, request: Request) -> Response:  # type: ignore[override]
         return super().post(request, request_id_from(request.data))

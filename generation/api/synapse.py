@@ -176,7 +176,7 @@ SynapseError = inline_serializer(
 SynapseImage = inline_serializer(
     "SynapseImage", {"data": serializers.CharField(help_text="The PNG, base64")}
 )
-ERRORS = {code: SynapseError for code in (400, 401, 402, 403, 404, 413, 429, 500, 504)}
+ERRORS = {code: SynapseError for code in (400, 401, 402, 403, 404, 413, 429, 500, 503, 504)}
 NAMES = {"type": "array", "items": {"type": "string"}}
 
 

@@ -5,10 +5,18 @@ Plain string work (no torch), so views can validate names before a job is queued
 
 from __future__ import annotations
 
+import math
 import re
 
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^>]*))?>", re.IGNORECASE)
 DEFAULT_LORA_WEIGHT = 1.0
+# Every format bounds a LoRA weight to this (in tags and in fields): past it an adapter only
+# burns the image, and a NaN or an infinity cannot even be stored with the job.
+MAX_LORA_WEIGHT = 2.0
+# A weight longer than this is no number a person typed (and float() of it costs time).
+MAX_WEIGHT_CHARS = 32
+# PostgreSQL cannot store NUL, and an unpaired surrogate cannot be encoded as UTF-8.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # enhance_prompt appends these quality terms, in this order, skipping any already present, so
 # the same prompt always gives the same final prompt (and so the same image for a seed).
@@ -31,11 +39,20 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     for match in LORA_TAG.finditer(prompt):
         name = match.group(1).strip()
         raw = (match.group(2) or "").strip()
+        if UNSTORABLE.search(name):
+            raise PromptError("A LoRA tag's name holds a NUL character or an unpaired surrogate.")
         try:
+            if len(raw) > MAX_WEIGHT_CHARS:
+                raise ValueError(raw)
             weight = float(raw) if raw else DEFAULT_LORA_WEIGHT
         except ValueError:
-            message = f"The LoRA tag {match.group(0)} has a weight that is not a number."
+            message = f"The LoRA tag <lora:{name}:…> has a weight that is not a number."
             raise PromptError(message) from None
+        if not math.isfinite(weight) or abs(weight) > MAX_LORA_WEIGHT:
+            raise PromptError(
+                f"The LoRA tag <lora:{name}:{raw}> needs a weight between "
+                f"{-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}."
+            )
         loras.append((name, weight))
     cleaned = LORA_TAG.sub("", prompt)
     cleaned = re.sub(r"\s*,\s*(,\s*)+", ", ", cleaned)

@@ -6,8 +6,11 @@ to the engine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from generation.engine.prompts import MAX_LORA_WEIGHT
 
 SAFETY_MODES = ("sensitive_content_text", "blur", "pixelate", "black")
 DEFAULT_SCHEDULER = "UniPCMultistepScheduler"
@@ -15,6 +18,17 @@ DEFAULT_SCHEDULER = "UniPCMultistepScheduler"
 KINDS = ("text2img", "img2img", "inpaint", "controlnet", "upscale")
 # Names of the input images a request may carry (values are storage names, read by the worker).
 IMAGE_INPUTS = ("init_image", "mask_image", "control_image")
+# Seeds are drawn from and reported in this range (torch takes up to 2**64 - 1 per image).
+MAX_SEED = 2**32 - 1
+# The float fields and the range each must lie in; a NaN or an infinity cannot even be stored.
+FLOAT_RANGES = {
+    "guidance_scale": (0.0, 100.0),
+    "strength": (0.0, 1.0),
+    "hires_strength": (0.0, 1.0),
+    "controlnet_conditioning_scale": (0.0, 10.0),
+    "control_guidance_start": (0.0, 1.0),
+    "control_guidance_end": (0.0, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,51 @@ class GenerationRequest:
     @property
     def output_height(self) -> int:
         return self.height * self.hires_scale
+
+    def problems(self) -> dict[str, str]:
+        """Why the engine could not run this request, by field name (empty when it can).
+
+        The web tier refuses such a request at submit, so no accepted job fails for a reason
+        its parameters show; the engine checks again before it runs one.
+        """
+        found: dict[str, str] = {}
+        for name, (low, high) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value)):
+                found[name] = f"The {name} must be a finite number."
+            elif not low <= value <= high:
+                found[name] = f"The {name} must be between {low:g} and {high:g}."
+        for name, weight in self.loras:
+            if not (math.isfinite(weight) and abs(weight) <= MAX_LORA_WEIGHT):
+                found["lora_model"] = (
+                    f"The weight of LoRA {name} must be between "
+                    f"{-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}."
+                )
+        if not 0 <= self.seed <= MAX_SEED:
+            found["seed"] = f"The seed must be between 0 and {MAX_SEED}."
+        if self.steps < 1:
+            found["steps"] = "At least one step is needed."
+        if found:
+            return found
+        # diffusers runs int(steps × strength) steps of an img2img pass; none is an error.
+        if self.kind in ("img2img", "inpaint") and int(self.steps * self.strength) < 1:
+            found["strength"] = (
+                f"At {self.steps} steps a strength of {self.strength:g} runs no denoising step; "
+                f"use a strength of at least {math.ceil(1000 / self.steps) / 1000:g} or more "
+                "steps."
+            )
+        if (
+            self.kind == "text2img"
+            and self.hires_scale > 1
+            and int(self.steps * self.hires_strength) < 1
+        ):
+            found["hires_strength"] = (
+                f"The hires fix's second pass runs steps × {self.hires_strength:g} steps, none at "
+                f"{self.steps} steps; use at least {math.ceil(1 / self.hires_strength)} steps."
+                if self.hires_strength > 0
+                else "The hires fix's second pass needs a strength above 0."
+            )
+        return found
 
     def to_params(self) -> dict[str, Any]:
         """The request as a JSON-serialisable dict (stored on the Job)."""

@@ -52,6 +52,9 @@ def validate(req: GenerationRequest) -> None:
     """Raise ValueError when the engine cannot honour the request as asked."""
     if req.kind not in KINDS:
         raise ValueError(f"Unknown request kind {req.kind!r}")
+    problems = req.problems()
+    if problems:
+        raise ValueError(" ".join(problems.values()))
     error = usable_scheduler_error(req.scheduler, req.use_karras_sigmas, req.algorithm_type)
     if error is not None:
         raise ValueError(error)
