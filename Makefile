@@ -71,6 +71,7 @@ bench: models
 	$(PY) bench/overhead.py
 	$(PY) bench/engine.py
 	$(PY) bench/formats.py
+	$(PY) bench/parsing.py
 
 clean:
 	rm -rf var/ .pytest_cache

@@ -50,6 +50,10 @@ def too_large_message() -> str:
 
 def has_unstorable(text: str) -> bool:
     """Whether `text` holds a NUL character or an unpaired surrogate."""
+    # ASCII text (base64 images, most prompts) can only hold NUL, and `in` finds that ten
+    # times faster than the regex (bench/parsing.py).
+    if text.isascii():
+        return "\x00" in text
     return UNSTORABLE.search(text) is not None
 
 
@@ -63,6 +67,9 @@ def url_is_unstorable(request: HttpRequest) -> bool:
 
 def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether the JSON text nests arrays and objects more than `limit` levels deep."""
+    # Fewer opening brackets than the limit cannot nest past it, whatever the strings hold.
+    if text.count("[") + text.count("{") <= limit:
+        return False
     depth = 0
     for match in JSON_TOKENS.finditer(text):
         token = match.group()
