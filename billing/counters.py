@@ -30,8 +30,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
+from typing import TypeVar
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.db import DatabaseCache
@@ -87,6 +89,22 @@ def _redis_answered() -> None:
         _redis_down_until = 0.0
 
 
+T = TypeVar("T")
+
+
+def _from_redis(ask: Callable[[], T]) -> T | None:
+    """Redis's answer to `ask()`; None when the counters are in the database, or move there now."""
+    if _use_database():
+        return None
+    try:
+        answer = ask()
+    except REDIS_DOWN as exc:
+        _redis_failed(exc)
+        return None
+    _redis_answered()
+    return answer
+
+
 @receiver(setting_changed)
 def _cache_changed(setting: str, **kwargs: object) -> None:
     """A new cache (tests switch them) starts with no memory of the old one's outage."""
@@ -123,14 +141,9 @@ def hit(key: str, window: int) -> Hit:
     """Count one request in the current `window`-second window of `key`."""
     now = time.time()
     end = (now // window + 1) * window
-    if not _use_database():
-        try:
-            counted = _redis_hit(key, end, now)
-        except REDIS_DOWN as exc:
-            _redis_failed(exc)
-        else:
-            _redis_answered()
-            return counted
+    counted = _from_redis(lambda: _redis_hit(key, end, now))
+    if counted is not None:
+        return counted
     with connection.cursor() as cursor:
         cursor.execute(_sql(HIT_SQL), [key, end])
         count, end = cursor.fetchone()
@@ -154,14 +167,9 @@ def peek(key: str, window: int) -> Hit:
     """The count of `key` in the current `window`-second window, without counting a request."""
     now = time.time()
     end = (now // window + 1) * window
-    if not _use_database():
-        try:
-            hits = cache.get(f"pictor:{key}:{int(end)}")
-        except REDIS_DOWN as exc:
-            _redis_failed(exc)
-        else:
-            _redis_answered()
-            return Hit(int(hits or 0), end - now)
+    seen = _from_redis(lambda: cache.get(f"pictor:{key}:{int(end)}", 0))
+    if seen is not None:
+        return Hit(int(seen), end - now)
     # A row whose window has not ended is this window's: every hit on a key uses one length.
     row = RateCounter.objects.filter(key=key, expires__gt=now).values_list("hits", "expires")
     hits, end = row.first() or (0, end)
@@ -183,14 +191,9 @@ def forget(key: str, window: int) -> None:
 def claim(key: str, ttl: int) -> float:
     """Take `key` for `ttl` seconds: 0.0 when taken now, else seconds the holder keeps it."""
     now = time.time()
-    if not _use_database():
-        try:
-            held = _redis_claim(key, ttl)
-        except REDIS_DOWN as exc:
-            _redis_failed(exc)
-        else:
-            _redis_answered()
-            return held
+    held = _from_redis(lambda: _redis_claim(key, ttl))
+    if held is not None:
+        return held
     with connection.cursor() as cursor:
         cursor.execute(_sql(CLAIM_SQL), [key, now + ttl, now])
         if cursor.fetchone() is not None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import Plan
@@ -34,35 +35,32 @@ def expire_outputs(now: datetime | None = None) -> int:
     expired = 0
     for plan in Plan.objects.all():
         due = Job.objects.filter(
-            organization__plan=plan,
-            status__in=Job.FINISHED,
-            expired_at__isnull=True,
-            created_at__lt=now - timedelta(days=plan.retention_days),
+            organization__plan=plan, created_at__lt=now - timedelta(days=plan.retention_days)
         )
-        for job in due.order_by("created_at").prefetch_related("outputs")[:BATCH_SIZE]:
-            try:
-                expire_job(job, now)
-            except Exception:
-                # Left unmarked, so the next run tries again; one bad object stops nothing else.
-                log.exception("could not delete the images of job %s", job.pk)
-            else:
-                expired += 1
+        expired += _expire_oldest(due, now, "job")
     # `temp` requests keep their images only as long as their links last (generation/media.py).
     temp_due = Job.objects.filter(
         params__temp=True,
-        status__in=Job.FINISHED,
-        expired_at__isnull=True,
         created_at__lt=now - timedelta(seconds=settings.PICTOR_MEDIA_TEMP_URL_EXPIRE),
     )
-    for job in temp_due.order_by("created_at").prefetch_related("outputs")[:BATCH_SIZE]:
+    expired += _expire_oldest(temp_due, now, "temp job")
+    if expired:
+        log.info("retention: deleted the images of %s jobs", expired)
+    return expired
+
+
+def _expire_oldest(due: QuerySet[Job], now: datetime, what: str) -> int:
+    """Expire the oldest finished, unexpired jobs of `due`, BATCH_SIZE at most; returns how many."""
+    due = due.filter(status__in=Job.FINISHED, expired_at__isnull=True).order_by("created_at")
+    expired = 0
+    for job in due.prefetch_related("outputs")[:BATCH_SIZE]:
         try:
             expire_job(job, now)
         except Exception:
-            log.exception("could not delete the images of temp job %s", job.pk)
+            # Left unmarked, so the next run tries again; one bad object stops nothing else.
+            log.exception("could not delete the images of %s %s", what, job.pk)
         else:
             expired += 1
-    if expired:
-        log.info("retention: deleted the images of %s jobs", expired)
     return expired
 
 

@@ -11,12 +11,7 @@ import base64
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +22,7 @@ from rest_framework.exceptions import ParseError
 
 from generation.api.parsers import MAX_JSON_DEPTH, loads
 from generation.models import Job
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import free_port, manage, spawn_web, stop, wait_for_web
 
 # URL prefix → wire format, longest first (Dan's /api/sd/ lies inside ModelsLab's /api/).
 FORMATS = (
@@ -325,25 +319,6 @@ def test_a_crash_on_an_api_route_is_a_json_500_in_the_format(client, tenant):
 SERVER_LIMIT = 65536
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """gunicorn with Pictor's config on an SQLite file, its body limit 64 KiB: (base URL, key)."""
@@ -366,38 +341,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     manage(env, "createcachetable")
     key = manage(env, "apikey", "create", "--org", "bodies", "--plan", "premium").strip()
     log = tmp / "web.log"
-    with open(log, "ab") as out:
-        web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:sdplatform.gunicorn",
-                "sdplatform.wsgi",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
+    web = spawn_web(env, log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or web.poll() is not None:
-                pytest.fail("gunicorn did not start:\n" + log.read_text())
-            time.sleep(0.2)
+        wait_for_web(base + "/healthz", web, log)
         yield base, key
         assert "Traceback" not in log.read_text()
     finally:
-        web.terminate()
-        web.wait(timeout=10)
+        stop([web], grace=10)
 
 
 JSON = {"Content-Type": "application/json"}

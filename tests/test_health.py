@@ -1,16 +1,24 @@
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.processes import python_json
+
 pytestmark = pytest.mark.django_db
+
+# /readyz while Redis, the broker and the cache, is down and everything else is up.
+WITHOUT_REDIS = {
+    "status": "error",
+    "database": "ok",
+    "broker": "down",
+    "cache": "down",
+    "storage": "ok",
+}
 
 
 def test_healthz_answers_ok(client):
@@ -51,13 +59,7 @@ def test_readyz_names_a_dead_redis_and_answers_fast(client, media_dir, dead_redi
     response = client.get("/readyz")
     assert time.monotonic() - started < 3, "a dead Redis must fail fast, not hang the probe"
     assert response.status_code == 503
-    assert response.json() == {
-        "status": "error",
-        "database": "ok",
-        "broker": "down",
-        "cache": "down",
-        "storage": "ok",
-    }
+    assert response.json() == WITHOUT_REDIS
     # Liveness only needs the database.
     assert client.get("/healthz").status_code == 200
 
@@ -85,25 +87,10 @@ def test_readyz_fails_fast_on_a_redis_that_never_answers(tmp_path):
             "MEDIA_ROOT": str(tmp_path / "media"),
         }
         try:
-            run = subprocess.run(
-                [sys.executable, "-c", PROBE],
-                cwd=Path(__file__).resolve().parent.parent,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            status, body, seconds = python_json(PROBE, env, timeout=60)
         except subprocess.TimeoutExpired:
             pytest.fail("/readyz hung on a Redis that does not answer")
-    assert run.returncode == 0, run.stderr
-    status, body, seconds = json.loads(run.stdout.strip().splitlines()[-1])
     assert status == 503
-    assert body == {
-        "status": "error",
-        "database": "ok",
-        "broker": "down",
-        "cache": "down",
-        "storage": "ok",
-    }
+    assert body == WITHOUT_REDIS
     # PICTOR_REDIS_TIMEOUT (1 s) for the cache, one more second for the broker's reads.
     assert seconds < 6, f"/readyz took {seconds:.1f} s"

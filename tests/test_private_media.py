@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,10 +26,10 @@ from accounts.models import Membership, User
 from generation import media
 from generation.models import Job
 from tests.images import noise_image, png_base64
+from tests.processes import python_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"width": 64, "height": 64}
 
 
@@ -323,20 +318,6 @@ def test_the_proxy_can_send_the_file(
 # S3 --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Any:
-    """moto's S3 server on 127.0.0.1, reached over HTTP like any S3-compatible store."""
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def storage_from_settings(**env: str) -> dict[str, Any]:
     """STORAGES["default"] as sdplatform/settings.py builds it from this environment."""
     code = (
@@ -345,16 +326,7 @@ def storage_from_settings(**env: str) -> dict[str, Any]:
         "print(json.dumps(settings.STORAGES['default']))"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "PICTOR_MEDIA_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return python_json(code, {**clean, **env}, timeout=60)
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import s3_client, service_missing
+from tests.processes import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGE = ROOT / "manage.py"
@@ -528,18 +529,7 @@ class Cluster:
 
     def wait_for(self, what: str, check: Any, bound: float, proc: tuple[Host, str]) -> None:
         host, name = proc
-        deadline = time.monotonic() + bound
-        error: Exception | None = None
-        while time.monotonic() < deadline:
-            if host.processes[name].poll() is not None:
-                pytest.fail(f"{what} exited:\n{self.log(host, name)}")
-            try:
-                if check():
-                    return
-            except Exception as exc:
-                error = exc
-            time.sleep(0.2)
-        pytest.fail(f"{what} not ready after {bound}s ({error}):\n{self.log(host, name)}")
+        wait_until(check, bound, what, host.processes[name], lambda: self.log(host, name))
 
     def s3(self) -> Any:
         return s3_client(self.s3_endpoint)

@@ -5,12 +5,9 @@ Locally a missing service skips these tests; in CI (CI=true) it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import free_port, manage, spawn, spawn_web, stop, wait_for_web
+
 PG_URL = os.environ.get("PICTOR_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("PICTOR_TEST_REDIS", "redis://127.0.0.1:6379")
 
@@ -29,24 +27,6 @@ def service_missing(what: str, error: Exception) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1, reached over HTTP like any S3-compatible store."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def s3_client(endpoint: str):
@@ -85,6 +65,31 @@ def drop_database(name: str) -> None:
 
     with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def migrated_database(tmp: Path, **env: str | None) -> Iterator[dict[str, str]]:
+    """A fresh, migrated PostgreSQL database, dropped afterwards: the environment that uses it.
+
+    Without Redis (the ORM broker and the database cache); `env` adds variables, None removes one.
+    """
+    name = create_database()
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
+        "DATABASE_URL": f"{PG_URL}/{name}",
+        "PICTOR_VAR_DIR": str(tmp / "var"),
+        "PYTHONUNBUFFERED": "1",
+        "REDIS_URL": None,
+        **env,
+    }
+    environment = {key: value for key, value in environment.items() if value is not None}
+    try:
+        manage(environment, "migrate", "--noinput", "-v", "0")
+        manage(environment, "createcachetable")
+        yield environment
+    finally:
+        drop_database(name)
 
 
 def redis_db() -> str:
@@ -132,35 +137,7 @@ class Stack:
         return self.processes["worker"]
 
     def stop(self) -> None:
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def spawn(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
-    out = open(log, "ab")  # noqa: SIM115 - the child keeps it open for its lifetime
-    return subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
-    )
+        stop(self.processes.values(), grace=3)
 
 
 def start_stack(tmp: Path, models_dir: Path, s3_endpoint: str, **overrides: str) -> Stack:
@@ -196,29 +173,13 @@ def start_stack(tmp: Path, models_dir: Path, s3_endpoint: str, **overrides: str)
     manage(env, "build_demo_models")
     key = manage(env, "apikey", "create", "--org", "it", "--plan", "premium").strip()
     stack = Stack(f"http://127.0.0.1:{port}", key, env, bucket, s3_endpoint, database, logs=tmp)
-    stack.processes["web"] = spawn(
-        env,
-        tmp / "web.log",
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:sdplatform.gunicorn",
-        "sdplatform.wsgi",
-    )
+    stack.processes["web"] = spawn_web(env, tmp / "web.log")
     stack.start_worker()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(stack.base_url + "/readyz", timeout=2).status_code == 200:
-                break
-        except (requests.ConnectionError, requests.Timeout):
-            # Not listening yet, or a first request slow on a busy machine: ask again, and
-            # stop the stack below if it never answers, so its processes do not outlive the test.
-            pass
-        time.sleep(0.2)
-    else:
-        stack.stop()
-        pytest.fail("the web server did not become ready:\n" + (tmp / "web.log").read_text())
+    try:
+        wait_for_web(stack.base_url + "/readyz", stack.processes["web"], tmp / "web.log")
+    except pytest.fail.Exception:
+        stack.stop()  # so its processes do not outlive the test
+        raise
     return stack
 
 

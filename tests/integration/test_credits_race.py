@@ -7,15 +7,14 @@ that start together, each on its own connection. No worker runs: the accepted jo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.integration.conftest import PG_URL, ROOT, create_database, drop_database, manage
+from tests.integration.conftest import migrated_database
+from tests.processes import python_json
 
 pytestmark = pytest.mark.integration
 
@@ -82,25 +81,10 @@ def race() -> None:
 
 
 @pytest.fixture
-def database(tmp_path: Path):
-    name = create_database()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
-        "DATABASE_URL": f"{PG_URL}/{name}",
-        "PICTOR_VAR_DIR": str(tmp_path / "var"),
-        "PICTOR_SYNC_WAIT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
+def database(tmp_path: Path) -> Iterator[dict[str, str]]:
     # The ORM broker and the database cache, on the same PostgreSQL database.
-    for name_ in ("REDIS_URL", "PICTOR_Q_SYNC"):
-        env.pop(name_, None)
-    try:
-        manage(env, "migrate", "--noinput", "-v", "0")
-        manage(env, "createcachetable")
+    with migrated_database(tmp_path, PICTOR_SYNC_WAIT="0", PICTOR_Q_SYNC=None) as env:
         yield env
-    finally:
-        drop_database(name)
 
 
 def one(env: dict[str, str], query: str, *params: object):
@@ -109,16 +93,7 @@ def one(env: dict[str, str], query: str, *params: object):
 
 
 def test_concurrent_submits_never_overdraw_and_a_grant_key_posts_once(database):
-    result = subprocess.run(
-        [sys.executable, "-c", "from tests.integration.test_credits_race import race; race()"],
-        cwd=ROOT,
-        env=database,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    outcome = python_json("from tests.integration.test_credits_race import race; race()", database)
     org = outcome["org"]
 
     accepted = [body for status, body in outcome["submits"] if status == 200]

@@ -20,7 +20,6 @@ import requests
 
 from tests.integration.conftest import (
     PG_URL,
-    ROOT,
     create_database,
     drop_database,
     free_port,
@@ -28,6 +27,7 @@ from tests.integration.conftest import (
     redis_db,
     spawn,
 )
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,14 +18,8 @@ import psycopg
 import pytest
 import requests
 
-from tests.integration.conftest import (
-    PG_URL,
-    create_database,
-    drop_database,
-    free_port,
-    manage,
-    spawn,
-)
+from tests.integration.conftest import migrated_database
+from tests.processes import free_port, manage, spawn_web, stop, wait_for_web
 
 pytestmark = pytest.mark.integration
 
@@ -40,49 +33,22 @@ FIXTURE = (
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """gunicorn (2 processes × 8 threads) on a fresh PostgreSQL database: (base URL, its env)."""
-    database = create_database()
     port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
-        "DATABASE_URL": f"{PG_URL}/{database}",
-        "PICTOR_VAR_DIR": str(tmp_path / "var"),
-        "STRIPE_WEBHOOK_SECRET": SECRET,
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("REDIS_URL", None)
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(env, "createcachetable")
-    web = spawn(
-        env,
-        tmp_path / "web.log",
-        "-m",
-        "gunicorn",
-        "sdplatform.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--threads",
-        "8",
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or web.poll() is not None:
-                pytest.fail("gunicorn did not start:\n" + (tmp_path / "web.log").read_text())
-            time.sleep(0.2)
-        yield base, env
-    finally:
-        web.terminate()
-        web.wait(timeout=10)
-        drop_database(database)
+    with migrated_database(
+        tmp_path,
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        PICTOR_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="2",
+        PICTOR_WEB_THREADS="8",
+        PROMETHEUS_MULTIPROC_DIR=None,  # its metric files under its own PICTOR_VAR_DIR
+    ) as env:
+        web = spawn_web(env, tmp_path / "web.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_web(base + "/healthz", web, tmp_path / "web.log")
+            yield base, env
+        finally:
+            stop([web], grace=10)
 
 
 def test_ten_concurrent_deliveries_of_one_event_make_one_grant(server):

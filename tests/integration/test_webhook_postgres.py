@@ -9,14 +9,13 @@ and again against a real HTTP receiver on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PG_URL, ROOT, create_database, drop_database, manage
+from tests.integration.conftest import migrated_database
+from tests.processes import python_json
 
 pytestmark = pytest.mark.integration
 
@@ -105,41 +104,18 @@ def sweep_many_times() -> None:
 
 
 @pytest.fixture
-def database(tmp_path: Path):
-    name = create_database()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
-        "DATABASE_URL": f"{PG_URL}/{name}",
-        "PICTOR_VAR_DIR": str(tmp_path / "var"),
-        "PICTOR_Q_SYNC": "true",
-        "PICTOR_WEBHOOK_RETRY_DELAYS": RETRY_DELAYS,
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("REDIS_URL", None)
-    try:
-        manage(env, "migrate", "--noinput", "-v", "0")
-        manage(env, "createcachetable")
+def database(tmp_path: Path) -> Iterator[dict[str, str]]:
+    with migrated_database(
+        tmp_path, PICTOR_Q_SYNC="true", PICTOR_WEBHOOK_RETRY_DELAYS=RETRY_DELAYS
+    ) as env:
         yield env
-    finally:
-        drop_database(name)
 
 
 def test_a_reply_holding_nul_is_recorded_and_never_resent(database):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from tests.integration.test_webhook_postgres import sweep_many_times as run; run()",
-        ],
-        cwd=ROOT,
-        env=database,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    outcome = python_json(
+        "from tests.integration.test_webhook_postgres import sweep_many_times as run; run()",
+        database,
     )
-    assert result.returncode == 0, result.stderr[-5000:]
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["posts"] <= MAX_ATTEMPTS, outcome
     assert outcome["posts"] == 1, outcome
     assert (outcome["status"], outcome["attempts"]) == ("delivered", 1), outcome
