@@ -50,6 +50,10 @@ def team(request: HttpRequest) -> HttpResponse:
 def invite(request: HttpRequest) -> HttpResponse:
     """Email a link that lets the person with that address join (owners and admins only)."""
     require_manager(request)
+    if not request.user.email_verified:  # type: ignore[union-attr]
+        # Otherwise a farmed, never-verified account could send Pictor's mail to anyone.
+        messages.error(request, "Verify your email address before you invite anyone.")
+        return redirect("app-team")
     org = request.org  # type: ignore[attr-defined]
     email = request.POST.get("email", "").strip().lower()
     role = request.POST.get("role", Role.MEMBER)

@@ -221,6 +221,19 @@ def test_joining_by_invitation_proves_the_email(client):
     assert client.post("/app/keys/", {"name": "laptop"}).status_code == 302
 
 
+def test_an_unverified_owner_cannot_send_invitations(client):
+    sign_up(client, "dora@example.com", "Dora Co")
+    [verification_mail] = mail.outbox
+    client.post("/app/team/invite/", {"email": "x@example.net", "role": "member"})
+    assert not Invitation.objects.exists()
+    assert len(mail.outbox) == 1
+    # Once verified, the same invitation goes out.
+    client.get(link_in(verification_mail))
+    client.post("/app/team/invite/", {"email": "x@example.net", "role": "member"})
+    assert Invitation.objects.filter(email="x@example.net").exists()
+    assert mail.outbox[-1].to == ["x@example.net"]
+
+
 def test_the_challenge_is_off_by_default(client, settings):
     assert settings.PICTOR_CHALLENGE_PROVIDER == ""
     page = client.get("/accounts/signup/")
