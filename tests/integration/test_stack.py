@@ -72,6 +72,31 @@ def test_it_generates_through_postgres_redis_a_worker_and_s3(make_stack):
     }
 
 
+def test_text_postgresql_cannot_store_is_a_400_not_a_500(make_stack):
+    """NUL characters and lone surrogates: SQLite stores them, PostgreSQL answers an error."""
+    stack = make_stack()
+    url = stack.base_url + "/api/v3/text2img"
+    bodies = [
+        {"key": stack.key, "prompt": "a lighthouse\u0000"},
+        {"key": stack.key, "prompt": "a lighthouse", "lora_model": "demo-lora-a\u0000"},
+        {"key": stack.key, "prompt": "a lighthouse", "embeddings_model": "demo-embedding\ud800"},
+        {"key": stack.key[:6] + "\u0000" + stack.key[7:], "prompt": "a lighthouse"},
+    ]
+    for body in bodies:
+        # json.dumps escapes both as \u0000 and \ud800, as a client's JSON library would.
+        response = requests.post(url, json=body, timeout=30)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["status"] == "error"
+    a1111 = requests.post(
+        stack.base_url + "/sdapi/v1/txt2img",
+        json={"prompt": "a", "override_settings": {"sd_vae": "demo-vae\x00"}},
+        auth=("", stack.key),
+        timeout=30,
+    )
+    assert a1111.status_code in (400, 422), a1111.text
+    assert stack.sql("SELECT count(*) FROM generation_job") == (0,)
+
+
 def test_a_worker_killed_mid_job_finishes_the_job_exactly_once(make_stack):
     stack = make_stack(PICTOR_SYNC_WAIT="0", PICTOR_JOB_LEASE="2")
     body = {"prompt": "a long job", "width": 512, "height": 512, "samples": 2, "steps": 41}
