@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.core import mail
 from django.test import Client
+from django.utils import timezone
 from storages.backends.s3 import S3Storage
 
 from accounts.models import Membership, User
@@ -40,7 +41,9 @@ def forged(settings: Any) -> Client:
 
 def owner_of(slug: str) -> tuple[User, Any]:
     tenant = make_tenant(slug)
-    user = User.objects.create_user(f"owner@{slug}.example.com", PASSWORD)
+    user = User.objects.create_user(
+        f"owner@{slug}.example.com", PASSWORD, email_verified_at=timezone.now()
+    )
     Membership.objects.create(user=user, organization=tenant.org, role=Membership.Role.OWNER)
     return user, tenant
 
