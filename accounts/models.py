@@ -108,6 +108,12 @@ class Organization(models.Model):
         default=False,
         help_text="Created at sign-up; its plan's credits wait for the owner's verified email",
     )
+    # The owner's address had free credits before (a deleted account signed up again): the
+    # default plan's monthly credits never come back to it; a paid or granted plan's do.
+    free_credits_refused = models.BooleanField(
+        default=False,
+        help_text="Its owner's address already had free credits: no default-plan credits",
+    )
 
     class Meta:
         constraints = [

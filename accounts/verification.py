@@ -168,5 +168,7 @@ def mark_verified(user: User) -> Verified:
                 ledger.grant_monthly(org)
                 outcome.granted.append((org, org.plan.monthly_credits))
             else:
+                org.free_credits_refused = True
+                org.save(update_fields=["free_credits_refused"])
                 outcome.refused.append(org)
     return outcome

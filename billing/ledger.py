@@ -187,8 +187,13 @@ def grant_monthly_credits(month: date | None = None) -> int:
     """
     month = month or timezone.now().date()
     granted = 0
-    # A sign-up whose owner has not verified the email gets nothing yet (accounts/verification.py).
-    orgs = Organization.objects.filter(free_credits_pending=False).select_related("plan")
+    # A sign-up whose owner has not verified the email gets nothing yet, and one whose address
+    # had free credits before gets the default (free) plan's never (accounts/verification.py).
+    orgs = (
+        Organization.objects.filter(free_credits_pending=False)
+        .exclude(free_credits_refused=True, plan__slug=Plan.DEFAULT_SLUG)
+        .select_related("plan")
+    )
     for org in orgs.order_by("pk").iterator():
         if grant_monthly(org, month=month) is not None:
             granted += 1

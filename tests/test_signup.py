@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts import verification
 from accounts.models import ApiKey, FreeCreditClaim, Invitation, Organization, User
 from billing import counters, ledger
-from billing.models import CreditEntry
+from billing.models import CreditEntry, Plan
 from tests.conftest import make_tenant
 
 pytestmark = pytest.mark.django_db
@@ -150,6 +150,16 @@ def test_a_deleted_account_signed_up_again_with_the_same_email_gets_no_credits(c
     # Keys work all the same: the account is verified, it just has no free credits.
     assert client.post("/app/keys/", {"name": "laptop"}).status_code == 302
     assert ApiKey.objects.filter(organization=org).count() == 1
+    # Nor do the free plan's monthly credits come later; a plan it pays for does.
+    next_month = timezone.now().date() + timedelta(days=32)
+    ledger.grant_monthly_credits(next_month)
+    org.refresh_from_db()
+    assert org.credit_balance == 0
+    org.plan = Plan.objects.get(slug="basic")
+    org.save(update_fields=["plan"])
+    ledger.grant_monthly_credits(next_month)
+    org.refresh_from_db()
+    assert org.credit_balance == org.plan.monthly_credits
 
 
 def test_a_plus_tag_of_an_address_that_had_credits_gets_none():
