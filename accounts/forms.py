@@ -15,8 +15,7 @@ from accounts import challenge
 from accounts.login_limits import LoginLimitMixin
 from accounts.models import User
 from billing import counters
-from sdplatform.hosts import client_ip as client_ip  # re-exported; proxy-aware when trusted
-from sdplatform.hosts import client_network
+from sdplatform.hosts import client_ip, client_network
 
 # Sign-ups are counted per client address in hourly windows and per network in daily ones.
 SIGNUP_ADDRESS_WINDOW = 3600

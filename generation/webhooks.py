@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from django_q.tasks import async_task, schedule
 
 from accounts.models import WEBHOOK_SECRET_PREFIX
 from generation import safe_http
+from generation.engine.prompts import UNSTORABLE
 from generation.models import Job, WebhookAttempt, WebhookDelivery
 from sdplatform import metrics
 
@@ -36,9 +36,6 @@ USER_AGENT = "Pictor-Webhooks/1"
 EXCERPT_CHARS = 500
 # An attempt's error text is kept to this much; a receiver's words never grow a row unbounded.
 ERROR_CHARS = 2000
-# What PostgreSQL cannot store (NUL) or UTF-8 cannot encode (a lone surrogate): a receiver's
-# reply may hold either, and a row that cannot be saved must not stall the delivery.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # A running attempt holds the delivery this long past its network timeout; a worker that dies
 # mid-attempt leaves it to django-q2's redelivery, which then finds the attempt due again.
 ATTEMPT_LEASE_MARGIN = timedelta(seconds=60)
@@ -190,7 +187,11 @@ def classify(status: int) -> Outcome:
 
 
 def storable(text: str) -> str:
-    """`text` without NUL characters and lone surrogates, which a row cannot hold."""
+    """`text` without NUL characters and lone surrogates, which a row cannot hold.
+
+    A receiver's reply may hold either, and a row that cannot be saved must not stall the
+    delivery.
+    """
     return UNSTORABLE.sub("", text)
 
 

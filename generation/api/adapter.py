@@ -27,7 +27,7 @@ from billing.models import Plan
 from generation import service
 from generation.api.errors import Problem, handler_for
 from generation.api.parsers import AnyContentTypeJSONParser
-from generation.engine.prompts import MAX_LORA_WEIGHT, UNSTORABLE
+from generation.engine.prompts import MAX_LORA_WEIGHT, has_unstorable
 from generation.engine.request import DEFAULT_SCHEDULER, GenerationRequest
 from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
 from generation.models import AIModel, Job
@@ -184,7 +184,7 @@ def bounded_int(value: Any, low: int, high: int) -> int | None:
 
 def is_storable(text: str) -> bool:
     """Whether text can be stored and encoded: no NUL character, no unpaired surrogate."""
-    return UNSTORABLE.search(text) is None
+    return not has_unstorable(text)
 
 
 def storable(value: str) -> str:
@@ -194,18 +194,10 @@ def storable(value: str) -> str:
     return value
 
 
-def check_storable(field: str, value: Any) -> None:
-    """A 400 naming `field` when its text (or any text key or item in it) cannot be stored."""
-    items = [value]
-    while items:
-        item = items.pop()
-        if isinstance(item, str) and not is_storable(item):
-            raise ValidationError({field: [f"The {field} {UNSTORABLE_TEXT}."]})
-        if isinstance(item, dict):
-            items.extend(item.keys())
-            items.extend(item.values())
-        elif isinstance(item, list | tuple):
-            items.extend(item)
+def check_storable(field: str, names: list[str]) -> None:
+    """A 400 naming `field` when one of its names cannot be stored."""
+    if any(has_unstorable(name) for name in names):
+        raise ValidationError({field: [f"The {field} {UNSTORABLE_TEXT}."]})
 
 
 def check_lora_weights(loras: list[tuple[str, float]], field: str) -> None:
@@ -224,9 +216,9 @@ def check_lora_weights(loras: list[tuple[str, float]], field: str) -> None:
 
 def check_loras(loras: list[tuple[str, float]], field: str) -> None:
     """No LoRA twice, at most MAX_LORAS, names that can be stored, weights within bounds."""
-    check_storable(field, [name for name, _weight in loras])
-    check_lora_weights(loras, field)
     names = [name for name, _weight in loras]
+    check_storable(field, names)
+    check_lora_weights(loras, field)
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ValidationError({field: [f"LoRA named more than once: {', '.join(twice)}."]})

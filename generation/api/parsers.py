@@ -21,15 +21,14 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
+from generation.engine.prompts import has_unstorable
+
 # Deeper than any request of any format; json's C scanner recurses per level and a body of a
 # thousand brackets would end in RecursionError (a 500 and a traceback per request).
 MAX_JSON_DEPTH = 32
 # A JSON string (escapes included) or a bracket; strings are skipped whole so that brackets
 # inside prompts do not count. The unrolled loop keeps megabytes of base64 fast.
 JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
-# What no text field may hold: PostgreSQL cannot store NUL, and an unpaired surrogate (only
-# reachable through a \ud800-style escape) cannot be encoded as UTF-8 at all.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 UNSTORABLE_MESSAGE = "contains a NUL character or an unpaired surrogate"
 
 
@@ -46,15 +45,6 @@ def too_large_message() -> str:
     limit = settings.PICTOR_MAX_BODY_BYTES
     size = f"{limit / 2**20:.1f} MiB" if limit >= 2**20 else f"{limit / 2**10:.1f} KiB"
     return f"The request body may be at most {size}."
-
-
-def has_unstorable(text: str) -> bool:
-    """Whether `text` holds a NUL character or an unpaired surrogate."""
-    # ASCII text (base64 images, most prompts) can only hold NUL, and `in` finds that ten
-    # times faster than the regex (bench/parsing.py).
-    if text.isascii():
-        return "\x00" in text
-    return UNSTORABLE.search(text) is not None
 
 
 def url_is_unstorable(request: HttpRequest) -> bool:

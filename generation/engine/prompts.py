@@ -15,8 +15,19 @@ DEFAULT_LORA_WEIGHT = 1.0
 MAX_LORA_WEIGHT = 2.0
 # A weight longer than this is no number a person typed (and float() of it costs time).
 MAX_WEIGHT_CHARS = 32
-# PostgreSQL cannot store NUL, and an unpaired surrogate cannot be encoded as UTF-8.
+# What no stored text may hold: PostgreSQL cannot store NUL, and an unpaired surrogate (only
+# reachable through a \ud800-style escape) cannot be encoded as UTF-8 at all.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def has_unstorable(text: str) -> bool:
+    """Whether `text` holds a NUL character or an unpaired surrogate."""
+    # ASCII text (base64 images, most prompts) can only hold NUL, and `in` finds that ten
+    # times faster than the regex (bench/parsing.py).
+    if text.isascii():
+        return "\x00" in text
+    return UNSTORABLE.search(text) is not None
+
 
 # enhance_prompt appends these quality terms, in this order, skipping any already present, so
 # the same prompt always gives the same final prompt (and so the same image for a seed).
@@ -39,7 +50,7 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     for match in LORA_TAG.finditer(prompt):
         name = match.group(1).strip()
         raw = (match.group(2) or "").strip()
-        if UNSTORABLE.search(name):
+        if has_unstorable(name):
             raise PromptError("A LoRA tag's name holds a NUL character or an unpaired surrogate.")
         try:
             if len(raw) > MAX_WEIGHT_CHARS:
