@@ -1,4 +1,4 @@
-"""The default plans of DESIGN section 7, seeded by a migration and editable in the admin."""
+"""The default plans (docs/architecture.md), seeded by a migration and editable in the admin."""
 
 from __future__ import annotations
 

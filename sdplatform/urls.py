@@ -16,7 +16,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("generation.api.urls")),
-    # The other wire formats, one module each (DESIGN section 5).
+    # The other wire formats, one module each (docs/architecture.md).
     path("", include("generation.api.synapse")),
     path("", include("generation.api.hyperbolic")),
     path("", include("generation.api.dan")),

@@ -1,4 +1,4 @@
-"""Contract of the AUTOMATIC1111 format, /sdapi/v1/ (DESIGN section 5; generation/api/a1111.py).
+"""Contract of the AUTOMATIC1111 format, /sdapi/v1/ (docs/architecture.md; generation/api/a1111.py).
 
 Most tests stop at the queued job: with PICTOR_BLOCKING_WAIT at 0 the call gives up at once
 (504, the job canceled), and the Job row shows what the request turned into. A few generate

@@ -1,4 +1,4 @@
-"""Contract of the Hyperbolic format (DESIGN section 5): POST /v1/image/generation answering
+"""Contract of the Hyperbolic format (docs/architecture.md): POST /v1/image/generation answering
 {"images": [{"index", "image", "random_seed"}], "inference_time"}, errors OpenAI-style.
 """
 

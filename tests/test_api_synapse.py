@@ -1,4 +1,4 @@
-"""Contract of the Synapse format (DESIGN section 5): /sd/list, /sd/sampler, /sd/loras,
+"""Contract of the Synapse format (docs/architecture.md): /sd/list, /sd/sampler, /sd/loras,
 /sd/embeddings and POST /sd/<model> answering {"data": "<base64 png>"}.
 """
 

@@ -1,4 +1,4 @@
-"""Contract of POST /api/v3/text2img and /api/v4/dreambooth (DESIGN section 4)."""
+"""Contract of POST /api/v3/text2img and /api/v4/dreambooth (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""manage.py credits grant|set|balance and plan set (DESIGN section 8)."""
+"""manage.py credits grant|set|balance and plan set (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed the four default plans of DESIGN section 7 (editable in the admin afterwards)."""
+"""Seed the four default plans (docs/architecture.md; editable in the admin afterwards)."""
 
 from django.db import migrations
 

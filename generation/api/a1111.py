@@ -1,4 +1,4 @@
-"""The AUTOMATIC1111 wire format (DESIGN section 5): webui's `/sdapi/v1/` API.
+"""The AUTOMATIC1111 wire format (docs/architecture.md): webui's `/sdapi/v1/` API.
 
     POST /sdapi/v1/txt2img, /sdapi/v1/img2img   wait for the images, then answer
          {"images": [b64 png], "parameters": {...}, "info": "<json>"}

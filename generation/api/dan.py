@@ -1,4 +1,4 @@
-"""The Dan wire format (DESIGN section 5): Bearer key, `{"code", "data", "message"}` answers.
+"""The Dan wire format (docs/architecture.md): Bearer key, `{"code", "data", "message"}` answers.
 
 POST /api/sd/txt2img queues a text2img (or ControlNet) task, waits up to PICTOR_SYNC_WAIT like
 the ModelsLab endpoints, then answers the task's state; GET /api/sd/txt2img/<taskId> (or Dan's

@@ -1,4 +1,4 @@
-"""The Hyperbolic wire format (DESIGN section 5): POST /v1/image/generation, Bearer key, blocking.
+"""The Hyperbolic wire format (docs/architecture.md): POST /v1/image/generation, Bearer, blocking.
 
 Answers {"images": [{"index", "image", "random_seed"}], "inference_time"}; errors are
 OpenAI-style {"object": "error", "message", "type", "param", "code"}.

@@ -1,4 +1,4 @@
-"""The ModelsLab wire format (DESIGN section 4): key in the body, lenient types, its answers."""
+"""The ModelsLab wire format (docs/architecture.md): key in the body, lenient types, its answers."""
 
 from __future__ import annotations
 

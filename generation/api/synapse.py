@@ -1,4 +1,4 @@
-"""The Synapse wire format (DESIGN section 5): Bearer key, the model in the path, one PNG back.
+"""The Synapse wire format (docs/architecture.md): Bearer key, the model in the path, one PNG back.
 
     GET  /sd/list, /sd/sampler, /sd/loras, /sd/embeddings   JSON arrays of names
     POST /sd/<model>   {"prompt", "negative_prompt", "steps", "cfg_scale", "sampler",

@@ -1,4 +1,4 @@
-"""The ModelsLab families (DESIGN section 4): one view per kind, configured per family.
+"""The ModelsLab families (docs/architecture.md): one view per kind, configured per family.
 
 Each family answers with its own fetch URL (`fetch_url_name`); v4 requires `model_id`, the v6
 realtime family always uses the default model.

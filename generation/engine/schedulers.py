@@ -102,7 +102,7 @@ class SchedulerChoice:
     algorithm_type: str = "none"
 
 
-# AUTOMATIC1111's sampler names (DESIGN section 6); any other A1111 name is answered with a 400.
+# AUTOMATIC1111's sampler names (docs/architecture.md); any other A1111 name is answered with a 400.
 A1111_SAMPLERS: dict[str, SchedulerChoice] = {
     "Euler": SchedulerChoice("EulerDiscreteScheduler"),
     "Euler a": SchedulerChoice("EulerAncestralDiscreteScheduler"),
