@@ -7,11 +7,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import Tenant, make_tenant
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PICTOR_TORCH_THREADS", "2")
@@ -105,12 +106,6 @@ def demo_models(demo_model: Any) -> dict[str, Any]:
     return models
 
 
-@dataclass
-class Tenant:
-    org: Any
-    key: str
-
-
 @pytest.fixture(autouse=True)
 def default_plans(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the rows the seed migration wrote; put the plans back."""
@@ -123,27 +118,6 @@ def default_plans(request: pytest.FixtureRequest) -> None:
     from billing.plans import seed_default_plans
 
     seed_default_plans(Plan)
-
-
-def make_tenant(slug: str, plan: str = "premium") -> Tenant:
-    from accounts.models import ApiKey, Organization
-
-    org = Organization.get_or_create_by_slug(slug, plan)
-    _, raw = ApiKey.objects.issue(org)
-    return Tenant(org, raw)
-
-
-def private_copy(source: str, org: Any) -> str:
-    """A copy of the registered model `source`, private to `org`; returns its id."""
-    from generation.models import AIModel
-
-    model = AIModel.objects.get(model_id=source)
-    model.pk = None
-    model.model_id = f"{source}-private"
-    model.is_default = False
-    model.organization = org
-    model.save()
-    return model.model_id
 
 
 @pytest.fixture

@@ -172,7 +172,7 @@ def document_common_statuses(result: dict[str, Any], **kwargs: Any) -> dict[str,
             tags = [tag for tag in operation.get("tags", []) if tag in ERROR_COMPONENTS]
             responses = operation.setdefault("responses", {})
             # Without one wire format's tag the error shape is unknown: left as the view says
-            # (tests/test_schema_statuses.py fails on it rather than the schema on a client).
+            # (tests/api/test_schema_statuses.py fails on it rather than the schema on a client).
             shapes = ERROR_COMPONENTS[tags[0]] if len(tags) == 1 else {}
             for status in common_statuses(method, operation, tags[0]) if shapes else ():
                 name = shapes.get(status, shapes[None])

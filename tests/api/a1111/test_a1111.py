@@ -20,7 +20,7 @@ from PIL import Image
 from accounts.models import ApiKey
 from billing import ledger
 from generation.models import Job
-from tests.conftest import make_tenant, private_copy
+from tests.helpers import make_tenant, private_copy
 from tests.images import centre_mask, noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ from PIL import Image
 from billing import ledger
 from generation.engine.styles import STYLE_PRESETS
 from generation.models import AIModel, Job
-from tests.conftest import private_copy
+from tests.helpers import private_copy
 from tests.images import noise_image, png_base64, shapes_image
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from billing import ledger
 from generation.models import AIModel, Job
-from tests.conftest import make_tenant, private_copy
+from tests.helpers import make_tenant, private_copy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,7 +1,8 @@
 """The ModelsLab families (docs/architecture.md): v3, v4 dreambooth, v5, v6 images and realtime, v7.
 
 Every family takes the same body and answers in the same shape; each points `fetch_result` at
-its own fetch path. The engine's kinds are tested in test_api_<kind>.py; here the contract.
+its own fetch path. The engine's kinds are tested in test_<kind>.py beside this file; here
+the contract.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from django_q.conf import Conf
 
 from accounts.models import Organization
 from billing.models import Plan
-from tests.conftest import Tenant, make_tenant
+from tests.helpers import Tenant, make_tenant
 from tests.images import centre_mask, noise_image, png_base64, shapes_image
 
 pytestmark = [

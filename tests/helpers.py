@@ -1,0 +1,33 @@
+"""Helpers the tests share (fixtures stay in conftest.py; these are plain functions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Tenant:
+    org: Any
+    key: str
+
+
+def make_tenant(slug: str, plan: str = "premium") -> Tenant:
+    from accounts.models import ApiKey, Organization
+
+    org = Organization.get_or_create_by_slug(slug, plan)
+    _, raw = ApiKey.objects.issue(org)
+    return Tenant(org, raw)
+
+
+def private_copy(source: str, org: Any) -> str:
+    """A copy of the registered model `source`, private to `org`; returns its id."""
+    from generation.models import AIModel
+
+    model = AIModel.objects.get(model_id=source)
+    model.pk = None
+    model.model_id = f"{source}-private"
+    model.is_default = False
+    model.organization = org
+    model.save()
+    return model.model_id
