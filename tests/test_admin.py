@@ -9,7 +9,7 @@ from django.urls import reverse
 from accounts.models import ApiKey, Organization, User
 from billing.models import CreditEntry
 from generation.models import Job
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

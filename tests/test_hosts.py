@@ -22,7 +22,7 @@ from accounts.models import Membership, User
 from generation import webhooks
 from generation.models import Job, WebhookDelivery
 from sdplatform.middleware import content_security_policy
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from billing.models import Plan
 from generation import tasks
 from generation.models import Job
 from generation.tasks import claim_next_job, run_next_job
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 
 # No worker runs here: answer `processing` at once instead of waiting for one.
 pytestmark = pytest.mark.usefixtures("no_wait")

@@ -13,7 +13,7 @@ import pytest
 
 from accounts.models import ApiKey, Membership, User
 from generation.models import AIModel, Job
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 from tests.images import centre_mask, noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)

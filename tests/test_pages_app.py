@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.models import ApiKey, Membership, User
 from billing import ledger
 from generation.models import AIModel, Job, WorkerHeartbeat
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from generation import service
 from generation.engine.request import GenerationRequest
 from generation.models import Job
 from generation.tasks import claim_next_job, execute, reap_expired_jobs, run_next_job
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

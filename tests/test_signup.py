@@ -22,7 +22,7 @@ from accounts import verification
 from accounts.models import ApiKey, FreeCreditClaim, Invitation, Organization, User
 from billing import counters, ledger
 from billing.models import CreditEntry, Plan
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from generation import service, stopping
 from generation.engine.request import GenerationRequest
 from generation.models import Job
 from generation.tasks import claim_next_job, execute, run_next_job, sweep
-from tests.conftest import make_tenant
+from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
