@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 TORCH_WHEELS ?= /opt/wheels
 LOCK := requirements.lock
 
-.PHONY: install lock lock-upgrade migrate models run dev test lint bench clean
+.PHONY: install lock lock-check lock-upgrade migrate models run dev test lint typecheck bench clean
 
 # The lock is the install: every package at its exact version, nothing resolved from the registry
 # today. --no-deps makes a package missing from the lock fail `pip check` instead of floating in.
@@ -24,11 +24,21 @@ $(VENV)/.installed: $(LOCK)
 
 install: $(VENV)/.installed
 
+UV_COMPILE = echo "torch==2.13.0" | $(VENV)/bin/uv pip compile pyproject.toml --extra dev \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--find-links $(TORCH_WHEELS) --constraint /dev/stdin --quiet
+
 # Refresh the lock after editing pyproject.toml: keeps every pin that still fits, adds what is new.
 lock: install
-	echo "torch==2.13.0" | $(VENV)/bin/uv pip compile pyproject.toml --extra dev \
-		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-		--find-links $(TORCH_WHEELS) --constraint /dev/stdin --quiet $(LOCK_FLAGS) -o $(LOCK)
+	$(UV_COMPILE) $(LOCK_FLAGS) -o $(LOCK)
+
+# Fails when pyproject.toml changed without `make lock`: resolves into a scratch copy of the lock
+# (so every pin that fits is kept) and compares the pins, not uv's comments.
+lock-check: install
+	cp $(LOCK) $(VENV)/lock-check.txt
+	$(UV_COMPILE) -o $(VENV)/lock-check.txt
+	diff -I '^ *#' $(LOCK) $(VENV)/lock-check.txt || \
+		(echo "$(LOCK) does not match pyproject.toml: run make lock" >&2; exit 1)
 
 # Move every pin to the newest release the ranges allow; run `make test` before committing it.
 lock-upgrade: install
@@ -63,6 +73,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
+
+# Types (mypy with Django's and DRF's stubs) and the import contracts in pyproject.toml.
+# Kept out of `lint` until both pass; see docs/architecture.md for the layers they guard.
+typecheck: install
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 test: lint
 	$(PY) -m pytest

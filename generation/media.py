@@ -13,13 +13,14 @@ import math
 import mimetypes
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.views.decorators.http import require_safe
@@ -59,7 +60,9 @@ def signed_url(name: str, expires_in: int | None = None) -> str:
     """
     seconds = lifetime() if expires_in is None else expires_in
     if not is_local():
-        return default_storage.url(name, expire=seconds)
+        # django-storages' S3Storage.url takes `expire`; Django's Storage type does not know it.
+        url: str = cast(Any, default_storage).url(name, expire=seconds)
+        return url
     # Rounded up, so a link is never valid for less than it promises.
     expires = math.ceil(time.time() + seconds)
     query = urlencode({"expires": expires, "signature": signature(name, expires)})
@@ -83,7 +86,8 @@ def local_file(name: str) -> Path:
         path = Path(default_storage.path(name)).resolve()
     except (NotImplementedError, SuspiciousFileOperation, ValueError):
         raise Http404("No such image.") from None
-    root = Path(default_storage.location).resolve()
+    # path() succeeded, so this is file-system storage (other storages raise NotImplementedError).
+    root = Path(cast(FileSystemStorage, default_storage).location).resolve()
     # A symlink under the root could point anywhere; the resolved path must stay inside.
     if not path.is_relative_to(root) or not path.is_file():
         raise Http404("No such image.")
@@ -91,7 +95,7 @@ def local_file(name: str) -> Path:
 
 
 @require_safe
-def serve(request: HttpRequest, name: str) -> HttpResponse:
+def serve(request: HttpRequest, name: str) -> HttpResponseBase:
     """GET /files/<name>?expires=…&signature=…: the image, if the link is genuine and current."""
     # The signature is checked before the file system is touched, so a refused link says
     # nothing about whether the file exists.
@@ -103,7 +107,7 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
     mode = settings.PICTOR_MEDIA_SENDFILE
     if mode == "nginx":
         # nginx serves the file from an `internal` location that aliases MEDIA_ROOT.
-        response: HttpResponse = HttpResponse(content_type=content_type)
+        response: HttpResponseBase = HttpResponse(content_type=content_type)
         prefix = settings.PICTOR_MEDIA_ACCEL_PREFIX.rstrip("/")
         response["X-Accel-Redirect"] = f"{prefix}/{quote(name)}"
     elif mode == "apache":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -214,7 +214,7 @@ class Job(models.Model):
         """Storage name of the index-th image; deterministic, so a rerun overwrites, never adds."""
         return f"generations/{self.organization_id}/{self.pk}/{index}.png"
 
-    def lease_deadline(self) -> timezone.datetime:
+    def lease_deadline(self) -> datetime:
         return timezone.now() + timedelta(seconds=settings.PICTOR_JOB_LEASE)
 
 

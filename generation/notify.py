@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +22,7 @@ DONE_TTL_SECONDS = 300
 
 
 @functools.cache
-def _client(url: str):  # -> redis.Redis
+def _client(url: str) -> redis.Redis:
     import redis
 
     # No socket read timeout: BLPOP's own timeout bounds the wait, and a shorter socket timeout
@@ -26,7 +30,7 @@ def _client(url: str):  # -> redis.Redis
     return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=None)
 
 
-def _redis():  # -> redis.Redis | None
+def _redis() -> redis.Redis | None:
     return _client(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
@@ -58,8 +62,10 @@ def block_until_finished(job_id: int, timeout: float) -> None:
     """Block up to `timeout` seconds for job_finished(job_id); the caller re-reads the row."""
     import redis
 
+    client = _redis()
+    assert client is not None, "callers wait here only when can_block()"
     try:
-        _redis().blpop([_key(job_id)], timeout=max(timeout, 0.01))
+        client.blpop([_key(job_id)], timeout=max(timeout, 0.01))
     except redis.RedisError:
         # The job row is the truth; without the wake-up the caller simply reads it again.
         log.warning("waiting on job %s through Redis failed", job_id, exc_info=True)

@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 CHUNK_SIZE = 64 * 1024
@@ -67,7 +67,7 @@ class _Target:
     host: str  # ASCII, without brackets; what goes into the Host header and SNI
     port: int
     path: str  # path and query
-    addresses: tuple[tuple[int, tuple], ...]  # (family, sockaddr), every one checked
+    addresses: tuple[tuple[int, tuple[Any, ...]], ...]  # (family, sockaddr), every one checked
 
 
 def request(
@@ -288,6 +288,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         context = ssl.create_default_context()
         context.sslsocket_class = _DeadlineSSLSocket
         super().__init__(target.host, target.port, context=context)
+        # Kept under our own name: http.client's `_context` is private and not in its types.
+        self._tls = context
         self._target = target
         self._deadline = deadline
 
@@ -296,10 +298,12 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         try:
             raw.settimeout(_remaining(self._deadline))
             # The certificate is checked against the URL's host, not the address we dialled.
-            sock = self._context.wrap_socket(raw, server_hostname=self._target.host)
+            wrapped = self._tls.wrap_socket(raw, server_hostname=self._target.host)
         except BaseException:
             raw.close()
             raise
+        # The context's sslsocket_class makes every socket it wraps one of ours.
+        sock = cast(_DeadlineSSLSocket, wrapped)
         sock.deadline = self._deadline
         self.sock = sock
 
@@ -320,7 +324,7 @@ def _exchange(
         conn.request(method, target.path, body=body, headers={**headers, "Connection": "close"})
         # The response owns the socket once the server says it will close; close it ourselves.
         with conn.getresponse() as response:
-            names = {}
+            names: dict[str, str] = {}
             for name, value in response.getheaders():
                 key = name.lower()
                 names[key] = f"{names[key]}, {value}" if key in names else value

@@ -6,7 +6,7 @@ Threads, because a request of a blocking format (Synapse, Hyperbolic, AUTOMATIC1
 its image while holding a thread, not a CPU. On SIGTERM gunicorn stops accepting and lets the
 requests in flight finish for `graceful_timeout`, which outlasts the longest blocking wait: such
 a request either gets its image, or times out and has its job canceled and refunded
-(generation/api/adapter.py), before the process may be killed. So a stop never leaves a job
+(generation/submission.py), before the process may be killed. So a stop never leaves a job
 charged with nobody to answer.
 """
 

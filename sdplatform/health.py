@@ -53,7 +53,7 @@ def _storage_ok() -> bool:
 def _cache_ok() -> bool:
     try:
         cache.set("pictor:readyz", "ok", 5)
-        return cache.get("pictor:readyz") == "ok"
+        return bool(cache.get("pictor:readyz") == "ok")
     except Exception:
         return False
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what every web and worker process counts, and the /metrics page.
+"""Prometheus metrics: what every web and worker process counts (/metrics: metrics_view.py).
 
 Web processes (gunicorn) and job workers (django-q2) are separate processes, so prometheus_client
 runs in multiprocess mode: each process writes its counts to files in PROMETHEUS_MULTIPROC_DIR
@@ -19,17 +19,12 @@ import hmac
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from django.conf import settings
-from django.db import DatabaseError
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
-from django.views.decorators.http import require_GET
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -37,8 +32,7 @@ from prometheus_client import (
     make_wsgi_app,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
+from prometheus_client.exposition import ThreadingWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -105,39 +99,6 @@ class RequestMetricsMiddleware:
         return response
 
 
-class ClusterCollector:
-    """The queue depth by priority and the live workers, read from the database per scrape."""
-
-    def collect(self) -> Iterator[Metric]:
-        from billing.models import Plan
-        from generation import heartbeat
-        from generation.models import Job, WorkerHeartbeat
-
-        depth = GaugeMetricFamily(
-            "pictor_queue_depth", "Jobs waiting for a worker, by priority", labels=["priority"]
-        )
-        alive_after = timezone.now() - timedelta(seconds=heartbeat.ALIVE_SECONDS)
-        try:
-            queued = dict(
-                Job.objects.filter(status=Job.Status.QUEUED)
-                .values_list("priority")
-                .annotate(jobs=Count("pk"))
-            )
-            # Every plan's priority, so an empty queue reads 0 rather than no series at all.
-            priorities = set(Plan.objects.values_list("priority", flat=True)) | set(queued)
-            # A worker process beats every few seconds while it lives (generation/heartbeat.py).
-            alive = WorkerHeartbeat.objects.filter(last_seen__gte=alive_after).count()
-        except DatabaseError:
-            log.exception("metrics: the database did not answer; queue and workers left out")
-            return
-        for priority in sorted(priorities):
-            depth.add_metric([str(priority)], queued.get(priority, 0))
-        yield depth
-        yield GaugeMetricFamily(
-            "pictor_live_workers", "Worker processes that sent a heartbeat recently", value=alive
-        )
-
-
 def process_registry() -> CollectorRegistry:
     """What the processes of this host counted, added up from their files."""
     registry = CollectorRegistry()
@@ -152,28 +113,6 @@ def bearer_token_ok(authorization: str) -> bool:
     if not token or scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(offered.strip().encode(), token.encode())
-
-
-@require_GET
-def scrape(request: HttpRequest) -> HttpResponse:
-    """GET /metrics for Prometheus: the bearer token, or a staff session.
-
-    Refused callers get a bare 401 (403 for a signed-in user who is not staff), never any figure.
-    It is a plain Django view, so the API plans' throttles do not apply to scrapes.
-    """
-    if not bearer_token_ok(request.headers.get("Authorization", "")):
-        user = request.user
-        if not user.is_authenticated:
-            response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
-            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
-        if not user.is_staff:
-            return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-    registry = process_registry()
-    registry.register(ClusterCollector())
-    # The format Prometheus asks for (OpenMetrics or text), as prometheus_client's own server.
-    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return HttpResponse(encode(registry), content_type=content_type)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -193,7 +132,8 @@ def serve(port: int, addr: str = "0.0.0.0") -> None:
         if not bearer_token_ok(request.get("HTTP_AUTHORIZATION", "")):
             start_response("401 Unauthorized", [("WWW-Authenticate", 'Bearer realm="metrics"')])
             return [b"Unauthorized\n"]
-        return metrics_app(request, start_response)
+        body: Iterable[bytes] = metrics_app(request, start_response)
+        return body
 
     server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="pictor-metrics", daemon=True).start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -40,7 +40,9 @@ def storage_origins() -> list[str]:
     """The origins image URLs are served from when images are on S3; none on local storage."""
     if not settings.S3_BUCKET:
         return []
-    options: dict[str, Any] = settings.STORAGES["default"].get("OPTIONS", {})
+    # The settings module builds STORAGES from literals, so its values type as plain objects.
+    default = cast("dict[str, Any]", settings.STORAGES["default"])
+    options: dict[str, Any] = default.get("OPTIONS", {})
     # As django-storages and boto3 build presigned URLs: on the endpoint, else on AWS.
     bucket = options.get("bucket_name") or settings.S3_BUCKET
     virtual = options.get("addressing_style") == "virtual"
