@@ -1,5 +1,13 @@
+"""The generation app: its periodic tasks, and the engine configured from the settings."""
+
+from __future__ import annotations
+
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.models.signals import post_migrate
+
+from generation.engine.config import EngineConfig, configure
+from sdplatform import metrics
 
 SWEEP_SCHEDULE = "pictor: sweep the job queue"
 # The sweep's name before it also re-enqueued queued jobs; removed on migrate.
@@ -19,6 +27,30 @@ def ensure_schedules(sender: AppConfig, **kwargs: object) -> None:
     ensure_schedule(RETENTION_SCHEDULE, "generation.retention.expire_outputs", Schedule.HOURLY)
 
 
+def engine_config() -> EngineConfig:
+    """The engine's knobs from the settings, with its cache events counted as metrics."""
+    counters = {
+        "hit": metrics.CACHE_HITS,
+        "load": metrics.CACHE_LOADS,
+        "eviction": metrics.CACHE_EVICTIONS,
+    }
+
+    def count(event: str, model_id: str) -> None:
+        counters[event].labels(model=model_id).inc()
+
+    return EngineConfig(
+        cache_size=settings.PICTOR_PIPELINE_CACHE_SIZE,
+        cache_bytes=settings.PICTOR_PIPELINE_CACHE_BYTES,
+        torch_threads=settings.PICTOR_TORCH_THREADS,
+        on_cache_event=count,
+    )
+
+
+def configure_engine() -> None:
+    """Hand the engine its configuration: it reads no environment or settings itself."""
+    configure(engine_config())
+
+
 class GenerationConfig(AppConfig):
     name = "generation"
     verbose_name = "Generation"
@@ -30,5 +62,7 @@ class GenerationConfig(AppConfig):
         from generation.api import schema  # noqa: F401
         from generation.tasks import warm_worker
 
+        # Every process (web, worker, management command) configures the engine it may run.
+        configure_engine()
         post_migrate.connect(ensure_schedules, sender=self)
         post_spawn.connect(warm_worker, dispatch_uid="pictor-warm-worker")

@@ -9,6 +9,7 @@ from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
 
+from generation.engine.cache import default_cache
 from generation.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,6 @@ _started = threading.Event()
 
 def beat(name: str, *, job_done: bool = False, current_job: int | None = None) -> None:
     """Write this worker's row: now, its cached models, and (optionally) a finished job."""
-    from generation.engine.cache import default_cache
-
     fields = {
         "last_seen": timezone.now(),
         "models_loaded": default_cache.model_ids(),

@@ -100,7 +100,7 @@ MIDDLEWARE = [
     "sdplatform.logs.RequestIdMiddleware",
     "sdplatform.metrics.RequestMetricsMiddleware",
     # Chunked bodies read whole, NUL in URLs refused, JSON error pages on API routes.
-    "generation.api.parsers.RequestInputMiddleware",
+    "generation.api.middleware.RequestInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the API docs' Swagger UI, the pages' CSS) from any web process, no proxy.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -340,6 +340,21 @@ PICTOR_WARM_WORKERS = envbool("PICTOR_WARM_WORKERS", True)
 PICTOR_SWEEP_INTERVAL = envfloat("PICTOR_SWEEP_INTERVAL", 15.0)
 # A stopping worker lets its running job finish for this long, then hands it back to the queue.
 PICTOR_WORKER_STOP_GRACE = envfloat("PICTOR_WORKER_STOP_GRACE", 60.0)
+
+# The engine's knobs: generation/apps.py hands them to it as an EngineConfig (the engine reads
+# no environment itself). Unset threads or bytes mean "automatic": torch's own thread count, a
+# share of the device's memory; `default=` by keyword, as the env example leaves them empty.
+PICTOR_TORCH_THREADS = envint("PICTOR_TORCH_THREADS", default=None)
+PICTOR_PIPELINE_CACHE_SIZE = envint("PICTOR_PIPELINE_CACHE_SIZE", 2)
+PICTOR_PIPELINE_CACHE_BYTES = envint("PICTOR_PIPELINE_CACHE_BYTES", default=None)
+if PICTOR_TORCH_THREADS is not None and PICTOR_TORCH_THREADS < 1:
+    raise ImproperlyConfigured(
+        f"PICTOR_TORCH_THREADS must be a positive integer, not {PICTOR_TORCH_THREADS}"
+    )
+if PICTOR_PIPELINE_CACHE_SIZE < 1:
+    raise ImproperlyConfigured(
+        f"PICTOR_PIPELINE_CACHE_SIZE must be at least 1, not {PICTOR_PIPELINE_CACHE_SIZE}"
+    )
 
 # Fetching user-supplied URLs (input images, webhooks): see generation/safe_http.py.
 PICTOR_FETCH_ALLOWED_PORTS = tuple(

@@ -35,6 +35,24 @@ def _own_metrics_dir() -> None:
 
 _own_metrics_dir()
 
+
+def _torch_threads() -> None:
+    """Give the engine this run's PICTOR_TORCH_THREADS default, set above.
+
+    The settings read the variable before this file set it (see _own_metrics_dir), and the app
+    has configured the engine from them: read it again and configure the engine anew.
+    """
+    from django.conf import settings
+
+    from generation.apps import configure_engine
+    from sdplatform.env import envint
+
+    settings.PICTOR_TORCH_THREADS = envint("PICTOR_TORCH_THREADS", default=None)
+    configure_engine()
+
+
+_torch_threads()
+
 DEMO_DIR_ENV = "PICTOR_TEST_MODELS_DIR"
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from sdplatform.env import envbool, envfloat, envint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,7 +230,7 @@ def test_the_default_plans_are_seeded():
 def test_the_web_tier_does_not_import_torch():
     code = (
         "import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE']='sdplatform.settings';"
-        "django.setup(); import sdplatform.urls, generation.api.modelslab, generation.tasks;"
+        "django.setup(); import sdplatform.urls, generation.api.modelslab.views, generation.tasks;"
         "print('torch' in sys.modules, 'diffusers' in sys.modules)"
     )
     result = subprocess.run(
@@ -235,3 +238,126 @@ def test_the_web_tier_does_not_import_torch():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False False"
+
+
+# The readers: a value that is set but cannot be read stops the start, naming the variable.
+
+
+def test_envbool_reads_the_yes_and_no_words_in_any_case(monkeypatch: pytest.MonkeyPatch):
+    for value in ("1", "true", "YES", " On "):
+        monkeypatch.setenv("PICTOR_TEST_SWITCH", value)
+        assert envbool("PICTOR_TEST_SWITCH", False) is True, value
+    for value in ("0", "False", "no", "OFF "):
+        monkeypatch.setenv("PICTOR_TEST_SWITCH", value)
+        assert envbool("PICTOR_TEST_SWITCH", True) is False, value
+
+
+def test_envbool_gives_the_default_when_unset_or_empty(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("PICTOR_TEST_SWITCH", raising=False)
+    assert envbool("PICTOR_TEST_SWITCH", True) is True
+    monkeypatch.setenv("PICTOR_TEST_SWITCH", "  ")
+    assert envbool("PICTOR_TEST_SWITCH", False) is False
+
+
+def test_envbool_refuses_a_word_it_does_not_know(monkeypatch: pytest.MonkeyPatch):
+    for value in ("ture", "enabled", "2", "y"):
+        monkeypatch.setenv("PICTOR_TEST_SWITCH", value)
+        with pytest.raises(ImproperlyConfigured) as refused:
+            envbool("PICTOR_TEST_SWITCH", False)
+        message = str(refused.value)
+        assert "PICTOR_TEST_SWITCH" in message and repr(value) in message
+        assert all(word in message for word in ("1", "true", "yes", "on", "0", "false", "no"))
+
+
+def test_envint_and_envfloat_read_numbers_or_give_the_default(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PICTOR_TEST_NUMBER", " 42 ")
+    assert envint("PICTOR_TEST_NUMBER", 7) == 42
+    assert envfloat("PICTOR_TEST_NUMBER", 0.5) == 42.0
+    monkeypatch.setenv("PICTOR_TEST_NUMBER", "2.5")
+    assert envfloat("PICTOR_TEST_NUMBER", 0.5) == 2.5
+    monkeypatch.setenv("PICTOR_TEST_NUMBER", "")
+    assert envint("PICTOR_TEST_NUMBER", 7) == 7
+    assert envint("PICTOR_TEST_NUMBER", default=None) is None
+    assert envfloat("PICTOR_TEST_NUMBER", 0.5) == 0.5
+
+
+def test_envint_and_envfloat_refuse_what_does_not_parse(monkeypatch: pytest.MonkeyPatch):
+    for reader, value in ((envint, "2.5"), (envint, "ten"), (envfloat, "1,5"), (envfloat, "x")):
+        monkeypatch.setenv("PICTOR_TEST_NUMBER", value)
+        with pytest.raises(ImproperlyConfigured, match=f"PICTOR_TEST_NUMBER.*{value}"):
+            reader("PICTOR_TEST_NUMBER", 1)
+
+
+def test_a_misspelt_switch_stops_the_start():
+    result = django_check(DEBUG="ture")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DEBUG must be one of" in result.stderr
+    assert "'ture'" in result.stderr
+
+
+# The engine's knobs: read by the settings, handed to the engine by the app.
+
+ENGINE = SETUP + (
+    "from generation.engine import config; from generation.engine.cache import PipelineCache; "
+    "c = config.current(); "
+    "print(json.dumps([c.cache_size, c.cache_bytes, c.torch_threads, PipelineCache().max_models, "
+    "c.on_cache_event is not None]))"
+)
+ENGINE_NAMES = ("PICTOR_TORCH_THREADS", "PICTOR_PIPELINE_CACHE_SIZE", "PICTOR_PIPELINE_CACHE_BYTES")
+
+
+def engine_settings(**env: str) -> list[Any]:
+    unset = {name: "" for name in ENGINE_NAMES}
+    result = django_check(ENGINE, **{**unset, **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_the_engine_gets_its_knobs_from_the_environment():
+    assert engine_settings(
+        PICTOR_TORCH_THREADS="3",
+        PICTOR_PIPELINE_CACHE_SIZE="4",
+        PICTOR_PIPELINE_CACHE_BYTES="1000000",
+    ) == [4, 1000000, 3, 4, True]
+
+
+def test_the_engine_knobs_default_to_two_models_and_automatic_bytes_and_threads():
+    assert engine_settings() == [2, None, None, 2, True]
+
+
+def test_impossible_engine_knobs_stop_the_start():
+    for name, value, says in (
+        ("PICTOR_TORCH_THREADS", "0", "PICTOR_TORCH_THREADS must be a positive integer"),
+        ("PICTOR_TORCH_THREADS", "two", "PICTOR_TORCH_THREADS must be an integer"),
+        ("PICTOR_PIPELINE_CACHE_SIZE", "0", "PICTOR_PIPELINE_CACHE_SIZE must be at least 1"),
+        ("PICTOR_PIPELINE_CACHE_BYTES", "1e9", "PICTOR_PIPELINE_CACHE_BYTES must be an integer"),
+    ):
+        result = django_check(**{name: value})
+        assert result.returncode != 0, name
+        assert says in result.stderr, result.stderr[-500:]
+
+
+def test_the_tests_run_torch_on_two_threads_unless_told_otherwise():
+    # tests/conftest.py sets the default after the settings were read, then reconfigures.
+    from generation.engine import config
+
+    expected = int(os.environ["PICTOR_TORCH_THREADS"])
+    assert config.current().torch_threads == expected
+
+
+def test_the_engine_imports_without_django():
+    code = (
+        "import sys, generation.engine.runner, generation.engine.demo_addons; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'sdplatform'}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -87,7 +87,7 @@ def tomesd_applied(pipe: Any, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    import tomesd
+    import tomesd  # lazy: heavy, not loaded at Django start-up
 
     # max_downsample=2 covers the first two UNet levels: tomesd's default (1) patches the top
     # level only, which on SD is where attention is most expensive and on the demo is where it sits.

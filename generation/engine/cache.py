@@ -1,11 +1,15 @@
 """A per-worker LRU cache of loaded models, bounded by count and bytes: warm requests load nothing.
 
 Checkpoint pipelines and the add-on models a request names (ControlNets, VAEs, the upscaler)
-share one cache, so one budget covers everything a worker holds in memory.
+share one cache, so one budget covers everything a worker holds in memory. Its limits come from
+the engine config (config.py); torch is imported only inside the functions that use it, so that
+importing the cache (the heartbeat does, in every process) loads no torch.
 """
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import threading
 from collections import OrderedDict
@@ -13,27 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from generation.engine import loader
+from generation.engine import config, loader
 from generation.engine.request import ModelRef
-from sdplatform import metrics
 
-CACHE_SIZE_ENV = "PICTOR_PIPELINE_CACHE_SIZE"
-CACHE_BYTES_ENV = "PICTOR_PIPELINE_CACHE_BYTES"
-# Without PICTOR_PIPELINE_CACHE_BYTES: this share of the GPU's memory, or of the host's RAM.
+# Without a configured byte budget: this share of the GPU's memory, or of the host's RAM.
 DEFAULT_MEMORY_SHARE = 0.6
 
 
-def _default_max_models() -> int:
-    """The cache size from PICTOR_PIPELINE_CACHE_SIZE, else 2."""
-    return int(os.environ.get(CACHE_SIZE_ENV, "") or 2)
-
-
-def _default_max_bytes() -> int:
-    """PICTOR_PIPELINE_CACHE_BYTES, else a share of the device's memory."""
-    value = os.environ.get(CACHE_BYTES_ENV, "").strip()
-    if value:
-        return int(value)
-    import torch
+@functools.cache
+def _device_memory_share() -> int:
+    """DEFAULT_MEMORY_SHARE of the device's memory (asked once: it does not change)."""
+    import torch  # lazy: heavy, not loaded at Django start-up
 
     if torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory
@@ -42,9 +36,16 @@ def _default_max_bytes() -> int:
     return int(total * DEFAULT_MEMORY_SHARE)
 
 
+def _report(event: str, model_id: str) -> None:
+    """Tell the configured hook (the app's metrics) of a hit, load or eviction."""
+    hook = config.current().on_cache_event
+    if hook is not None:
+        hook(event, model_id)
+
+
 def model_bytes(obj: Any) -> int:
     """Bytes held by the parameters and buffers of a pipeline's modules (or of one module)."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
 
     modules = (
         [obj]
@@ -81,7 +82,11 @@ class _Entry:
 
 
 class PipelineCache:
-    """Keeps loaded models within `max_models` and `max_bytes`, evicting the least recently used."""
+    """Keeps loaded models within `max_models` and `max_bytes`, evicting the least recently used.
+
+    A limit left as None follows the engine config, read when it is needed, so the process-wide
+    cache built at import still obeys a `config.configure` made later at start-up.
+    """
 
     def __init__(
         self,
@@ -90,9 +95,9 @@ class PipelineCache:
         max_bytes: int | None = None,
         measure: Callable[[Any], int] = model_bytes,
     ) -> None:
-        self.max_models = _default_max_models() if max_models is None else max_models
-        if self.max_models < 1:
+        if max_models is not None and max_models < 1:
             raise ValueError("max_models must be at least 1")
+        self._max_models = max_models
         self._max_bytes = max_bytes
         self._load = load or loader.load_model
         self._measure = measure
@@ -103,11 +108,18 @@ class PipelineCache:
         self.evictions = 0
 
     @property
+    def max_models(self) -> int:
+        """Models kept at most: as constructed, else the engine config's cache_size."""
+        return config.current().cache_size if self._max_models is None else self._max_models
+
+    @property
     def max_bytes(self) -> int:
-        # Read lazily: asking torch for the device's memory must not happen at import time.
-        if self._max_bytes is None:
-            self._max_bytes = _default_max_bytes()
-        return self._max_bytes
+        """Bytes kept at most: as constructed, else the config's, else a share of the device's."""
+        if self._max_bytes is not None:
+            return self._max_bytes
+        configured = config.current().cache_bytes
+        # Asked only here: asking torch for the device's memory must not happen at import time.
+        return _device_memory_share() if configured is None else configured
 
     def get(self, ref: ModelRef) -> Any:
         """The loaded model for ref, loading it (and evicting others to make room) on a miss."""
@@ -115,7 +127,7 @@ class PipelineCache:
             entry = self._entries.get(ref.model_id)
             if entry is not None and entry.ref == ref:
                 self._entries.move_to_end(ref.model_id)
-                metrics.CACHE_HITS.labels(model=ref.model_id).inc()
+                _report("hit", ref.model_id)
                 return entry.model
             # A changed ref for a known id means the model was replaced: drop the stale one
             # before loading, so both never sit in memory together.
@@ -125,7 +137,7 @@ class PipelineCache:
                 _release_device_memory()
             model = self._load(ref)
             self.loads += 1
-            metrics.CACHE_LOADS.labels(model=ref.model_id).inc()
+            _report("load", ref.model_id)
             self._entries[ref.model_id] = _Entry(ref, model, self._measure(model))
             # The estimate from disk can be low (fp16 files loaded as fp32): settle up now.
             if self._make_room(0, keep=ref.model_id):
@@ -145,7 +157,7 @@ class PipelineCache:
                 return evicted
             del self._entries[others[0]]
             self.evictions += 1
-            metrics.CACHE_EVICTIONS.labels(model=others[0]).inc()
+            _report("eviction", others[0])
             evicted = True
 
     def bytes_used(self) -> int:
@@ -166,9 +178,7 @@ class PipelineCache:
 
 def _release_device_memory() -> None:
     """Collect dropped pipelines and hand their GPU blocks back before the next load."""
-    import gc
-
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
 
     gc.collect()
     if torch.cuda.is_available():

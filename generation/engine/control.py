@@ -13,7 +13,7 @@ CANNY_HIGH = 200
 
 def canny(image: Any, low: int = CANNY_LOW, high: int = CANNY_HIGH) -> Any:
     """The canny edge map of a PIL image, as a 3-channel PIL image (white edges on black)."""
-    import cv2
+    import cv2  # lazy: heavy, not loaded at Django start-up
     import numpy as np
     from PIL import Image
 

@@ -67,7 +67,7 @@ def _byte_vocab() -> dict[str, int]:
 
 def _build_tokenizer(work_dir: str) -> CLIPTokenizer:
     """A CLIP tokenizer from files written here, so nothing is fetched from the Hub."""
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # lazy: heavy, not loaded at Django start-up
 
     os.makedirs(work_dir, exist_ok=True)
     vocab_file = os.path.join(work_dir, "vocab.json")
@@ -81,7 +81,7 @@ def _build_tokenizer(work_dir: str) -> CLIPTokenizer:
 
 def _text_config(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextConfig:
     """A 4-layer CLIP text encoder config, TEXT_WIDTH wide, for the byte-level tokenizer."""
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # lazy: heavy, not loaded at Django start-up
 
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
@@ -99,7 +99,7 @@ def _text_config(tokenizer: CLIPTokenizer, **overrides: Any) -> CLIPTextConfig:
 
 def _boost_unet(unet: UNet2DConditionModel) -> None:
     """Scale a seeded UNet so its prediction is near unit scale and the prompt matters."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
 
     # Seeded init leaves the noise prediction at ~0.3 std with the prompt barely mattering;
     # these gains bring it near unit scale and make text conditioning (prompt, negative
@@ -114,7 +114,7 @@ def _boost_unet(unet: UNet2DConditionModel) -> None:
 
 def _sd15_unet() -> UNet2DConditionModel:
     """demo-sd15's UNet, from the global torch seed."""
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # lazy: heavy, not loaded at Django start-up
 
     # Two UNet levels instead of SD's four: on a 2-core CPU every extra level costs ~10 ms a step
     # in per-op overhead alone. Cross-attention sits at the top level as in SD, so attention
@@ -138,7 +138,7 @@ def _sd15_unet() -> UNet2DConditionModel:
 
 def _vae(levels: int = 4, **overrides: Any) -> AutoencoderKL:
     """demo-sd15's VAE architecture (or the same with fewer levels), from the global torch seed."""
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # lazy: heavy, not loaded at Django start-up
 
     # Each level after the first halves the size: four levels give real SD's 8x latent scale.
     return AutoencoderKL(
@@ -157,7 +157,7 @@ def _vae(levels: int = 4, **overrides: Any) -> AutoencoderKL:
 
 def _build_pipeline(scratch: str) -> StableDiffusionPipeline:
     """The demo-sd15 pipeline, with weights fixed by the seed."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
@@ -187,7 +187,7 @@ def _build_pipeline(scratch: str) -> StableDiffusionPipeline:
 
 def _build_inpaint_pipeline(scratch: str) -> StableDiffusionInpaintPipeline:
     """demo-sd15 with a 9-channel UNet: latents, the mask, and the masked image's latents."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
     from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
 
     base = _build_pipeline(scratch)
@@ -206,7 +206,7 @@ def _build_inpaint_pipeline(scratch: str) -> StableDiffusionInpaintPipeline:
 
 def _build_sdxl_pipeline(scratch: str) -> StableDiffusionXLPipeline:
     """A tiny SDXL: two CLIP text encoders and a UNet with SDXL's text_time conditioning."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -250,14 +250,14 @@ def _build_sdxl_pipeline(scratch: str) -> StableDiffusionXLPipeline:
 
 def _build_upscaler_pipeline(scratch: str) -> StableDiffusionUpscalePipeline:
     """A tiny x4 upscaler: the low-res image rides along the latents, its noise level as a class."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
     from diffusers import (
         DDIMScheduler,
         DDPMScheduler,
         StableDiffusionUpscalePipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel  # lazy: heavy, not loaded at Django start-up
 
     tokenizer = _build_tokenizer(scratch)
     torch.manual_seed(3)

@@ -28,7 +28,7 @@ TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 def _randomize(tensors: list[torch.Tensor], std: float) -> None:
     """Refill tensors in place with normal noise from the global torch seed."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
 
     with torch.no_grad():
         for tensor in tensors:
@@ -39,7 +39,7 @@ def build_demo_controlnet_canny(target_dir: str) -> bool:
     """Build a ControlNet for demo-sd15 (config.json + weights); False if it was already there."""
 
     def write(scratch: str, out: str) -> None:
-        import torch
+        import torch  # lazy: heavy, not loaded at Django start-up
         from diffusers import ControlNetModel
 
         unet = _build_pipeline(scratch).unet
@@ -64,11 +64,11 @@ def build_demo_controlnet_canny(target_dir: str) -> bool:
 
 def _write_lora(seed: int, scratch: str, out: str) -> None:
     """Save rank-4 LoRAs for demo-sd15's UNet attention and text encoder, seeded by seed."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict  # lazy: heavy, not loaded at Django start-up
 
     pipe = _build_pipeline(scratch)
     # alpha == rank, so the LoRA applies at scale 1 and a request's weight is the only factor.
@@ -106,7 +106,7 @@ def build_demo_embedding(target_dir: str) -> bool:
     """Build a 2-vector textual-inversion embedding for demo-sd15; False if it was already there."""
 
     def write(_scratch: str, out: str) -> None:
-        import torch
+        import torch  # lazy: heavy, not loaded at Django start-up
         from safetensors.torch import save_file
 
         torch.manual_seed(5)
@@ -123,7 +123,7 @@ def build_demo_vae(target_dir: str) -> bool:
     """Build a VAE shaped like demo-sd15's with other weights; False if it was already there."""
 
     def write(_scratch: str, out: str) -> None:
-        import torch
+        import torch  # lazy: heavy, not loaded at Django start-up
 
         torch.manual_seed(6)
         _vae().save_pretrained(out, safe_serialization=True)

@@ -1,18 +1,28 @@
-"""Load a registered model (a diffusers folder or a single file) onto the best local device."""
+"""Load a registered model (a diffusers folder or a single file) onto the best local device.
+
+torch and diffusers are imported inside the functions that use them, here and across the
+engine: the web tier imports the engine's request and pipeline tables, and must start without
+loading torch (tests/test_settings.py checks it).
+"""
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import TYPE_CHECKING, Any
 
-from generation.engine.pipelines import pipeline_family
+from generation.engine import config
+from generation.engine.pipelines import (
+    CHECKPOINT_CLASSES,
+    MODEL_CLASSES,
+    pipeline_family,
+    without_builtin_safety_checker,
+)
 from generation.engine.request import ModelRef
+from generation.engine.single_file import load_single_file
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-THREADS_ENV = "PICTOR_TORCH_THREADS"
 # The scheduler config as loaded, kept on the pipeline so a request's scheduler swap starts from
 # the model's own config and never from the previous request's scheduler.
 _ORIGINAL_SCHEDULER_CONFIG = "_pictor_original_scheduler_config"
@@ -20,21 +30,18 @@ _ORIGINAL_SCHEDULER_CONFIG = "_pictor_original_scheduler_config"
 
 def pick_device() -> str:
     """CUDA when a GPU is present, else CPU."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _configure_cpu_threads() -> None:
-    """Apply PICTOR_TORCH_THREADS when set; otherwise keep torch's own default."""
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if not value:
+    """Apply the configured torch thread count when set; otherwise keep torch's own default."""
+    threads = config.current().torch_threads
+    if threads is None:
         return
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
 
-    threads = int(value)
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
     torch.set_num_threads(threads)
 
 
@@ -53,23 +60,9 @@ def _alias_clip_text_model(text_encoder: Any) -> None:
         object.__setattr__(text_encoder, "text_model", text_encoder)
 
 
-# The diffusers class each checkpoint family loads as (img2img, inpaint and ControlNet
-# pipelines are derived from it with from_pipe, sharing its weights).
-PIPELINE_CLASSES = {
-    "sd15": "StableDiffusionPipeline",
-    "sd2": "StableDiffusionPipeline",
-    "sdxl": "StableDiffusionXLPipeline",
-    "inpaint": "StableDiffusionInpaintPipeline",
-    "inpaint-sdxl": "StableDiffusionXLInpaintPipeline",
-    "upscaler": "StableDiffusionUpscalePipeline",
-}
-# Add-ons that are one model, not a pipeline.
-MODEL_CLASSES = {"controlnet": "ControlNetModel", "vae": "AutoencoderKL"}
-
-
 def device_and_dtype() -> tuple[str, Any]:
     """The device to run on and its dtype: fp16 on CUDA, fp32 on the CPU."""
-    import torch
+    import torch  # lazy: heavy, not loaded at Django start-up
 
     device = pick_device()
     if device == "cuda":
@@ -81,13 +74,13 @@ def device_and_dtype() -> tuple[str, Any]:
 def load_model(ref: ModelRef) -> Any:
     """Load a checkpoint pipeline, or a ControlNet/VAE model, for ref.family."""
     if ref.family in MODEL_CLASSES:
-        import diffusers
+        import diffusers  # lazy: heavy, not loaded at Django start-up
 
         device, dtype = device_and_dtype()
         cls = getattr(diffusers, MODEL_CLASSES[ref.family])
         return cls.from_pretrained(ref.path, local_files_only=True, dtype=dtype).to(device)
     family = pipeline_family(ref.family, ref.base)
-    if family in PIPELINE_CLASSES:
+    if family in CHECKPOINT_CLASSES:
         return load_pipeline(ref.path, family, ref.config_path)
     raise ValueError(f"{ref.model_id} is a {ref.family} model, which is not loaded on its own")
 
@@ -96,27 +89,19 @@ def load_pipeline(
     path: str, family: str = "sd15", config_path: str = ""
 ) -> StableDiffusionPipeline | DiffusionPipeline:
     """Load the pipeline at path (a diffusers folder or a single file), ready to call."""
-    import diffusers
+    import diffusers  # lazy: heavy, not loaded at Django start-up
 
     device, dtype = device_and_dtype()
     if os.path.isfile(path):
-        from generation.engine.single_file import load_single_file
-
         pipe = load_single_file(path, family, config_path, dtype)
     else:
-        cls = getattr(diffusers, PIPELINE_CLASSES[family])
-        # Pictor runs its own checker (safety.py) on every family alike.
-        accepted = inspect.signature(cls.__init__).parameters
-        extra: dict[str, Any] = {
-            k: v
-            for k, v in (("safety_checker", None), ("requires_safety_checker", False))
-            if k in accepted
-        }
+        cls = getattr(diffusers, CHECKPOINT_CLASSES[family])
+        extra = without_builtin_safety_checker(cls)
         # `dtype` is diffusers 0.42's name for the old `torch_dtype` (which now warns).
         pipe = cls.from_pretrained(path, local_files_only=True, dtype=dtype, **extra)
     pipe.to(device)
     if device == "cuda":
-        from diffusers.models.attention_processor import AttnProcessor2_0
+        from diffusers.models.attention_processor import AttnProcessor2_0  # lazy: as above
 
         # PyTorch scaled-dot-product attention (flash / memory-efficient kernels) on the GPU.
         pipe.unet.set_attn_processor(AttnProcessor2_0())

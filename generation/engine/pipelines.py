@@ -1,14 +1,35 @@
-"""Which diffusers pipeline runs a request, derived from the cached checkpoint with from_pipe.
+"""The diffusers classes of every family and kind, and the pipelines derived per request.
 
 img2img, inpaint, ControlNet and the hires-fix pass share the loaded components of the
 checkpoint's text2img pipeline: from_pipe builds a new pipeline object around the same
 modules, so no weights are loaded or copied again.
+
+This module is the one place that maps families and kinds to diffusers class names: the loader,
+the single-file loader and the model importer all read these tables.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
+
+# The diffusers class each family loads as (img2img, inpaint and ControlNet pipelines are
+# derived from it with from_pipe, sharing its weights). Keys are `pipeline_family` values.
+CHECKPOINT_CLASSES = {
+    "sd15": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "inpaint": "StableDiffusionInpaintPipeline",
+    "inpaint-sdxl": "StableDiffusionXLInpaintPipeline",
+    "upscaler": "StableDiffusionUpscalePipeline",
+}
+# The same from a single original-format file: the upscaler has no single-file form.
+SINGLE_FILE_CLASSES = {
+    family: name for family, name in CHECKPOINT_CLASSES.items() if family != "upscaler"
+}
+# Add-ons that are one model, not a pipeline.
+MODEL_CLASSES = {"controlnet": "ControlNetModel", "vae": "AutoencoderKL"}
 
 # (checkpoint family, request kind) -> diffusers pipeline class name.
 PIPELINES = {
@@ -31,8 +52,42 @@ PIPELINES = {
 
 
 def pipeline_family(family: str, base: str) -> str:
-    """The key PIPELINES (and the loader) use: inpainting checkpoints differ by architecture."""
+    """The key of PIPELINES and CHECKPOINT_CLASSES: inpainting checkpoints differ by base."""
     return "inpaint-sdxl" if family == "inpaint" and base == "sdxl" else family
+
+
+def registered_family(family: str) -> str:
+    """The family a model is registered as for a `pipeline_family` key (inverse of it)."""
+    return "inpaint" if family == "inpaint-sdxl" else family
+
+
+def _families_by_class() -> dict[str, tuple[str, ...]]:
+    found: dict[str, tuple[str, ...]] = {}
+    for key, name in CHECKPOINT_CLASSES.items():
+        family = registered_family(key)
+        if family not in found.get(name, ()):
+            found[name] = (*found.get(name, ()), family)
+    return found
+
+
+# A pipeline folder's model_index.json `_class_name` -> the registered families it can be.
+FAMILIES_BY_CLASS = _families_by_class()
+# A single-model folder's config.json `_class_name` -> its family.
+FAMILY_BY_MODEL_CLASS = {name: family for family, name in MODEL_CLASSES.items()}
+
+
+def without_builtin_safety_checker(cls: type) -> dict[str, Any]:
+    """from_pretrained/from_single_file arguments that switch off diffusers' own checker.
+
+    Pictor runs its own checker (safety.py) on every family alike; the SDXL classes take no
+    safety_checker argument at all.
+    """
+    accepted = inspect.signature(cls.__init__).parameters
+    return {
+        k: v
+        for k, v in (("safety_checker", None), ("requires_safety_checker", False))
+        if k in accepted
+    }
 
 
 def has_second_prompt(family: str) -> bool:
@@ -57,7 +112,7 @@ def kind_error(family: str, kind: str) -> str | None:
 
 def pipeline_for(base: Any, family: str, kind: str, **components: Any) -> Any:
     """A pipeline for `kind` sharing base's modules (extra components, e.g. controlnet, added)."""
-    import diffusers
+    import diffusers  # lazy: heavy, not loaded at Django start-up
 
     error = kind_error(family, kind)
     if error:

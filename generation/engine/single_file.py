@@ -13,17 +13,12 @@ import os
 import struct
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from generation.engine import loader
+from generation.engine.pipelines import SINGLE_FILE_CLASSES, without_builtin_safety_checker
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-# The diffusers class each checkpoint family loads as from a single file: the loader's, but
-# the upscaler has no single-file form.
-PIPELINE_CLASSES = {
-    family: name for family, name in loader.PIPELINE_CLASSES.items() if family != "upscaler"
-}
-SDXL_INPAINT_CLASS = PIPELINE_CLASSES["inpaint-sdxl"]
+SDXL_INPAINT_CLASS = SINGLE_FILE_CLASSES["inpaint-sdxl"]
 
 # Keys that tell the architectures apart (the ones diffusers' own model-type inference uses).
 _UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
@@ -93,35 +88,28 @@ def config_error(config_path: str) -> str | None:
 
 def pipeline_class_name(family: str, config_path: str) -> str:
     """The diffusers pipeline class for a single file of this family with this config folder."""
-    if family not in PIPELINE_CLASSES:
+    if family not in SINGLE_FILE_CLASSES:
         raise ValueError(
             f"cannot load a {family} model from a single file; "
-            f"checkpoint families are {', '.join(PIPELINE_CLASSES)}"
+            f"checkpoint families are {', '.join(SINGLE_FILE_CLASSES)}"
         )
     if family == "inpaint":
         with open(os.path.join(config_path, "model_index.json"), encoding="utf-8") as fh:
             if "text_encoder_2" in json.load(fh):
                 return SDXL_INPAINT_CLASS
-    return PIPELINE_CLASSES[family]
+    return SINGLE_FILE_CLASSES[family]
 
 
 def load_single_file(path: str, family: str, config_path: str, dtype: Any) -> DiffusionPipeline:
     """Load a single-file checkpoint with the configs and tokenizer in folder config_path (CPU)."""
-    import inspect
-
-    import diffusers
+    # Lazy: importing this module (the importer, the web tier) must not load diffusers/torch.
+    import diffusers  # lazy: heavy, not loaded at Django start-up
 
     error = config_error(config_path)
     if error:
         raise ValueError(f"{path}: {error}")
     cls = getattr(diffusers, pipeline_class_name(family, config_path))
-    # Pictor runs its own checker (safety.py); the SDXL classes take no safety_checker at all.
-    accepted = inspect.signature(cls.__init__).parameters
-    extra = {
-        k: v
-        for k, v in (("safety_checker", None), ("requires_safety_checker", False))
-        if k in accepted
-    }
+    extra = without_builtin_safety_checker(cls)
     # `config` a local folder: diffusers reads it directly and never asks the Hub.
     return cls.from_single_file(
         path, config=config_path, local_files_only=True, dtype=dtype, **extra

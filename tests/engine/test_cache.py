@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
+from generation.engine import config
 from generation.engine.cache import PipelineCache
+from generation.engine.config import EngineConfig
 from generation.engine.request import ModelRef
 from generation.engine.runner import generate
 from tests.engine.base_request import BASE
@@ -79,9 +82,49 @@ def test_it_reloads_a_model_whose_folder_changed() -> None:
     assert (cache.loads, cache.model_ids()) == (2, ["a"])
 
 
-def test_it_reads_its_size_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PICTOR_PIPELINE_CACHE_SIZE", "3")
-    assert PipelineCache().max_models == 3
+@pytest.fixture
+def engine_config() -> Iterator[None]:
+    """Put back the configuration the app gave the engine after the test."""
+    saved = config.current()
+    yield
+    config.configure(saved)
 
-    monkeypatch.delenv("PICTOR_PIPELINE_CACHE_SIZE")
+
+@pytest.mark.usefixtures("engine_config")
+def test_it_takes_its_limits_from_the_engine_config() -> None:
+    # (tests/test_settings.py checks that PICTOR_PIPELINE_CACHE_SIZE/_BYTES reach the config.)
+    config.configure(EngineConfig(cache_size=3, cache_bytes=12345))
+    assert (PipelineCache().max_models, PipelineCache().max_bytes) == (3, 12345)
+
+    config.configure(EngineConfig())
     assert PipelineCache().max_models == 2
+    assert PipelineCache().max_bytes > 0  # a share of the device's memory
+
+
+@pytest.mark.usefixtures("engine_config")
+def test_its_limits_follow_a_config_made_after_it_was_built() -> None:
+    cache = PipelineCache()  # like the process-wide cache, built when the module is imported
+
+    config.configure(EngineConfig(cache_size=5))
+
+    assert cache.max_models == 5
+
+
+@pytest.mark.usefixtures("engine_config")
+def test_it_tells_the_configured_hook_of_hits_loads_and_evictions() -> None:
+    events: list[tuple[str, str]] = []
+    config.configure(EngineConfig(on_cache_event=lambda *event: events.append(event)))
+    cache = PipelineCache(max_models=1, load=lambda ref: object(), max_bytes=10**9)
+
+    cache.get(ModelRef("a", "/models/a"))
+    cache.get(ModelRef("a", "/models/a"))
+    cache.get(ModelRef("b", "/models/b"))
+
+    assert events == [("load", "a"), ("hit", "a"), ("eviction", "a"), ("load", "b")]
+
+
+def test_the_config_refuses_impossible_limits() -> None:
+    with pytest.raises(ValueError, match="cache_size"):
+        EngineConfig(cache_size=0)
+    with pytest.raises(ValueError, match="torch_threads"):
+        EngineConfig(torch_threads=0)

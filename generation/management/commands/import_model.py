@@ -20,23 +20,18 @@ from django.db import transaction
 
 from accounts.models import Organization
 from generation.engine import single_file
+from generation.engine.pipelines import FAMILIES_BY_CLASS, FAMILY_BY_MODEL_CLASS
 from generation.engine.request import GenerationRequest, ModelRef
 from generation.models import AIModel
 
 Family = AIModel.Family
 Base = AIModel.Base
 
-# A diffusers pipeline folder's model_index.json `_class_name` -> the families it can be.
-PIPELINE_FAMILIES = {
-    "StableDiffusionPipeline": (Family.SD15, Family.SD2),
-    "StableDiffusionXLPipeline": (Family.SDXL,),
-    "StableDiffusionInpaintPipeline": (Family.INPAINT,),
-    "StableDiffusionXLInpaintPipeline": (Family.INPAINT,),
-    "StableDiffusionUpscalePipeline": (Family.UPSCALER,),
-}
+# A diffusers pipeline folder's model_index.json `_class_name` -> the families it can be, and a
+# single-model folder's config.json `_class_name` -> its family: the engine's own class tables.
+PIPELINE_FAMILIES = FAMILIES_BY_CLASS
 PIPELINE_FOLDER_FAMILIES = (*AIModel.CHECKPOINTS, Family.UPSCALER)
-# A single-model folder's config.json `_class_name` -> its family.
-MODEL_FAMILIES = {"ControlNetModel": Family.CONTROLNET, "AutoencoderKL": Family.VAE}
+MODEL_FAMILIES = FAMILY_BY_MODEL_CLASS
 # Add-ons that are one weights file, alone or in a folder (as generation.engine.addons finds it).
 FILE_ADDONS = (Family.LORA, Family.EMBEDDING)
 # OpenCLIP ViT-H, SD 2.x's text encoder, is 1024 wide; SD 1.x's CLIP ViT-L is 768.
