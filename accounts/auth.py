@@ -13,6 +13,8 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from accounts.models import ApiKey, Organization
+from accounts.services import get_or_create_organization
+from accounts.tenancy import current_membership
 
 # Dan's documented public key. It means "the anonymous tenant", and only where a view opts in
 # (AnonymousKeyAuthentication) while PICTOR_ANONYMOUS_KEY_ENABLED is on.
@@ -100,7 +102,7 @@ def anonymous_organization() -> Organization:
     if org is None or org.plan.slug != settings.PICTOR_ANONYMOUS_PLAN:
         try:
             # Creates it with the plan's monthly credits, or moves it to a newly set plan.
-            org = Organization.get_or_create_by_slug(ANONYMOUS_SLUG, settings.PICTOR_ANONYMOUS_PLAN)
+            org = get_or_create_organization(ANONYMOUS_SLUG, settings.PICTOR_ANONYMOUS_PLAN)
         except IntegrityError:
             # Two first requests at once: the other one created it.
             org = Organization.objects.select_related("plan").get(slug=ANONYMOUS_SLUG)
@@ -145,8 +147,6 @@ class MemberSessionAuthentication(authentication.SessionAuthentication):
     """Session login plus CSRF, acting for the organization the page acts for."""
 
     def authenticate(self, request: Request) -> tuple[MemberUser, None] | None:
-        from accounts.tenancy import current_membership
-
         found = super().authenticate(request)
         if found is None:
             return None

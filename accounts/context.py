@@ -7,6 +7,8 @@ from typing import Any
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
+from accounts.models import Membership
+
 # (URL name, label) of the organization's pages, in menu order.
 APP_PAGES = (
     ("app-overview", "Overview"),
@@ -36,8 +38,6 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    from accounts.models import Membership
-
     in_an_org = Membership.objects.filter(user=user).exists()
     return {
         "app_pages": _links(APP_PAGES) if in_an_org else [],

@@ -9,9 +9,8 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
-from django.utils.text import slugify
 
 KEY_PREFIX = "pct_"
 # "pct_" plus eight characters: enough to find the row, far too little to guess the key.
@@ -83,7 +82,10 @@ RESERVED_SLUGS = ("anonymous", "admin", "ops", "api", "app")
 
 
 class Organization(models.Model):
-    """The tenant: owns keys, jobs, credits and a plan."""
+    """The tenant: owns keys, jobs, credits and a plan.
+
+    Created by accounts/services.py: create_organization(), which also grants its first credits.
+    """
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
@@ -131,62 +133,6 @@ class Organization(models.Model):
         self.webhook_secret = new_webhook_secret()
         self.save(update_fields=["webhook_secret"])
         return self.webhook_secret
-
-    @classmethod
-    def get_or_create_by_slug(cls, slug: str, plan_slug: str | None = None) -> Organization:
-        """The organization with this slug, created on the given (default: free) plan if new.
-
-        A new organization starts with its plan's monthly credits; a plan change grants the
-        new plan's at once.
-        """
-        from billing import ledger
-        from billing.models import Plan
-
-        slug = slugify(slug)
-        org = cls.objects.filter(slug=slug).first()
-        if org is None:
-            with transaction.atomic():
-                org = cls.objects.create(
-                    name=slug,
-                    slug=slug,
-                    plan=Plan.objects.get(slug=plan_slug or Plan.DEFAULT_SLUG),
-                )
-                ledger.grant_monthly(org)
-            org.refresh_from_db(fields=["credit_balance"])
-        elif plan_slug and org.plan.slug != plan_slug:
-            ledger.change_plan(org, Plan.objects.get(slug=plan_slug))
-            org.refresh_from_db(fields=["credit_balance"])
-        return org
-
-    @classmethod
-    def create_with_owner(
-        cls, name: str, owner: User, *, free_credits: bool = True
-    ) -> Organization:
-        """A new organization on the default plan, with `owner` as owner.
-
-        It gets its plan's credits at once, or, with `free_credits=False` (a sign-up), once the
-        owner's email is verified (accounts/verification.py).
-        """
-        from billing import ledger
-        from billing.models import Plan
-
-        base = slugify(name)[:80] or "org"
-        slug, n = base, 1
-        while slug in RESERVED_SLUGS or cls.objects.filter(slug=slug).exists():
-            n += 1
-            slug = f"{base}-{n}"
-        with transaction.atomic():
-            org = cls.objects.create(
-                name=name,
-                slug=slug,
-                plan=Plan.objects.get(slug=Plan.DEFAULT_SLUG),
-                free_credits_pending=not free_credits,
-            )
-            Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
-            if free_credits:
-                ledger.grant_monthly(org)
-        org.refresh_from_db(fields=["credit_balance"])
-        return org
 
 
 class Membership(models.Model):

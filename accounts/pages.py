@@ -1,4 +1,8 @@
-"""The organization's own pages under /app/: overview and API keys."""
+"""The organization's own pages under /app/: overview and API keys.
+
+They show jobs and models, so this module (like generation/usage.py) sits above generation in
+the import graph; nothing in generation or billing imports it (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import ApiKey
 from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
 from accounts.views import check_email_page
-from billing.limits import images_today
+from generation.models import AIModel, Job
+from generation.quotas import images_today
 
 RECENT_JOBS = 10
 # The key shown once after creation lives in the session for exactly one page view.
@@ -20,8 +25,6 @@ NEW_KEY_SESSION = "pictor_new_key"
 @member_required
 def overview(request: HttpRequest) -> HttpResponse:
     """Plan, credit balance, images today against the daily cap, recent jobs."""
-    from generation.models import Job
-
     org = request.org  # type: ignore[attr-defined]
     if not request.user.email_verified:
         messages.warning(
@@ -89,8 +92,6 @@ def revoke_key(request: HttpRequest, key_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def settings_page(request: HttpRequest) -> HttpResponse:
     """Organization name, webhook signing secret (rotate), the organization's private models."""
-    from generation.models import AIModel
-
     org = request.org  # type: ignore[attr-defined]
     if request.method == "POST":
         require_manager(request)

@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from accounts.models import FreeCreditClaim, Membership, Organization, User
-from billing import counters
+from billing import counters, ledger
 from sdplatform import hosts
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,6 @@ class Verified:
 
 def mark_verified(user: User) -> Verified:
     """Mark the email verified and grant the sign-up organization's free credits, once."""
-    from billing import ledger
-
     outcome = Verified()
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)

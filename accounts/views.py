@@ -21,7 +21,7 @@ from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
-from accounts import login_limits, verification
+from accounts import login_limits, services, verification
 from accounts.forms import DeleteAccountForm, EmailChangeForm, RateLimitedLoginForm, SignupForm
 from accounts.models import Organization, User
 from sdplatform import hosts
@@ -43,8 +43,8 @@ def signup(request: HttpRequest) -> HttpResponse:
             user = User.objects.create_user(
                 form.cleaned_data["email"], form.cleaned_data["password"]
             )
-            org = Organization.create_with_owner(
-                form.cleaned_data["organization"], user, free_credits=False
+            org = services.create_organization(
+                form.cleaned_data["organization"], owner=user, free_credits=False
             )
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         # The sign-up's email counts as the first send: an instant "resend" waits its turn.

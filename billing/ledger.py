@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from prometheus_client import Counter
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
@@ -22,12 +23,30 @@ from accounts.models import Organization
 from billing.models import CreditEntry, Plan
 from sdplatform import metrics
 
-if TYPE_CHECKING:
-    from generation.models import Job
-
 Kind = CreditEntry.Kind
 # Entries counted in Prometheus, by kind; the amount counted is always positive.
-COUNTERS = {Kind.DEBIT: metrics.CREDITS_DEBITED, Kind.REFUND: metrics.CREDITS_REFUNDED}
+COUNTERS: dict[str, Counter] = {
+    Kind.DEBIT: metrics.CREDITS_DEBITED,
+    Kind.REFUND: metrics.CREDITS_REFUNDED,
+}
+
+
+class ChargedJob(Protocol):
+    """What the ledger reads of a job (generation.models.Job); billing never imports generation."""
+
+    @property
+    def pk(self) -> int: ...
+
+    @property
+    def organization_id(self) -> int: ...
+
+    @property
+    def cost(self) -> int: ...
+
+
+def org_id_of(org: Organization | int) -> int:
+    """The id of an organization given either as its row or as its id."""
+    return org if isinstance(org, int) else org.pk
 
 
 class InsufficientCredits(APIException):
@@ -44,13 +63,12 @@ def post(
     amount: int,
     key: str,
     *,
-    job: Job | int | None = None,
+    job_id: int | None = None,
     note: str = "",
 ) -> CreditEntry | None:
     """Write one entry and move the balance by `amount`; None when `key` was already posted."""
     if CreditEntry.objects.filter(key=key).exists():
         return None
-    job_id = getattr(job, "pk", job)
     try:
         with transaction.atomic():
             moved = Organization.objects.filter(pk=org_id, credit_balance__gte=-amount).update(
@@ -89,7 +107,7 @@ def post(
 
 def balance(org: Organization | int) -> int:
     """The organization's current balance, read from the database."""
-    org_id = getattr(org, "pk", org)
+    org_id = org_id_of(org)
     return Organization.objects.values_list("credit_balance", flat=True).get(pk=org_id)
 
 
@@ -97,7 +115,7 @@ def grant(org: Organization | int, amount: int, key: str, *, note: str = "") -> 
     """Add `amount` (> 0) credits once per `key`."""
     if amount <= 0:
         raise ValueError("A grant must be a positive number of credits")
-    return post(getattr(org, "pk", org), Kind.GRANT, amount, key, note=note)
+    return post(org_id_of(org), Kind.GRANT, amount, key, note=note)
 
 
 def debit_key(job_id: int) -> str:
@@ -108,11 +126,11 @@ def refund_key(job_id: int) -> str:
     return f"job:{job_id}:refund"
 
 
-def debit_for_job(job: Job) -> CreditEntry | None:
+def debit_for_job(job: ChargedJob) -> CreditEntry | None:
     """Charge a new job its cost; raises InsufficientCredits when the balance is short."""
     if job.cost <= 0:
         return None
-    return post(job.organization_id, Kind.DEBIT, -job.cost, debit_key(job.pk), job=job)
+    return post(job.organization_id, Kind.DEBIT, -job.cost, debit_key(job.pk), job_id=job.pk)
 
 
 def refund_job(job_id: int) -> CreditEntry | None:
@@ -125,7 +143,7 @@ def refund_job(job_id: int) -> CreditEntry | None:
         Kind.REFUND,
         -debit.amount,
         refund_key(job_id),
-        job=job_id,
+        job_id=job_id,
         note="Job failed or was canceled",
     )
 
@@ -136,7 +154,7 @@ def set_balance(
     """Make the balance exactly `new_balance` with one adjustment entry (none if it already is)."""
     if new_balance < 0:
         raise ValueError("A balance cannot be negative")
-    org_id = getattr(org, "pk", org)
+    org_id = org_id_of(org)
     key = key or f"adjustment:{org_id}:{uuid.uuid4().hex}"
     with transaction.atomic():
         # The lock keeps a concurrent debit from slipping between reading and adjusting.

@@ -1,5 +1,7 @@
 """Plan limits checked when a job is submitted: images per day, the queue cap, the spam filter.
 
+The rules live here and take counts; the counting of jobs is generation/quotas.py
+(check_submit()), since billing never imports generation (docs/architecture.md).
 Requests per minute are billing/throttles.py; samples, sizes and steps are checked while the
 request is parsed; concurrent jobs are enforced by the worker's claim (generation/tasks.py).
 """
@@ -13,15 +15,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import IntegerField, Sum
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
 from django.utils import timezone
 from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 
 from accounts.models import Organization
 from billing import counters
+from billing.models import Plan
 
 # The same body from the same organization within this many seconds is refused.
 DUPLICATE_WINDOW_SECONDS = 30
@@ -87,28 +87,9 @@ def start_of_day(now: datetime | None = None) -> datetime:
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def images_today(organization: Organization) -> int:
-    """Images this organization asked for today (UTC), not counting failed or canceled jobs."""
-    from generation.models import Job
-
-    jobs = Job.objects.for_org(organization).filter(created_at__gte=start_of_day())
-    jobs = jobs.exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELED])
-    total = jobs.aggregate(n=Sum(Cast(KT("params__samples"), IntegerField())))["n"]
-    return total or 0
-
-
-def check_submit(organization: Organization, samples: int) -> None:
-    """Raise LimitExceeded unless the plan lets this organization queue `samples` more images.
-
-    Call it inside the submit's transaction: it locks the organization's row, so concurrent
-    submits of one tenant are counted one after the other and the caps are exact.
-    """
-    from generation.models import Job
-
-    Organization.objects.select_for_update().values_list("pk", flat=True).get(pk=organization.pk)
-    plan = organization.plan
+def check_queue(plan: Plan, queued: int) -> None:
+    """Raise LimitExceeded when `queued` waiting jobs already fill the plan's queue."""
     queue_cap = QUEUED_PER_CONCURRENT_JOB * plan.concurrent_jobs
-    queued = Job.objects.for_org(organization).filter(status=Job.Status.QUEUED).count()
     if queued >= queue_cap:
         raise LimitExceeded(
             "Too many queued jobs",
@@ -116,9 +97,12 @@ def check_submit(organization: Organization, samples: int) -> None:
             "retry when some have finished.",
             wait=5,
         )
+
+
+def check_daily_images(plan: Plan, used: int, samples: int) -> None:
+    """Raise LimitExceeded when `samples` more images pass the plan's daily cap (`used` today)."""
     if plan.images_per_day is None:
         return
-    used = images_today(organization)
     if used + samples > plan.images_per_day:
         midnight = start_of_day() + timedelta(days=1)
         raise LimitExceeded(

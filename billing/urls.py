@@ -1,10 +1,9 @@
 from django.urls import path
 
-from billing import pages, views
+from billing import views
 
 urlpatterns = [
     path("app/billing/", views.index, name="app-billing"),
-    path("app/usage/", pages.usage, name="app-usage"),
     # Where Stripe sent customers back before the pages moved under /app/.
     path("billing/", views.old_index, name="billing"),
     path("billing/checkout/plan/<slug:slug>/", views.checkout_plan, name="billing-checkout-plan"),

@@ -10,16 +10,14 @@ from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, IntegerField, Q, Sum
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from billing.limits import start_of_day
 from billing.models import CreditEntry
-from generation import heartbeat
+from generation import heartbeat, quotas
 from generation.models import Job, WorkerHeartbeat
 
 WINDOW_MINUTES = 60
@@ -109,11 +107,10 @@ def snapshot() -> dict[str, Any]:
     per_minute = throughput(now)
     today = start_of_day(now)
     top = (
-        Job.objects.filter(created_at__gte=today)
-        .exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELED])
+        quotas.counted(Job.objects.filter(created_at__gte=today))
         .values("organization__slug", "organization__plan__name")
         .annotate(
-            images=Sum(Cast(KT("params__samples"), IntegerField())),
+            images=quotas.images_sum(),
             credits=Sum("cost"),
             jobs=Count("pk"),
         )

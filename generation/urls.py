@@ -1,6 +1,6 @@
 from django.urls import path
 
-from generation import pages
+from generation import pages, usage
 
 urlpatterns = [
     path("app/playground/", pages.playground, name="app-playground"),
@@ -14,4 +14,6 @@ urlpatterns = [
     ),
     path("app/history/", pages.history, name="app-history"),
     path("app/history/<int:job_id>/rerun/", pages.rerun, name="app-history-rerun"),
+    # Jobs next to ledger entries, so in generation (generation/usage.py); the URL is unchanged.
+    path("app/usage/", usage.usage, name="app-usage"),
 ]

@@ -13,9 +13,10 @@ class Tenant:
 
 
 def make_tenant(slug: str, plan: str = "premium") -> Tenant:
-    from accounts.models import ApiKey, Organization
+    from accounts.models import ApiKey
+    from accounts.services import get_or_create_organization
 
-    org = Organization.get_or_create_by_slug(slug, plan)
+    org = get_or_create_organization(slug, plan)
     _, raw = ApiKey.objects.issue(org)
     return Tenant(org, raw)
 

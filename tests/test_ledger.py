@@ -12,10 +12,12 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from accounts.models import Organization
+from accounts.services import get_or_create_organization
 from billing import ledger
 from billing.models import CreditEntry, Plan
+from generation.jobs import finish, reap_expired_jobs
 from generation.models import AIModel, Job
-from generation.tasks import claim_next_job, finish, reap_expired_jobs
+from generation.tasks import claim_next_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -207,9 +209,9 @@ def test_a_plan_change_grants_the_new_plans_credits_once_a_month(free_tenant):
     # Back and forth in the same month: each plan's credits came once already.
     assert ledger.change_plan(org, Plan.objects.get(slug="free")) is None
     assert ledger.change_plan(org, basic) is None
-    assert Organization.get_or_create_by_slug(org.slug, "basic").credit_balance == 3_100
+    assert get_or_create_organization(org.slug, "basic").credit_balance == 3_100
     # An upgrade through the organization helper grants, too.
-    assert Organization.get_or_create_by_slug(org.slug, "premium").credit_balance == 23_100
+    assert get_or_create_organization(org.slug, "premium").credit_balance == 23_100
     assert assert_consistent(org) == 23_100
 
 

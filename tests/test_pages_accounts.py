@@ -8,6 +8,7 @@ import pytest
 from django.core import mail
 
 from accounts.models import ApiKey, Membership, Organization, User
+from accounts.services import get_or_create_organization
 from billing.models import CreditEntry, Plan
 from generation.models import Job
 
@@ -129,7 +130,7 @@ def test_deleting_the_account_deletes_an_organization_left_empty(client, demo_mo
     ApiKey.objects.issue(org)
     Job.objects.create(organization=org, model=demo_model, params={"samples": 1})
     # A second organization with another member survives.
-    shared = Organization.get_or_create_by_slug("shared")
+    shared = get_or_create_organization("shared")
     user = User.objects.get(email="ada@example.com")
     Membership.objects.create(user=user, organization=shared)
     other = User.objects.create_user("grace@example.com", PASSWORD)

@@ -18,7 +18,7 @@ from django.core import mail, signing
 from django.test import Client
 from django.utils import timezone
 
-from accounts import verification
+from accounts import services, verification
 from accounts.models import ApiKey, FreeCreditClaim, Invitation, Organization, User
 from billing import counters, ledger
 from billing.models import CreditEntry, Plan
@@ -343,3 +343,18 @@ def test_staff_find_an_address_that_had_free_credits_by_the_address_itself(clien
     url = "/admin/accounts/freecreditclaim/"
     assert "1 free credit claim" in admin.get(url, {"q": "ADA+x@example.com"}).content.decode()
     assert "0 free credit claims" in admin.get(url, {"q": "bob@example.com"}).content.decode()
+
+
+def test_an_organization_made_for_an_owner_has_them_as_owner_and_its_credits_at_once():
+    """accounts/services.py: the one way an organization is made, here outside a sign-up."""
+    owner = User.objects.create_user("grace@example.com", PASSWORD)
+    org = services.create_organization("Analytical Engines", owner=owner)
+    assert org.slug == "analytical-engines" and org.plan.slug == Plan.DEFAULT_SLUG
+    assert [(m.user, m.role) for m in org.memberships.all()] == [(owner, "owner")]
+    assert not org.free_credits_pending
+    [grant] = CreditEntry.objects.filter(organization=org)
+    assert grant.kind == "grant" and org.credit_balance == grant.amount == 100
+    # A taken or reserved slug gets a number; no owner, no membership.
+    again = services.create_organization("Analytical Engines")
+    assert again.slug == "analytical-engines-2" and not again.memberships.exists()
+    assert services.create_organization("Admin").slug == "admin-2"

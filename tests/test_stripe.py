@@ -23,6 +23,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import Membership, Organization, User
+from accounts.services import get_or_create_organization
 from billing.models import CreditEntry, Plan, StripeEvent, Subscription
 
 pytestmark = pytest.mark.django_db
@@ -145,8 +146,8 @@ class People:
 @pytest.fixture
 def people(db: None) -> People:
     """acme (free plan) with an owner, an admin and a member; globex's owner is an outsider."""
-    org = Organization.get_or_create_by_slug("acme", "free")
-    globex = Organization.get_or_create_by_slug("globex", "free")
+    org = get_or_create_organization("acme", "free")
+    globex = get_or_create_organization("globex", "free")
     users = {}
     for role in ("owner", "admin", "member"):
         users[role] = User.objects.create_user(f"{role}@acme.example", "pw")

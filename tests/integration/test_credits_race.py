@@ -34,11 +34,12 @@ def race() -> None:
     from django.db import connections
     from django.test import Client
 
-    from accounts.models import ApiKey, Organization
+    from accounts.models import ApiKey
+    from accounts.services import get_or_create_organization
     from billing import ledger
     from generation.models import AIModel
 
-    org = Organization.get_or_create_by_slug("race", "premium")
+    org = get_or_create_organization("race", "premium")
     ledger.set_balance(org, BALANCE)
     _, key = ApiKey.objects.issue(org)
     # Only registered: nothing is generated, so the weights need not exist.

@@ -188,7 +188,7 @@ print(" ".join(map(str, claimed)))
 """
 
 QUEUE_JOBS = """
-from accounts.models import Organization
+from accounts.services import get_or_create_organization
 from billing.models import Plan
 from generation.models import AIModel, Job
 model = AIModel.objects.get(model_id="demo-sd15")
@@ -201,7 +201,7 @@ for slug, limit in (("fair-a", 2), ("fair-b", 3)):
                       images_per_day=None, max_samples=1, max_side=512, steps_list=[21],
                       priority=0, retention_days=1, monthly_credits=0),
     )
-    org = Organization.get_or_create_by_slug(slug, slug)
+    org = get_or_create_organization(slug, slug)
     for _ in range(15):
         Job.objects.create(organization=org, model=model, params={"samples": 1}, priority=0)
 """

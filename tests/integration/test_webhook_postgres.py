@@ -37,7 +37,7 @@ def sweep_many_times() -> None:
     from django.conf import settings
     from django.utils import timezone
 
-    from accounts.models import Organization
+    from accounts.services import get_or_create_organization
     from generation import webhooks
     from generation.models import AIModel, Job, WebhookDelivery
 
@@ -62,7 +62,7 @@ def sweep_many_times() -> None:
     settings.PICTOR_FETCH_ALLOWED_NETWORKS = ("127.0.0.0/8",)
     settings.PICTOR_FETCH_ALLOWED_PORTS = (80, 443, port)
 
-    org = Organization.get_or_create_by_slug("hooks", "premium")
+    org = get_or_create_organization("hooks", "premium")
     # Only registered: nothing is generated, the job is made finished.
     model = AIModel.objects.create(model_id="demo-sd15", name="demo-sd15", path="demo-sd15")
     job = Job.objects.create(

@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.models import ApiKey, Organization
+from accounts.models import ApiKey
+from accounts.services import get_or_create_organization
 from billing.models import Plan
 
 
@@ -28,7 +29,7 @@ class Command(BaseCommand):
             if plan and not Plan.objects.filter(slug=plan).exists():
                 slugs = ", ".join(Plan.objects.values_list("slug", flat=True))
                 raise CommandError(f"No plan {plan!r}; plans are: {slugs}")
-            org = Organization.get_or_create_by_slug(options["org"], plan)
+            org = get_or_create_organization(options["org"], plan)
             _, raw = ApiKey.objects.issue(org, name=options["name"])
             self.stdout.write(raw)
         else:

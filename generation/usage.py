@@ -1,4 +1,8 @@
-"""The usage page: images and credits per day for 30 days, and the whole ledger."""
+"""The usage page (/app/usage/): images and credits per day for 30 days, and the whole ledger.
+
+It lives in generation, not billing: it shows jobs next to ledger entries, and only generation
+may import both (docs/architecture.md). Its template stays billing/usage.html.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,15 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db.models import IntegerField, Sum
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, TruncDate
+from django.db.models import Sum
+from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from accounts.tenancy import member_required
 from billing.models import CreditEntry
+from generation.quotas import images_per_day
 
 USAGE_DAYS = 30
 LEDGER_PAGE_SIZE = 50
@@ -24,21 +28,6 @@ CHART_HEIGHT = 150
 
 def days_back(today: date, n: int = USAGE_DAYS) -> list[date]:
     return [today - timedelta(days=i) for i in range(n - 1, -1, -1)]
-
-
-def images_per_day(org: Any, since: date) -> dict[date, int]:
-    """Images asked for per UTC day, not counting failed or canceled jobs."""
-    from generation.models import Job
-
-    rows = (
-        Job.objects.for_org(org)
-        .filter(created_at__date__gte=since)
-        .exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELED])
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(images=Sum(Cast(KT("params__samples"), IntegerField())))
-    )
-    return {row["day"]: row["images"] or 0 for row in rows}
 
 
 def credits_per_day(org: Any, since: date) -> dict[date, int]:

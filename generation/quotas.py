@@ -1,0 +1,64 @@
+"""The counts of a tenant's jobs that plan limits and pages need: queued jobs, images per day.
+
+The rules (what a plan allows, the 429 a breach answers) are billing/limits.py; they take
+plain counts, and the counting happens here because billing never imports generation
+(docs/architecture.md). Failed and canceled jobs never count as images used.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.db.models import IntegerField, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, TruncDate
+
+from accounts.models import Organization
+from billing import limits
+from generation.models import Job, JobQuerySet
+
+
+def counted(jobs: JobQuerySet) -> JobQuerySet:
+    """The jobs that count as images used: all but failed and canceled ones."""
+    return jobs.exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELED])
+
+
+def images_sum() -> Sum:
+    """The number of images a set of jobs asked for (each job's `samples`), for aggregate()."""
+    return Sum(Cast(KT("params__samples"), IntegerField()))
+
+
+def queued_jobs(organization: Organization) -> int:
+    """Jobs of this organization waiting for a worker."""
+    return Job.objects.for_org(organization).filter(status=Job.Status.QUEUED).count()
+
+
+def images_today(organization: Organization) -> int:
+    """Images this organization asked for today (UTC), not counting failed or canceled jobs."""
+    jobs = counted(Job.objects.for_org(organization).filter(created_at__gte=limits.start_of_day()))
+    return jobs.aggregate(n=images_sum())["n"] or 0
+
+
+def images_per_day(organization: Organization, since: date) -> dict[date, int]:
+    """Images asked for per UTC day from `since` on, not counting failed or canceled jobs."""
+    rows = (
+        counted(Job.objects.for_org(organization).filter(created_at__date__gte=since))
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(images=images_sum())
+    )
+    return {row["day"]: row["images"] or 0 for row in rows}
+
+
+def check_submit(organization: Organization, samples: int) -> None:
+    """Raise LimitExceeded unless the plan lets this organization queue `samples` more images.
+
+    Call it inside the submit's transaction: it locks the organization's row, so concurrent
+    submits of one tenant are counted one after the other and the caps are exact.
+    """
+    Organization.objects.select_for_update().values_list("pk", flat=True).get(pk=organization.pk)
+    plan = organization.plan
+    limits.check_queue(plan, queued_jobs(organization))
+    # No daily cap: the day's images are not counted at all.
+    if plan.images_per_day is not None:
+        limits.check_daily_images(plan, images_today(organization), samples)
