@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from rest_framework.exceptions import APIException
 
-from generation import service
+from generation import jobs, service
 from generation.engine.request import GenerationRequest
 from generation.models import (
     AIModel,
@@ -52,7 +52,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel (and refund) queued or running jobs")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        canceled = sum(service.cancel(job) for job in queryset)
+        canceled = sum(jobs.cancel(job) for job in queryset)
         self.message_user(request, f"Canceled {canceled} job(s); finished ones were left alone.")
 
     @admin.action(description="Retry: queue a new job with the same parameters (charged)")
@@ -84,7 +84,7 @@ class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
     extra = 0
     can_delete = False
-    fields = ["number", "started_at", "duration_ms", "status_code", "error", "response_excerpt"]
+    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response_excerpt")
     readonly_fields = fields
 
     def has_add_permission(self, request: object, obj: object = None) -> bool:

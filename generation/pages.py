@@ -16,11 +16,14 @@ from rest_framework.response import Response
 
 from accounts.auth import MemberSessionAuthentication
 from accounts.tenancy import member_required
-from generation import media, service
-from generation.api import adapter, modelslab
+from generation import answers, media, service, submission
+from generation.api.modelslab.serializers import Text2ImgSerializer, parse
+from generation.api.modelslab.views import ModelsLabView
 from generation.engine.request import DEFAULT_SCHEDULER, IMAGE_INPUTS, GenerationRequest
 from generation.engine.schedulers import A1111_SAMPLERS, SCHEDULER_NAMES
+from generation.jobs import refresh_lease_state
 from generation.models import AIModel, Job
+from sdplatform import hosts
 
 HISTORY_PAGE_SIZE = 20
 PLAYGROUND_SIDES = (128, 256, 384, 512, 640, 768, 896, 1024)
@@ -77,7 +80,7 @@ def rerun_prefill(request: HttpRequest, org: Any) -> dict[str, Any]:
     }
 
 
-class PlaygroundSubmitView(modelslab.ModelsLabView):
+class PlaygroundSubmitView(ModelsLabView):
     """POST /app/playground/submit: the ModelsLab text2img body, from a logged-in page."""
 
     authentication_classes = [MemberSessionAuthentication]
@@ -85,9 +88,9 @@ class PlaygroundSubmitView(modelslab.ModelsLabView):
 
     def post(self, request: Request) -> Response:
         plan = request.user.organization.plan
-        fields = modelslab.parse(modelslab.Text2ImgSerializer, request.data, plan)
+        fields = parse(Text2ImgSerializer, request.data, plan)
         fields.pop("instant_response")
-        job = adapter.submit(
+        job = submission.submit(
             request,
             fields,
             "text2img",
@@ -100,7 +103,7 @@ class PlaygroundSubmitView(modelslab.ModelsLabView):
         return self.answer(request, job, instant=True)
 
 
-class PlaygroundJobView(modelslab.ModelsLabView):
+class PlaygroundJobView(ModelsLabView):
     """GET /app/playground/jobs/<id>: the job's state for the page's progress bar."""
 
     authentication_classes = [MemberSessionAuthentication]
@@ -110,8 +113,8 @@ class PlaygroundJobView(modelslab.ModelsLabView):
         job = Job.objects.for_org(request.user.organization).filter(pk=job_id).first()
         if job is None:
             raise NotFound("Request not found")
-        job = service.refresh_lease_state(job)
-        return Response(modelslab.job_answer(job, modelslab.base_url_for(request)))
+        job = refresh_lease_state(job)
+        return Response(answers.job_answer(job, answers.base_url_for(request)))
 
 
 @member_required
@@ -187,7 +190,7 @@ def rerun(request: HttpRequest, job_id: int) -> HttpResponse:
             org,
             job.model,
             kind=job.kind,
-            base_url=modelslab.base_url_for(request),  # type: ignore[arg-type]
+            base_url=hosts.base_url(request),
         )
     except APIException as exc:  # a plan limit, the credit balance: say which
         messages.error(request, f"Not queued: {exc.detail}")

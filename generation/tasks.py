@@ -23,9 +23,10 @@ from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organization
-from billing import ledger
-from generation import heartbeat, notify, stopping, webhooks
+from generation import heartbeat, stopping
 from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
+from generation.inputs import open_image
+from generation.jobs import finish, reap_expired_jobs
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
 from sdplatform import logs, metrics
@@ -280,28 +281,7 @@ def addon_refs(job: Job, req: GenerationRequest) -> dict[str, ModelRef]:
 
 def input_images(req: GenerationRequest) -> dict[str, Any]:
     """The request's input images, read back from storage where the web tier put them."""
-    from generation.inputs import open_image
-
     return {name: open_image(getattr(req, name)) for name in IMAGE_INPUTS if getattr(req, name)}
-
-
-def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
-    """Put the job in a final state if `rows` still selects it; wake its waiters on commit.
-
-    A failed or canceled job gets its credits back in the same transaction (once: the refund
-    has a unique ledger key, and only the caller whose update changed the row gets here).
-    """
-    with transaction.atomic():
-        changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
-        if changed:
-            if fields.get("status") in (Job.Status.FAILED, Job.Status.CANCELED):
-                ledger.refund_job(job_id)
-            kind, model = Job.objects.values_list("kind", "model__model_id").get(pk=job_id)
-            counted = metrics.JOBS_FINISHED.labels(status=fields["status"], kind=kind, model=model)
-            transaction.on_commit(counted.inc)
-            transaction.on_commit(lambda: notify.job_finished(job_id))
-            transaction.on_commit(lambda: webhooks.job_finished(job_id), robust=True)
-    return bool(changed)
 
 
 @contextmanager
@@ -336,41 +316,6 @@ def _store(path: str, data: bytes) -> None:
     if default_storage.exists(path):
         default_storage.delete(path)
     default_storage.save(path, ContentFile(data))
-
-
-def reap_expired_jobs() -> int:
-    """Requeue processing jobs whose lease ran out (or fail them after the last attempt).
-
-    Webhook deliveries whose attempt was lost are picked up again here too, as this runs
-    every minute on the reaper's schedule.
-    """
-    webhooks.resume_stalled_deliveries()
-    now = timezone.now()
-    reaped = 0
-    expired = Job.objects.filter(status=Job.Status.PROCESSING, lease_expires_at__lt=now)
-    for job_id, attempts in expired.values_list("pk", "attempts")[:100]:
-        # The same filter again makes the update a compare-and-set: a renewal wins over us.
-        this = Job.objects.filter(
-            pk=job_id, status=Job.Status.PROCESSING, attempts=attempts, lease_expires_at__lt=now
-        )
-        if attempts >= settings.PICTOR_JOB_MAX_ATTEMPTS:
-            changed = finish(
-                this,
-                job_id,
-                status=Job.Status.FAILED,
-                error="The worker running this job stopped answering.",
-            )
-        else:
-            with transaction.atomic():
-                changed = this.update(
-                    status=Job.Status.QUEUED, lease_expires_at=None, worker="", progress_step=0
-                )
-                if changed:
-                    transaction.on_commit(lambda job_id=job_id: enqueue_job(job_id))
-        if changed:
-            log.warning("reaped job %s after its lease expired (attempt %s)", job_id, attempts)
-            reaped += changed
-    return reaped
 
 
 def sweep() -> int:

@@ -25,6 +25,7 @@ from django_q.tasks import async_task, schedule
 
 from accounts.models import WEBHOOK_SECRET_PREFIX
 from generation import safe_http
+from generation.answers import job_answer
 from generation.engine.prompts import UNSTORABLE
 from generation.models import Job, WebhookAttempt, WebhookDelivery
 from sdplatform import metrics
@@ -71,9 +72,6 @@ def new_webhook_id() -> str:
 
 def job_finished(job_id: int) -> None:
     """Create the job's webhook delivery, if it has a webhook, and start its first attempt."""
-    # Imported here: the API module imports the service, which imports the tasks that call us.
-    from generation.api.modelslab import job_answer
-
     job = Job.objects.select_related("model").filter(pk=job_id).first()
     if job is None or not job.webhook:
         return

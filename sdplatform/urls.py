@@ -4,18 +4,18 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from generation import media, ops
-from sdplatform import health, metrics
+from sdplatform import health, metrics_view
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics.scrape, name="metrics"),
+    path("metrics", metrics_view.scrape, name="metrics"),
     path("admin/", admin.site.urls),
     path("ops/", ops.dashboard, name="ops"),
     path("", RedirectView.as_view(url="/app/", permanent=False)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
-    path("", include("generation.api.urls")),
+    path("", include("generation.api.modelslab.urls")),
     # The other wire formats, one module each (docs/architecture.md).
     path("", include("generation.api.synapse")),
     path("", include("generation.api.hyperbolic")),

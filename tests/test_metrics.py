@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing import ledger
-from generation import service
+from generation import jobs
 from generation.models import Job, WorkerHeartbeat
 from sdplatform import metrics
 from tests.scrape import sample
@@ -161,7 +161,7 @@ def test_a_canceled_job_counts_its_refund(api, client, token, tenant, demo_model
     assert status == 200 and data["status"] == "processing", data
     job = Job.objects.get(pk=data["id"])
     before = scrape(client)
-    assert service.cancel(job)
+    assert jobs.cancel(job)
     after = scrape(client)
     labels = {"status": "canceled", "kind": "text2img", "model": "demo-sd15"}
     assert sample(after, "pictor_jobs_finished_total", **labels) == (

@@ -11,8 +11,9 @@ from django_q.models import Schedule
 from billing.models import Plan
 from generation import service
 from generation.engine.request import GenerationRequest
+from generation.jobs import reap_expired_jobs
 from generation.models import Job
-from generation.tasks import claim_next_job, execute, reap_expired_jobs, run_next_job
+from generation.tasks import claim_next_job, execute, run_next_job
 from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -337,7 +337,7 @@ def test_a_stalled_delivery_is_sent_by_the_reaper(
 
     from django.utils import timezone
 
-    from generation.tasks import reap_expired_jobs
+    from generation.jobs import reap_expired_jobs
 
     settings.PICTOR_WEBHOOK_RETRY_DELAYS = (600,)
     receiver.answer(500, 200)
@@ -377,7 +377,7 @@ def test_a_delivery_whose_attempts_are_spent_is_never_sent_again(
     api, tenant, demo_model, sync_queue, receiver, settings
 ):
     """Its last attempt's outcome was never recorded: the sweep gives up instead of sending."""
-    from generation.tasks import reap_expired_jobs
+    from generation.jobs import reap_expired_jobs
 
     settings.PICTOR_WEBHOOK_RETRY_DELAYS = (600, 600)
     receiver.answer(500)

@@ -68,11 +68,10 @@ from rest_framework.response import Response
 
 from accounts.models import ApiKey, Organization
 from billing.models import Plan
-from generation import inputs, service
-from generation.api import adapter
-from generation.api.adapter import MAX_SEED, FormatView
+from generation import estimates, inputs, jobs, submission
+from generation.api import base
+from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED, FormatView
 from generation.api.errors import Problem, describe, respond
-from generation.api.modelslab import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH
 from generation.engine.addons import EMBEDDING_FILE, weight_file
 from generation.engine.prompts import PromptError, extract_lora_tags
 from generation.engine.runner import MASK_BLUR
@@ -356,8 +355,8 @@ def find_model(organization: Organization, name: Any, field: str) -> AIModel:
     """The checkpoint `name` calls, among those the organization may use (404 like webui)."""
     if not isinstance(name, str) or not name.strip():
         raise Unprocessable({field: ["Give a checkpoint title or model name."]})
-    if not adapter.is_storable(name):
-        raise Unprocessable({field: [f"The name {adapter.UNSTORABLE_TEXT}."]})
+    if not base.is_storable(name):
+        raise Unprocessable({field: [f"The name {base.UNSTORABLE_TEXT}."]})
     wanted = name.strip()
     bare = CHECKSUM_SUFFIX.sub("", wanted)
     visible = list(AIModel.objects.visible_to(organization).order_by("model_id"))
@@ -600,7 +599,7 @@ def sampler_choice(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         offered = ", ".join(offered_samplers())
         raise ValidationError({field: [f"{name} is not offered here; choose one of: {offered}."]})
     try:
-        fields = adapter.sampler_fields(name, field)
+        fields = base.sampler_fields(name, field)
     except ValidationError as exc:
         raise Unprocessable(exc.detail) from None
     schedule = (values.get("scheduler") or "automatic").strip().lower()
@@ -664,14 +663,14 @@ def read_overrides(
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise Unprocessable({name: ["Must be an integer."]})
             # Its digits are counted before int() sees them (5,000 digits would be a 500).
-            layers = adapter.bounded_int(value, 1, MAX_CLIP_SKIP)
+            layers = base.bounded_int(value, 1, MAX_CLIP_SKIP)
             if layers is None:
                 raise Unprocessable({name: [f"Must be an integer between 1 and {MAX_CLIP_SKIP}."]})
             fields["clip_skip"] = layers if layers > 1 else None
         elif key == "sd_vae":
             vae = str(value).strip()
-            if not adapter.is_storable(vae):
-                raise Unprocessable({name: [f"The VAE name {adapter.UNSTORABLE_TEXT}."]})
+            if not base.is_storable(vae):
+                raise Unprocessable({name: [f"The VAE name {base.UNSTORABLE_TEXT}."]})
             if vae not in ("Automatic", "None", ""):
                 fields["vae"] = next(
                     (vae[: -len(s)] for s in WEIGHT_SUFFIXES if vae.endswith(s)), vae
@@ -691,8 +690,8 @@ def read_overrides(
 def refuse_unstorable_names(settings: dict[str, Any], where: str) -> None:
     """A 422 for a setting name that cannot be stored or even shown (NUL, lone surrogate)."""
     for key in settings:
-        if not adapter.is_storable(str(key)):
-            message = f"A setting name in {where} {adapter.UNSTORABLE_TEXT}."
+        if not base.is_storable(str(key)):
+            message = f"A setting name in {where} {base.UNSTORABLE_TEXT}."
             raise Unprocessable({where if where != "body" else "": [message]})
 
 
@@ -713,11 +712,11 @@ def embeddings_in(organization: Organization, model: AIModel, *prompts: str) -> 
 
 def check_plan(plan: Plan, values: dict[str, Any], steps_sent: bool) -> None:
     """The plan's limits on size, steps and images (a 400 naming the field)."""
-    adapter.check_side(plan, "width", values["width"])
-    adapter.check_side(plan, "height", values["height"])
+    base.check_side(plan, "width", values["width"])
+    base.check_side(plan, "height", values["height"])
     if steps_sent:
-        adapter.check_steps(plan, "steps", values["steps"])
-    adapter.check_samples(plan, "batch_size", values["batch_size"])
+        base.check_steps(plan, "steps", values["steps"])
+    base.check_samples(plan, "batch_size", values["batch_size"])
     total = values["batch_size"] * values["n_iter"]
     if total > plan.max_samples:
         raise ValidationError(
@@ -749,7 +748,7 @@ def hires_fields(body: dict[str, Any], values: dict[str, Any], plan: Plan) -> di
             {"hr_scale": [f"The hires fix upscales by 2, 3 or 4 (a whole number), not {factor:g}."]}
         )
     factor = int(factor)
-    adapter.check_upscaled(plan, "hr_scale", values["width"], values["height"], factor)
+    base.check_upscaled(plan, "hr_scale", values["width"], values["height"], factor)
     strength = values.get("denoising_strength")
     strength = DEFAULT_HIRES_STRENGTH if strength is None else strength
     check_denoising_steps(strength, values["steps"])
@@ -847,8 +846,8 @@ def request_fields(
         raise Unprocessable({"prompt": [str(exc)]}) from None
     if values["disable_extra_networks"]:
         loras = []
-    adapter.check_loras(loras, "prompt")
-    fields = adapter.defaults(
+    base.check_loras(loras, "prompt")
+    fields = base.defaults(
         prompt=prompt,
         negative_prompt=values["negative_prompt"],
         width=values["width"],
@@ -856,7 +855,7 @@ def request_fields(
         samples=values["batch_size"] * values["n_iter"],
         steps=values["steps"],
         guidance_scale=values["cfg_scale"],
-        seed=adapter.random_seed(values["seed"]),
+        seed=base.random_seed(values["seed"]),
         loras=loras,
         embeddings_model=embeddings_in(org, model, prompt, values["negative_prompt"]),
         **scheduler,
@@ -895,7 +894,7 @@ def generation_info(
     p = job.params
     count = max(len(outputs), 1)
     seeds = [seed for seed, _text in outputs] or [p["seed"]]
-    subseed = adapter.random_seed(values["subseed"])
+    subseed = base.random_seed(values["subseed"])
     hires = p.get("hires_scale", 1) > 1
     denoising = p["strength"] if job.kind in ("img2img", "inpaint") else None
     extra: dict[str, Any] = {}
@@ -1049,12 +1048,12 @@ class GenerateView(A1111View):
         model, sampler, fields = request_fields(request, body, values, kind)
         job_kind = "inpaint" if fields.get("mask_image") else ENGINE_KINDS[kind]
         try:
-            job = adapter.submit(request, fields, job_kind, model_id=model.model_id)
+            job = submission.submit(request, fields, job_kind, model_id=model.model_id)
         except ValidationError as exc:
-            raise adapter.renamed(exc, WIRE_NAMES) from None
+            raise base.renamed(exc, WIRE_NAMES) from None
         try:
-            job = adapter.wait_until_done(job)
-        except adapter.GenerationFailed:
+            job = submission.wait_until_done(job)
+        except submission.GenerationFailed:
             job.refresh_from_db()
             if job.status != Job.Status.CANCELED:
                 raise
@@ -1403,7 +1402,7 @@ class ProgressView(A1111View):
                     "textinfo": None,
                 }
             )
-        job = service.refresh_lease_state(job)
+        job = jobs.refresh_lease_state(job)
         running = job.status == Job.Status.PROCESSING
         step, total = (job.progress_step, job.progress_total) if running else (0, 0)
         state.update(
@@ -1416,7 +1415,7 @@ class ProgressView(A1111View):
         return Response(
             {
                 "progress": round(step / total, 4) if total else 0.0,
-                "eta_relative": service.eta(job),
+                "eta_relative": estimates.eta(job),
                 "state": state,
                 "current_image": None,
                 "textinfo": f"Step {step}/{total}" if running else "Waiting in the queue",
@@ -1435,7 +1434,7 @@ class InterruptView(A1111View):
     )
     def post(self, request: Request) -> Response:
         for job in own_jobs(request):
-            service.cancel(job)
+            jobs.cancel(job)
         return Response({})
 
 
@@ -1451,7 +1450,7 @@ class SkipView(A1111View):
     def post(self, request: Request) -> HttpResponse:
         job = current_job(request)
         if job is not None:
-            service.cancel(job)
+            jobs.cancel(job)
         return null_response()
 
 

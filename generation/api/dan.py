@@ -24,8 +24,8 @@ from rest_framework.response import Response
 
 from accounts.auth import AnonymousKeyAuthentication
 from billing.models import Plan
-from generation import media, service
-from generation.api import adapter, modelslab
+from generation import answers, jobs, media, service, submission
+from generation.api import base
 from generation.api.errors import Problem
 from generation.engine.prompts import PromptError, extract_lora_tags
 from generation.models import Job
@@ -140,7 +140,7 @@ class LorasField(serializers.Field):
             name, weight = item[0].strip(), item[1]
             if not name or len(name) > 100:
                 raise ValidationError("A LoRA name must be 1 to 100 characters.")
-            adapter.storable(name)
+            base.storable(name)
             if not is_number(weight) or abs(weight) > MAX_LORA_WEIGHT:
                 raise ValidationError(
                     f"The weight of LoRA {name!r} must be a number between "
@@ -154,8 +154,8 @@ class DanControlNetUnitSerializer(serializers.Serializer):
     """One `control_net` unit; its errors are reported under `control_net`."""
 
     model = serializers.CharField(max_length=100)
-    image = serializers.CharField(max_length=modelslab.MAX_IMAGE_FIELD, required=False)
-    input_image = serializers.CharField(max_length=modelslab.MAX_IMAGE_FIELD, required=False)
+    image = serializers.CharField(max_length=base.MAX_IMAGE_FIELD, required=False)
+    input_image = serializers.CharField(max_length=base.MAX_IMAGE_FIELD, required=False)
     module = serializers.CharField(max_length=50, required=False)
     weight = serializers.FloatField(
         default=1.0, **bounds("weight", 0, MAX_CONTROL_WEIGHT, "a number")
@@ -197,7 +197,7 @@ class ControlNetField(serializers.Field):
             return None
         if len(units) > 1:
             raise ValidationError("Only one control_net unit is supported.")
-        unit = modelslab.clean_body(units[0]) if isinstance(units[0], dict) else None
+        unit = base.clean_body(units[0]) if isinstance(units[0], dict) else None
         if unit is None:
             raise ValidationError("The control_net must be an object (or a list of one).")
         serializer = DanControlNetUnitSerializer(data=unit)
@@ -244,7 +244,7 @@ class UpscaleField(serializers.Field):
         if isinstance(data, str) and data.strip().lower() in ("true", "false"):
             return 2 if data.strip().lower() == "true" else 1
         # Bounded before any conversion: 5,000 digits or "nan" are refused, not a 500.
-        factor = adapter.bounded_float(data, 1, MAX_UPSCALE)
+        factor = base.bounded_float(data, 1, MAX_UPSCALE)
         if factor is None or not factor.is_integer():
             raise ValidationError(
                 f"The upscale must be a factor from 1 to {MAX_UPSCALE}, or true or false."
@@ -261,14 +261,14 @@ class DanTxt2ImgSerializer(serializers.Serializer):
     """POST /api/sd/txt2img: Dan's fields and ranges; the plan narrows sizes, steps and batch."""
 
     prompt = serializers.CharField(
-        max_length=modelslab.MAX_PROMPT_LENGTH,
+        max_length=base.MAX_PROMPT_LENGTH,
         error_messages={
             "required": "The prompt field is required.",
             "blank": "The prompt field is required.",
         },
     )
     negative_prompt = serializers.CharField(
-        max_length=modelslab.MAX_PROMPT_LENGTH, required=False, default="", allow_blank=True
+        max_length=base.MAX_PROMPT_LENGTH, required=False, default="", allow_blank=True
     )
     model = serializers.CharField(
         max_length=100, required=False, help_text="Default model if absent"
@@ -301,7 +301,7 @@ class DanTxt2ImgSerializer(serializers.Serializer):
     batch_size = serializers.IntegerField(default=1, **bounds("batch_size", 1, MAX_BATCH))
     loras = LorasField(required=False)
     seed = serializers.IntegerField(
-        default=-1, help_text="-1: random", **bounds("seed", -1, adapter.MAX_SEED)
+        default=-1, help_text="-1: random", **bounds("seed", -1, base.MAX_SEED)
     )
     control_net = ControlNetField(required=False)
     upscale = UpscaleField(required=False, help_text="Hires fix factor 1..4, or true (2)")
@@ -323,9 +323,9 @@ class DanTxt2ImgSerializer(serializers.Serializer):
         # The plan's limits, after the rounding (515 becomes 512, which a 512 plan allows).
         for side in ("width", "height"):
             if side in attrs:
-                adapter.check_side(plan, side, attrs[side])
-        adapter.check_steps(plan, "steps", attrs["steps"])
-        adapter.check_samples(plan, "batch_size", attrs["batch_size"])
+                base.check_side(plan, side, attrs[side])
+        base.check_steps(plan, "steps", attrs["steps"])
+        base.check_samples(plan, "batch_size", attrs["batch_size"])
         sampler_field = (
             "sampler" if "sampler" in attrs and "sampler_name" not in attrs else "sampler_name"
         )
@@ -337,18 +337,18 @@ class DanTxt2ImgSerializer(serializers.Serializer):
         if not prompt:
             raise ValidationError({"prompt": ["The prompt field is required."]})
         loras = attrs.get("loras", []) + tagged
-        adapter.check_loras(loras, "loras")
-        fields = adapter.defaults(
+        base.check_loras(loras, "loras")
+        fields = base.defaults(
             prompt=prompt,
             negative_prompt=attrs["negative_prompt"],
             model_id=attrs.get("model") or attrs.get("model_name"),
             samples=attrs["batch_size"],
             steps=attrs["steps"],
             guidance_scale=attrs["cfg_scale"],
-            seed=adapter.random_seed(attrs["seed"]),
+            seed=base.random_seed(attrs["seed"]),
             loras=loras,
             hires_scale=attrs.get("upscale", 1),
-            **adapter.sampler_fields(sampler, sampler_field),
+            **base.sampler_fields(sampler, sampler_field),
         )
         control = attrs.get("control_net")
         if control is not None:
@@ -368,7 +368,7 @@ class DanTxt2ImgSerializer(serializers.Serializer):
             raise ValidationError(
                 {"upscale": ["The upscale option does not combine with control_net."]}
             )
-        adapter.check_upscaled(plan, "upscale", fields["width"], fields["height"], factor)
+        base.check_upscaled(plan, "upscale", fields["width"], fields["height"], factor)
 
 
 class DanTaskSerializer(serializers.Serializer):
@@ -419,7 +419,7 @@ def task_answer(job: Job, base_url: str) -> dict[str, Any]:
     if status == DONE and not job.expired_at:
         seconds = media.job_lifetime(job)
         images = [
-            modelslab.absolute(base_url, media.signed_url(output.path, seconds))
+            answers.absolute(base_url, media.signed_url(output.path, seconds))
             for output in job.outputs.order_by("index")
         ]
     data: dict[str, Any] = {
@@ -438,7 +438,7 @@ def task_answer(job: Job, base_url: str) -> dict[str, Any]:
     return {"code": 200, "data": data, "message": "success"}
 
 
-class DanView(adapter.FormatView):
+class DanView(base.FormatView):
     """A Dan endpoint: Bearer or anonymous key, errors as {"code", "data": null, "message"}."""
 
     # The only views that take the public anonymous key (when it is switched on).
@@ -453,8 +453,8 @@ class DanView(adapter.FormatView):
             job = Job.objects.for_org(request.user.organization).filter(pk=int(text)).first()
         if job is None:
             raise NotFound(TASK_NOT_FOUND)
-        job = service.refresh_lease_state(job)
-        return Response(task_answer(job, modelslab.base_url_for(request)))
+        job = jobs.refresh_lease_state(job)
+        return Response(task_answer(job, answers.base_url_for(request)))
 
 
 class Txt2ImgView(DanView):
@@ -473,7 +473,7 @@ class Txt2ImgView(DanView):
     )
     def post(self, request: Request) -> Response:
         serializer = DanTxt2ImgSerializer(
-            data=modelslab.clean_body(request.data),
+            data=base.clean_body(request.data),
             context={"plan": request.user.organization.plan},
         )
         serializer.is_valid(raise_exception=True)
@@ -484,11 +484,11 @@ class Txt2ImgView(DanView):
         model_id = fields.pop("model_id")
         kind = "controlnet" if "controlnet_model" in fields else "text2img"
         try:
-            job = adapter.submit(request, fields, kind, model_id=model_id)
+            job = submission.submit(request, fields, kind, model_id=model_id)
         except ValidationError as exc:
             raise dan_error(exc, model_field) from None
         job = service.wait_for(job, settings.PICTOR_SYNC_WAIT)
-        return Response(task_answer(job, modelslab.base_url_for(request)))
+        return Response(task_answer(job, answers.base_url_for(request)))
 
 
 class TaskView(DanView):

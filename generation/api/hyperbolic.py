@@ -26,10 +26,16 @@ from rest_framework.response import Response
 
 from accounts.models import Organization
 from billing.models import Plan
-from generation.api import adapter
-from generation.api.adapter import MAX_SEED, FormatView
+from generation import answers, submission
+from generation.api import base
+from generation.api.base import (
+    MAX_IMAGE_FIELD,
+    MAX_PROMPT_LENGTH,
+    MAX_SEED,
+    FormatView,
+    clean_body,
+)
 from generation.api.errors import Problem
-from generation.api.modelslab import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, clean_body
 from generation.engine.pipelines import has_second_prompt, pipeline_family
 from generation.engine.styles import STYLE_PRESETS
 from generation.models import AIModel, Job
@@ -78,16 +84,16 @@ class LorasField(serializers.Field):
             raise ValidationError('Must be an object of LoRA names to weights: {"name": 0.8}.')
         loras = []
         for name, weight in data.items():
-            adapter.storable(name)
+            base.storable(name)
             # Finite and in range: "nan" passes no comparison, 10**400 overflows float().
-            number = adapter.bounded_float(weight, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
+            number = base.bounded_float(weight, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
             if number is None:
                 raise ValidationError(
                     f"The weight of {name!r} must be a number between {-MAX_LORA_WEIGHT:g} "
                     f"and {MAX_LORA_WEIGHT:g}."
                 )
             loras.append((str(name).strip(), number))
-        adapter.check_loras(loras, "loras")
+        base.check_loras(loras, "loras")
         return loras
 
 
@@ -142,10 +148,10 @@ class HyperbolicSerializer(serializers.Serializer):
     lora = LorasField(required=False, help_text="The same as loras")
 
     def validate_width(self, value: int) -> int:
-        return adapter.check_multiple_of_8("width", value)
+        return base.check_multiple_of_8("width", value)
 
     def validate_height(self, value: int) -> int:
-        return adapter.check_multiple_of_8("height", value)
+        return base.check_multiple_of_8("height", value)
 
     def validate_backend(self, value: str) -> str:
         if value == "tvm":
@@ -168,9 +174,9 @@ class HyperbolicSerializer(serializers.Serializer):
         plan: Plan = self.context["plan"]
         for side in ("width", "height"):
             if side in attrs:
-                adapter.check_side(plan, side, attrs[side])
+                base.check_side(plan, side, attrs[side])
         if "steps" in attrs:
-            adapter.check_steps(plan, "steps", attrs["steps"])
+            base.check_steps(plan, "steps", attrs["steps"])
         if "lora" in attrs and "loras" in attrs:
             raise ValidationError({"lora": ["Send loras or lora, not both."]})
         if "lora" in attrs:
@@ -190,7 +196,7 @@ class HyperbolicSerializer(serializers.Serializer):
 
 
 def checkpoint(organization: Organization, model_name: str) -> AIModel | None:
-    """The named model if the caller may see it (adapter.submit answers the 404 otherwise)."""
+    """The named model if the caller may see it (submission.submit answers the 404 otherwise)."""
     return AIModel.objects.visible_to(organization).filter(model_id=model_name).first()
 
 
@@ -226,18 +232,18 @@ def request_fields(
     prompt, negative = body["prompt"], body["negative_prompt"]
     if body.get("style_preset"):
         prompt, negative = STYLE_PRESETS[body["style_preset"]].apply(prompt, negative)
-    fields = adapter.defaults(
+    fields = base.defaults(
         prompt=prompt,
         negative_prompt=negative,
         prompt_2=body["prompt_2"],
         negative_prompt_2=body["negative_prompt_2"],
         steps=body.get("steps") or min(DEFAULT_STEPS, plan.max_steps),
         guidance_scale=body["cfg_scale"],
-        seed=adapter.random_seed(body.get("seed")),
+        seed=base.random_seed(body.get("seed")),
         loras=body.get("loras", []),
     )
     if body.get("sampler"):
-        fields.update(adapter.sampler_fields(body["sampler"], "sampler"))
+        fields.update(base.sampler_fields(body["sampler"], "sampler"))
     for side in ("width", "height"):
         if side in body:
             fields[side] = body[side]
@@ -276,7 +282,7 @@ def answer(job: Job) -> dict[str, Any]:
     return {
         "images": [
             {"index": index, "image": image, "random_seed": seed + index}
-            for index, image in enumerate(adapter.images_base64(job))
+            for index, image in enumerate(answers.images_base64(job))
         ],
         "inference_time": job.generation_time or 0.0,
     }
@@ -333,12 +339,12 @@ class GenerationView(FormatView):
         kind = "text2img"
         try:
             kind, fields = request_fields(body, org.plan, org)
-            job = adapter.submit(
+            job = submission.submit(
                 request, fields, kind, model_id=body["model_name"], model_required=True
             )
         except ValidationError as exc:
-            raise adapter.renamed(exc, wire_names(kind)) from None
-        return Response(answer(adapter.wait_until_done(job)))
+            raise base.renamed(exc, wire_names(kind)) from None
+        return Response(answer(submission.wait_until_done(job)))
 
 
 urlpatterns = [

@@ -8,15 +8,12 @@ database (PostgreSQL refuses NUL characters and unpaired surrogates with a 500).
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.handlers.wsgi import LimitedStream
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
@@ -138,32 +135,3 @@ def is_chunked_without_length(request: HttpRequest) -> bool:
         not meta.get("CONTENT_LENGTH")
         and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
     )
-
-
-class RequestInputMiddleware:
-    """Reads chunked bodies whole and refuses unstorable URLs, before any view runs.
-
-    Django sizes a request body by Content-Length alone, so a chunked body would read as empty
-    (and its key as missing). gunicorn de-chunks the body and says so with
-    `wsgi.input_terminated`: read it here, up to one byte past the limit, and give Django its
-    length. A server that does not de-chunk gets 411. A NUL character in the path or the query
-    string (%00) would reach database lookups (model names, page filters): 400.
-    """
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        from generation.api import errors
-
-        if url_is_unstorable(request):
-            message = f"The URL {UNSTORABLE_MESSAGE}."
-            return errors.error_page(request, status.HTTP_400_BAD_REQUEST, message)
-        if is_chunked_without_length(request):
-            if not request.META.get("wsgi.input_terminated"):
-                return errors.error_page(request, status.HTTP_411_LENGTH_REQUIRED, LENGTH_REQUIRED)
-            body = request.META["wsgi.input"].read(settings.PICTOR_MAX_BODY_BYTES + 1)
-            # One byte past the limit makes Django (and so the format's handler) answer 413.
-            request.META["CONTENT_LENGTH"] = str(len(body))
-            request._stream = LimitedStream(io.BytesIO(body), len(body))
-        return errors.api_html_errors_as_json(request, self.get_response(request))

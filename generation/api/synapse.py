@@ -24,10 +24,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.models import Plan
-from generation.api import adapter
-from generation.api.adapter import MAX_SEED, FormatView
+from generation import answers, submission
+from generation.api import base
+from generation.api.base import MAX_PROMPT_LENGTH, MAX_SEED, FormatView, clean_body
 from generation.api.errors import Problem
-from generation.api.modelslab import MAX_PROMPT_LENGTH, clean_body
 from generation.engine.prompts import PromptError, extract_lora_tags
 from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
 from generation.models import AIModel
@@ -98,16 +98,16 @@ class SynapseSerializer(serializers.Serializer):
     )
 
     def validate_width(self, value: int) -> int:
-        return adapter.check_multiple_of_8("width", value)
+        return base.check_multiple_of_8("width", value)
 
     def validate_height(self, value: int) -> int:
-        return adapter.check_multiple_of_8("height", value)
+        return base.check_multiple_of_8("height", value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         plan: Plan = self.context["plan"]
-        adapter.check_side(plan, "width", attrs["width"])
-        adapter.check_side(plan, "height", attrs["height"])
-        adapter.check_steps(plan, "steps", attrs["steps"])
+        base.check_side(plan, "width", attrs["width"])
+        base.check_side(plan, "height", attrs["height"])
+        base.check_steps(plan, "steps", attrs["steps"])
         return attrs
 
 
@@ -122,18 +122,18 @@ def request_fields(data: Any, plan: Plan, embedding_ids: list[str]) -> dict[str,
         raise ValidationError({"prompt": [str(exc)]}) from None
     if not prompt:
         raise ValidationError({"prompt": ["The prompt is empty once its LoRA tags are taken out."]})
-    adapter.check_loras(loras, "prompt")
-    return adapter.defaults(
+    base.check_loras(loras, "prompt")
+    return base.defaults(
         prompt=prompt,
         negative_prompt=body["negative_prompt"],
         steps=body["steps"],
         guidance_scale=body["cfg_scale"],
         width=body["width"],
         height=body["height"],
-        seed=adapter.random_seed(body.get("seed")),
+        seed=base.random_seed(body.get("seed")),
         loras=loras,
         embeddings_model=named_in(embedding_ids, prompt, body["negative_prompt"]),
-        **adapter.sampler_fields(body["sampler"], "sampler"),
+        **base.sampler_fields(body["sampler"], "sampler"),
     )
 
 
@@ -199,11 +199,13 @@ class GenerateView(SynapseView):
             fields = request_fields(
                 request.data, org.plan, visible_names(request, AIModel.Family.EMBEDDING)
             )
-            job = adapter.submit(request, fields, "text2img", model_id=model, model_required=True)
+            job = submission.submit(
+                request, fields, "text2img", model_id=model, model_required=True
+            )
         except ValidationError as exc:
-            raise adapter.renamed(exc, WIRE_NAMES) from None
-        job = adapter.wait_until_done(job)
-        return Response({"data": adapter.images_base64(job)[0]})
+            raise base.renamed(exc, WIRE_NAMES) from None
+        job = submission.wait_until_done(job)
+        return Response({"data": answers.images_base64(job)[0]})
 
 
 class ListView(SynapseView):

@@ -15,7 +15,8 @@ import pytest
 from rest_framework.exceptions import ValidationError
 
 from billing.models import CreditEntry
-from generation.api import a1111, dan, hyperbolic, modelslab
+from generation.api import a1111, dan, hyperbolic
+from generation.api.modelslab import serializers as modelslab
 from generation.engine import runner
 from generation.engine.prompts import PromptError, extract_lora_tags
 from generation.engine.request import GenerationRequest

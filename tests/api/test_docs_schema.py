@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.urls import URLPattern, URLResolver
 
 FORMAT_URLCONFS = (
-    "generation.api.urls",
+    "generation.api.modelslab.urls",
     "generation.api.synapse",
     "generation.api.hyperbolic",
     "generation.api.dan",

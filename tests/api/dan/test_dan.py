@@ -15,6 +15,7 @@ from PIL import Image
 
 from accounts.auth import ANONYMOUS_KEY
 from accounts.models import Membership, Organization, User
+from accounts.services import get_or_create_organization
 from billing import counters
 from generation.models import Job
 from tests.images import fetched_bytes, png_base64, shapes_image
@@ -313,7 +314,7 @@ def test_the_anonymous_key_works_on_no_other_format(api, demo_models, no_wait, a
 def test_the_anonymous_key_never_acts_for_someones_own_organization(
     api, demo_models, no_wait, anonymous_on
 ):
-    org = Organization.get_or_create_by_slug("anonymous", "free")
+    org = get_or_create_organization("anonymous", "free")
     owner = User.objects.create_user("someone@example.com")
     Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
 

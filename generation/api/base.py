@@ -1,37 +1,39 @@
-"""What every wire format shares once it has parsed a body: the checks, submit, wait, images.
+"""What every wire format shares before it submits: field checks, defaults and its view base.
 
 A format module (modelslab, synapse, hyperbolic, dan, a1111) turns its own field names into the
-`fields` dict below (GenerationRequest's names, plus `loras` and `embeddings_model` as lists)
-and calls `submit`. Errors raised here name GenerationRequest's fields; a format renames them
-into its own with `renamed`.
+`fields` dict of generation/submission.py (GenerationRequest's names, plus `loras` and
+`embeddings_model` as lists) and calls its `submit`. Errors raised there name GenerationRequest's
+fields; a format renames them into its own with `renamed`. No format imports another: what two
+formats share lives here.
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.conf import settings
-from django.core.files.storage import default_storage
-from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.request import Request
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.views import APIView
 
-from billing import limits
 from billing.models import Plan
-from generation import service
 from generation.api.errors import Problem, handler_for
 from generation.api.parsers import AnyContentTypeJSONParser
-from generation.engine.prompts import MAX_LORA_WEIGHT, has_unstorable
-from generation.engine.request import DEFAULT_SCHEDULER, GenerationRequest
+from generation.engine.prompts import (
+    MAX_LORA_WEIGHT,
+    PromptError,
+    extract_lora_tags,
+    has_unstorable,
+)
+from generation.engine.request import DEFAULT_SCHEDULER
 from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
-from generation.models import AIModel, Job
 
+MAX_PROMPT_LENGTH = 2000
+# An image field holds a URL or base64 text; 30 MB of base64 is more than the fetch cap allows.
+MAX_IMAGE_FIELD = 30_000_000
 MAX_SEED = 2**32 - 1
 MAX_LORAS = 5
 # A number sent as text (or an integer) longer than this is refused before any conversion:
@@ -40,22 +42,6 @@ MAX_NUMBER_CHARS = 32
 INTEGER_TEXT = re.compile(r"[+-]?\d+")
 MAX_INT_BITS = 106  # about MAX_NUMBER_CHARS decimal digits
 UNSTORABLE_TEXT = "holds a NUL character or an unpaired surrogate"
-
-
-class GenerationTimedOut(APIException):
-    """A blocking format waited PICTOR_BLOCKING_WAIT seconds; the job was canceled and refunded."""
-
-    status_code = status.HTTP_504_GATEWAY_TIMEOUT
-    default_code = "timed_out"
-    default_detail = "The image was not ready in time; the job was canceled and not charged."
-
-
-class GenerationFailed(APIException):
-    """The job itself failed in the worker (the only 5xx a format answers for its own input)."""
-
-    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
-    default_code = "generation_failed"
-    default_detail = "Generation failed; the credits were refunded."
 
 
 def defaults(**fields: Any) -> dict[str, Any]:
@@ -226,101 +212,87 @@ def check_loras(loras: list[tuple[str, float]], field: str) -> None:
         raise ValidationError({field: [f"At most {MAX_LORAS} LoRAs at once."]})
 
 
+def usable_samplers() -> list[str]:
+    """The AUTOMATIC1111 sampler names this server can run (the lists Synapse and A1111 offer)."""
+    return [
+        name
+        for name, choice in A1111_SAMPLERS.items()
+        if usable_scheduler_error(choice.scheduler, choice.use_karras_sigmas, choice.algorithm_type)
+        is None
+    ]
+
+
+def named_in(names: Iterable[str], *texts: str) -> list[str]:
+    """The names that appear as whole words in any of the texts (how A1111 finds embeddings)."""
+    return [
+        name
+        for name in names
+        if any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) for text in texts)
+    ]
+
+
+def prompt_loras(
+    prompt: str,
+    field: str = "prompt",
+    error: Callable[[dict[str, list[str]]], Exception] = ValidationError,
+    empty: str | None = None,
+) -> tuple[str, list[tuple[str, float]]]:
+    """(prompt without its <lora:name:weight> tags, the tags' LoRAs); a bad tag names `field`.
+
+    `error` is the exception class of the format's field errors (A1111 answers a 422);
+    `empty`, when given, is the message for a prompt that holds nothing but tags.
+    """
+    try:
+        text, loras = extract_lora_tags(prompt)
+    except PromptError as exc:
+        raise error({field: [str(exc)]}) from None
+    if empty is not None and not text:
+        raise error({field: [empty]})
+    return text, loras
+
+
+class LorasField(serializers.Field):
+    """LoRAs sent as data rather than prompt tags; a subclass reads its format's shape.
+
+    The weight check is shared; its wording and whether a weight may come as text ("0.8")
+    are each format's own, so its messages stay the ones its clients know.
+    """
+
+    weight_message = "The weight of LoRA {name!r} must be a number between {low:g} and {high:g}."
+    weight_as_text = False
+
+    def weight(self, name: str, value: Any) -> float:
+        """`value` as a finite weight within ±MAX_LORA_WEIGHT; else a 400 naming `name`."""
+        number = (
+            None
+            if isinstance(value, str) and not self.weight_as_text
+            else bounded_float(value, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT)
+        )
+        if number is None:
+            raise ValidationError(
+                self.weight_message.format(name=name, low=-MAX_LORA_WEIGHT, high=MAX_LORA_WEIGHT)
+            )
+        return number
+
+
+def clean_body(data: Any) -> dict[str, Any]:
+    """The body as a dict with `null` (and empty strings, except the prompt) meaning default."""
+    if not isinstance(data, dict):
+        raise ValidationError({"body": ["The request body must be a JSON object."]})
+    return {k: v for k, v in data.items() if v is not None and (v != "" or k == "prompt")}
+
+
+def comma_list(value: Any) -> list[str]:
+    """A ModelsLab comma list ("a, b" or a JSON list) as stripped, non-empty names."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
 def renamed(exc: ValidationError, names: dict[str, str]) -> ValidationError:
     """The same 400 with GenerationRequest field names replaced by a format's own."""
     if not isinstance(exc.detail, dict):
         return exc
     return ValidationError({names.get(k, k): v for k, v in exc.detail.items()})
-
-
-def submit(
-    request: Request,
-    fields: dict[str, Any],
-    kind: str,
-    *,
-    model_id: str | None,
-    model_required: bool = False,
-    track_id: str = "",
-    webhook: str = "",
-    output_base64: bool = False,
-) -> Job:
-    """Resolve the model and add-ons, store the inputs, then queue and charge the job."""
-    # The ModelsLab module holds the model and input rules every format follows.
-    from generation.api import modelslab
-
-    if model_required and not model_id:
-        raise ValidationError({"model_id": ["The model_id field is required."]})
-    model = modelslab.resolve_model(request, model_id, kind)
-    images = modelslab.Inputs(request.user.organization.pk)
-    # ModelsLab's `temp` (shorter-lived image links) belongs to the job, not the generation.
-    temp = bool(fields.pop("temp", False))
-    try:
-        req = modelslab.build_request(request, model, fields, kind, images)
-        return queue(
-            request,
-            req,
-            model,
-            track_id=track_id,
-            webhook=webhook,
-            output_base64=output_base64,
-            temp=temp,
-        )
-    except BaseException:
-        images.discard()
-        raise
-
-
-def queue(
-    request: Request,
-    req: GenerationRequest,
-    model: AIModel,
-    *,
-    track_id: str = "",
-    webhook: str = "",
-    output_base64: bool = False,
-    temp: bool = False,
-) -> Job:
-    """Queue and charge a ready request for the caller (the spam filter sees the body as sent)."""
-    from generation.api.modelslab import base_url_for
-
-    # The formats check their own fields; this catches what only the whole request shows (a
-    # hires pass with no step), so an accepted job never fails for a reason its params show.
-    problems = req.problems()
-    if problems:
-        raise ValidationError({name: [message] for name, message in problems.items()})
-    return service.submit(
-        req,
-        request.user.organization,
-        model,
-        api_key=request.auth,
-        kind=req.kind,
-        track_id=track_id,
-        webhook=webhook,
-        base_url=base_url_for(request),
-        output_base64=output_base64,
-        fingerprint=limits.body_fingerprint(request.data, request.path),
-        temp=temp,
-    )
-
-
-def wait_until_done(job: Job) -> Job:
-    """Block like the hosted service: wait for the job; past PICTOR_BLOCKING_WAIT cancel it."""
-    job = service.wait_for(job, settings.PICTOR_BLOCKING_WAIT)
-    if not job.is_finished:
-        if service.cancel(job):
-            raise GenerationTimedOut()
-        job.refresh_from_db()
-    if job.status != Job.Status.SUCCESS:
-        raise GenerationFailed()
-    return job
-
-
-def images_base64(job: Job) -> list[str]:
-    """The job's PNGs as base64 strings, in order."""
-    return [
-        base64.b64encode(default_storage.open(output.path).read()).decode()
-        for output in job.outputs.order_by("index")
-    ]
 
 
 class FormatView(APIView):

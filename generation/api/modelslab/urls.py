@@ -6,7 +6,7 @@ realtime family always uses the default model.
 
 from django.urls import path
 
-from generation.api import modelslab as ml
+from generation.api.modelslab import views as ml
 
 V4 = {"model_required": True, "fetch_url_name": "api-v4-fetch"}
 V6 = {"fetch_url_name": "api-v6-fetch"}

@@ -1,0 +1,414 @@
+"""The ModelsLab wire format's bodies (docs/architecture.md): key in the body, lenient types.
+
+Each endpoint's serializer with ModelsLab's wording of errors, and `parse`, which refuses the
+fields this server does not offer and the fields of other endpoints before validating.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+from billing.models import Plan
+from generation.api import base
+from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED, clean_body, comma_list
+from generation.engine.prompts import PromptError, extract_lora_tags
+from generation.engine.request import DEFAULT_SCHEDULER, SAFETY_MODES, GenerationRequest
+from generation.engine.schedulers import (
+    A1111_SAMPLERS,
+    WIRE_ALGORITHM_TYPES,
+    usable_scheduler_error,
+)
+from generation.submission import DEFAULT_SIDE
+
+# Known ModelsLab fields whose features this server does not offer. A non-default value is a
+# 400 naming the field: accepting it and ignoring it would hand back a different image than asked.
+NOT_SUPPORTED = (
+    "ip_adapter_id",
+    "ip_adapter_scale",
+    "ip_adapter_image",
+    "enhance_style",
+    "panorama",
+    "self_attention",
+    "multi_lingual",
+    "face_enhance",
+    "guess_mode",
+    "clip_skip_2",
+)
+# Fields of other endpoints: sent here with a value, they would be silently dropped, so a 400
+# says where they belong.
+ENDPOINT_FIELDS = {
+    "init_image": "img2img, inpaint, controlnet and super_resolution",
+    "mask_image": "inpaint",
+    "strength": "img2img and inpaint",
+    "control_image": "controlnet",
+    "controlnet_model": "controlnet",
+    "controlnet_type": "controlnet",
+    "scale": "super_resolution",
+}
+OFF_WORDS = ("", "0", "no", "false", "none", "null", "off")
+ON_WORDS = ("1", "yes", "true", "on")
+# Values that mean "off" for one field only: an upscale factor of 1 changes nothing.
+ALSO_OFF = {"upscale": ("1", 1)}
+MAX_UPSCALE = 4
+
+
+def is_default_value(name: str, value: Any) -> bool:
+    """True for the values clients send to mean "leave this feature off"."""
+    if value in ALSO_OFF.get(name, ()) and not isinstance(value, bool):
+        return True
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value == 0
+    if isinstance(value, str):
+        return value.strip().lower() in OFF_WORDS
+    if isinstance(value, list | dict):
+        return not value
+    return value is None
+
+
+class ModelsLabSerializer(serializers.Serializer):
+    """Gives every field ModelsLab's "The x field is required." wording."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            field.error_messages["required"] = f"The {name} field is required."
+            field.error_messages["blank"] = f"The {name} field is required."
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class NamesField(serializers.Field):
+    """A comma list of model names (or a JSON list of them)."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if not isinstance(data, str | list):
+            raise ValidationError("Must be a comma-separated list of names.")
+        names = comma_list(data)
+        if any(len(name) > 100 for name in names):
+            raise ValidationError("A name may be at most 100 characters.")
+        for name in names:
+            base.storable(name)
+        return names
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class NumbersField(serializers.Field):
+    """A comma list of numbers within bounds (or a single number)."""
+
+    def __init__(self, *, min_value: float, max_value: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def to_internal_value(self, data: Any) -> list[float]:
+        items = data if isinstance(data, list) else comma_list(data)
+        # Finite numbers of sane length only: NaN passes no range check, 1e400 overflows.
+        read = [base.bounded_float(item, -math.inf, math.inf) for item in items]
+        numbers = [n for n in read if n is not None]
+        if len(numbers) != len(read):
+            raise ValidationError("Must be a number or a comma-separated list of numbers.")
+        if any(not (self.min_value <= n <= self.max_value) for n in numbers):
+            raise ValidationError(
+                f"Each value must be between {self.min_value} and {self.max_value}."
+            )
+        return numbers
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class SwitchOrFactorField(serializers.Field):
+    """ModelsLab's `upscale`: yes/no, or an integer factor (1 = off)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool):
+            return 2 if data else 1
+        text = str(data).strip().lower()
+        if text in ON_WORDS[1:]:
+            return 2
+        if text in OFF_WORDS:
+            return 1
+        factor = base.bounded_int(text, 1, MAX_UPSCALE)
+        if factor is None:
+            raise ValidationError(f"Must be yes, no or a factor from 1 to {MAX_UPSCALE}.")
+        return factor
+
+
+class GenerationSerializer(ModelsLabSerializer):
+    """The fields every generating endpoint takes, with their bounds; the plan narrows some."""
+
+    prompt = serializers.CharField(max_length=MAX_PROMPT_LENGTH, trim_whitespace=True)
+    negative_prompt = serializers.CharField(
+        max_length=MAX_PROMPT_LENGTH, required=False, default="", allow_blank=True
+    )
+    model_id = serializers.CharField(max_length=100, required=False)
+    width = serializers.IntegerField(min_value=64, max_value=1024, required=False)
+    height = serializers.IntegerField(min_value=64, max_value=1024, required=False)
+    samples = serializers.IntegerField(min_value=1, max_value=4, default=1)
+    num_inference_steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
+    steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
+    guidance_scale = serializers.FloatField(min_value=1, max_value=20, default=7.5)
+    seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
+    scheduler = serializers.CharField(max_length=100, default=DEFAULT_SCHEDULER)
+    use_karras_sigmas = serializers.BooleanField(default=False)
+    algorithm_type = serializers.ChoiceField(choices=WIRE_ALGORITHM_TYPES, default="none")
+    clip_skip = serializers.IntegerField(min_value=1, max_value=8, required=False)
+    safety_checker = serializers.BooleanField(default=True)
+    safety_checker_type = serializers.ChoiceField(
+        choices=SAFETY_MODES, default="sensitive_content_text"
+    )
+    lora_model = NamesField(required=False)
+    lora_strength = NumbersField(min_value=-2, max_value=2, required=False)
+    embeddings_model = NamesField(required=False)
+    vae = serializers.CharField(max_length=100, required=False)
+    tomesd = serializers.BooleanField(default=False)
+    enhance_prompt = serializers.BooleanField(default=False)
+    highres_fix = serializers.BooleanField(default=False)
+    upscale = SwitchOrFactorField(required=False)
+    track_id = serializers.CharField(max_length=255, required=False)
+    webhook = serializers.URLField(max_length=2000, required=False)
+    base64 = serializers.BooleanField(default=False)
+    # Image links that expire sooner (PICTOR_MEDIA_TEMP_URL_EXPIRE, generation/media.py).
+    temp = serializers.BooleanField(default=False)
+    # Answer at once with `processing` and future_links instead of waiting for the image.
+    instant_response = serializers.BooleanField(default=False)
+
+    kind = "text2img"
+
+    def validate_webhook(self, value: str) -> str:
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValidationError("The webhook must be an http or https URL.")
+        return value
+
+    def validate_width(self, value: int) -> int:
+        return self._check_side("width", value)
+
+    def validate_height(self, value: int) -> int:
+        return self._check_side("height", value)
+
+    def _check_side(self, name: str, value: int) -> int:
+        plan: Plan = self.context["plan"]
+        if value % 8:
+            raise ValidationError(f"The {name} must be a multiple of 8.")
+        if value > plan.max_side:
+            raise ValidationError(
+                f"The {name} may not be greater than {plan.max_side} on the {plan.name} plan."
+            )
+        return value
+
+    def validate_samples(self, value: int) -> int:
+        plan: Plan = self.context["plan"]
+        if value > plan.max_samples:
+            raise ValidationError(
+                f"The samples may not be greater than {plan.max_samples} on the {plan.name} plan."
+            )
+        return value
+
+    def validate_guidance_scale(self, value: float) -> float:
+        if value != value:  # NaN passes min/max comparisons
+            raise ValidationError("The guidance_scale must be a number between 1 and 20.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        plan: Plan = self.context["plan"]
+        steps = attrs.pop("num_inference_steps", None) or attrs.pop("steps", None) or 21
+        attrs.pop("steps", None)
+        if steps not in plan.steps_list:
+            allowed = ", ".join(str(s) for s in plan.steps_list)
+            raise ValidationError(
+                {
+                    "num_inference_steps": [
+                        f"The num_inference_steps must be one of {allowed} on the {plan.name} plan."
+                    ]
+                }
+            )
+        attrs["steps"] = steps
+
+        name = attrs["scheduler"]
+        if name in A1111_SAMPLERS:
+            choice = A1111_SAMPLERS[name]
+            attrs["scheduler"] = choice.scheduler
+            attrs["use_karras_sigmas"] = attrs["use_karras_sigmas"] or choice.use_karras_sigmas
+            if choice.algorithm_type != "none":
+                attrs["algorithm_type"] = choice.algorithm_type
+        problem = usable_scheduler_error(
+            attrs["scheduler"], attrs["use_karras_sigmas"], attrs["algorithm_type"]
+        )
+        if problem:
+            raise ValidationError({"scheduler": [problem]})
+
+        attrs["seed"] = base.random_seed(attrs.get("seed"))
+        attrs["loras"] = self._loras(attrs)
+        self._hires(attrs, plan)
+        return attrs
+
+    def _loras(self, attrs: dict[str, Any]) -> list[tuple[str, float]]:
+        """lora_model + lora_strength and the prompt's <lora:name:weight> tags, as one list."""
+        try:
+            attrs["prompt"], tagged = extract_lora_tags(attrs["prompt"])
+        except PromptError as exc:
+            raise ValidationError({"prompt": [str(exc)]}) from None
+        if not attrs["prompt"]:
+            raise ValidationError({"prompt": ["The prompt field is required."]})
+        names = attrs.pop("lora_model", [])
+        strengths = attrs.pop("lora_strength", None)
+        if strengths is None:
+            strengths = [1.0] * len(names)
+        elif len(strengths) == 1:
+            strengths = strengths * len(names)
+        elif len(strengths) != len(names):
+            raise ValidationError(
+                {"lora_strength": ["Give one strength, or one per name in lora_model."]}
+            )
+        loras = list(zip(names, strengths, strict=True)) + tagged
+        base.check_loras(loras, "lora_model")
+        return loras
+
+    def _hires(self, attrs: dict[str, Any], plan: Plan) -> None:
+        """highres_fix / upscale: a latent upscale pass whose result must fit the plan."""
+        factor = attrs.pop("upscale", 1)
+        if attrs.pop("highres_fix") and factor == 1:
+            factor = 2
+        attrs["hires_scale"] = factor
+        if factor == 1:
+            return
+        field = "upscale" if "upscale" in self.initial_data else "highres_fix"
+        if self.kind != "text2img":
+            raise ValidationError({field: [f"The {field} option works on text2img only."]})
+        # The second pass denoises int(steps × its strength) steps; with none the worker fails.
+        strength = GenerationRequest.hires_strength
+        if int(attrs["steps"] * strength) < 1:
+            least = math.ceil(1 / strength)
+            raise ValidationError(
+                {field: [f"The {field} option needs at least {least} inference steps."]}
+            )
+        width, height = attrs.get("width", DEFAULT_SIDE), attrs.get("height", DEFAULT_SIDE)
+        base.check_upscaled(plan, field, width, height, factor)
+
+
+class Text2ImgSerializer(GenerationSerializer):
+    kind = "text2img"
+
+
+class Img2ImgSerializer(GenerationSerializer):
+    kind = "img2img"
+    init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
+    strength = serializers.FloatField(min_value=0, max_value=1, default=0.7)
+
+    def validate_strength(self, value: float) -> float:
+        if value != value:
+            raise ValidationError("The strength must be a number between 0 and 1.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        # diffusers runs int(steps * strength) steps; none at all is an error in the worker.
+        if int(attrs["steps"] * attrs["strength"]) < 1:
+            least = 1 / attrs["steps"]
+            raise ValidationError(
+                {
+                    "strength": [
+                        f"The strength is too small to run a step at {attrs['steps']} steps; "
+                        f"use at least {least:.3f}."
+                    ]
+                }
+            )
+        return attrs
+
+
+class InpaintSerializer(Img2ImgSerializer):
+    kind = "inpaint"
+    mask_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
+
+
+class ControlNetSerializer(GenerationSerializer):
+    kind = "controlnet"
+    controlnet_model = NamesField()
+    controlnet_type = NamesField(required=False)
+    init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
+    control_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
+    auto_hint = serializers.BooleanField(default=True)
+    controlnet_conditioning_scale = NumbersField(min_value=0, max_value=2, required=False)
+    control_guidance_start = serializers.FloatField(min_value=0, max_value=1, default=0.0)
+    control_guidance_end = serializers.FloatField(min_value=0, max_value=1, default=1.0)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if len(attrs["controlnet_model"]) != 1:
+            raise ValidationError({"controlnet_model": ["Give exactly one ControlNet model."]})
+        attrs["controlnet_model"] = attrs["controlnet_model"][0]
+        types = attrs.get("controlnet_type") or []
+        if len(types) > 1:
+            raise ValidationError({"controlnet_type": ["Give exactly one ControlNet type."]})
+        attrs["controlnet_type"] = types[0].lower() if types else ""
+        scales = attrs.pop("controlnet_conditioning_scale", None) or [1.0]
+        if len(scales) != 1:
+            raise ValidationError({"controlnet_conditioning_scale": ["Give one number."]})
+        attrs["controlnet_conditioning_scale"] = scales[0]
+        if attrs["control_guidance_start"] >= attrs["control_guidance_end"]:
+            raise ValidationError(
+                {"control_guidance_end": ["Must be greater than control_guidance_start."]}
+            )
+        if not attrs.get("init_image") and not attrs.get("control_image"):
+            raise ValidationError({"init_image": ["The init_image field is required."]})
+        return attrs
+
+
+class SuperResolutionSerializer(ModelsLabSerializer):
+    init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
+    scale = serializers.ChoiceField(choices=[2, 4], default=4)
+    model_id = serializers.CharField(max_length=100, required=False)
+    track_id = serializers.CharField(max_length=255, required=False)
+    webhook = serializers.URLField(max_length=2000, required=False)
+    base64 = serializers.BooleanField(default=False)
+    temp = serializers.BooleanField(default=False)
+    seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
+
+    validate_webhook = GenerationSerializer.validate_webhook
+
+    def validate_scale(self, value: Any) -> int:
+        return int(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs["seed"] = base.random_seed(attrs.get("seed"))
+        return attrs
+
+
+def parse(serializer_class: type[ModelsLabSerializer], data: Any, plan: Plan) -> dict[str, Any]:
+    """Validate a body; raises ValidationError (a 400) naming every bad field."""
+    body = clean_body(data)
+    unsupported = {
+        name: [f"The {name} option is not supported by this server."]
+        for name in NOT_SUPPORTED
+        if name in body and not is_default_value(name, body[name])
+    }
+    serializer = serializer_class(data=body, context={"plan": plan})
+    unsupported.update(
+        {
+            name: [f"The {name} field belongs to the {where} endpoints, not this one."]
+            for name, where in ENDPOINT_FIELDS.items()
+            if name in body
+            and name not in serializer.fields
+            and not is_default_value(name, body[name])
+        }
+    )
+    if unsupported:
+        raise ValidationError(unsupported)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def request_id_from(data: Any) -> int:
+    """The `request_id` of a fetch body, as a job id."""
+    value = data.get("request_id") if isinstance(data, dict) else None
+    if value is None or value == "":
+        raise ValidationError({"request_id": ["The request_id field is required."]})
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or len(text) > 18:
+        raise ValidationError({"request_id": ["The request_id must be a request's numeric id."]})
+    return int(text)

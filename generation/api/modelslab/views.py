@@ -1,0 +1,251 @@
+"""The ModelsLab wire format's views: submit, wait a little, answer the job's state.
+
+Answers are generation/answers.py's job body; the routes and their per-family settings are in
+urls.py next to this module.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation import addons, estimates, jobs, service, submission
+from generation.answers import base_url_for, job_answer
+from generation.api import schema
+from generation.api.modelslab.serializers import (
+    ControlNetSerializer,
+    GenerationSerializer,
+    Img2ImgSerializer,
+    InpaintSerializer,
+    SuperResolutionSerializer,
+    Text2ImgSerializer,
+    parse,
+    request_id_from,
+)
+from generation.api.parsers import AnyContentTypeJSONParser
+from generation.engine.request import GenerationRequest
+from generation.models import AIModel, Job
+
+# Super resolution: the largest output side, whatever the plan (the input is small anyway).
+MAX_SUPER_RESOLUTION_SIDE = 2048
+MIN_SUPER_RESOLUTION_INPUT = 8
+UPSCALER_STEPS = 21
+
+
+class ModelsLabView(APIView):
+    parser_classes = [AnyContentTypeJSONParser]
+    fetch_url_name = "api-v3-fetch"
+
+    def answer(self, request: Request, job: Job, instant: bool = False) -> Response:
+        """Wait up to PICTOR_SYNC_WAIT seconds (none if `instant`), then answer the job's state."""
+        job = service.wait_for(job, 0 if instant else settings.PICTOR_SYNC_WAIT)
+        return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
+
+
+class GenerateView(ModelsLabView):
+    """POST a generation (text2img, img2img, inpaint or ControlNet), wait, answer its state."""
+
+    serializer_class: type[GenerationSerializer] = Text2ImgSerializer
+    model_required = False
+    # The v6 realtime family always uses the default model.
+    default_model_only = False
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        org = request.user.organization
+        kind = self.serializer_class.kind
+        fields = parse(self.serializer_class, request.data, org.plan)
+        if self.default_model_only and fields.get("model_id"):
+            raise ValidationError(
+                {
+                    "model_id": [
+                        "The realtime endpoints use the default model; choose a model with "
+                        "/api/v6/images/ instead."
+                    ]
+                }
+            )
+        instant = fields.pop("instant_response")
+        job = submission.submit(
+            request,
+            fields,
+            kind,
+            model_id=fields.pop("model_id", None),
+            model_required=self.model_required,
+            track_id=fields.pop("track_id", ""),
+            webhook=fields.pop("webhook", ""),
+            output_base64=fields.pop("base64"),
+        )
+        return self.answer(request, job, instant)
+
+
+class Text2ImgView(GenerateView):
+    """POST /api/v3/text2img."""
+
+
+class Img2ImgView(GenerateView):
+    """POST /api/v3/img2img: a new image from init_image, `strength` away from it."""
+
+    serializer_class = Img2ImgSerializer
+
+
+class InpaintView(GenerateView):
+    """POST /api/v3/inpaint: repaint the white area of mask_image in init_image."""
+
+    serializer_class = InpaintSerializer
+
+
+class ControlNetView(GenerateView):
+    """POST /api/v5/controlnet: generation guided by a control image (canny computed here)."""
+
+    serializer_class = ControlNetSerializer
+
+
+class SuperResolutionView(ModelsLabView):
+    """POST /api/v6/image_editing/super_resolution: init_image upscaled exactly `scale` times."""
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        request=SuperResolutionSerializer,
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        org = request.user.organization
+        fields = parse(SuperResolutionSerializer, request.data, org.plan)
+        model_id = fields.pop("model_id", None)
+        visible = AIModel.objects.visible_to(org).filter(family=AIModel.Family.UPSCALER)
+        model = (
+            visible.filter(model_id=model_id).first() if model_id else addons.default_upscaler(org)
+        )
+        if model is None:
+            raise NotFound("Model id not found")
+        images = submission.Inputs(org.pk)
+        source = images.load("init_image", fields["init_image"])
+        scale = fields["scale"]
+        width, height = source.width * scale, source.height * scale
+        if min(source.width, source.height) < MIN_SUPER_RESOLUTION_INPUT:
+            raise ValidationError(
+                {
+                    "init_image": [
+                        f"The init_image is {source.width}x{source.height}; its sides must be "
+                        f"at least {MIN_SUPER_RESOLUTION_INPUT} px."
+                    ]
+                }
+            )
+        if max(width, height) > MAX_SUPER_RESOLUTION_SIDE:
+            limit = MAX_SUPER_RESOLUTION_SIDE // scale
+            raise ValidationError(
+                {
+                    "init_image": [
+                        f"The init_image is {source.width}x{source.height}; to upscale it "
+                        f"{scale}x its sides may be at most {limit} px."
+                    ]
+                }
+            )
+        try:
+            req = GenerationRequest(
+                prompt="",
+                model_id=model.model_id,
+                kind="upscale",
+                init_image=images.store(source, "init_image"),
+                width=width,
+                height=height,
+                scale=scale,
+                steps=UPSCALER_STEPS,
+                guidance_scale=1.0,
+                seed=fields["seed"],
+            )
+            job = submission.queue(
+                request,
+                req,
+                model,
+                track_id=fields.get("track_id", ""),
+                webhook=fields.get("webhook", ""),
+                output_base64=fields["base64"],
+                temp=fields["temp"],
+            )
+        except BaseException:
+            images.discard()
+            raise
+        return self.answer(request, job)
+
+
+class FetchView(ModelsLabView):
+    """POST (or GET) /api/v3/fetch/<id>: a job's state; another tenant's id is a 404."""
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        request=None,
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
+    )
+    def post(self, request: Request, job_id: int) -> Response:
+        job = (
+            Job.objects.for_org(request.user.organization)
+            .select_related("model")
+            .filter(pk=job_id)
+            .first()
+        )
+        if job is None:
+            raise NotFound("Request not found")
+        job = jobs.refresh_lease_state(job)
+        return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
+
+    get = post
+
+
+class FetchByRequestIdView(FetchView):
+    """POST /api/v6/images/fetch with `request_id` in the body."""
+
+    http_method_names = ["post", "options"]
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        operation_id="v6_images_fetch_by_request_id",
+        request=schema.ModelsLabFetch,
+        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
+    )
+    def post(self, request: Request) -> Response:  # type: ignore[override]
+        return super().post(request, request_id_from(request.data))
+
+
+class SystemLoadView(ModelsLabView):
+    """POST /api/v3/system_load: queue length and expected wait."""
+
+    @extend_schema(tags=["ModelsLab"], request=None, responses={200: schema.SystemLoad})
+    def post(self, request: Request) -> Response:
+        return Response(estimates.system_load())
+
+    get = post
+
+
+class ModelListView(ModelsLabView):
+    """POST /api/v4/dreambooth/model_list: the models this tenant may use."""
+
+    @extend_schema(
+        tags=["ModelsLab"], request=None, responses={200: schema.ModelsLabModel(many=True)}
+    )
+    def post(self, request: Request) -> Response:
+        models = AIModel.objects.visible_to(request.user.organization).order_by("model_id")
+        return Response(
+            [
+                {
+                    "model_id": m.model_id,
+                    "model_name": m.name,
+                    "model_category": m.family,
+                    "status": "model_ready",
+                    "is_default": m.is_default,
+                    "is_private": m.organization_id is not None,
+                    "description": m.description,
+                    "created_at": m.created_at.isoformat(),
+                }
+                for m in models
+            ]
+        )
+
+    get = post

@@ -1,0 +1,95 @@
+"""A job's state changes, shared by the web tier and the worker: finish, cancel, reap.
+
+Cancelling (a client, the admin, a blocking wait that ran out) and reaping a dead worker's job
+happen in web requests as well as in the worker, so they live here: the web tier's service and
+views use them without importing the worker's tasks module.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from billing import ledger
+from generation import notify, webhooks
+from generation.models import Job
+from generation.queue import enqueue_job
+from sdplatform import metrics
+
+log = logging.getLogger(__name__)
+
+
+def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
+    """Put the job in a final state if `rows` still selects it; wake its waiters on commit.
+
+    A failed or canceled job gets its credits back in the same transaction (once: the refund
+    has a unique ledger key, and only the caller whose update changed the row gets here).
+    """
+    with transaction.atomic():
+        changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
+        if changed:
+            if fields.get("status") in (Job.Status.FAILED, Job.Status.CANCELED):
+                ledger.refund_job(job_id)
+            kind, model = Job.objects.values_list("kind", "model__model_id").get(pk=job_id)
+            counted = metrics.JOBS_FINISHED.labels(status=fields["status"], kind=kind, model=model)
+            transaction.on_commit(counted.inc)
+            transaction.on_commit(lambda: notify.job_finished(job_id))
+            transaction.on_commit(lambda: webhooks.job_finished(job_id), robust=True)
+    return bool(changed)
+
+
+def reap_expired_jobs() -> int:
+    """Requeue processing jobs whose lease ran out (or fail them after the last attempt).
+
+    Webhook deliveries whose attempt was lost are picked up again here too, as this runs
+    every minute on the reaper's schedule.
+    """
+    webhooks.resume_stalled_deliveries()
+    now = timezone.now()
+    reaped = 0
+    expired = Job.objects.filter(status=Job.Status.PROCESSING, lease_expires_at__lt=now)
+    for job_id, attempts in expired.values_list("pk", "attempts")[:100]:
+        # The same filter again makes the update a compare-and-set: a renewal wins over us.
+        this = Job.objects.filter(
+            pk=job_id, status=Job.Status.PROCESSING, attempts=attempts, lease_expires_at__lt=now
+        )
+        if attempts >= settings.PICTOR_JOB_MAX_ATTEMPTS:
+            changed = finish(
+                this,
+                job_id,
+                status=Job.Status.FAILED,
+                error="The worker running this job stopped answering.",
+            )
+        else:
+            with transaction.atomic():
+                changed = this.update(
+                    status=Job.Status.QUEUED, lease_expires_at=None, worker="", progress_step=0
+                )
+                if changed:
+                    transaction.on_commit(lambda job_id=job_id: enqueue_job(job_id))
+        if changed:
+            log.warning("reaped job %s after its lease expired (attempt %s)", job_id, attempts)
+            reaped += changed
+    return reaped
+
+
+def refresh_lease_state(job: Job) -> Job:
+    """Reap the job first if its worker's lease ran out, so a poller never waits on a dead one."""
+    if job.status == Job.Status.PROCESSING and job.lease_expires_at < timezone.now():
+        reap_expired_jobs()
+        job.refresh_from_db()
+    return job
+
+
+def cancel(job: Job) -> bool:
+    """Cancel a queued or running job and refund it; False if it had already finished.
+
+    A worker running it notices at its next progress write (the row is no longer `processing`)
+    and drops the result.
+    """
+    rows = Job.objects.filter(pk=job.pk, status__in=(Job.Status.QUEUED, Job.Status.PROCESSING))
+    return finish(rows, job.pk, status=Job.Status.CANCELED, error="Canceled by the client")

@@ -1,0 +1,273 @@
+"""From parsed fields to a queued job: the model, add-ons and input images, then submit.
+
+Every wire format turns its own fields into GenerationRequest's names (see generation/api/base.py)
+and calls `submit`; the model and input rules below are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from rest_framework import status
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.request import Request
+
+from billing import limits
+from generation import addons, inputs, jobs, service
+from generation.answers import base_url_for
+from generation.engine import control
+from generation.engine.pipelines import kind_error, pipeline_family
+from generation.engine.prompts import enhance, with_tokens
+from generation.engine.request import GenerationRequest
+from generation.models import AIModel, Job
+
+DEFAULT_SIDE = 512
+MIN_SIDE = 64
+
+
+class GenerationTimedOut(APIException):
+    """A blocking format waited PICTOR_BLOCKING_WAIT seconds; the job was canceled and refunded."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    default_code = "timed_out"
+    default_detail = "The image was not ready in time; the job was canceled and not charged."
+
+
+class GenerationFailed(APIException):
+    """The job itself failed in the worker (the only 5xx a format answers for its own input)."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    default_code = "generation_failed"
+    default_detail = "Generation failed; the credits were refunded."
+
+
+def resolve_model(request: Request, model_id: str | None, kind: str) -> AIModel:
+    """The requested checkpoint (or the default one), among those the caller may see."""
+    visible = AIModel.objects.visible_to(request.user.organization)
+    model = (
+        visible.filter(model_id=model_id).first()
+        if model_id
+        else visible.filter(is_default=True).first()
+    )
+    if model is None:
+        raise NotFound("Model id not found")
+    if not model.is_checkpoint:
+        raise ValidationError(
+            {
+                "model_id": [
+                    f"{model.model_id} is a {model.get_family_display()} model, not a checkpoint."
+                ]
+            }
+        )
+    problem = kind_error(pipeline_family(model.family, model.base), kind)
+    if problem:
+        raise ValidationError({"model_id": [problem]})
+    return model
+
+
+def fit_size(image: Any, max_side: int) -> tuple[int, int]:
+    """The init image's size scaled to fit 64..max_side, aspect kept, in multiples of 8."""
+    scale = min(max_side / max(image.size), max(1.0, MIN_SIDE / min(image.size)))
+    width, height = (
+        max(MIN_SIDE, min(max_side, int(side * scale) // 8 * 8)) for side in image.size
+    )
+    return width, height
+
+
+class Inputs:
+    """The request's input images: fetched, decoded and stored for the worker, or cleaned up."""
+
+    def __init__(self, organization_id: int) -> None:
+        self.organization_id = organization_id
+        self.stored: list[str] = []
+
+    def load(self, field: str, value: str) -> Any:
+        # Base64 text has no "://"; anything with a scheme goes to the URL checks (which refuse
+        # all but http and https). So the base64 switch need not be right for inputs to work.
+        is_url = "://" in value.lstrip()[:12]
+        try:
+            return inputs.load_image(value, is_base64=not is_url, field=field)
+        except inputs.InputImageError as exc:
+            raise ValidationError({field: [str(exc)]}) from None
+
+    def store(self, image: Any, name: str) -> str:
+        stored = inputs.store_image(image, self.organization_id, name)
+        self.stored.append(stored)
+        return stored
+
+    def discard(self) -> None:
+        for name in self.stored:
+            default_storage.delete(name)
+
+
+def resolve_addons(request: Request, model: AIModel, fields: dict[str, Any]) -> None:
+    """Check every add-on the fields name (raising a 400 naming it) and put ids in `fields`."""
+    org = request.user.organization
+    try:
+        loras = fields.pop("loras")
+        addons.resolve(org, model, "lora_model", [n for n, _w in loras], AIModel.Family.LORA)
+        fields["loras"] = tuple(loras)
+        embeddings = fields.pop("embeddings_model", [])
+        addons.resolve(org, model, "embeddings_model", embeddings, AIModel.Family.EMBEDDING)
+        if embeddings and model.base == AIModel.Base.SDXL:
+            raise addons.AddonError(
+                "embeddings_model", "Embeddings are supported on SD 1.x and 2.x models."
+            )
+        fields["embeddings"] = tuple(embeddings)
+        if fields.get("vae"):
+            addons.resolve(org, model, "vae", [fields["vae"]], AIModel.Family.VAE)
+        if fields.get("controlnet_model"):
+            addons.resolve(
+                org,
+                model,
+                "controlnet_model",
+                [fields["controlnet_model"]],
+                AIModel.Family.CONTROLNET,
+            )
+    except addons.AddonError as exc:
+        raise ValidationError({exc.field: [exc.message]}) from None
+
+
+def text_encoder_layers(model: AIModel) -> int | None:
+    """How deep the checkpoint's text encoder is, from its folder's config (None if unknown)."""
+    config = Path(model.local_path) / "text_encoder" / "config.json"
+    try:
+        return int(json.loads(config.read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_clip_skip(model: AIModel, clip_skip: int | None) -> None:
+    """A clip_skip the checkpoint's text encoder has layers for (else the worker would fail)."""
+    layers = text_encoder_layers(model) if clip_skip and clip_skip > 1 else None
+    if layers is not None and clip_skip is not None and clip_skip > layers:
+        raise ValidationError(
+            {
+                "clip_skip": [
+                    f"The text encoder of {model.model_id} has {layers} layers; "
+                    f"clip_skip may be at most {layers}."
+                ]
+            }
+        )
+
+
+def build_request(
+    request: Request, model: AIModel, fields: dict[str, Any], kind: str, images: Inputs
+) -> GenerationRequest:
+    """The GenerationRequest for validated ModelsLab fields: add-ons checked, inputs stored."""
+    plan = request.user.organization.plan
+    resolve_addons(request, model, fields)
+    check_clip_skip(model, fields.get("clip_skip"))
+    if fields["enhance_prompt"]:
+        fields["prompt"] = enhance(fields["prompt"])
+    fields["prompt"] = with_tokens(
+        fields["prompt"], fields["negative_prompt"], list(fields["embeddings"])
+    )
+    init = images.load("init_image", fields["init_image"]) if fields.get("init_image") else None
+    mask = images.load("mask_image", fields["mask_image"]) if fields.get("mask_image") else None
+    ready = (
+        images.load("control_image", fields["control_image"])
+        if fields.get("control_image")
+        else None
+    )
+    if kind == "controlnet":
+        auto_hint = fields.pop("auto_hint")
+        if not fields["controlnet_type"] and "canny" in fields["controlnet_model"].lower():
+            fields["controlnet_type"] = "canny"
+        computed = fields["controlnet_type"] in control.COMPUTED_TYPES
+        if ready is None and not (auto_hint and computed):
+            # Like ModelsLab: without auto_hint the init image is the control image itself.
+            ready, init = init, None
+    source = init if init is not None else ready
+    if source is not None and ("width" not in fields or "height" not in fields):
+        width, height = fit_size(source, plan.max_side)
+        fields.setdefault("width", width)
+        fields.setdefault("height", height)
+    fields.setdefault("width", DEFAULT_SIDE)
+    fields.setdefault("height", DEFAULT_SIDE)
+    for name, image in (("init_image", init), ("mask_image", mask), ("control_image", ready)):
+        fields[name] = images.store(image, name) if image is not None else ""
+    for name in ("highres_fix", "upscale"):
+        fields.pop(name, None)
+    return GenerationRequest(model_id=model.model_id, kind=kind, **fields)
+
+
+def submit(
+    request: Request,
+    fields: dict[str, Any],
+    kind: str,
+    *,
+    model_id: str | None,
+    model_required: bool = False,
+    track_id: str = "",
+    webhook: str = "",
+    output_base64: bool = False,
+) -> Job:
+    """Resolve the model and add-ons, store the inputs, then queue and charge the job."""
+    if model_required and not model_id:
+        raise ValidationError({"model_id": ["The model_id field is required."]})
+    model = resolve_model(request, model_id, kind)
+    images = Inputs(request.user.organization.pk)
+    # ModelsLab's `temp` (shorter-lived image links) belongs to the job, not the generation.
+    temp = bool(fields.pop("temp", False))
+    try:
+        req = build_request(request, model, fields, kind, images)
+        return queue(
+            request,
+            req,
+            model,
+            track_id=track_id,
+            webhook=webhook,
+            output_base64=output_base64,
+            temp=temp,
+        )
+    except BaseException:
+        images.discard()
+        raise
+
+
+def queue(
+    request: Request,
+    req: GenerationRequest,
+    model: AIModel,
+    *,
+    track_id: str = "",
+    webhook: str = "",
+    output_base64: bool = False,
+    temp: bool = False,
+) -> Job:
+    """Queue and charge a ready request for the caller (the spam filter sees the body as sent)."""
+    # The formats check their own fields; this catches what only the whole request shows (a
+    # hires pass with no step), so an accepted job never fails for a reason its params show.
+    problems = req.problems()
+    if problems:
+        raise ValidationError({name: [message] for name, message in problems.items()})
+    return service.submit(
+        req,
+        request.user.organization,
+        model,
+        api_key=request.auth,
+        kind=req.kind,
+        track_id=track_id,
+        webhook=webhook,
+        base_url=base_url_for(request),
+        output_base64=output_base64,
+        fingerprint=limits.body_fingerprint(request.data, request.path),
+        temp=temp,
+    )
+
+
+def wait_until_done(job: Job) -> Job:
+    """Block like the hosted service: wait for the job; past PICTOR_BLOCKING_WAIT cancel it."""
+    job = service.wait_for(job, settings.PICTOR_BLOCKING_WAIT)
+    if not job.is_finished:
+        if jobs.cancel(job):
+            raise GenerationTimedOut()
+        job.refresh_from_db()
+    if job.status != Job.Status.SUCCESS:
+        raise GenerationFailed()
+    return job
