@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import ClassVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
@@ -53,7 +54,9 @@ class UserManager(BaseUserManager["User"]):
 class User(AbstractUser):
     """A person; logs in with an email address."""
 
-    username = None
+    # Django's documented way to drop AbstractUser's username column (email replaces it); the
+    # stubs type the attribute as the field's str, so removing it is an error to them.
+    username = None  # type: ignore[assignment]  # removes the inherited field, by design
     email = models.EmailField("email address", unique=True)
     # Set by the emailed sign-up link (accounts/verification.py) or an accepted invitation.
     # Until then the user creates no API key and their sign-up organization has no credits.
@@ -64,9 +67,10 @@ class User(AbstractUser):
     )
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
-    objects = UserManager()
+    # An email-keyed manager: Django's own UserManager (the stubs' type here) wants a username.
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]  # email-keyed
 
     def __str__(self) -> str:
         return self.email
@@ -77,7 +81,7 @@ class User(AbstractUser):
 
 
 # Slugs people cannot take by naming their organization so: Dan's public key acts for
-# "anonymous" (generation/api/dan.py).
+# "anonymous" (generation/api/dan/).
 RESERVED_SLUGS = ("anonymous", "admin", "ops", "api", "app")
 
 

@@ -40,10 +40,21 @@ def output_links(base_url: str, job: Job) -> list[str]:
     ]
 
 
+def output_files(
+    job: Job, outputs: Iterable[OutputImage] | None = None
+) -> list[tuple[OutputImage, bytes]]:
+    """Each of the job's rows with its PNG's bytes, in order (`outputs`: the rows, if read)."""
+    rows = job.outputs.order_by("index") if outputs is None else outputs
+    files = []
+    for row in rows:
+        with default_storage.open(row.path) as stored:
+            files.append((row, stored.read()))
+    return files
+
+
 def images_base64(job: Job, outputs: Iterable[OutputImage] | None = None) -> list[str]:
     """The job's PNGs as base64 strings, in order (`outputs`: its rows, when already read)."""
-    rows = job.outputs.order_by("index") if outputs is None else outputs
-    return [base64.b64encode(default_storage.open(row.path).read()).decode() for row in rows]
+    return [base64.b64encode(data).decode() for _row, data in output_files(job, outputs)]
 
 
 def job_meta(job: Job) -> dict[str, Any]:

@@ -7,6 +7,7 @@ and calls `submit`; the model and input rules below are the same for all of them
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
-from rest_framework.request import Request
 
+from accounts.requests import OrgRequest
 from billing import limits
 from generation import addons, inputs, jobs, service
 from generation.answers import base_url_for
@@ -45,8 +46,13 @@ class GenerationFailed(APIException):
     default_detail = "Generation failed; the credits were refunded."
 
 
-def resolve_model(request: Request, model_id: str | None, kind: str) -> AIModel:
-    """The requested checkpoint (or the default one), among those the caller may see."""
+def resolve_model(
+    request: OrgRequest, model_id: str | None, kind: str, field: str = "model_id"
+) -> AIModel:
+    """The requested checkpoint (or the default one), among those the caller may see.
+
+    `field` is the client's name for the model field, so a 400 names what it sent.
+    """
     visible = AIModel.objects.visible_to(request.user.organization)
     model = (
         visible.filter(model_id=model_id).first()
@@ -58,14 +64,14 @@ def resolve_model(request: Request, model_id: str | None, kind: str) -> AIModel:
     if not model.is_checkpoint:
         raise ValidationError(
             {
-                "model_id": [
+                field: [
                     f"{model.model_id} is a {model.get_family_display()} model, not a checkpoint."
                 ]
             }
         )
     problem = kind_error(pipeline_family(model.family, model.base), kind)
     if problem:
-        raise ValidationError({"model_id": [problem]})
+        raise ValidationError({field: [problem]})
     return model
 
 
@@ -85,7 +91,10 @@ class Inputs:
         self.organization_id = organization_id
         self.stored: list[str] = []
 
-    def load(self, field: str, value: str) -> Any:
+    def load(self, field: str, value: Any) -> Any:
+        """The decoded image of a field: fetched or decoded from text, or already decoded."""
+        if not isinstance(value, str):
+            return value
         # Base64 text has no "://"; anything with a scheme goes to the URL checks (which refuse
         # all but http and https). So the base64 switch need not be right for inputs to work.
         is_url = "://" in value.lstrip()[:12]
@@ -104,8 +113,17 @@ class Inputs:
             default_storage.delete(name)
 
 
-def resolve_addons(request: Request, model: AIModel, fields: dict[str, Any]) -> None:
-    """Check every add-on the fields name (raising a 400 naming it) and put ids in `fields`."""
+def resolve_addons(
+    request: OrgRequest,
+    model: AIModel,
+    fields: dict[str, Any],
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Check every add-on the fields name (raising a 400 naming it) and put ids in `fields`.
+
+    `names` maps an add-on field (lora_model, embeddings_model, vae, controlnet_model) to the
+    client's name for it where that differs, so the 400 names the field the client sent.
+    """
     org = request.user.organization
     try:
         loras = fields.pop("loras")
@@ -129,7 +147,8 @@ def resolve_addons(request: Request, model: AIModel, fields: dict[str, Any]) -> 
                 AIModel.Family.CONTROLNET,
             )
     except addons.AddonError as exc:
-        raise ValidationError({exc.field: [exc.message]}) from None
+        field = (names or {}).get(exc.field, exc.field)
+        raise ValidationError({field: [exc.message]}) from None
 
 
 def text_encoder_layers(model: AIModel) -> int | None:
@@ -141,13 +160,16 @@ def text_encoder_layers(model: AIModel) -> int | None:
         return None
 
 
-def check_clip_skip(model: AIModel, clip_skip: int | None) -> None:
-    """A clip_skip the checkpoint's text encoder has layers for (else the worker would fail)."""
+def check_clip_skip(model: AIModel, clip_skip: int | None, field: str = "clip_skip") -> None:
+    """A clip_skip the checkpoint's text encoder has layers for (else the worker would fail).
+
+    `field` is the client's name for it in the 400 (the message keeps saying clip_skip).
+    """
     layers = text_encoder_layers(model) if clip_skip and clip_skip > 1 else None
     if layers is not None and clip_skip is not None and clip_skip > layers:
         raise ValidationError(
             {
-                "clip_skip": [
+                field: [
                     f"The text encoder of {model.model_id} has {layers} layers; "
                     f"clip_skip may be at most {layers}."
                 ]
@@ -156,11 +178,20 @@ def check_clip_skip(model: AIModel, clip_skip: int | None) -> None:
 
 
 def build_request(
-    request: Request, model: AIModel, fields: dict[str, Any], kind: str, images: Inputs
+    request: OrgRequest,
+    model: AIModel,
+    fields: dict[str, Any],
+    kind: str,
+    images: Inputs,
+    addons_resolved: bool = False,
 ) -> GenerationRequest:
-    """The GenerationRequest for validated ModelsLab fields: add-ons checked, inputs stored."""
+    """The GenerationRequest for validated fields: add-ons checked, inputs stored.
+
+    A format whose serializer already ran `resolve_addons` passes `addons_resolved`.
+    """
     plan = request.user.organization.plan
-    resolve_addons(request, model, fields)
+    if not addons_resolved:
+        resolve_addons(request, model, fields)
     check_clip_skip(model, fields.get("clip_skip"))
     if fields["enhance_prompt"]:
         fields["prompt"] = enhance(fields["prompt"])
@@ -197,25 +228,32 @@ def build_request(
 
 
 def submit(
-    request: Request,
+    request: OrgRequest,
     fields: dict[str, Any],
     kind: str,
     *,
-    model_id: str | None,
+    model_id: str | None = None,
+    model: AIModel | None = None,
     model_required: bool = False,
     track_id: str = "",
     webhook: str = "",
     output_base64: bool = False,
 ) -> Job:
-    """Resolve the model and add-ons, store the inputs, then queue and charge the job."""
-    if model_required and not model_id:
-        raise ValidationError({"model_id": ["The model_id field is required."]})
-    model = resolve_model(request, model_id, kind)
+    """Resolve the model and add-ons, store the inputs, then queue and charge the job.
+
+    A format whose serializer resolved the checkpoint and its add-ons itself (so its 400s name
+    the client's fields) passes that checkpoint as `model`.
+    """
+    resolved = model is not None
+    if model is None:
+        if model_required and not model_id:
+            raise ValidationError({"model_id": ["The model_id field is required."]})
+        model = resolve_model(request, model_id, kind)
     images = Inputs(request.user.organization.pk)
     # ModelsLab's `temp` (shorter-lived image links) belongs to the job, not the generation.
     temp = bool(fields.pop("temp", False))
     try:
-        req = build_request(request, model, fields, kind, images)
+        req = build_request(request, model, fields, kind, images, addons_resolved=resolved)
         return queue(
             request,
             req,
@@ -231,7 +269,7 @@ def submit(
 
 
 def queue(
-    request: Request,
+    request: OrgRequest,
     req: GenerationRequest,
     model: AIModel,
     *,

@@ -2,8 +2,10 @@
 
 A format module (modelslab, synapse, hyperbolic, dan, a1111) turns its own field names into the
 `fields` dict of generation/submission.py (GenerationRequest's names, plus `loras` and
-`embeddings_model` as lists) and calls its `submit`. Errors raised there name GenerationRequest's
-fields; a format renames them into its own with `renamed`. No format imports another: what two
+`embeddings_model` as lists) and calls its `submit`. Its serializer maps wire names with
+`source=` and resolves the model and add-ons in validate(), passing the client's field names,
+so those 400s name what the client sent; the few errors left that name GenerationRequest's
+fields are renamed with `renamed` (and `wire_names`). No format imports another: what two
 formats share lives here.
 """
 
@@ -13,13 +15,14 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.views import APIView
 
 from billing.models import Plan
+from generation import submission
 from generation.api.errors import Problem, handler_for
 from generation.api.parsers import AnyContentTypeJSONParser
 from generation.engine.prompts import (
@@ -30,6 +33,10 @@ from generation.engine.prompts import (
 )
 from generation.engine.request import DEFAULT_SCHEDULER
 from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
+
+if TYPE_CHECKING:
+    from accounts.requests import OrgRequest
+    from generation.models import Job
 
 MAX_PROMPT_LENGTH = 2000
 # An image field holds a URL or base64 text; 30 MB of base64 is more than the fetch cap allows.
@@ -288,6 +295,19 @@ def comma_list(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+def wire_names(serializer: serializers.Serializer) -> dict[str, str]:
+    """GenerationRequest field name -> the client's, from the serializer's `source=` fields.
+
+    For the few checks that only the whole request can run (GenerationRequest.problems()), whose
+    400 names GenerationRequest's fields.
+    """
+    return {
+        field.source: name
+        for name, field in serializer.fields.items()
+        if field.source and field.source not in (name, "*")
+    }
+
+
 def renamed(exc: ValidationError, names: dict[str, str]) -> ValidationError:
     """The same 400 with GenerationRequest field names replaced by a format's own."""
     if not isinstance(exc.detail, dict):
@@ -304,3 +324,26 @@ class FormatView(APIView):
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return handler_for(self.error_body)
+
+    def submit_body(
+        self, request: OrgRequest, serializer_class: type[serializers.Serializer], **context: Any
+    ) -> Job:
+        """Read the body with the format's serializer, then queue and charge its job.
+
+        The serializer gets "org", "plan" and "request" (and `context`) in its context and
+        answers GenerationRequest's fields plus "kind" and "checkpoint" (the model it resolved,
+        with its add-ons, so those 400s name the client's fields).
+        """
+        org = request.user.organization
+        serializer = serializer_class(
+            data=clean_body(request.data),
+            context={"org": org, "plan": org.plan, "request": request, **context},
+        )
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        kind, checkpoint = fields.pop("kind"), fields.pop("checkpoint")
+        try:
+            return submission.submit(request, fields, kind, model=checkpoint)
+        except ValidationError as exc:
+            # Left to name: the whole request's checks (GenerationRequest.problems()).
+            raise renamed(exc, wire_names(serializer)) from None

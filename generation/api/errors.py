@@ -55,9 +55,9 @@ def describe(exc: Exception, context: dict[str, Any]) -> Problem | None:
         return Problem(status.HTTP_401_UNAUTHORIZED, INVALID_KEY, "auth", tips=INVALID_KEY_TIP)
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
-        if isinstance(detail, list) and len(detail) == 1:
-            detail = detail[0]
-        return Problem(status.HTTP_400_BAD_REQUEST, detail, "invalid")
+        # One message alone is answered as itself, not as a list of one.
+        shown = detail[0] if isinstance(detail, list) and len(detail) == 1 else detail
+        return Problem(status.HTTP_400_BAD_REQUEST, shown, "invalid")
     if isinstance(exc, exceptions.ParseError):
         return Problem(
             status.HTTP_400_BAD_REQUEST, f"Invalid request body: {exc.detail}", "invalid"
@@ -75,12 +75,14 @@ def describe(exc: Exception, context: dict[str, Any]) -> Problem | None:
         message = str(getattr(exc, "detail", "")) or "Not found"
         return Problem(status.HTTP_404_NOT_FOUND, message, "not_found")
     if isinstance(exc, exceptions.Throttled):
+        # DRF's Throttled sets `wait` in __init__; the stubs leave the attribute out.
+        throttled_wait: float | None = getattr(exc, "wait", None)
         return Problem(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "Rate limit exceeded",
             "rate_limit",
             tips=getattr(exc, "tips", None) or RATE_LIMIT_TIP,
-            retry_after=int(exc.wait) + 1 if exc.wait else None,
+            retry_after=int(throttled_wait) + 1 if throttled_wait else None,
         )
     response = exception_handler(exc, context)
     if response is None:
@@ -132,11 +134,11 @@ modelslab_exception_handler = handler_for(modelslab_body)
 # ModelsLab's /api/. Django-level errors (no route, a non-integer id, an oversize body, a crash)
 # answer in the route's format here; every other path gets Django's HTML pages.
 API_FORMATS: tuple[tuple[str, str], ...] = (
-    ("/api/sd/", "generation.api.dan.error_body"),
+    ("/api/sd/", "generation.api.dan.views.error_body"),
     ("/api/", "generation.api.errors.modelslab_body"),
-    ("/sdapi/", "generation.api.a1111.error_body"),
-    ("/sd/", "generation.api.synapse.error_body"),
-    ("/v1/", "generation.api.hyperbolic.error_body"),
+    ("/sdapi/", "generation.api.a1111.errors.error_body"),
+    ("/sd/", "generation.api.synapse.views.error_body"),
+    ("/v1/", "generation.api.hyperbolic.views.error_body"),
 )
 STATUS_MESSAGES = {
     status.HTTP_400_BAD_REQUEST: "Bad request",
@@ -184,7 +186,7 @@ def api_html_errors_as_json(request: HttpRequest, response: HttpResponse) -> Htt
     return response
 
 
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler400: an oversize body is a 413 on API routes; Django's page elsewhere."""
     if error_body_for(request.path_info) is None:
         return defaults.bad_request(request, exception)

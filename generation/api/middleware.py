@@ -46,5 +46,6 @@ class RequestInputMiddleware:
             body = request.META["wsgi.input"].read(settings.PICTOR_MAX_BODY_BYTES + 1)
             # One byte past the limit makes Django (and so the format's handler) answer 413.
             request.META["CONTENT_LENGTH"] = str(len(body))
-            request._stream = LimitedStream(io.BytesIO(body), len(body))
+            # Django's own WSGIRequest keeps a LimitedStream in _stream; the stubs say BinaryIO.
+            request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[assignment]  # as in WSGIRequest
         return errors.api_html_errors_as_json(request, self.get_response(request))

@@ -15,7 +15,11 @@ import pytest
 from rest_framework.exceptions import ValidationError
 
 from billing.models import CreditEntry
-from generation.api import a1111, dan, hyperbolic
+from generation.api.a1111 import checkpoints as a1111_checkpoints
+from generation.api.a1111 import errors as a1111_errors
+from generation.api.a1111 import serializers as a1111
+from generation.api.dan import serializers as dan
+from generation.api.hyperbolic import serializers as hyperbolic
 from generation.api.modelslab import serializers as modelslab
 from generation.engine import runner
 from generation.engine.prompts import PromptError, extract_lora_tags
@@ -353,17 +357,17 @@ def test_the_named_fields_refuse_unstorable_text_without_the_json_parser(tenant,
     assert list(serializer.errors) == ["loras"]
 
     for key in ("sd_vae", "sd_model_checkpoint"):
-        with pytest.raises(a1111.Unprocessable) as refusal:
+        with pytest.raises(a1111_errors.Unprocessable) as refusal:
             a1111.read_overrides(tenant.org, {key: text})
         assert list(refusal.value.errors) == [f"override_settings.{key}"]
-    with pytest.raises(a1111.Unprocessable):
+    with pytest.raises(a1111_errors.Unprocessable):
         a1111.read_overrides(tenant.org, {text: "png"})
     # POST /sdapi/v1/options reads its names the same way.
-    with pytest.raises(a1111.Unprocessable) as refusal:
-        a1111.find_model(tenant.org, text, "sd_model_checkpoint")
+    with pytest.raises(a1111_errors.Unprocessable) as refusal:
+        a1111_checkpoints.find_model(tenant.org, text, "sd_model_checkpoint")
     assert list(refusal.value.errors) == ["sd_model_checkpoint"]
-    with pytest.raises(a1111.Unprocessable):
-        a1111.refuse_unstorable_names({text: "png"}, "body")
+    with pytest.raises(a1111_errors.Unprocessable):
+        a1111_errors.refuse_unstorable_names({text: "png"}, "body")
 
     for prompt in (f"a <lora:{text}:1>", f"a <lora:{text}>"):
         with pytest.raises(PromptError):

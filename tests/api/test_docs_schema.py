@@ -11,10 +11,10 @@ from django.urls import URLPattern, URLResolver
 
 FORMAT_URLCONFS = (
     "generation.api.modelslab.urls",
-    "generation.api.synapse",
-    "generation.api.hyperbolic",
-    "generation.api.dan",
-    "generation.api.a1111",
+    "generation.api.synapse.urls",
+    "generation.api.hyperbolic.urls",
+    "generation.api.dan.urls",
+    "generation.api.a1111.urls",
 )
 
 

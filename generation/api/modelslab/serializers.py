@@ -17,7 +17,6 @@ from rest_framework.exceptions import ValidationError
 from billing.models import Plan
 from generation.api import base
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED, clean_body, comma_list
-from generation.engine.prompts import PromptError, extract_lora_tags
 from generation.engine.request import DEFAULT_SCHEDULER, SAFETY_MODES, GenerationRequest
 from generation.engine.schedulers import (
     A1111_SAMPLERS,
@@ -249,12 +248,9 @@ class GenerationSerializer(ModelsLabSerializer):
 
     def _loras(self, attrs: dict[str, Any]) -> list[tuple[str, float]]:
         """lora_model + lora_strength and the prompt's <lora:name:weight> tags, as one list."""
-        try:
-            attrs["prompt"], tagged = extract_lora_tags(attrs["prompt"])
-        except PromptError as exc:
-            raise ValidationError({"prompt": [str(exc)]}) from None
-        if not attrs["prompt"]:
-            raise ValidationError({"prompt": ["The prompt field is required."]})
+        attrs["prompt"], tagged = base.prompt_loras(
+            attrs["prompt"], empty="The prompt field is required."
+        )
         names = attrs.pop("lora_model", [])
         strengths = attrs.pop("lora_strength", None)
         if strengths is None:

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.requests import KeyRequest
 from generation import addons, estimates, jobs, service, submission
 from generation.answers import base_url_for, job_answer
 from generation.api import schema
@@ -58,7 +59,7 @@ class GenerateView(ModelsLabView):
         tags=["ModelsLab"],
         responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: KeyRequest) -> Response:
         org = request.user.organization
         kind = self.serializer_class.kind
         fields = parse(self.serializer_class, request.data, org.plan)
@@ -115,7 +116,7 @@ class SuperResolutionView(ModelsLabView):
         request=SuperResolutionSerializer,
         responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: KeyRequest) -> Response:
         org = request.user.organization
         fields = parse(SuperResolutionSerializer, request.data, org.plan)
         model_id = fields.pop("model_id", None)
@@ -184,7 +185,7 @@ class FetchView(ModelsLabView):
         request=None,
         responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
     )
-    def post(self, request: Request, job_id: int) -> Response:
+    def post(self, request: KeyRequest, job_id: int) -> Response:
         job = (
             Job.objects.for_org(request.user.organization)
             .select_related("model")
@@ -210,7 +211,8 @@ class FetchByRequestIdView(FetchView):
         request=schema.ModelsLabFetch,
         responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
     )
-    def post(self, request: Request) -> Response:  # type: ignore[override]
+    # The id comes from the body: this route calls post() without FetchView's job_id.
+    def post(self, request: KeyRequest) -> Response:  # type: ignore[override]  # id in the body
         return super().post(request, request_id_from(request.data))
 
 
@@ -230,7 +232,7 @@ class ModelListView(ModelsLabView):
     @extend_schema(
         tags=["ModelsLab"], request=None, responses={200: schema.ModelsLabModel(many=True)}
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: KeyRequest) -> Response:
         models = AIModel.objects.visible_to(request.user.organization).order_by("model_id")
         return Response(
             [

@@ -1,4 +1,4 @@
-"""Contract of the AUTOMATIC1111 format, /sdapi/v1/ (docs/architecture.md; generation/api/a1111.py).
+"""Contract of the AUTOMATIC1111 format, /sdapi/v1/ (docs/architecture.md; generation/api/a1111/).
 
 Most tests stop at the queued job: with PICTOR_BLOCKING_WAIT at 0 the call gives up at once
 (504, the job canceled), and the Job row shows what the request turned into. A few generate

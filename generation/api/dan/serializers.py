@@ -1,34 +1,24 @@
-"""The Dan wire format (docs/architecture.md): Bearer key, `{"code", "data", "message"}` answers.
-
-POST /api/sd/txt2img queues a text2img (or ControlNet) task, waits up to PICTOR_SYNC_WAIT like
-the ModelsLab endpoints, then answers the task's state; GET /api/sd/txt2img/<taskId> (or Dan's
-POST /api/sd/task/status) polls it. The public anonymous key works here and nowhere else.
+"""The body of Dan's POST /api/sd/txt2img, read into GenerationRequest's fields.
 
 Sizes: width and height take Dan's range 8..1024. Pictor's engine works in multiples of 8 and
 needs at least 64 pixels a side, so a side is rounded to the nearest multiple of 8 (4 rounds
 up) and a side under 64 is raised to 64; a rounded side above the plan's max side is a 400.
+
+The serializer resolves the checkpoint and its add-ons and decodes the control image itself, so
+every 400 names the field the client sent (model or model_name, loras, control_net).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-from django.db.models import Q
-from django.urls import URLPattern, path
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.request import Request
-from rest_framework.response import Response
+from rest_framework.exceptions import ValidationError
 
-from accounts.auth import AnonymousKeyAuthentication
 from billing.models import Plan
-from generation import answers, jobs, media, service, submission
+from generation import submission
 from generation.api import base
-from generation.api.errors import Problem
-from generation.engine.prompts import PromptError, extract_lora_tags
-from generation.models import Job
 
 MIN_SIDE = 8
 MAX_SIDE = 1024
@@ -42,7 +32,6 @@ MAX_CFG = 30
 DEFAULT_CFG = 7.0
 DEFAULT_SAMPLER = "Euler a"
 MAX_BATCH = 4
-MAX_LORA_WEIGHT = 2.0
 MAX_CONTROL_WEIGHT = 2.0
 MAX_UPSCALE = 4
 # Preprocessors: "canny" is computed here from the image; "none" means the image already is
@@ -50,53 +39,9 @@ MAX_UPSCALE = 4
 # does not run, so they are refused rather than silently skipped.
 CONTROL_MODULES = ("canny", "none")
 
-QUEUED, RUNNING, DONE, FAILED = 0, 1, 2, 3
-TASK_STATUS = {
-    Job.Status.QUEUED: QUEUED,
-    Job.Status.PROCESSING: RUNNING,
-    Job.Status.SUCCESS: DONE,
-    Job.Status.FAILED: FAILED,
-    Job.Status.CANCELED: FAILED,
-}
-TASK_NOT_FOUND = "Task not found"
-
-# GenerationRequest's field names (as the shared layer names them in a 400) -> Dan's.
-DAN_NAMES = {
-    "samples": "batch_size",
-    "hires_scale": "upscale",
-    "hires_strength": "upscale",
-    "guidance_scale": "cfg_scale",
-    "scheduler": "sampler_name",
-    "lora_model": "loras",
-    "controlnet_model": "control_net",
-    "controlnet_type": "control_net",
-    "init_image": "control_net",
-    "control_image": "control_net",
-}
-# Words inside the shared layer's messages that a Dan caller never sent.
+# Words inside the shared layer's image messages that a Dan caller never sent: its image is
+# the control_net's (message text only; the field is named `control_net`).
 DAN_WORDS = {"init_image": "control_net image", "control_image": "control_net image"}
-
-
-def error_body(problem: Problem) -> dict[str, Any]:
-    """Dan's error: {"code": <HTTP status>, "data": null, "message": "<one line>"}."""
-    message = problem.text
-    if problem.tips and problem.kind != "auth":
-        message = f"{message}. {problem.tips}"
-    return {"code": problem.status, "data": None, "message": message}
-
-
-def dan_error(exc: ValidationError, model_field: str) -> ValidationError:
-    """A 400 from the shared layer with Dan's field names, in its keys and in its messages."""
-    if not isinstance(exc.detail, dict):
-        return exc
-    names = {**DAN_NAMES, "model_id": model_field}
-    detail: dict[str, list[str]] = {}
-    for name, messages in exc.detail.items():
-        texts = messages if isinstance(messages, list) else [messages]
-        for before, after in DAN_WORDS.items():
-            texts = [str(text).replace(before, after) for text in texts]
-        detail.setdefault(names.get(str(name), str(name)), []).extend(texts)
-    return ValidationError(detail)
 
 
 def bounds(name: str, low: float, high: float, kind: str = "an integer") -> dict[str, Any]:
@@ -108,10 +53,6 @@ def bounds(name: str, low: float, high: float, kind: str = "an integer") -> dict
         "max_value": high,
         "error_messages": {"min_value": text, "max_value": text, "invalid": text},
     }
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 @extend_schema_field(
@@ -126,8 +67,8 @@ def is_number(value: Any) -> bool:
         "example": [["demo-lora-a", 0.8]],
     }
 )
-class LorasField(serializers.Field):
-    """Dan's `loras`: a list of [name, weight] pairs."""
+class LorasField(base.LorasField):
+    """Dan's `loras`: a list of [name, weight] pairs (a weight as text is refused)."""
 
     def to_internal_value(self, data: Any) -> list[tuple[str, float]]:
         shape = "The loras must be a list of [name, weight] pairs."
@@ -137,16 +78,11 @@ class LorasField(serializers.Field):
         for item in data:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
                 raise ValidationError(shape)
-            name, weight = item[0].strip(), item[1]
+            name = item[0].strip()
             if not name or len(name) > 100:
                 raise ValidationError("A LoRA name must be 1 to 100 characters.")
             base.storable(name)
-            if not is_number(weight) or abs(weight) > MAX_LORA_WEIGHT:
-                raise ValidationError(
-                    f"The weight of LoRA {name!r} must be a number between "
-                    f"{-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}."
-                )
-            loras.append((name, float(weight)))
+            loras.append((name, self.weight(name, item[1])))
         return loras
 
 
@@ -260,6 +196,10 @@ def round_side(value: int) -> int:
 class DanTxt2ImgSerializer(serializers.Serializer):
     """POST /api/sd/txt2img: Dan's fields and ranges; the plan narrows sizes, steps and batch."""
 
+    # (Comments, not the docstring: that is the schema's description.) Context: "org", "plan"
+    # and "request". The validated data is GenerationRequest's fields plus "kind" (text2img or
+    # controlnet) and "checkpoint", the resolved model.
+
     prompt = serializers.CharField(
         max_length=base.MAX_PROMPT_LENGTH,
         error_messages={
@@ -290,7 +230,7 @@ class DanTxt2ImgSerializer(serializers.Serializer):
         **bounds("steps", MIN_STEPS, MAX_STEPS),
     )
     cfg_scale = serializers.FloatField(
-        default=DEFAULT_CFG, **bounds("cfg_scale", 1, MAX_CFG, "a number")
+        source="guidance_scale", default=DEFAULT_CFG, **bounds("cfg_scale", 1, MAX_CFG, "a number")
     )
     sampler_name = serializers.CharField(
         max_length=100, required=False, help_text=f'AUTOMATIC1111 name, default "{DEFAULT_SAMPLER}"'
@@ -298,13 +238,17 @@ class DanTxt2ImgSerializer(serializers.Serializer):
     sampler = serializers.CharField(
         max_length=100, required=False, help_text="Alias of sampler_name"
     )
-    batch_size = serializers.IntegerField(default=1, **bounds("batch_size", 1, MAX_BATCH))
+    batch_size = serializers.IntegerField(
+        source="samples", default=1, **bounds("batch_size", 1, MAX_BATCH)
+    )
     loras = LorasField(required=False)
     seed = serializers.IntegerField(
         default=-1, help_text="-1: random", **bounds("seed", -1, base.MAX_SEED)
     )
     control_net = ControlNetField(required=False)
-    upscale = UpscaleField(required=False, help_text="Hires fix factor 1..4, or true (2)")
+    upscale = UpscaleField(
+        source="hires_scale", required=False, help_text="Hires fix factor 1..4, or true (2)"
+    )
 
     def validate_width(self, value: int) -> int:
         return round_side(value)
@@ -325,29 +269,23 @@ class DanTxt2ImgSerializer(serializers.Serializer):
             if side in attrs:
                 base.check_side(plan, side, attrs[side])
         base.check_steps(plan, "steps", attrs["steps"])
-        base.check_samples(plan, "batch_size", attrs["batch_size"])
+        base.check_samples(plan, "batch_size", attrs["samples"])
         sampler_field = (
             "sampler" if "sampler" in attrs and "sampler_name" not in attrs else "sampler_name"
         )
         sampler = attrs.get(sampler_field, DEFAULT_SAMPLER)
-        try:
-            prompt, tagged = extract_lora_tags(attrs["prompt"])
-        except PromptError as exc:
-            raise ValidationError({"prompt": [str(exc)]}) from None
-        if not prompt:
-            raise ValidationError({"prompt": ["The prompt field is required."]})
+        prompt, tagged = base.prompt_loras(attrs["prompt"], empty="The prompt field is required.")
         loras = attrs.get("loras", []) + tagged
         base.check_loras(loras, "loras")
         fields = base.defaults(
             prompt=prompt,
             negative_prompt=attrs["negative_prompt"],
-            model_id=attrs.get("model") or attrs.get("model_name"),
-            samples=attrs["batch_size"],
+            samples=attrs["samples"],
             steps=attrs["steps"],
-            guidance_scale=attrs["cfg_scale"],
+            guidance_scale=attrs["guidance_scale"],
             seed=base.random_seed(attrs["seed"]),
             loras=loras,
-            hires_scale=attrs.get("upscale", 1),
+            hires_scale=attrs.get("hires_scale", 1),
             **base.sampler_fields(sampler, sampler_field),
         )
         control = attrs.get("control_net")
@@ -358,7 +296,27 @@ class DanTxt2ImgSerializer(serializers.Serializer):
             fields["width"] = attrs.get("width", DEFAULT_SIDE)
             fields["height"] = attrs.get("height", DEFAULT_SIDE)
         self._check_upscale(fields, plan)
-        return fields
+        return self._resolved(attrs.get("model") or attrs.get("model_name"), fields)
+
+    def _resolved(self, model_id: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint, its add-ons and the control image, each 400 naming Dan's field."""
+        request = self.context["request"]
+        # `model` wins over its alias (as above); a 400 names the one sent, as sent.
+        sent = request.data
+        model_field = "model_name" if "model_name" in sent and "model" not in sent else "model"
+        kind = "controlnet" if "controlnet_model" in fields else "text2img"
+        model = submission.resolve_model(request, model_id, kind, model_field)
+        submission.resolve_addons(
+            request, model, fields, {"lora_model": "loras", "controlnet_model": "control_net"}
+        )
+        images = submission.Inputs(self.context["org"].pk)
+        for name in ("init_image", "control_image"):
+            if fields.get(name):
+                try:
+                    fields[name] = images.load(name, fields[name])
+                except ValidationError as exc:
+                    raise ValidationError({"control_net": dan_words(exc)}) from None
+        return {**fields, "kind": kind, "checkpoint": model}
 
     def _check_upscale(self, fields: dict[str, Any], plan: Plan) -> None:
         factor = fields["hires_scale"]
@@ -371,157 +329,11 @@ class DanTxt2ImgSerializer(serializers.Serializer):
         base.check_upscaled(plan, "upscale", fields["width"], fields["height"], factor)
 
 
-class DanTaskSerializer(serializers.Serializer):
-    taskId = serializers.CharField()
-    queuePosition = serializers.IntegerField(help_text="Queued jobs ahead of this one")
-    status = serializers.ChoiceField(
-        choices=[QUEUED, RUNNING, DONE, FAILED], help_text="0 queued, 1 running, 2 done, 3 failed"
-    )
-    images = serializers.ListField(child=serializers.URLField(), help_text="PNG URLs when done")
-    seed = serializers.IntegerField(help_text="The seed used (of the first image)")
-    error = serializers.CharField(required=False, help_text="Why, when status is 3")
-
-
-ANSWER = inline_serializer(
-    "DanTaskAnswer",
-    {
-        "code": serializers.IntegerField(default=200),
-        "data": DanTaskSerializer(),
-        "message": serializers.CharField(default="success"),
-    },
-)
-ERROR = inline_serializer(
-    "DanError",
-    {
-        "code": serializers.IntegerField(help_text="The HTTP status"),
-        "data": serializers.JSONField(allow_null=True, help_text="Always null"),
-        "message": serializers.CharField(),
-    },
-)
-ERRORS = {status: ERROR for status in (400, 401, 402, 403, 404, 429, 503)}
-POLL_ERRORS = {status: ERROR for status in (401, 403, 404, 429)}
-
-
-def queue_position(job: Job) -> int:
-    """How many queued jobs the worker claims before this one (0 once it runs or ends)."""
-    if job.status != Job.Status.QUEUED:
-        return 0
-    # The claim order: priority first, then age (generation/tasks.py claim_next_job).
-    ahead = Q(priority__gt=job.priority) | Q(priority=job.priority, created_at__lt=job.created_at)
-    ahead |= Q(priority=job.priority, created_at=job.created_at, pk__lt=job.pk)
-    return Job.objects.filter(ahead, status=Job.Status.QUEUED).count()
-
-
-def task_answer(job: Job, base_url: str) -> dict[str, Any]:
-    """Dan's body for a task in any state."""
-    status = TASK_STATUS[job.status]
-    images: list[str] = []
-    if status == DONE and not job.expired_at:
-        seconds = media.job_lifetime(job)
-        images = [
-            answers.absolute(base_url, media.signed_url(output.path, seconds))
-            for output in job.outputs.order_by("index")
-        ]
-    data: dict[str, Any] = {
-        "taskId": str(job.pk),
-        "queuePosition": queue_position(job),
-        "status": status,
-        "images": images,
-        "seed": job.params["seed"],
-    }
-    if status == FAILED:
-        data["error"] = (
-            "Canceled; the credits were refunded."
-            if job.status == Job.Status.CANCELED
-            else "Generation failed; the credits were refunded."
-        )
-    return {"code": 200, "data": data, "message": "success"}
-
-
-class DanView(base.FormatView):
-    """A Dan endpoint: Bearer or anonymous key, errors as {"code", "data": null, "message"}."""
-
-    # The only views that take the public anonymous key (when it is switched on).
-    authentication_classes = [AnonymousKeyAuthentication]
-    error_body = staticmethod(error_body)
-
-    def task(self, request: Request, task_id: Any) -> Response:
-        """The caller's task by id; another tenant's or a malformed id is "not found" too."""
-        text = str(task_id).strip()
-        job = None
-        if text.isdigit() and len(text) < 19:
-            job = Job.objects.for_org(request.user.organization).filter(pk=int(text)).first()
-        if job is None:
-            raise NotFound(TASK_NOT_FOUND)
-        job = jobs.refresh_lease_state(job)
-        return Response(task_answer(job, answers.base_url_for(request)))
-
-
-class Txt2ImgView(DanView):
-    """POST /api/sd/txt2img: queue a task, wait PICTOR_SYNC_WAIT, answer its state."""
-
-    @extend_schema(
-        tags=["Dan"],
-        summary="Generate an image from text (Dan)",
-        description=(
-            "Queues the task and waits a few seconds for it; answers its state (status 2 with "
-            "image URLs when it finished in time, else poll GET /api/sd/txt2img/{taskId}). "
-            "width/height: 8..1024, rounded to the nearest multiple of 8 and at least 64."
-        ),
-        request=DanTxt2ImgSerializer,
-        responses={200: ANSWER, **ERRORS},
-    )
-    def post(self, request: Request) -> Response:
-        serializer = DanTxt2ImgSerializer(
-            data=base.clean_body(request.data),
-            context={"plan": request.user.organization.plan},
-        )
-        serializer.is_valid(raise_exception=True)
-        fields = dict(serializer.validated_data)
-        # `model` wins over its alias (as in the serializer); a 400 names the one sent.
-        sent = request.data
-        model_field = "model_name" if "model_name" in sent and "model" not in sent else "model"
-        model_id = fields.pop("model_id")
-        kind = "controlnet" if "controlnet_model" in fields else "text2img"
-        try:
-            job = submission.submit(request, fields, kind, model_id=model_id)
-        except ValidationError as exc:
-            raise dan_error(exc, model_field) from None
-        job = service.wait_for(job, settings.PICTOR_SYNC_WAIT)
-        return Response(task_answer(job, answers.base_url_for(request)))
-
-
-class TaskView(DanView):
-    """GET /api/sd/txt2img/<taskId>: the caller's task."""
-
-    @extend_schema(
-        tags=["Dan"],
-        summary="A text2img task's state (Dan)",
-        responses={200: ANSWER, **POLL_ERRORS},
-    )
-    def get(self, request: Request, task_id: str) -> Response:
-        return self.task(request, task_id)
-
-
-class TaskStatusView(DanView):
-    """POST /api/sd/task/status with {"taskId": ...}: Dan's own poll, for its clients."""
-
-    @extend_schema(
-        tags=["Dan"],
-        summary="A task's state, by taskId in the body (Dan)",
-        request=inline_serializer("DanTaskStatusRequest", {"taskId": serializers.CharField()}),
-        responses={200: ANSWER, 400: ERROR, **POLL_ERRORS},
-    )
-    def post(self, request: Request) -> Response:
-        data = request.data if isinstance(request.data, dict) else {}
-        task_id = data.get("taskId")
-        if task_id is None or task_id == "":
-            raise ValidationError({"taskId": ["The taskId field is required."]})
-        return self.task(request, task_id)
-
-
-urlpatterns: list[URLPattern] = [
-    path("api/sd/txt2img", Txt2ImgView.as_view(), name="dan-txt2img"),
-    path("api/sd/txt2img/<str:task_id>", TaskView.as_view(), name="dan-task"),
-    path("api/sd/task/status", TaskStatusView.as_view(), name="dan-task-status"),
-]
+def dan_words(exc: ValidationError) -> list[str]:
+    """The messages of an input image's 400 in Dan's words (DAN_WORDS)."""
+    detail = exc.detail
+    messages = [m for ms in detail.values() for m in ms] if isinstance(detail, dict) else detail
+    texts = [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+    for before, after in DAN_WORDS.items():
+        texts = [text.replace(before, after) for text in texts]
+    return texts

@@ -1,0 +1,1 @@
+"""The Hyperbolic wire format: serializers.py reads a body, views.py answers, urls.py routes."""
