@@ -55,8 +55,8 @@ class StrikeInline(admin.TabularInline):
 
     model = Strike
     extra = 0
-    fields = ["created_at", "api_key", "reason", "prompt"]
-    readonly_fields = fields
+    readonly_fields = ("created_at", "api_key", "reason", "prompt")
+    fields = readonly_fields
     ordering = ["-created_at"]
     can_delete = False
 

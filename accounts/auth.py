@@ -68,7 +68,11 @@ class AccountSuspended(exceptions.PermissionDenied):
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKey] | None:
+    # Typed as wide as AnonymousKeyAuthentication's override (the public key: no ApiKey row);
+    # this class itself always answers an ApiKeyUser and its key.
+    def authenticate(
+        self, request: Request
+    ) -> tuple[ApiKeyUser | AnonymousKeyUser, ApiKey | None] | None:
         raw = raw_key_from(request)
         if raw is None:
             return None

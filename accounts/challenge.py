@@ -10,6 +10,7 @@ provider's script and frame only then.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import requests
@@ -75,7 +76,7 @@ def widget() -> dict[str, str] | None:
     }
 
 
-def verify(data: dict[str, object], remote_ip: str) -> None:
+def verify(data: Mapping[str, object], remote_ip: str) -> None:
     """Check the form's token with the provider; raises ChallengeFailed with a message to show."""
     chosen = provider()
     if chosen is None:

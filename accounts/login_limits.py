@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -94,11 +94,16 @@ def record_success(username: str, where: str) -> None:
     counters.forget(_account_key(username, where), ACCOUNT_WINDOW_SECONDS)
 
 
-class LoginLimitMixin:
+if TYPE_CHECKING:
+    # What the mixin is always mixed into, so `super().clean()` has a type to check against.
+    _LoginForm = AuthenticationForm
+else:
+    _LoginForm = object
+
+
+class LoginLimitMixin(_LoginForm):
     """A login form that refuses attempts beyond the limits and counts the ones that fail."""
 
-    request: HttpRequest | None
-    cleaned_data: dict[str, Any]
     # Seconds the caller must wait, when this form refused the attempt (views answer 429).
     retry_after: int = 0
 
@@ -106,7 +111,7 @@ class LoginLimitMixin:
         username = self.cleaned_data.get("username")
         password = self.cleaned_data.get("password")
         if not (username and password):
-            return super().clean()  # type: ignore[misc]
+            return super().clean()
         where = place(self.request)
         wait = refused_for(username, where)
         if wait:
@@ -115,7 +120,7 @@ class LoginLimitMixin:
                 REFUSED_MESSAGE, code="rate_limited", params={"seconds": wait}
             )
         try:
-            data = super().clean()  # type: ignore[misc]
+            data = super().clean()
         except forms.ValidationError:
             record_failure(username, where)
             raise

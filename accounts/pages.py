@@ -7,11 +7,12 @@ the import graph; nothing in generation or billing imports it (docs/architecture
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import ApiKey
+from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
 from accounts.views import check_email_page
 from generation.models import AIModel, Job
@@ -23,9 +24,9 @@ NEW_KEY_SESSION = "pictor_new_key"
 
 
 @member_required
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: MemberRequest) -> HttpResponse:
     """Plan, credit balance, images today against the daily cap, recent jobs."""
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     if not request.user.email_verified:
         messages.warning(
             request,
@@ -48,9 +49,9 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_http_methods(["GET", "POST"])
-def keys(request: HttpRequest) -> HttpResponse:
+def keys(request: MemberRequest) -> HttpResponse:
     """Create a key (shown once), list the organization's keys; verified emails only."""
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     if not request.user.email_verified:
         if request.method == "POST":
             messages.error(request, "Verify your email before you create an API key.")
@@ -80,9 +81,9 @@ def keys(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_POST
-def revoke_key(request: HttpRequest, key_id: int) -> HttpResponse:
+def revoke_key(request: MemberRequest, key_id: int) -> HttpResponse:
     """Revoke one of the organization's keys (another organization's id is a 404)."""
-    key = get_object_or_404(ApiKey, pk=key_id, organization=request.org)  # type: ignore[attr-defined]
+    key = get_object_or_404(ApiKey, pk=key_id, organization=request.org)
     key.revoke()
     messages.success(request, f"Key {key.prefix}… ({key.name or 'unnamed'}) revoked.")
     return redirect("app-keys")
@@ -90,9 +91,9 @@ def revoke_key(request: HttpRequest, key_id: int) -> HttpResponse:
 
 @member_required
 @require_http_methods(["GET", "POST"])
-def settings_page(request: HttpRequest) -> HttpResponse:
+def settings_page(request: MemberRequest) -> HttpResponse:
     """Organization name, webhook signing secret (rotate), the organization's private models."""
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     if request.method == "POST":
         require_manager(request)
         action = request.POST.get("action")
@@ -115,7 +116,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "app/settings.html",
         {
             "org": org,
-            "can_manage": request.membership.role in MANAGER_ROLES,  # type: ignore[attr-defined]
+            "can_manage": request.membership.role in MANAGER_ROLES,
             "private_models": AIModel.objects.filter(organization=org).order_by("model_id"),
         },
     )

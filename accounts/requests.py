@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
         # DRF types both wider (any user or AnonymousUser; any token): narrowing is the point.
         # The one ignore here replaces one at every `request.user.organization` in the views.
-        user: Caller  # type: ignore[assignment]
+        user: Caller  # type: ignore[assignment]  # narrower than DRF's user-or-AnonymousUser
         auth: ApiKey | None
 
     class KeyRequest(OrgRequest):

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import verification
 from accounts.models import Invitation, Membership, User
+from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, SESSION_KEY, member_required, require_manager
 from sdplatform import hosts
 
@@ -27,15 +28,15 @@ Role = Membership.Role
 
 
 @member_required
-def team(request: HttpRequest) -> HttpResponse:
-    org = request.org  # type: ignore[attr-defined]
+def team(request: MemberRequest) -> HttpResponse:
+    org = request.org
     return render(
         request,
         "app/team.html",
         {
             "org": org,
-            "me": request.membership,  # type: ignore[attr-defined]
-            "can_manage": request.membership.role in MANAGER_ROLES,  # type: ignore[attr-defined]
+            "me": request.membership,
+            "can_manage": request.membership.role in MANAGER_ROLES,
             "members": org.memberships.select_related("user").order_by("created_at", "pk"),
             "invitations": org.invitations.filter(
                 accepted_at__isnull=True, expires_at__gt=timezone.now()
@@ -47,14 +48,14 @@ def team(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_POST
-def invite(request: HttpRequest) -> HttpResponse:
+def invite(request: MemberRequest) -> HttpResponse:
     """Email a link that lets the person with that address join (owners and admins only)."""
     require_manager(request)
-    if not request.user.email_verified:  # type: ignore[union-attr]
+    if not request.user.email_verified:
         # Otherwise a farmed, never-verified account could send Pictor's mail to anyone.
         messages.error(request, "Verify your email address before you invite anyone.")
         return redirect("app-team")
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     email = request.POST.get("email", "").strip().lower()
     role = request.POST.get("role", Role.MEMBER)
     try:
@@ -62,7 +63,7 @@ def invite(request: HttpRequest) -> HttpResponse:
     except ValidationError:
         messages.error(request, "Give a valid email address.")
         return redirect("app-team")
-    me: Membership = request.membership  # type: ignore[attr-defined]
+    me: Membership = request.membership
     if role not in Role.values or (role == Role.OWNER and me.role != Role.OWNER):
         raise PermissionDenied("Only an owner can invite another owner.")
     if org.memberships.filter(user__email__iexact=email).exists():
@@ -90,11 +91,11 @@ def invite(request: HttpRequest) -> HttpResponse:
 
 @member_required
 @require_POST
-def change_member(request: HttpRequest, membership_id: int) -> HttpResponse:
+def change_member(request: MemberRequest, membership_id: int) -> HttpResponse:
     """Change a member's role or remove them; an organization always keeps an owner."""
     require_manager(request)
-    me: Membership = request.membership  # type: ignore[attr-defined]
-    org = request.org  # type: ignore[attr-defined]
+    me: Membership = request.membership
+    org = request.org
     target = get_object_or_404(Membership, pk=membership_id, organization=org)
     action = request.POST.get("action")
     new_role = request.POST.get("role", "")
@@ -130,9 +131,9 @@ def change_member(request: HttpRequest, membership_id: int) -> HttpResponse:
 
 @member_required
 @require_POST
-def cancel_invitation(request: HttpRequest, invitation_id: int) -> HttpResponse:
+def cancel_invitation(request: MemberRequest, invitation_id: int) -> HttpResponse:
     require_manager(request)
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     invitation = get_object_or_404(Invitation, pk=invitation_id, organization=org)
     invitation.delete()
     messages.success(request, f"The invitation to {invitation.email} was withdrawn.")

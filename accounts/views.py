@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordResetForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -24,6 +24,7 @@ from django.views.decorators.http import require_http_methods
 from accounts import login_limits, services, verification
 from accounts.forms import DeleteAccountForm, EmailChangeForm, RateLimitedLoginForm, SignupForm
 from accounts.models import Organization, User
+from accounts.requests import UserRequest
 from sdplatform import hosts
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/signup.html", {"form": form, "next": next_url}, status=status)
 
 
-def check_email_page(request: HttpRequest, status: int = 200) -> HttpResponse:
+def check_email_page(request: UserRequest, status: int = 200) -> HttpResponse:
     """The "check your email" page an unverified user gets instead of keys, with a resend button."""
     return render(
         request,
@@ -82,7 +83,7 @@ def check_email_page(request: HttpRequest, status: int = 200) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def verify_email(request: HttpRequest) -> HttpResponse:
+def verify_email(request: UserRequest) -> HttpResponse:
     """Check your email (GET); send the link again, at most once a minute (POST)."""
     if request.user.email_verified:
         return redirect("app-keys")
@@ -133,12 +134,13 @@ class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
-    def form_invalid(self, form: RateLimitedLoginForm) -> HttpResponse:
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
         return login_limits.answer_refused(form, super().form_invalid(form))
 
 
 class LogoutView(auth_views.LogoutView):
-    next_page = reverse_lazy("login")
+    # A URL name: Django's resolve_url reverses it when the view redirects, as reverse_lazy did.
+    next_page = "login"
 
 
 class PasswordResetView(auth_views.PasswordResetView):
@@ -176,14 +178,14 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "accounts/password_change.html"
     success_url = reverse_lazy("account")
 
-    def form_valid(self, form: object) -> HttpResponse:
+    def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
         messages.success(self.request, "Your password was changed.")
-        return super().form_valid(form)  # type: ignore[arg-type]
+        return super().form_valid(form)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def account(request: HttpRequest) -> HttpResponse:
+def account(request: UserRequest) -> HttpResponse:
     """The user's own settings: email, password, deletion."""
     email_form = EmailChangeForm(request.user, prefix="email")
     delete_form = DeleteAccountForm(request.user, prefix="delete")

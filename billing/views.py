@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Membership
+from accounts.requests import UserRequest
 from accounts.tenancy import current_membership
 from billing import stripe_api, stripe_events
 from billing.models import CreditEntry, Plan, Subscription
@@ -36,7 +37,7 @@ LEDGER_ROWS = 50
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete")
 
 
-def membership_for(request: HttpRequest, slug: str = "") -> Membership:
+def membership_for(request: UserRequest, slug: str = "") -> Membership:
     """The caller's membership in the organization `slug` (default: their first); 404 if none."""
     memberships = (
         Membership.objects.filter(user=request.user)
@@ -51,7 +52,7 @@ def membership_for(request: HttpRequest, slug: str = "") -> Membership:
     return membership
 
 
-def billing_membership(request: HttpRequest) -> Membership:
+def billing_membership(request: UserRequest) -> Membership:
     """As membership_for, for changing what the organization pays: owners and admins only."""
     membership = membership_for(request, request.POST.get("org", ""))
     if membership.role not in BILLING_ROLES:
@@ -83,7 +84,7 @@ def stripe_failed(error: stripe_api.StripeError) -> HttpResponse:
 
 @login_required
 @require_GET
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: UserRequest) -> HttpResponse:
     """The plans with their limits and the credit packs, with buttons when Stripe is on."""
     membership = current_membership(request)
     if membership is None:
@@ -120,7 +121,7 @@ def old_index(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def checkout_plan(request: HttpRequest, slug: str) -> HttpResponse:
+def checkout_plan(request: UserRequest, slug: str) -> HttpResponse:
     """Send an owner or admin to Stripe Checkout to subscribe to a plan."""
     membership = billing_membership(request)
     plan = get_object_or_404(Plan.objects.exclude(stripe_price_id=""), slug=slug)
@@ -141,7 +142,7 @@ def checkout_plan(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def checkout_credits(request: HttpRequest, pack: str) -> HttpResponse:
+def checkout_credits(request: UserRequest, pack: str) -> HttpResponse:
     """Send an owner or admin to Stripe Checkout to buy a credit pack."""
     membership = billing_membership(request)
     credit_pack = stripe_api.credit_pack(pack)
@@ -158,7 +159,7 @@ def checkout_credits(request: HttpRequest, pack: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def portal(request: HttpRequest) -> HttpResponse:
+def portal(request: UserRequest) -> HttpResponse:
     """Send an owner or admin to Stripe's billing portal to change or cancel the subscription."""
     membership = billing_membership(request)
     subscription = live_subscription(membership.organization_id)

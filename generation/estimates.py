@@ -30,6 +30,7 @@ def seconds_per_unit() -> float:
         for generation_time, params in recent.order_by("-finished_at").values_list(
             "generation_time", "params"
         )[:50]
+        if generation_time is not None  # never, given the filter; says so to mypy
     ]
     # The median, so one cold start (a model load inside generation_time) does not skew it.
     return statistics.median(rates) if rates else DEFAULT_SECONDS_PER_STEP

@@ -8,6 +8,7 @@ views use them without importing the worker's tasks module.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -57,6 +58,7 @@ def reap_expired_jobs() -> int:
         this = Job.objects.filter(
             pk=job_id, status=Job.Status.PROCESSING, attempts=attempts, lease_expires_at__lt=now
         )
+        changed: int  # finish() says yes or no; update() counts rows
         if attempts >= settings.PICTOR_JOB_MAX_ATTEMPTS:
             changed = finish(
                 this,
@@ -70,7 +72,7 @@ def reap_expired_jobs() -> int:
                     status=Job.Status.QUEUED, lease_expires_at=None, worker="", progress_step=0
                 )
                 if changed:
-                    transaction.on_commit(lambda job_id=job_id: enqueue_job(job_id))
+                    transaction.on_commit(partial(enqueue_job, job_id))
         if changed:
             log.warning("reaped job %s after its lease expired (attempt %s)", job_id, attempts)
             reaped += changed
@@ -79,7 +81,8 @@ def reap_expired_jobs() -> int:
 
 def refresh_lease_state(job: Job) -> Job:
     """Reap the job first if its worker's lease ran out, so a poller never waits on a dead one."""
-    if job.status == Job.Status.PROCESSING and job.lease_expires_at < timezone.now():
+    lease = job.lease_expires_at  # a processing job always has one (tasks.py sets it)
+    if job.status == Job.Status.PROCESSING and lease is not None and lease < timezone.now():
         reap_expired_jobs()
         job.refresh_from_db()
     return job

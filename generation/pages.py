@@ -11,10 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import APIException, NotFound
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.auth import MemberSessionAuthentication
+from accounts.requests import MemberRequest, OrgRequest
 from accounts.tenancy import member_required
 from generation import answers, media, service, submission
 from generation.api.modelslab.serializers import Text2ImgSerializer, parse
@@ -39,9 +39,9 @@ def checkpoints(org: Any) -> list[AIModel]:
 
 
 @member_required
-def playground(request: HttpRequest) -> HttpResponse:
+def playground(request: MemberRequest) -> HttpResponse:
     """A text2img form that submits through the API's own path and shows progress live."""
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     plan = org.plan
     return render(
         request,
@@ -86,7 +86,7 @@ class PlaygroundSubmitView(ModelsLabView):
     authentication_classes = [MemberSessionAuthentication]
     schema = None  # a page's helper, not part of the public API
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: OrgRequest) -> Response:
         plan = request.user.organization.plan
         fields = parse(Text2ImgSerializer, request.data, plan)
         fields.pop("instant_response")
@@ -109,7 +109,7 @@ class PlaygroundJobView(ModelsLabView):
     authentication_classes = [MemberSessionAuthentication]
     schema = None
 
-    def get(self, request: Request, job_id: int) -> Response:
+    def get(self, request: OrgRequest, job_id: int) -> Response:
         job = Job.objects.for_org(request.user.organization).filter(pk=job_id).first()
         if job is None:
             raise NotFound("Request not found")
@@ -118,9 +118,9 @@ class PlaygroundJobView(ModelsLabView):
 
 
 @member_required
-def history(request: HttpRequest) -> HttpResponse:
+def history(request: MemberRequest) -> HttpResponse:
     """The organization's jobs, newest first, filterable by status, kind, model and prompt."""
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     jobs = Job.objects.for_org(org).select_related("model").prefetch_related("outputs")
     filters = {name: request.GET.get(name, "").strip() for name in ("status", "kind", "model", "q")}
     if filters["status"] in Job.Status.values:
@@ -175,9 +175,9 @@ def parameters_text(params: dict[str, Any]) -> str:
 
 @member_required
 @require_POST
-def rerun(request: HttpRequest, job_id: int) -> HttpResponse:
+def rerun(request: MemberRequest, job_id: int) -> HttpResponse:
     """Run one of the organization's jobs again with the same parameters (and seed)."""
-    org = request.org  # type: ignore[attr-defined]
+    org = request.org
     job = get_object_or_404(Job.objects.for_org(org).select_related("model"), pk=job_id)
     req = GenerationRequest.from_params(job.params)
     names = [getattr(req, name) for name in IMAGE_INPUTS if getattr(req, name)]

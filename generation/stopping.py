@@ -35,6 +35,7 @@ def requested() -> bool:
 
 def seconds_since_request() -> float:
     """How long ago the stop was asked for; 0 when it was not."""
-    if not requested():
+    # requested()'s own test, spelled out so mypy sees the flag is installed.
+    if _requested_at is None or not _requested_at.value:
         return 0.0
-    return max(time.time() - _requested_at.value, 0.0)  # type: ignore[union-attr]
+    return max(time.time() - _requested_at.value, 0.0)

@@ -155,10 +155,10 @@ def run_next_job(hint_job_id: int | None = None) -> int | None:
     return job.pk
 
 
-def report(**fields: object) -> None:
+def report(*, job_done: bool = False, current_job: int | None = None) -> None:
     """Tell the ops dashboard what this worker is doing; never fails the job."""
     try:
-        heartbeat.beat(worker_name(), **fields)  # type: ignore[arg-type]
+        heartbeat.beat(worker_name(), job_done=job_done, current_job=current_job)
     except Exception:
         log.exception("worker heartbeat failed")
 

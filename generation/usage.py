@@ -12,10 +12,11 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db.models import Sum
 from django.db.models.functions import TruncDate
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from accounts.requests import MemberRequest
 from accounts.tenancy import member_required
 from billing.models import CreditEntry
 from generation.quotas import images_per_day
@@ -67,8 +68,8 @@ def bar_chart(days: list[date], values: dict[date, int]) -> dict[str, Any]:
 
 
 @member_required
-def usage(request: HttpRequest) -> HttpResponse:
-    org = request.org  # type: ignore[attr-defined]
+def usage(request: MemberRequest) -> HttpResponse:
+    org = request.org
     days = days_back(timezone.now().date())
     images = images_per_day(org, days[0])
     credits = credits_per_day(org, days[0])

@@ -15,13 +15,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from diffusers import (
-        AutoencoderKL,
-        StableDiffusionInpaintPipeline,
+    # From their defining modules: to mypy, `from diffusers import X` is the placeholder class
+    # diffusers defines for installs without torch (dummy_pt_objects), which has no attributes.
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
         StableDiffusionPipeline,
+    )
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
+        StableDiffusionInpaintPipeline,
+    )
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_upscale import (
         StableDiffusionUpscalePipeline,
+    )
+    from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
         StableDiffusionXLPipeline,
-        UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTokenizer
 
@@ -106,7 +114,8 @@ def _boost_unet(unet: UNet2DConditionModel) -> None:
     # prompt, clip skip, embeddings) visibly change the pixels.
     with torch.no_grad():
         unet.conv_out.weight.mul_(3.0)
-        unet.conv_out.bias.mul_(3.0)
+        if unet.conv_out.bias is not None:  # always there: the UNet builds conv_out with one
+            unet.conv_out.bias.mul_(3.0)
         for name, module in unet.named_modules():
             if name.endswith("attn2.to_out.0"):
                 module.weight.mul_(4.0)
@@ -114,7 +123,8 @@ def _boost_unet(unet: UNet2DConditionModel) -> None:
 
 def _sd15_unet() -> UNet2DConditionModel:
     """demo-sd15's UNet, from the global torch seed."""
-    from diffusers import UNet2DConditionModel  # lazy: heavy, not loaded at Django start-up
+    # lazy: heavy, not loaded at Django start-up (and from its own module: see the top)
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     # Two UNet levels instead of SD's four: on a 2-core CPU every extra level costs ~10 ms a step
     # in per-op overhead alone. Cross-attention sits at the top level as in SD, so attention
@@ -138,7 +148,8 @@ def _sd15_unet() -> UNet2DConditionModel:
 
 def _vae(levels: int = 4, **overrides: Any) -> AutoencoderKL:
     """demo-sd15's VAE architecture (or the same with fewer levels), from the global torch seed."""
-    from diffusers import AutoencoderKL  # lazy: heavy, not loaded at Django start-up
+    # lazy: heavy, not loaded at Django start-up (and from its own module: see the top)
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     # Each level after the first halves the size: four levels give real SD's 8x latent scale.
     return AutoencoderKL(
@@ -158,7 +169,10 @@ def _vae(levels: int = 4, **overrides: Any) -> AutoencoderKL:
 def _build_pipeline(scratch: str) -> StableDiffusionPipeline:
     """The demo-sd15 pipeline, with weights fixed by the seed."""
     import torch  # lazy: heavy, not loaded at Django start-up
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
+    from diffusers.schedulers.scheduling_pndm import PNDMScheduler
     from transformers import CLIPTextModel
 
     tokenizer = _build_tokenizer(scratch)
@@ -173,14 +187,16 @@ def _build_pipeline(scratch: str) -> StableDiffusionPipeline:
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    # No checker: diffusers takes None for both with requires_safety_checker=False, though its
+    # annotations name only the classes (a dict of Any passes them without an ignore).
+    no_checker: dict[str, Any] = {"safety_checker": None, "feature_extractor": None}
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
+        **no_checker,
         requires_safety_checker=False,
     )
 
@@ -188,7 +204,10 @@ def _build_pipeline(scratch: str) -> StableDiffusionPipeline:
 def _build_inpaint_pipeline(scratch: str) -> StableDiffusionInpaintPipeline:
     """demo-sd15 with a 9-channel UNet: latents, the mask, and the masked image's latents."""
     import torch  # lazy: heavy, not loaded at Django start-up
-    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
+        StableDiffusionInpaintPipeline,
+    )
 
     base = _build_pipeline(scratch)
     # Like SD's inpainting checkpoints, start from the base UNet and widen its input conv; the
@@ -207,7 +226,11 @@ def _build_inpaint_pipeline(scratch: str) -> StableDiffusionInpaintPipeline:
 def _build_sdxl_pipeline(scratch: str) -> StableDiffusionXLPipeline:
     """A tiny SDXL: two CLIP text encoders and a UNet with SDXL's text_time conditioning."""
     import torch  # lazy: heavy, not loaded at Django start-up
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+        StableDiffusionXLPipeline,
+    )
+    from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer = _build_tokenizer(scratch)
@@ -251,12 +274,12 @@ def _build_sdxl_pipeline(scratch: str) -> StableDiffusionXLPipeline:
 def _build_upscaler_pipeline(scratch: str) -> StableDiffusionUpscalePipeline:
     """A tiny x4 upscaler: the low-res image rides along the latents, its noise level as a class."""
     import torch  # lazy: heavy, not loaded at Django start-up
-    from diffusers import (
-        DDIMScheduler,
-        DDPMScheduler,
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_upscale import (
         StableDiffusionUpscalePipeline,
-        UNet2DConditionModel,
     )
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
     from transformers import CLIPTextModel  # lazy: heavy, not loaded at Django start-up
 
     tokenizer = _build_tokenizer(scratch)

@@ -54,7 +54,8 @@ def build_demo_controlnet_canny(target_dir: str) -> bool:
             for conv in controlnet.controlnet_cond_embedding.modules():
                 if isinstance(conv, torch.nn.Conv2d):
                     conv.weight.normal_(0.0, 2.0 / math.sqrt(conv.weight[0].numel()))
-                    conv.bias.zero_()
+                    if conv.bias is not None:  # always there: these convs have biases
+                        conv.bias.zero_()
         zero_convs = [block.weight for block in controlnet.controlnet_down_blocks]
         _randomize([*zero_convs, controlnet.controlnet_mid_block.weight], std=0.3)
         controlnet.save_pretrained(out, safe_serialization=True)

@@ -21,7 +21,12 @@ from generation.engine.request import ModelRef
 from generation.engine.single_file import load_single_file
 
 if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    # From their defining modules: to mypy, `from diffusers import X` is the placeholder class
+    # diffusers defines for installs without torch (dummy_pt_objects), which has no attributes.
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
 
 # The scheduler config as loaded, kept on the pipeline so a request's scheduler swap starts from
 # the model's own config and never from the previous request's scheduler.

@@ -76,7 +76,7 @@ FAMILIES_BY_CLASS = _families_by_class()
 FAMILY_BY_MODEL_CLASS = {name: family for family, name in MODEL_CLASSES.items()}
 
 
-def without_builtin_safety_checker(cls: type) -> dict[str, Any]:
+def without_builtin_safety_checker(cls: type[Any]) -> dict[str, Any]:
     """from_pretrained/from_single_file arguments that switch off diffusers' own checker.
 
     Pictor runs its own checker (safety.py) on every family alike; the SDXL classes take no

@@ -153,6 +153,14 @@ class _Job:
         except KeyError:
             raise ValueError(f"The {name} of this request was not provided") from None
 
+    def required_image(self, name: str) -> Any:
+        """An input image the request's kind needs (validate() already refused a request
+        without it); never None, so callers use it without checking."""
+        image = self.image(name)
+        if image is None:
+            raise ValueError(f"The {name} of this request was not provided")
+        return image
+
     def generators(self) -> list[Any]:
         import torch  # lazy: heavy, not loaded at Django start-up
 
@@ -227,11 +235,14 @@ class _Job:
         if req.kind == "text2img":
             call.update(width=req.width, height=req.height)
         elif req.kind == "img2img":
-            call.update(image=init.convert("RGB").resize(size), strength=req.strength)
-        elif req.kind == "inpaint":
-            mask = self.image("mask_image").convert("L").resize(size)
             call.update(
-                image=init.convert("RGB").resize(size),
+                image=self.required_image("init_image").convert("RGB").resize(size),
+                strength=req.strength,
+            )
+        elif req.kind == "inpaint":
+            mask = self.required_image("mask_image").convert("L").resize(size)
+            call.update(
+                image=self.required_image("init_image").convert("RGB").resize(size),
                 mask_image=mask,
                 width=req.width,
                 height=req.height,
@@ -317,7 +328,7 @@ class _Job:
 
         req = self.req
         pipe = self.cache.get(self.ref)
-        source = self.image("init_image").convert("RGB")
+        source = self.required_image("init_image").convert("RGB")
         report = self.progress
         callback = None
         if report is not None:

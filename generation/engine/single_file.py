@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from generation.engine.pipelines import SINGLE_FILE_CLASSES, without_builtin_safety_checker
 
 if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline
+    # From its defining module: to mypy, `from diffusers import DiffusionPipeline` is the
+    # attribute-less placeholder diffusers defines for installs without torch.
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 SDXL_INPAINT_CLASS = SINGLE_FILE_CLASSES["inpaint-sdxl"]
 

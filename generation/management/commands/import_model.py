@@ -37,7 +37,7 @@ FILE_ADDONS = (Family.LORA, Family.EMBEDDING)
 # OpenCLIP ViT-H, SD 2.x's text encoder, is 1024 wide; SD 1.x's CLIP ViT-L is 768.
 SD2_TEXT_WIDTH = 1024
 # What --check asks each family to do: one step at 64x64 (the upscaler: 16x16 up to 64x64).
-CHECK_KINDS = {
+CHECK_KINDS: dict[str, str] = {
     Family.SD15: "text2img",
     Family.SD2: "text2img",
     Family.SDXL: "text2img",
@@ -136,7 +136,8 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--name {model_id!r} is not a valid model id: use letters, digits, - and _"
             ) from None
-        if len(model_id) > AIModel._meta.get_field("model_id").max_length:
+        limit = AIModel._meta.get_field("model_id").max_length  # set on the model: never None
+        if limit is not None and len(model_id) > limit:
             raise CommandError(f"--name {model_id!r} is too long")
 
         organization = None
@@ -209,7 +210,7 @@ class Command(BaseCommand):
                 class_name = _read_json(config_json).get("_class_name", "")
                 if class_name in MODEL_FAMILIES:
                     family = MODEL_FAMILIES[class_name]
-        if family in MODEL_FAMILIES.values():
+        if family is not None and family in MODEL_FAMILIES.values():
             config_json = path / "config.json"
             if not config_json.is_file():
                 raise CommandError(f"{path} is not a diffusers {family} folder (no config.json)")
