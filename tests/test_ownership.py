@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from accounts.models import ApiKey, Membership, User
-from generation.models import AIModel, Job
-from tests.helpers import make_tenant
+from generation.models import Job
+from tests.helpers import make_tenant, private_copy
 from tests.images import centre_mask, noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,17 +91,6 @@ PRIVATE_SOURCE = {
 }
 
 
-def make_private(source: str, org: Any) -> str:
-    """A copy of a demo model registered as private to org; returns its id."""
-    model = AIModel.objects.get(model_id=source)
-    model.pk = None
-    model.model_id = f"{source}-private"
-    model.is_default = False
-    model.organization = org
-    model.save()
-    return model.model_id
-
-
 def fill(body: dict, name: str) -> dict:
     return {k: v.replace("{private}", name) if isinstance(v, str) else v for k, v in body.items()}
 
@@ -111,7 +100,7 @@ def test_a_private_model_is_invisible_to_other_tenants(
     api, three, demo_models, no_wait, path, fields, field
 ):
     source = "demo-upscaler-x4" if "super_resolution" in path else PRIVATE_SOURCE[field]
-    private = make_private(source, three["owner"].org)
+    private = private_copy(source, three["owner"].org)
     base = {"prompt": "a lighthouse", "width": 64, "height": 64}
 
     answers = {}
@@ -133,7 +122,7 @@ def test_a_private_model_is_invisible_to_other_tenants(
 
 
 def test_model_list_shows_private_models_to_their_tenant_only(api, three, demo_models):
-    private = make_private("demo-sd15", three["owner"].org)
+    private = private_copy("demo-sd15", three["owner"].org)
     seen = {
         name: {m["model_id"] for m in api.post("/api/v4/dreambooth/model_list", {"key": c.key})[1]}
         for name, c in three.items()
