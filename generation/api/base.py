@@ -106,6 +106,13 @@ def check_side(plan: Plan, field: str, value: int) -> None:
         raise ValidationError({field: [f"The {field} may not be greater than {limit}."]})
 
 
+def check_sides(plan: Plan, values: dict[str, Any]) -> None:
+    """The width and height (those given) within the plan's largest side, width first."""
+    for side in ("width", "height"):
+        if side in values:
+            check_side(plan, side, values[side])
+
+
 def check_multiple_of_8(field: str, value: int) -> int:
     """A side the VAE can encode: a multiple of 8 (a serializer's validate_<side>)."""
     if value % 8:

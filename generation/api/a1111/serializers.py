@@ -270,8 +270,7 @@ def read_overrides(
 
 def check_plan(plan: Plan, values: dict[str, Any], steps_sent: bool) -> None:
     """The plan's limits on size, steps and images (a 400 naming the field)."""
-    base.check_side(plan, "width", values["width"])
-    base.check_side(plan, "height", values["height"])
+    base.check_sides(plan, values)
     if steps_sent:
         base.check_steps(plan, "steps", values["steps"])
     base.check_samples(plan, "batch_size", values["batch_size"])

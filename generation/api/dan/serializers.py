@@ -265,9 +265,7 @@ class DanTxt2ImgSerializer(serializers.Serializer):
         """The shared layer's fields (GenerationRequest names) for a valid body."""
         plan: Plan = self.context["plan"]
         # The plan's limits, after the rounding (515 becomes 512, which a 512 plan allows).
-        for side in ("width", "height"):
-            if side in attrs:
-                base.check_side(plan, side, attrs[side])
+        base.check_sides(plan, attrs)
         base.check_steps(plan, "steps", attrs["steps"])
         base.check_samples(plan, "batch_size", attrs["samples"])
         sampler_field = (

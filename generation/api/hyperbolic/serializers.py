@@ -151,9 +151,7 @@ class HyperbolicSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         plan: Plan = self.context["plan"]
-        for side in ("width", "height"):
-            if side in attrs:
-                base.check_side(plan, side, attrs[side])
+        base.check_sides(plan, attrs)
         if "steps" in attrs:
             base.check_steps(plan, "steps", attrs["steps"])
         if "lora" in attrs and "loras" in attrs:

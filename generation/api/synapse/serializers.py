@@ -83,8 +83,7 @@ class SynapseSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         plan: Plan = self.context["plan"]
-        base.check_side(plan, "width", attrs["width"])
-        base.check_side(plan, "height", attrs["height"])
+        base.check_sides(plan, attrs)
         base.check_steps(plan, "steps", attrs["steps"])
         prompt, loras = base.prompt_loras(
             attrs["prompt"], empty="The prompt is empty once its LoRA tags are taken out."
