@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from django_q.scheduler import scheduler
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from accounts.models import Organization
-from generation import webhooks
+from generation import media, webhooks
 from generation.models import AIModel, Job, WebhookAttempt, WebhookDelivery
 from tests.scrape import local_metrics, sample
 
@@ -128,7 +129,13 @@ def attempts_counted(outcome: str) -> float:
     return sample(local_metrics(), "pictor_webhook_attempts_total", outcome=outcome)
 
 
-def test_it_retries_until_the_receiver_accepts(api, tenant, demo_model, sync_queue, receiver):
+def test_it_retries_until_the_receiver_accepts(
+    api, tenant, demo_model, sync_queue, receiver, monkeypatch
+):
+    # One clock for the links: the answer and each delivery sign them at different instants,
+    # and across a second's boundary their expiry (so their signature) would differ.
+    now = time.time()
+    monkeypatch.setattr(media, "time", SimpleNamespace(time=lambda: now))
     receiver.answer(500, 500, 200)
     before = {o: attempts_counted(o) for o in ("delivered", "retry", "failed")}
     data = submit(api, tenant, webhook=receiver.url, track_id="order-77", seed=5)
