@@ -67,6 +67,7 @@ class JobAdmin(admin.ModelAdmin):
                     kind=job.kind,
                     track_id=job.track_id,
                     webhook=job.webhook,
+                    webhook_events=job.webhook_events,
                     base_url=job.base_url,
                     output_base64=job.output_base64,
                 )

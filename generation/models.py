@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import ApiKey, Organization
-from generation.engine.request import ModelRef
+from generation.engine.request import OUTPUT_FORMATS, ModelRef
 
 
 class AIModelQuerySet(models.QuerySet["AIModel"]):
@@ -113,6 +113,19 @@ class AIModel(models.Model):
         )
 
 
+def default_webhook_events() -> list[str]:
+    """A job's webhook events unless the client chose: completion only, as before events."""
+    return [WebhookEvent.COMPLETED.value]
+
+
+class WebhookEvent(models.TextChoices):
+    """What a job's webhook is called for; the client picks some (`webhook_events`)."""
+
+    START = "start", "The job began processing"
+    PROGRESS = "progress", "The job passed 25, 50 or 75 % of its steps"
+    COMPLETED = "completed", "The job ended: success, failed or canceled"
+
+
 class JobQuerySet(models.QuerySet["Job"]):
     def for_org(self, organization: Organization) -> JobQuerySet:
         """Jobs of one tenant; every id that comes from a request goes through this."""
@@ -146,6 +159,10 @@ class Job(models.Model):
     cost = models.PositiveIntegerField(default=0, help_text="Credits")
     track_id = models.CharField(max_length=255, blank=True)
     webhook = models.URLField(max_length=2000, blank=True, help_text="Called when the job ends")
+    webhook_events = models.JSONField(
+        default=default_webhook_events,
+        help_text="The events the webhook is called for (WebhookDelivery.Event values)",
+    )
     base_url = models.CharField(
         max_length=500,
         blank=True,
@@ -175,10 +192,27 @@ class Job(models.Model):
         blank=True,
         help_text="When the plan's retention deleted this job's images (generation/retention.py)",
     )
+    # The client's Idempotency-Key (1..255 characters; "#<n>" added for the n-th job of a request
+    # that queues several): a retried submit with it finds this job instead of making a new one.
+    idempotency_key = models.CharField(max_length=300, blank=True)
+    request_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the submit's path and body, to refuse a key reused for another one",
+    )
 
     objects = JobQuerySet.as_manager()
 
     class Meta:
+        constraints = [
+            # submit's replay lookup: WHERE organization_id=%s AND idempotency_key=%s; unique, so
+            # two concurrent submits with one key make one job (the second insert fails).
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="generation_job_unique_idempotency_key",
+            )
+        ]
         indexes = [
             # claim_next_job(): WHERE status='queued' ORDER BY priority DESC, created_at, id
             models.Index(
@@ -211,8 +245,13 @@ class Job(models.Model):
         return int(self.params["samples"])
 
     def output_path(self, index: int) -> str:
-        """Storage name of the index-th image; deterministic, so a rerun overwrites, never adds."""
-        return f"generations/{self.organization_id}/{self.pk}/{index}.png"
+        """Storage name of the index-th image; deterministic, so a rerun overwrites, never adds.
+
+        The extension follows the request's output_format (jobs from before it are png), and
+        the content type served or uploaded is derived from it.
+        """
+        extension = OUTPUT_FORMATS.get(self.params.get("output_format") or "png", "png")
+        return f"generations/{self.organization_id}/{self.pk}/{index}.{extension}"
 
     def lease_deadline(self) -> datetime:
         return timezone.now() + timedelta(seconds=settings.PICTOR_JOB_LEASE)
@@ -241,7 +280,7 @@ class OutputImage(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One job's completion webhook: the payload frozen when the job ended, and its fate.
+    """One webhook call of a job (an event): the payload frozen when it happened, and its fate.
 
     Every attempt sends the same `webhook_id`, so a receiver can drop the duplicates that
     retries make.
@@ -254,6 +293,12 @@ class WebhookDelivery(models.Model):
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
     url = models.URLField(max_length=2000)
+    event = models.CharField(
+        max_length=10, choices=WebhookEvent.choices, default=WebhookEvent.COMPLETED
+    )
+    progress = models.PositiveSmallIntegerField(
+        default=0, help_text="Percent of the steps, for a progress event (25, 50 or 75)"
+    )
     webhook_id = models.CharField(max_length=40, unique=True)
     payload = models.JSONField(help_text="The body sent on every attempt")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -269,8 +314,11 @@ class WebhookDelivery(models.Model):
     class Meta:
         verbose_name_plural = "webhook deliveries"
         constraints = [
-            # finish() may run twice for one job (a retried worker, a reaper race): one webhook.
-            models.UniqueConstraint(fields=["job"], name="generation_webhookdelivery_unique_job")
+            # finish() may run twice for one job (a retried worker, a reaper race), and a requeued
+            # job starts and passes 25 % again: one call per event (and per quarter) all the same.
+            models.UniqueConstraint(
+                fields=["job", "event", "progress"], name="generation_webhookdelivery_unique_event"
+            )
         ]
         indexes = [
             # admin list filtered by state: WHERE status=%s ORDER BY created_at DESC

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 import time
+from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from rest_framework import status
+from rest_framework.exceptions import APIException
 
 from accounts import abuse
 from accounts.models import ApiKey, Organization
@@ -13,12 +18,36 @@ from billing import ledger
 from billing.limits import unique_body
 from generation import notify
 from generation.engine.request import GenerationRequest
-from generation.models import AIModel, Job
+from generation.models import AIModel, Job, default_webhook_events
 from generation.queue import check_broker, enqueue_job
 from generation.quotas import check_submit
 from sdplatform import logs, metrics
 
 WAIT_POLL_SECONDS = 0.02
+# Where wait_seconds() leaves the `Preference-Applied` value for the API middleware to send
+# (in META, which a DRF request shares with Django's).
+PREFERENCE_APPLIED = "pictor.preference_applied"
+# RFC 7240's wait: delta-seconds, digits only. Longer than this is "huge": the maximum applies.
+PREFER_WAIT = re.compile(r"\s*wait\s*=\s*\"?(\d+)\"?\s*(?:;.*)?", re.IGNORECASE)
+MAX_WAIT_DIGITS = 9
+
+
+class IdempotencyKeyReused(APIException):
+    """An Idempotency-Key already used for another request (another body or endpoint)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "idempotency_key_reused"
+    default_detail = (
+        "This Idempotency-Key was used for a different request; send a new key for a new request."
+    )
+
+
+class Replayed(Exception):
+    """A submit whose Idempotency-Key names a job made before: answer that job, charge nothing."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.pk)
+        self.job = job
 
 
 def image_cost(width: int, height: int, steps: int) -> int:
@@ -45,39 +74,118 @@ def submit(
     output_base64: bool = False,
     fingerprint: str | None = None,
     temp: bool = False,
+    webhook_events: list[str] | None = None,
+    idempotency_key: str = "",
 ) -> Job:
-    """Create a queued job for a validated request; the worker task is enqueued on commit."""
+    """Create a queued job for a validated request; the worker task is enqueued on commit.
+
+    With an `idempotency_key` that names a job of the organization already, raises Replayed
+    (that job) when `fingerprint` matches its request, IdempotencyKeyReused when not.
+    """
+    request_hash = fingerprint or ""
+    if idempotency_key:
+        replay(organization, idempotency_key, request_hash)
     # A broker that is down refuses the submit (503) before anything is claimed or charged.
     check_broker()
     abuse.check_prompt(organization, api_key, req.prompt, req.negative_prompt)
-    # The spam filter claims the body first; a refusal below gives the claim back.
-    with unique_body(organization, fingerprint), transaction.atomic():
-        check_submit(organization, req.samples)
-        job = Job.objects.create(
-            organization=organization,
-            api_key=api_key,
-            model=model,
-            kind=kind,
-            # `temp` rides with the request's fields: its image links expire sooner (media.py).
-            params={**req.to_params(), **({"temp": True} if temp else {})},
-            priority=organization.plan.priority,
-            cost=job_cost(req),
-            track_id=track_id,
-            webhook=webhook,
-            base_url=base_url,
-            output_base64=output_base64,
-            progress_total=req.steps,
-            http_request_id=logs.request_id.get() or "",
-        )
-        # Raises InsufficientCredits (402), which rolls the job back with the debit.
-        ledger.debit_for_job(job)
-        # robust: a broker that fails after the commit (past check_broker) is logged, not a 500
-        # to a client already charged; the job stays queued and the worker's sweep enqueues it.
-        transaction.on_commit(lambda: enqueue_job(job.pk), robust=True)
-        transaction.on_commit(
-            lambda: metrics.JOBS_SUBMITTED.labels(kind=kind, model=model.model_id).inc()
-        )
+    # The spam filter claims the body first; a refusal below gives the claim back. A request
+    # with an Idempotency-Key skips it: a retry with the key is answered its job (below), and
+    # the same body under a new key is a new request on purpose.
+    try:
+        with (
+            unique_body(organization, None if idempotency_key else fingerprint),
+            transaction.atomic(),
+        ):
+            check_submit(organization, req.samples)
+            job = Job.objects.create(
+                organization=organization,
+                api_key=api_key,
+                model=model,
+                kind=kind,
+                # `temp` rides with the request's fields: its image links expire sooner (media.py).
+                params={**req.to_params(), **({"temp": True} if temp else {})},
+                priority=organization.plan.priority,
+                cost=job_cost(req),
+                track_id=track_id,
+                webhook=webhook,
+                webhook_events=webhook_events or default_webhook_events(),
+                base_url=base_url,
+                output_base64=output_base64,
+                progress_total=req.steps,
+                http_request_id=logs.request_id.get() or "",
+                idempotency_key=idempotency_key,
+                request_hash=request_hash if idempotency_key else "",
+            )
+            # Raises InsufficientCredits (402), which rolls the job back with the debit.
+            ledger.debit_for_job(job)
+            # robust: a broker that fails after the commit (past check_broker) is logged, not a
+            # 500 to a client already charged; the job stays queued and the sweep enqueues it.
+            transaction.on_commit(lambda: enqueue_job(job.pk), robust=True)
+            transaction.on_commit(
+                lambda: metrics.JOBS_SUBMITTED.labels(kind=kind, model=model.model_id).inc()
+            )
+    except IntegrityError:
+        # Two submits with one key at once: the unique constraint let the other one's job in
+        # (this insert waited for its commit); this one's debit rolled back with its row.
+        if idempotency_key:
+            replay(organization, idempotency_key, request_hash)
+        raise
     return job
+
+
+def replay(organization: Organization, idempotency_key: str, request_hash: str) -> None:
+    """Raise Replayed with the organization's job made with this key, if there is one.
+
+    A job made with the key for another request (body or endpoint) raises IdempotencyKeyReused.
+    """
+    # generation_job_unique_idempotency_key serves this lookup.
+    job = (
+        Job.objects.for_org(organization)
+        .select_related("model")
+        .filter(idempotency_key=idempotency_key)
+        .first()
+    )
+    if job is None:
+        return
+    if job.request_hash != request_hash:
+        raise IdempotencyKeyReused()
+    raise Replayed(job)
+
+
+def wait_seconds(
+    request: Any, default: float, maximum: float | None = None, minimum: float = 0
+) -> float:
+    """The blocking wait for this request: `Prefer: wait=N` (RFC 7240) if sent, else `default`.
+
+    N is clamped to [minimum, maximum] (maximum: PICTOR_BLOCKING_WAIT, the longest any request
+    holds a web thread) and the applied value is answered in `Preference-Applied`. A value that
+    is not whole seconds is ignored, as RFC 7240 says of a preference a server cannot honour.
+    """
+    asked = prefer_wait(request.headers.get("Prefer", ""))
+    if asked is None:
+        return default
+    top = settings.PICTOR_BLOCKING_WAIT if maximum is None else maximum
+    applied = min(max(float(asked), minimum), top)
+    request.META[PREFERENCE_APPLIED] = f"wait={applied:g}"
+    return applied
+
+
+def prefer_wait(header: str) -> int | None:
+    """The seconds of the first `wait` preference in a Prefer header; None if none or invalid.
+
+    A number too long to matter is read as "as long as allowed" (the caller clamps it).
+    """
+    for preference in header.split(","):
+        name = preference.split("=", 1)[0].split(";", 1)[0].strip().lower()
+        if name != "wait":
+            continue
+        # Only the first `wait` counts (RFC 7240, section 2); a bad one is ignored whole.
+        match = PREFER_WAIT.fullmatch(preference)
+        if match is None:
+            return None
+        digits = match.group(1)
+        return int(digits) if len(digits) <= MAX_WAIT_DIGITS else 10**MAX_WAIT_DIGITS
+    return None
 
 
 def wait_for(job: Job, seconds: float) -> Job:

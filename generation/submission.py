@@ -7,6 +7,7 @@ and calls `submit`; the model and input rules below are the same for all of them
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from django.core.files.storage import default_storage
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 
+from accounts.auth import AnonymousKeyUser
 from accounts.requests import OrgRequest
 from billing import limits
 from generation import addons, inputs, jobs, service
@@ -23,11 +25,22 @@ from generation.answers import base_url_for
 from generation.engine import control
 from generation.engine.pipelines import kind_error, pipeline_family
 from generation.engine.prompts import enhance, with_tokens
-from generation.engine.request import GenerationRequest
+from generation.engine.request import IMAGE_INPUTS, GenerationRequest
 from generation.models import AIModel, Job
 
 DEFAULT_SIDE = 512
 MIN_SIDE = 64
+# A blocking format's wait chosen with `Prefer: wait=N` is at least this: it cannot answer a job
+# id, so a shorter wait would only cancel the job.
+MIN_BLOCKING_WAIT = 1
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# 1 to 255 printable ASCII characters (a UUID fits many times over).
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+# Super resolution, whichever format asks: the largest output side whatever the plan (the
+# input is small anyway), the smallest input side the upscaler takes, and its steps.
+MAX_UPSCALE_SIDE = 2048
+MIN_UPSCALE_INPUT = 8
+UPSCALER_STEPS = 21
 
 
 class GenerationTimedOut(APIException):
@@ -244,6 +257,13 @@ def submit(
     A format whose serializer resolved the checkpoint and its add-ons itself (so its 400s name
     the client's fields) passes that checkpoint as `model`.
     """
+    # A retry with a used Idempotency-Key is answered before any input is fetched or stored.
+    key = idempotency_key(request)
+    if key:
+        try:
+            service.replay(request.user.organization, key, request_hash(request) or "")
+        except service.Replayed as replayed:
+            return replayed.job
     resolved = model is not None
     if model is None:
         if model_required and not model_id:
@@ -252,6 +272,8 @@ def submit(
     images = Inputs(request.user.organization.pk)
     # ModelsLab's `temp` (shorter-lived image links) belongs to the job, not the generation.
     temp = bool(fields.pop("temp", False))
+    # So do the webhook's events (a format's serializer checked them: webhooks.parse_events).
+    webhook_events = fields.pop("webhook_events", None)
     try:
         req = build_request(request, model, fields, kind, images, addons_resolved=resolved)
         return queue(
@@ -262,6 +284,7 @@ def submit(
             webhook=webhook,
             output_base64=output_base64,
             temp=temp,
+            webhook_events=webhook_events,
         )
     except BaseException:
         images.discard()
@@ -277,31 +300,119 @@ def queue(
     webhook: str = "",
     output_base64: bool = False,
     temp: bool = False,
+    part: int = 0,
+    webhook_events: list[str] | None = None,
 ) -> Job:
-    """Queue and charge a ready request for the caller (the spam filter sees the body as sent)."""
+    """Queue and charge a ready request for the caller (the spam filter sees the body as sent).
+
+    `part` numbers the jobs of a request that queues several (a batch of upscales): the spam
+    filter then sees each as a body of its own, not as the first one sent again.
+    """
     # The formats check their own fields; this catches what only the whole request shows (a
     # hires pass with no step), so an accepted job never fails for a reason its params show.
     problems = req.problems()
     if problems:
         raise ValidationError({name: [message] for name, message in problems.items()})
-    return service.submit(
-        req,
-        request.user.organization,
-        model,
-        api_key=request.auth,
-        kind=req.kind,
-        track_id=track_id,
-        webhook=webhook,
-        base_url=base_url_for(request),
-        output_base64=output_base64,
-        fingerprint=limits.body_fingerprint(request.data, request.path),
-        temp=temp,
-    )
+    key = idempotency_key(request)
+    try:
+        return service.submit(
+            req,
+            request.user.organization,
+            model,
+            api_key=request.auth,
+            kind=req.kind,
+            track_id=track_id,
+            webhook=webhook,
+            base_url=base_url_for(request),
+            output_base64=output_base64,
+            fingerprint=request_hash(request, part),
+            temp=temp,
+            webhook_events=webhook_events,
+            # Each job of a request that queues several keeps a key of its own.
+            idempotency_key=f"{key}#{part}" if key and part else key,
+        )
+    except service.Replayed as replayed:
+        # The inputs this retry stored belong to no job: the original has its own.
+        for name in IMAGE_INPUTS:
+            if getattr(req, name):
+                default_storage.delete(getattr(req, name))
+        return replayed.job
 
 
-def wait_until_done(job: Job) -> Job:
-    """Block like the hosted service: wait for the job; past PICTOR_BLOCKING_WAIT cancel it."""
-    job = service.wait_for(job, settings.PICTOR_BLOCKING_WAIT)
+def idempotency_key(request: OrgRequest) -> str:
+    """The request's Idempotency-Key header, checked; "" when it has none."""
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return ""
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        raise ValidationError(
+            {
+                IDEMPOTENCY_HEADER: [
+                    "The Idempotency-Key must be 1 to 255 printable ASCII characters."
+                ]
+            }
+        )
+    if isinstance(request.user, AnonymousKeyUser):
+        # Every anonymous caller shares one tenant: a key would hand one caller another's job.
+        raise ValidationError(
+            {IDEMPOTENCY_HEADER: ["An Idempotency-Key needs your own API key, not the public one."]}
+        )
+    return value
+
+
+def request_hash(request: OrgRequest, part: int = 0) -> str | None:
+    """The body as sent to this path, hashed without the key: the spam filter's fingerprint.
+
+    The same hash tells a retry (same request) from a key reused for another request.
+    """
+    return limits.body_fingerprint(request.data, f"{request.path}#{part}" if part else request.path)
+
+
+def queue_upscale(
+    request: OrgRequest,
+    model: AIModel,
+    source: Any,
+    scale: int,
+    *,
+    seed: int = 0,
+    part: int = 0,
+    **job: Any,
+) -> Job:
+    """Queue and charge a super-resolution job: `source` (an image) made `scale` times larger.
+
+    The caller has checked the sizes (MIN_UPSCALE_INPUT, MAX_UPSCALE_SIDE) in its own field
+    names; `job` takes queue()'s track_id, webhook, output_base64 and temp.
+    """
+    images = Inputs(request.user.organization.pk)
+    try:
+        req = GenerationRequest(
+            prompt="",
+            model_id=model.model_id,
+            kind="upscale",
+            init_image=images.store(source, "init_image"),
+            width=source.width * scale,
+            height=source.height * scale,
+            scale=scale,
+            steps=UPSCALER_STEPS,
+            guidance_scale=1.0,
+            seed=seed,
+        )
+        return queue(request, req, model, part=part, **job)
+    except BaseException:
+        images.discard()
+        raise
+
+
+def wait_until_done(job: Job, request: OrgRequest | None = None) -> Job:
+    """Block like the hosted service: wait for the job; past the wait, cancel it.
+
+    The wait is PICTOR_BLOCKING_WAIT, or what the request's `Prefer: wait=N` chose (at least
+    MIN_BLOCKING_WAIT).
+    """
+    seconds = settings.PICTOR_BLOCKING_WAIT
+    if request is not None:
+        seconds = service.wait_seconds(request, seconds, minimum=MIN_BLOCKING_WAIT)
+    job = service.wait_for(job, seconds)
     if not job.is_finished:
         if jobs.cancel(job):
             raise GenerationTimedOut()

@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,11 +23,11 @@ from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organization
-from generation import heartbeat, stopping
+from generation import heartbeat, stopping, webhooks
 from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
 from generation.inputs import open_image
 from generation.jobs import finish, reap_expired_jobs
-from generation.models import AIModel, Job, OutputImage
+from generation.models import AIModel, Job, OutputImage, WebhookEvent
 from generation.queue import enqueue_job
 from sdplatform import logs, metrics
 
@@ -145,6 +145,7 @@ def run_next_job(hint_job_id: int | None = None) -> int | None:
     if job is None:
         return None
     report(current_job=job.pk)
+    announce(webhooks.job_started, job.pk)
     try:
         with logs.job_context(job):
             log.info("job %s started (attempt %s)", job.pk, job.attempts)
@@ -163,6 +164,14 @@ def report(*, job_done: bool = False, current_job: int | None = None) -> None:
         log.exception("worker heartbeat failed")
 
 
+def announce(event: Callable[..., None], *args: int) -> None:
+    """Create a webhook event's delivery; a failure there (the broker down) never fails the job."""
+    try:
+        event(*args)
+    except Exception:
+        log.exception("webhook %s for job %s could not be created", event.__name__, args[0])
+
+
 def wake_waiting_job() -> None:
     """Enqueue one more run when jobs still wait, as a job has just freed a slot.
 
@@ -178,22 +187,29 @@ def wake_waiting_job() -> None:
 def execute(job: Job) -> None:
     """Generate a claimed job's images, store them and finish the job (fenced by attempt)."""
     from generation.engine import runner
-    from generation.engine.pngmeta import a1111_parameters, encode_png
+    from generation.engine.pngmeta import a1111_parameters, encode_image
 
     mine = Job.objects.filter(pk=job.pk, status=Job.Status.PROCESSING, attempts=job.attempts)
     req = GenerationRequest.from_params(job.params)
     last_write = 0.0
+    wants_progress = bool(job.webhook) and WebhookEvent.PROGRESS in job.webhook_events
+    reached = 0  # quarters of the steps announced by a progress webhook
 
     def progress(step: int, total: int) -> None:
-        nonlocal last_write
+        nonlocal last_write, reached
         if stopping.seconds_since_request() > settings.PICTOR_WORKER_STOP_GRACE:
             raise HandedBack(job.pk)
         now = time.monotonic()
-        if step < total and now - last_write < PROGRESS_WRITE_INTERVAL:
+        passed = webhooks.quarter(step, total) if wants_progress else 0
+        # A quarter passed is written (and announced) at once, so no quarter's event is skipped.
+        if step < total and now - last_write < PROGRESS_WRITE_INTERVAL and passed <= reached:
             return
         last_write = now
         if not mine.update(progress_step=step, progress_total=total):
             raise JobLost(job.pk)
+        if passed > reached:
+            reached = passed
+            announce(webhooks.job_progressed, job.pk, passed)
 
     started = time.monotonic()
     try:
@@ -211,7 +227,11 @@ def execute(job: Job) -> None:
                 zip(result.images, result.seeds, result.nsfw, strict=True)
             ):
                 path = job.output_path(index)
-                _store(path, encode_png(image, a1111_parameters(req, seed)))
+                parameters = a1111_parameters(req, seed)
+                _store(
+                    path,
+                    encode_image(image, parameters, req.output_format, req.output_quality),
+                )
                 outputs.append(
                     OutputImage(
                         job=job,

@@ -1,8 +1,9 @@
-"""Job-completion webhooks, signed with the Standard Webhooks scheme and retried with backoff.
+"""Job webhooks, signed with the Standard Webhooks scheme and retried with backoff.
 
-A finished job with a webhook URL gets one WebhookDelivery whose payload is frozen at that
-moment (the ModelsLab body of the job). Each attempt is a django-q2 task, `deliver`; a retry is a
-one-off django-q2 Schedule, since django-q2 has no delayed async_task.
+A job with a webhook URL gets one WebhookDelivery per event its client chose (`webhook_events`:
+start, progress at 25/50/75 %, completed; completed alone by default), whose payload is frozen
+at that moment: the ModelsLab body of the job plus `event`. Each attempt is a django-q2 task,
+`deliver`; a retry is a one-off django-q2 Schedule, since django-q2 has no delayed async_task.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from accounts.models import WEBHOOK_SECRET_PREFIX
 from generation import safe_http
 from generation.answers import job_answer
 from generation.engine.prompts import UNSTORABLE
-from generation.models import Job, WebhookAttempt, WebhookDelivery
+from generation.models import Job, WebhookAttempt, WebhookDelivery, WebhookEvent
 from sdplatform import metrics
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ DUE_SLACK = timedelta(seconds=5)
 STALLED_AFTER = timedelta(minutes=2)
 # Statuses that say "later" rather than "never", though they are 4xx.
 RETRYABLE_4XX = frozenset({408, 429})
+# A progress event is sent when a job passes each of these fractions of its steps, at most.
+PROGRESS_QUARTERS = 4
+# The longest `webhook_events` text a client may send (the three names fit four times over).
+MAX_EVENTS_TEXT = 100
 
 
 class Outcome(Enum):
@@ -70,23 +75,74 @@ def new_webhook_id() -> str:
     return "msg_" + uuid.uuid4().hex
 
 
+def parse_events(value: object) -> list[str]:
+    """A client's `webhook_events` (a list, or comma-separated text) as event names, in order.
+
+    Raises ValueError with the message for the client. Empty means the default (completed).
+    """
+    if isinstance(value, str):
+        if len(value) > MAX_EVENTS_TEXT:
+            raise ValueError(f"Send at most {MAX_EVENTS_TEXT} characters.")
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, list):
+        items = list(value)
+    else:
+        raise ValueError("Send a list of event names, or them separated by commas.")
+    if len(items) > len(WebhookEvent.values) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"Choose among: {', '.join(WebhookEvent.values)}.")
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    unknown = [name for name in names if name not in WebhookEvent.values]
+    if unknown:
+        raise ValueError(
+            f"Unknown event {unknown[0][:20]!r}; choose among: {', '.join(WebhookEvent.values)}."
+        )
+    return list(dict.fromkeys(names)) or [WebhookEvent.COMPLETED.value]
+
+
 def job_finished(job_id: int) -> None:
-    """Create the job's webhook delivery, if it has a webhook, and start its first attempt."""
+    """Create the job's `completed` delivery, if its client asked for it, and start it."""
+    record(job_id, WebhookEvent.COMPLETED)
+
+
+def job_started(job_id: int) -> None:
+    """Create the job's `start` delivery (a worker began it), if its client asked for it."""
+    record(job_id, WebhookEvent.START)
+
+
+def quarter(step: int, total: int) -> int:
+    """How many quarters of its steps a job has passed (0..4)."""
+    return step * PROGRESS_QUARTERS // total if total > 0 else 0
+
+
+def job_progressed(job_id: int, passed: int) -> None:
+    """Create the job's `progress` delivery for a quarter passed (1..3), if asked for.
+
+    At most three a job (25, 50, 75 %; 100 % is `completed`), whatever its number of steps.
+    """
+    if 0 < passed < PROGRESS_QUARTERS:
+        record(job_id, WebhookEvent.PROGRESS, progress=passed * 100 // PROGRESS_QUARTERS)
+
+
+def record(job_id: int, event: WebhookEvent, progress: int = 0) -> None:
+    """Create one event's delivery, if the job has a webhook for it, and start its attempts."""
     job = Job.objects.select_related("model").filter(pk=job_id).first()
-    if job is None or not job.webhook:
+    if job is None or not job.webhook or event.value not in job.webhook_events:
         return
-    payload = job_answer(job, job.base_url or settings.PICTOR_BASE_URL)
+    payload = {"event": event.value, **job_answer(job, job.base_url or settings.PICTOR_BASE_URL)}
     try:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(
                 job=job,
                 url=job.webhook,
+                event=event,
+                progress=progress,
                 webhook_id=new_webhook_id(),
                 payload=payload,
                 next_attempt_at=timezone.now(),
             )
     except IntegrityError:
-        # finish() ran again for this job: its webhook is already on its way.
+        # finish() ran again for this job, or a requeued job started (or passed this quarter)
+        # again: that event's webhook is already on its way.
         return
     transaction.on_commit(lambda: enqueue_attempt(delivery.pk))
 

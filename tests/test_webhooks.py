@@ -247,6 +247,7 @@ def test_a_failed_job_sends_the_failed_payload(api, tenant, demo_model, sync_que
     assert Job.objects.get(pk=job_id).status == Job.Status.FAILED
     [hit] = receiver.hits
     assert verify(tenant.org, hit) == {
+        "event": "completed",
         "status": "failed",
         "id": job_id,
         "track_id": "t-1",

@@ -17,12 +17,13 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from generation import submission
+from generation import submission, webhooks
 from generation.api.errors import Problem, handler_for
 from generation.api.parsers import AnyContentTypeJSONParser
 from generation.engine.prompts import (
@@ -33,6 +34,7 @@ from generation.engine.prompts import (
 )
 from generation.engine.request import DEFAULT_SCHEDULER
 from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
+from generation.models import WebhookEvent
 
 if TYPE_CHECKING:
     from accounts.requests import OrgRequest
@@ -287,6 +289,28 @@ class LorasField(serializers.Field):
                 self.weight_message.format(name=name, low=-MAX_LORA_WEIGHT, high=MAX_LORA_WEIGHT)
             )
         return number
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string", "enum": list(WebhookEvent.values)}},
+            {"type": "string", "example": "start,completed"},
+        ],
+        "default": [WebhookEvent.COMPLETED.value],
+    }
+)
+class WebhookEventsField(serializers.Field):
+    """`webhook_events`: a list of event names or comma-separated text (generation/webhooks.py)."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        try:
+            return webhooks.parse_events(data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def to_representation(self, value: Any) -> Any:
+        return value
 
 
 def clean_body(data: Any) -> dict[str, Any]:

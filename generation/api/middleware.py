@@ -21,6 +21,7 @@ from generation.api.parsers import (
     is_chunked_without_length,
     url_is_unstorable,
 )
+from generation.service import PREFERENCE_APPLIED
 
 
 class RequestInputMiddleware:
@@ -48,4 +49,9 @@ class RequestInputMiddleware:
             request.META["CONTENT_LENGTH"] = str(len(body))
             # Django's own WSGIRequest keeps a LimitedStream in _stream; the stubs say BinaryIO.
             request._stream = LimitedStream(io.BytesIO(body), len(body))  # type: ignore[assignment]  # as in WSGIRequest
-        return errors.api_html_errors_as_json(request, self.get_response(request))
+        response = errors.api_html_errors_as_json(request, self.get_response(request))
+        # A view that honoured `Prefer: wait=N` (generation/service.py wait_seconds) says so.
+        applied = request.META.get(PREFERENCE_APPLIED)
+        if applied:
+            response["Preference-Applied"] = applied
+        return response

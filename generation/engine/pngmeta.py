@@ -1,4 +1,9 @@
-"""PNG encoding with AUTOMATIC1111-style generation parameters embedded."""
+"""Image encoding (PNG, JPEG, WebP) with AUTOMATIC1111-style generation parameters embedded.
+
+PNG carries them in a "parameters" text chunk; JPEG and WebP in the EXIF UserComment, with the
+"UNICODE" prefix and UTF-16BE text, as A1111 writes them with piexif, so A1111's PNG Info tab
+and other readers of its files find them in all three.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,16 @@ import io
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from generation.engine.request import GenerationRequest
+from generation.engine.request import DEFAULT_OUTPUT_QUALITY, OUTPUT_FORMATS, GenerationRequest
 from generation.engine.schedulers import A1111_SAMPLERS, ALGORITHM_TYPES, SchedulerChoice
 
 PARAMETERS_KEY = "parameters"
+# EXIF: the Exif IFD pointer, its UserComment tag, and the character code of a UTF-16 comment.
+EXIF_IFD = 0x8769
+USER_COMMENT = 0x9286
+UNICODE_PREFIX = b"UNICODE\x00"
+# The content type of each output format (also what S3 and the media view derive from the name).
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 def encode_png(image: Image.Image, parameters: str) -> bytes:
@@ -22,6 +33,43 @@ def encode_png(image: Image.Image, parameters: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def encode_image(
+    image: Image.Image,
+    parameters: str,
+    output_format: str = "png",
+    quality: int = DEFAULT_OUTPUT_QUALITY,
+) -> bytes:
+    """The image in `output_format` (png, jpeg, webp) carrying `parameters`; png ignores quality."""
+    if output_format == "png":
+        return encode_png(image, parameters)
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"Unknown output format {output_format!r}.")
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD)[USER_COMMENT] = UNICODE_PREFIX + parameters.encode("utf-16-be")
+    buffer = io.BytesIO()
+    # JPEG has no alpha channel; the pipelines' outputs are RGB already, this covers the rest.
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    rgb.save(buffer, format=output_format.upper(), quality=quality, exif=exif)
+    return buffer.getvalue()
+
+
+def read_parameters(image: Image.Image) -> str | None:
+    """The A1111 `parameters` text an image carries (PNG chunk or EXIF UserComment), if any."""
+    text = image.info.get(PARAMETERS_KEY)
+    if isinstance(text, str):
+        return text
+    try:
+        comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+    except (OSError, ValueError, SyntaxError):
+        return None  # a damaged EXIF block carries nothing readable
+    if not isinstance(comment, bytes) or len(comment) < len(UNICODE_PREFIX):
+        return None
+    prefix, body = comment[: len(UNICODE_PREFIX)], comment[len(UNICODE_PREFIX) :]
+    # piexif's character codes: UNICODE is UTF-16BE, ASCII and undefined are plain bytes.
+    encoding = "utf-16-be" if prefix == UNICODE_PREFIX else "utf-8"
+    return body.decode(encoding, errors="replace").rstrip("\x00")
 
 
 def sampler_name(request: GenerationRequest) -> str:

@@ -18,6 +18,19 @@ DEFAULT_SCHEDULER = "UniPCMultistepScheduler"
 KINDS = ("text2img", "img2img", "inpaint", "controlnet", "upscale")
 # Names of the input images a request may carry (values are storage names, read by the worker).
 IMAGE_INPUTS = ("init_image", "mask_image", "control_image")
+# A1111's default mask blur: the inpainted area fades into the kept pixels over a few pixels.
+MASK_BLUR = 4
+# inpaint: the largest mask blur and "only masked" padding (A1111's sliders stop there).
+MAX_MASK_BLUR = 64
+MAX_INPAINT_PADDING = 256
+# inpaint_fill: what the masked area holds before denoising (generation/engine/inpaint.py).
+INPAINT_FILLS = ("fill", "original")
+# Output image formats (generation/engine/pngmeta.py encodes them) and their file extensions.
+OUTPUT_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+# jpeg/webp quality bounds and default (Pillow's scale; png is lossless and ignores it).
+MIN_OUTPUT_QUALITY = 1
+MAX_OUTPUT_QUALITY = 100
+DEFAULT_OUTPUT_QUALITY = 90
 # Seeds are drawn from and reported in this range (torch takes up to 2**64 - 1 per image).
 MAX_SEED = 2**32 - 1
 # The float fields and the range each must lie in; a NaN or an infinity cannot even be stored.
@@ -71,6 +84,14 @@ class GenerationRequest:
     control_image: str = ""
     # img2img / inpaint: how far from the init image to go (1 = ignore it entirely).
     strength: float = 0.7
+    # inpaint: the masked area's start ("original" pixels or a "fill" from around it), the
+    # soft edge of the paste back (x, y px), and A1111's "only masked": inpaint the mask's
+    # box plus inpaint_padding px at width × height, then paste it back at the init's size.
+    inpaint_fill: str = "original"
+    mask_blur_x: int = MASK_BLUR
+    mask_blur_y: int = MASK_BLUR
+    inpaint_full_res: bool = False
+    inpaint_padding: int = 0
     # Add-ons, by registered model id: LoRAs with their weights, embeddings, a VAE override.
     loras: tuple[tuple[str, float], ...] = ()
     embeddings: tuple[str, ...] = ()
@@ -88,6 +109,9 @@ class GenerationRequest:
     hires_strength: float = 0.5
     # kind "upscale": the super-resolution factor (the output is this multiple of the input).
     scale: int = 4
+    # How outputs are encoded: png (lossless, ignores the quality), jpeg or webp at this quality.
+    output_format: str = "png"
+    output_quality: int = DEFAULT_OUTPUT_QUALITY
 
     @property
     def output_width(self) -> int:
@@ -117,6 +141,23 @@ class GenerationRequest:
                     f"The weight of LoRA {name} must be between "
                     f"{-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}."
                 )
+        if self.inpaint_fill not in INPAINT_FILLS:
+            found["inpaint_fill"] = f"The inpaint_fill must be one of: {', '.join(INPAINT_FILLS)}."
+        for name in ("mask_blur_x", "mask_blur_y"):
+            if not 0 <= getattr(self, name) <= MAX_MASK_BLUR:
+                found[name] = f"The {name} must be between 0 and {MAX_MASK_BLUR}."
+        if not 0 <= self.inpaint_padding <= MAX_INPAINT_PADDING:
+            found["inpaint_padding"] = (
+                f"The inpaint_padding must be between 0 and {MAX_INPAINT_PADDING}."
+            )
+        if self.output_format not in OUTPUT_FORMATS:
+            found["output_format"] = (
+                f"The output_format must be one of: {', '.join(OUTPUT_FORMATS)}."
+            )
+        if not MIN_OUTPUT_QUALITY <= self.output_quality <= MAX_OUTPUT_QUALITY:
+            found["output_quality"] = (
+                f"The quality must be between {MIN_OUTPUT_QUALITY} and {MAX_OUTPUT_QUALITY}."
+            )
         if not 0 <= self.seed <= MAX_SEED:
             found["seed"] = f"The seed must be between 0 and {MAX_SEED}."
         if self.steps < 1:

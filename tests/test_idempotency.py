@@ -1,0 +1,257 @@
+"""`Idempotency-Key` on every format's submit: a retry gets the original job, charged once."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import pytest
+
+from accounts.auth import ANONYMOUS_KEY
+from billing import ledger
+from billing.models import CreditEntry
+from generation.models import Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TEXT2IMG = "/api/v3/text2img"
+
+
+def key_header(key: str) -> dict[str, str]:
+    return {"Idempotency-Key": key}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def modelslab(tenant: Any, **fields: Any) -> dict[str, Any]:
+    return {"key": tenant.key, "prompt": "a lighthouse", "width": 64, "height": 64, **fields}
+
+
+def debits(org: Any) -> int:
+    return CreditEntry.objects.filter(organization=org, kind=CreditEntry.Kind.DEBIT).count()
+
+
+def test_it_answers_a_retry_with_the_original_job_and_charges_once(
+    api, tenant, demo_model, sync_queue
+):
+    key = str(uuid.uuid4())
+    status, first = api.post(TEXT2IMG, modelslab(tenant, seed=7), **key_header(key))
+    assert status == 200, first
+    assert first["status"] == "success"
+    balance = type(tenant.org).objects.get(pk=tenant.org.pk).credit_balance
+
+    # Within the 30 s of the duplicate filter, which refuses this body without a key.
+    status, again = api.post(TEXT2IMG, modelslab(tenant, seed=7), **key_header(key))
+
+    assert status == 200, again
+    assert again["id"] == first["id"]
+    assert again["status"] == "success"
+    assert again["meta"]["seed"] == 7
+    assert len(again["output"]) == 1
+    assert Job.objects.filter(organization=tenant.org).count() == 1
+    assert debits(tenant.org) == 1
+    assert type(tenant.org).objects.get(pk=tenant.org.pk).credit_balance == balance
+
+
+def test_a_retry_of_a_queued_job_answers_its_current_state(api, tenant, demo_model, no_wait):
+    key = "order-1042"
+    status, first = api.post(TEXT2IMG, modelslab(tenant), **key_header(key))
+    assert (status, first["status"]) == (200, "processing")
+
+    status, again = api.post(TEXT2IMG, modelslab(tenant), **key_header(key))
+
+    assert status == 200, again
+    assert (again["status"], again["id"]) == ("processing", first["id"])
+    assert again["fetch_result"] == first["fetch_result"]
+    assert debits(tenant.org) == 1
+
+
+def test_the_same_body_without_a_key_is_still_refused_as_a_duplicate(
+    api, tenant, demo_model, no_wait
+):
+    assert api.post(TEXT2IMG, modelslab(tenant))[0] == 200
+    status, data = api.post(TEXT2IMG, modelslab(tenant))
+    assert (status, data["message"]) == (429, "Rate limit exceeded")
+
+
+def test_the_same_body_under_a_new_key_is_a_new_job(api, tenant, demo_model, no_wait):
+    status, first = api.post(TEXT2IMG, modelslab(tenant), **key_header("one"))
+    status2, second = api.post(TEXT2IMG, modelslab(tenant), **key_header("two"))
+
+    assert (status, status2) == (200, 200)
+    assert first["id"] != second["id"]
+    assert debits(tenant.org) == 2
+    assert set(Job.objects.values_list("idempotency_key", flat=True)) == {"one", "two"}
+
+
+def test_a_key_reused_with_another_body_is_a_422(api, tenant, demo_model, no_wait):
+    assert api.post(TEXT2IMG, modelslab(tenant), **key_header("k1"))[0] == 200
+
+    status, data = api.post(TEXT2IMG, modelslab(tenant, prompt="a harbour"), **key_header("k1"))
+
+    assert status == 422
+    assert data == {
+        "status": "error",
+        "message": "This Idempotency-Key was used for a different request; send a new key for "
+        "a new request.",
+    }
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+
+def test_a_key_reused_on_another_endpoint_is_a_422(api, tenant, demo_model, no_wait):
+    assert api.post(TEXT2IMG, modelslab(tenant), **key_header("k2"))[0] == 200
+
+    status, data = api.post("/api/v6/images/text2img", modelslab(tenant), **key_header("k2"))
+
+    assert status == 422, data
+    assert Job.objects.count() == 1
+
+
+def test_keys_belong_to_one_organization(api, tenant, outsider, demo_model, no_wait):
+    status, mine = api.post(TEXT2IMG, modelslab(tenant), **key_header("shared"))
+    status2, theirs = api.post(TEXT2IMG, modelslab(outsider), **key_header("shared"))
+
+    assert (status, status2) == (200, 200)
+    assert mine["id"] != theirs["id"]
+    assert Job.objects.get(pk=theirs["id"]).organization == outsider.org
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "x" * 256, "caf\u00e9", "tab\there"],
+    ids=["empty", "256 characters", "not ASCII", "control character"],
+)
+def test_a_key_out_of_bounds_is_a_400_and_queues_nothing(api, tenant, demo_model, no_wait, key):
+    status, data = api.post(TEXT2IMG, modelslab(tenant), **key_header(key))
+
+    assert status == 400, data
+    assert data == {
+        "status": "error",
+        "message": {
+            "Idempotency-Key": ["The Idempotency-Key must be 1 to 255 printable ASCII characters."]
+        },
+    }
+    assert not Job.objects.exists()
+
+
+def test_a_key_of_255_characters_is_accepted(api, tenant, demo_model, no_wait):
+    key = "k" * 255
+    status, first = api.post(TEXT2IMG, modelslab(tenant), **key_header(key))
+    status2, again = api.post(TEXT2IMG, modelslab(tenant), **key_header(key))
+    assert (status, status2) == (200, 200)
+    assert again["id"] == first["id"]
+
+
+def test_a_request_refused_for_credits_leaves_the_key_free(api, tenant, demo_model, no_wait):
+    ledger.set_balance(tenant.org, 0)
+    status, data = api.post(TEXT2IMG, modelslab(tenant), **key_header("paid-later"))
+    assert (status, data["message"]) == (402, "Insufficient credits")
+
+    ledger.set_balance(tenant.org, 10)
+    status, data = api.post(TEXT2IMG, modelslab(tenant), **key_header("paid-later"))
+
+    assert (status, data["status"]) == (200, "processing")
+    assert debits(tenant.org) == 1
+
+
+# The other wire formats: a retry answers the same job in the format's own shape ------------------
+
+
+def test_dan_answers_a_retry_with_the_same_task(api, tenant, demo_model, no_wait):
+    headers = {**bearer(tenant.key), **key_header("dan-1")}
+    body = {"prompt": "a harbour at dawn", "width": 64, "height": 64}
+    status, first = api.post("/api/sd/txt2img", body, **headers)
+    status2, again = api.post("/api/sd/txt2img", body, **headers)
+
+    assert (status, status2) == (200, 200), again
+    assert again["data"]["taskId"] == first["data"]["taskId"]
+    assert debits(tenant.org) == 1
+
+
+def test_dan_refuses_a_key_with_the_public_anonymous_key(api, demo_model, no_wait, settings):
+    settings.PICTOR_ANONYMOUS_KEY_ENABLED = True
+    headers = {**bearer(ANONYMOUS_KEY), **key_header("anon-1")}
+    status, data = api.post("/api/sd/txt2img", {"prompt": "a fox", "width": 64}, **headers)
+
+    assert status == 400
+    assert data == {
+        "code": 400,
+        "data": None,
+        "message": "Idempotency-Key: An Idempotency-Key needs your own API key, not the public "
+        "one.",
+    }
+    assert not Job.objects.exists()
+
+
+def test_hyperbolic_answers_a_retry_with_the_same_images(api, tenant, demo_model, sync_queue):
+    headers = {**bearer(tenant.key), **key_header("hyp-1")}
+    body = {"model_name": "demo-sd15", "prompt": "a fox", "width": 64, "height": 64, "steps": 4}
+    status, first = api.post("/v1/image/generation", body, **headers)
+    status2, again = api.post("/v1/image/generation", body, **headers)
+
+    assert (status, status2) == (200, 200), again
+    assert again["images"] == first["images"]
+    base64.b64decode(again["images"][0]["image"], validate=True)
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+
+def test_hyperbolic_answers_a_bad_key_in_its_error_shape(api, tenant, demo_model, sync_queue):
+    headers = {**bearer(tenant.key), **key_header("x" * 300)}
+    body = {"model_name": "demo-sd15", "prompt": "a fox", "width": 64, "height": 64}
+    status, data = api.post("/v1/image/generation", body, **headers)
+
+    assert status == 400
+    assert (data["object"], data["param"]) == ("error", "Idempotency-Key")
+    assert data["type"] == "invalid_request_error"
+
+
+def test_synapse_answers_a_retry_with_the_same_image(api, tenant, demo_model, sync_queue):
+    headers = {**bearer(tenant.key), **key_header("syn-1")}
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 4}
+    status, first = api.post("/sd/demo-sd15", body, **headers)
+    status2, again = api.post("/sd/demo-sd15", body, **headers)
+
+    assert (status, status2) == (200, 200), again
+    assert again["data"] == first["data"]
+    assert debits(tenant.org) == 1
+
+
+def test_synapse_answers_a_reused_key_in_its_error_shape(api, tenant, demo_model, sync_queue):
+    headers = {**bearer(tenant.key), **key_header("syn-2")}
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 4}
+    assert api.post("/sd/demo-sd15", body, **headers)[0] == 200
+
+    status, data = api.post("/sd/demo-sd15", {**body, "prompt": "a cat"}, **headers)
+
+    assert status == 422
+    assert data == {
+        "error": "This Idempotency-Key was used for a different request; send a new key for a "
+        "new request."
+    }
+
+
+def test_a1111_answers_a_retry_with_the_same_images(api, tenant, demo_model, sync_queue):
+    headers = {**bearer(tenant.key), **key_header("webui-1")}
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 4, "seed": 3}
+    status, first = api.post("/sdapi/v1/txt2img", body, **headers)
+    status2, again = api.post("/sdapi/v1/txt2img", body, **headers)
+
+    assert (status, status2) == (200, 200), again
+    assert again["images"] == first["images"]
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+
+def test_a1111_answers_a_bad_key_in_its_error_shape(api, tenant, demo_model, sync_queue):
+    headers = {**bearer(tenant.key), **key_header("")}
+    status, data = api.post("/sdapi/v1/txt2img", {"prompt": "a fox"}, **headers)
+
+    assert status == 400
+    assert data["error"] == "ValidationError"
+    assert "Idempotency-Key" in data["detail"]
+    assert not Job.objects.exists()
