@@ -2,16 +2,20 @@
 
 It sits outside generation/api so the worker side (webhooks) builds it without importing a wire
 format, and every format reads a job's images as base64 through the one `images_base64`.
+
+`job_body` builds the body as a dict; the `ModelsLabJob` serializer renders it (`job_answer`)
+and is what the OpenAPI schema names, so the schema and the bytes sent cannot drift apart.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.core.files.storage import default_storage
 from django.urls import reverse
+from rest_framework import serializers
 from rest_framework.request import Request
 
 from generation import estimates, media
@@ -43,7 +47,7 @@ def output_links(base_url: str, job: Job) -> list[str]:
 def output_files(
     job: Job, outputs: Iterable[OutputImage] | None = None
 ) -> list[tuple[OutputImage, bytes]]:
-    """Each of the job's rows with its PNG's bytes, in order (`outputs`: the rows, if read)."""
+    """Each of the job's rows with its image's bytes, in order (`outputs`: the rows, if read)."""
     rows = job.outputs.order_by("index") if outputs is None else outputs
     files = []
     for row in rows:
@@ -53,11 +57,15 @@ def output_files(
 
 
 def images_base64(job: Job, outputs: Iterable[OutputImage] | None = None) -> list[str]:
-    """The job's PNGs as base64 strings, in order (`outputs`: its rows, when already read)."""
+    """The job's images (PNG unless it asked for jpeg/webp) as base64, in order.
+
+    `outputs`: its rows, when already read.
+    """
     return [base64.b64encode(data).decode() for _row, data in output_files(job, outputs)]
 
 
 def job_meta(job: Job) -> dict[str, Any]:
+    """The parameters a job ran with, in ModelsLab's names (the answer's `meta`)."""
     p = job.params
     meta = {
         "prompt": p["prompt"],
@@ -108,8 +116,8 @@ def job_meta(job: Job) -> dict[str, Any]:
     return meta
 
 
-def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") -> dict[str, Any]:
-    """The ModelsLab body for a job in any state (also the webhook payload)."""
+def job_body(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") -> dict[str, Any]:
+    """The ModelsLab body for a job in any state, before `ModelsLabJob` renders it."""
     base: dict[str, Any] = {"id": job.pk}
     if job.track_id:
         base["track_id"] = job.track_id
@@ -161,3 +169,102 @@ def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") ->
         "output": [],
         "meta": job_meta(job),
     }
+
+
+class UndeclaredAnswerKeys(Exception):
+    """A view built a body with keys its Answer does not declare, or in another order."""
+
+
+class Answer(serializers.Serializer):
+    """An answer body: the view renders it through this class, the OpenAPI schema names it.
+
+    A body (a dict) may leave out fields that are not required; a key it holds that the class
+    does not declare, or keys out of the declared order, would make the bytes sent differ from
+    the body and the schema: that is a mistake in the code, raised so that any test of the view
+    fails on it.
+    """
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        if isinstance(instance, Mapping):
+            declared = [name for name in self.fields if name in instance]
+            if list(instance) != declared:
+                raise UndeclaredAnswerKeys(
+                    f"{type(self).__name__} declares {list(self.fields)}; the body holds "
+                    f"{list(instance)}"
+                )
+        representation: dict[str, Any] = super().to_representation(instance)
+        return representation
+
+
+class Number(serializers.FloatField):
+    """A number rendered exactly as the body holds it: an integer stays an integer (7, not 7.0)."""
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+# ModelsLab's switches; not an enum in the schema, where other "yes"/"no" sets already are.
+YES_NO = '"yes" or "no"'
+
+
+class ModelsLabMeta(Answer):
+    """The parameters the job ran with; the optional ones only where the job used them."""
+
+    prompt = serializers.CharField()
+    negative_prompt = serializers.CharField()
+    model_id = serializers.CharField()
+    seed = serializers.IntegerField(help_text="The first image's seed")
+    seeds = serializers.ListField(child=serializers.IntegerField(), help_text="One per image")
+    W = serializers.IntegerField(help_text="The output width, after any upscale")  # noqa: N815
+    H = serializers.IntegerField(help_text="The output height, after any upscale")  # noqa: N815
+    steps = serializers.IntegerField()
+    guidance_scale = Number()
+    scheduler = serializers.CharField()
+    use_karras_sigmas = serializers.CharField(help_text=YES_NO)
+    algorithm_type = serializers.CharField()
+    clip_skip = serializers.IntegerField()
+    safety_checker = serializers.CharField(help_text=YES_NO)
+    safety_checker_type = serializers.CharField()
+    n_samples = serializers.IntegerField()
+    credits = serializers.IntegerField(help_text="What the job cost")
+    strength = Number(required=False, help_text="img2img and inpaint")
+    lora_model = serializers.CharField(required=False, help_text="A comma list")
+    lora_strength = serializers.CharField(required=False, help_text="A comma list")
+    embeddings_model = serializers.CharField(required=False, help_text="A comma list")
+    vae = serializers.CharField(required=False)
+    controlnet_model = serializers.CharField(required=False)
+    controlnet_type = serializers.CharField(required=False)
+    controlnet_conditioning_scale = Number(required=False)
+    control_guidance_start = Number(required=False)
+    control_guidance_end = Number(required=False)
+    scale = serializers.IntegerField(required=False, help_text="Super resolution's factor")
+    tomesd = serializers.CharField(help_text=YES_NO)
+    enhance_prompt = serializers.CharField(help_text=YES_NO)
+    upscale = serializers.IntegerField(help_text="The hires fix's factor (1: none)")
+
+
+class ModelsLabJob(Answer):
+    """A job in any state: success (outputs), processing (where to poll) or failed."""
+
+    # Fields in the order every state's body writes them; a state leaves out what it lacks.
+    status = serializers.ChoiceField(choices=["success", "processing", "failed"])
+    generationTime = Number(required=False, help_text="Seconds, on success")  # noqa: N815
+    id = serializers.IntegerField()
+    track_id = serializers.CharField(required=False)
+    eta = Number(required=False, help_text="Seconds, while processing")
+    progress = serializers.FloatField(required=False, help_text="0 to 1, while processing")
+    message = serializers.CharField(required=False)
+    tip = serializers.CharField(required=False)
+    fetch_result = serializers.URLField(required=False)
+    future_links = serializers.ListField(child=serializers.URLField(), required=False)
+    output = serializers.ListField(
+        child=serializers.CharField(), help_text="Absolute URLs, or base64 images with base64"
+    )
+    proxy_links = serializers.ListField(child=serializers.CharField(), required=False)
+    nsfw_content_detected = serializers.ListField(child=serializers.BooleanField(), required=False)
+    meta = ModelsLabMeta(required=False)
+
+
+def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") -> dict[str, Any]:
+    """The ModelsLab answer for a job in any state (also the webhook payload)."""
+    return dict(ModelsLabJob(job_body(job, base_url, fetch_url_name)).data)

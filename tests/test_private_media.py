@@ -239,19 +239,6 @@ def test_temp_applies_to_future_links_too(api, tenant, demo_model, no_wait, sett
     assert expires_of(data["future_links"][0]) <= time.time() + 601
 
 
-def test_dan_task_answers_carry_signed_links(api, tenant, demo_models, sync_queue):
-    status, data = api.post(
-        "/api/sd/txt2img",
-        {"prompt": "a fox", "width": 64, "height": 64},
-        Authorization=f"Bearer {tenant.key}",
-    )
-    assert status == 200, data
-    url = data["data"]["images"][0]
-    assert "/files/generations/" in url and "signature=" in url
-    assert get(url).status_code == 200
-    assert get(one_character_changed(url, len(url) - 1)).status_code == 403
-
-
 def test_input_images_are_only_reachable_through_signed_links(
     api, tenant, demo_model, sync_queue, media_dir
 ):

@@ -7,6 +7,9 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import serializers
 
+# The job answer's one serializer, named here too for code that reaches it as schema.ModelsLabJob.
+from generation.answers import ModelsLabJob as ModelsLabJob
+
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     """accounts.auth.ApiKeyAuthentication: a key in a header, a Bearer token or HTTP Basic."""
@@ -53,7 +56,9 @@ class AnonymousKeyScheme(OpenApiAuthenticationExtension):
         }
 
 
-# Answer bodies, for the schema only: the views build these dicts directly.
+# Error bodies and request shapes the schema names. A success answer's serializer lives next to
+# the view that renders its answer through it (generation/answers.py: ModelsLabJob for a job;
+# generation/api/<format>/answers.py), so the schema and the bytes sent cannot drift apart.
 class ModelsLabError(serializers.Serializer):
     status = serializers.CharField(default="error")
     message = serializers.JSONField(help_text="A sentence, or {field: [messages]} for a 400")
@@ -61,44 +66,8 @@ class ModelsLabError(serializers.Serializer):
     tips = serializers.CharField(required=False)
 
 
-class ModelsLabJob(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["success", "processing", "failed"])
-    id = serializers.IntegerField()
-    generationTime = serializers.FloatField(required=False)  # noqa: N815 (the wire name)
-    output = serializers.ListField(
-        child=serializers.CharField(), help_text="Absolute URLs, or base64 PNGs with base64"
-    )
-    proxy_links = serializers.ListField(child=serializers.CharField(), required=False)
-    nsfw_content_detected = serializers.ListField(child=serializers.BooleanField(), required=False)
-    eta = serializers.FloatField(required=False, help_text="Seconds, while processing")
-    progress = serializers.FloatField(required=False)
-    fetch_result = serializers.URLField(required=False)
-    future_links = serializers.ListField(child=serializers.URLField(), required=False)
-    message = serializers.CharField(required=False)
-    tip = serializers.CharField(required=False)
-    track_id = serializers.CharField(required=False)
-    meta = serializers.DictField(required=False, help_text="The parameters used, seed included")
-
-
 class ModelsLabFetch(serializers.Serializer):
     request_id = serializers.IntegerField(help_text="The job id")
-
-
-class SystemLoad(serializers.Serializer):
-    status = serializers.CharField(default="ok")
-    queue_num = serializers.IntegerField()
-    queue_time = serializers.FloatField(help_text="Seconds a new job would wait")
-
-
-class ModelsLabModel(serializers.Serializer):
-    model_id = serializers.CharField()
-    model_name = serializers.CharField()
-    model_category = serializers.CharField()
-    status = serializers.CharField()
-    is_default = serializers.BooleanField()
-    is_private = serializers.BooleanField()
-    description = serializers.CharField()
-    created_at = serializers.DateTimeField()
 
 
 def modelslab_errors(*statuses: int) -> dict[int, Any]:
@@ -143,6 +112,8 @@ ERROR_COMPONENTS: dict[str, dict[int | None, str]] = {
     "Synapse": {None: "SynapseError"},
     "Hyperbolic": {None: "HyperbolicError"},
     "Dan": {None: "DanError"},
+    "Jobs": {None: "JobsError"},
+    "OpenAI": {None: "OpenAIError"},
     "AUTOMATIC1111": {
         None: "A1111Error",
         401: "A1111Detail",

@@ -1,6 +1,8 @@
-"""What the AUTOMATIC1111 generate endpoints answer: images, the `parameters` echo, `info`.
+"""What the AUTOMATIC1111 endpoints answer: images, the `parameters` echo, `info`, and more.
 
-Also the answers' shapes, for the OpenAPI schema only.
+The success answers are serializers (ImagesAnswer, OptionsAnswer, ProgressAnswer, EmptyAnswer)
+that the views render their bodies through and the OpenAPI schema names; the error shapes are
+for the schema only (errors.py builds those bodies).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ import base64
 import io
 from typing import Any
 
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema_serializer, inline_serializer
 from PIL import Image
 from rest_framework import serializers
 
 from generation import answers
+from generation.answers import Answer, Number
 from generation.api import base
 from generation.api.a1111.checkpoints import short_hash
 from generation.api.a1111.tables import (
@@ -185,7 +188,61 @@ def read_outputs(job: Job) -> tuple[list[str], list[tuple[int, str]]]:
     return images, facts
 
 
-# Answer shapes, for the OpenAPI schema only.
+@extend_schema_serializer(component_name="A1111Images")
+class ImagesAnswer(Answer):
+    """The generated images, the request as webui echoes it, and `info`."""
+
+    images = serializers.ListField(child=serializers.CharField(), help_text="Base64 PNGs")
+    parameters = serializers.DictField(help_text="The request, its defaults filled in")
+    info = serializers.CharField(help_text="JSON text: seeds, settings, infotexts")
+
+
+@extend_schema_serializer(component_name="A1111Options")
+class OptionsAnswer(Answer):
+    """The settings webui clients read; the checkpoint is this key's default."""
+
+    sd_model_checkpoint = serializers.CharField(allow_null=True)
+    sd_checkpoint_hash = serializers.CharField(allow_null=True)
+    samples_format = serializers.CharField()
+    sd_vae = serializers.CharField()
+    CLIP_stop_at_last_layers = serializers.IntegerField()  # noqa: N815 (webui's name)
+    enable_pnginfo = serializers.BooleanField()
+    eta_ancestral = Number()
+    eta_ddim = Number()
+
+
+@extend_schema_serializer(component_name="A1111ProgressState")
+class ProgressState(Answer):
+    """webui's shared state, for the caller's current job."""
+
+    skipped = serializers.BooleanField()
+    interrupted = serializers.BooleanField()
+    stopping_generation = serializers.BooleanField()
+    job = serializers.CharField(help_text="The job's kind, or empty")
+    job_count = serializers.IntegerField()
+    job_timestamp = serializers.CharField()
+    job_no = serializers.IntegerField()
+    sampling_step = serializers.IntegerField()
+    sampling_steps = serializers.IntegerField()
+
+
+@extend_schema_serializer(component_name="A1111Progress")
+class ProgressAnswer(Answer):
+    """The caller's current job, as webui reports its own."""
+
+    progress = Number(help_text="0 to 1")
+    eta_relative = Number(help_text="Seconds")
+    state = ProgressState()
+    current_image = serializers.CharField(allow_null=True)
+    textinfo = serializers.CharField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="A1111Empty")
+class EmptyAnswer(Answer):
+    """An empty JSON object."""
+
+
+# Error shapes, for the OpenAPI schema only.
 ErrorAnswer = inline_serializer(
     "A1111Error",
     {
@@ -209,14 +266,6 @@ ValidationAnswer = inline_serializer(
                 },
             )
         )
-    },
-)
-ImagesAnswer = inline_serializer(
-    "A1111Images",
-    {
-        "images": serializers.ListField(child=serializers.CharField(), help_text="Base64 PNGs"),
-        "parameters": serializers.DictField(help_text="The request, its defaults filled in"),
-        "info": serializers.CharField(help_text="JSON text: seeds, settings, infotexts"),
     },
 )
 ERRORS = {

@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db.models import Q
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from accounts.auth import AnonymousKeyAuthentication
-from generation import answers, jobs, media, service
+from generation import jobs, service
 from generation.api import base
+from generation.api.dan.answers import DanTaskAnswer, task_body
 from generation.api.dan.serializers import DanTxt2ImgSerializer
 from generation.api.errors import Problem
 from generation.models import Job
@@ -27,14 +27,6 @@ from generation.models import Job
 if TYPE_CHECKING:
     from accounts.requests import OrgRequest
 
-QUEUED, RUNNING, DONE, FAILED = 0, 1, 2, 3
-TASK_STATUS: dict[str, int] = {
-    Job.Status.QUEUED: QUEUED,
-    Job.Status.PROCESSING: RUNNING,
-    Job.Status.SUCCESS: DONE,
-    Job.Status.FAILED: FAILED,
-    Job.Status.CANCELED: FAILED,
-}
 TASK_NOT_FOUND = "Task not found"
 
 
@@ -46,25 +38,6 @@ def error_body(problem: Problem) -> dict[str, Any]:
     return {"code": problem.status, "data": None, "message": message}
 
 
-class DanTaskSerializer(serializers.Serializer):
-    taskId = serializers.CharField()
-    queuePosition = serializers.IntegerField(help_text="Queued jobs ahead of this one")
-    status = serializers.ChoiceField(
-        choices=[QUEUED, RUNNING, DONE, FAILED], help_text="0 queued, 1 running, 2 done, 3 failed"
-    )
-    images = serializers.ListField(child=serializers.URLField(), help_text="PNG URLs when done")
-    seed = serializers.IntegerField(help_text="The seed used (of the first image)")
-    error = serializers.CharField(required=False, help_text="Why, when status is 3")
-
-
-ANSWER = inline_serializer(
-    "DanTaskAnswer",
-    {
-        "code": serializers.IntegerField(default=200),
-        "data": DanTaskSerializer(),
-        "message": serializers.CharField(default="success"),
-    },
-)
 ERROR = inline_serializer(
     "DanError",
     {
@@ -75,42 +48,6 @@ ERROR = inline_serializer(
 )
 ERRORS = {status: ERROR for status in (400, 401, 402, 403, 404, 429, 503)}
 POLL_ERRORS = {status: ERROR for status in (401, 403, 404, 429)}
-
-
-def queue_position(job: Job) -> int:
-    """How many queued jobs the worker claims before this one (0 once it runs or ends)."""
-    if job.status != Job.Status.QUEUED:
-        return 0
-    # The claim order: priority first, then age (generation/tasks.py claim_next_job).
-    ahead = Q(priority__gt=job.priority) | Q(priority=job.priority, created_at__lt=job.created_at)
-    ahead |= Q(priority=job.priority, created_at=job.created_at, pk__lt=job.pk)
-    return Job.objects.filter(ahead, status=Job.Status.QUEUED).count()
-
-
-def task_answer(job: Job, base_url: str) -> dict[str, Any]:
-    """Dan's body for a task in any state."""
-    status = TASK_STATUS[job.status]
-    images: list[str] = []
-    if status == DONE and not job.expired_at:
-        seconds = media.job_lifetime(job)
-        images = [
-            answers.absolute(base_url, media.signed_url(output.path, seconds))
-            for output in job.outputs.order_by("index")
-        ]
-    data: dict[str, Any] = {
-        "taskId": str(job.pk),
-        "queuePosition": queue_position(job),
-        "status": status,
-        "images": images,
-        "seed": job.params["seed"],
-    }
-    if status == FAILED:
-        data["error"] = (
-            "Canceled; the credits were refunded."
-            if job.status == Job.Status.CANCELED
-            else "Generation failed; the credits were refunded."
-        )
-    return {"code": 200, "data": data, "message": "success"}
 
 
 class DanView(base.FormatView):
@@ -129,7 +66,7 @@ class DanView(base.FormatView):
         if job is None:
             raise NotFound(TASK_NOT_FOUND)
         job = jobs.refresh_lease_state(job)
-        return Response(task_answer(job, answers.base_url_for(request)))
+        return Response(DanTaskAnswer(task_body(job)).data)
 
 
 class Txt2ImgView(DanView):
@@ -140,16 +77,17 @@ class Txt2ImgView(DanView):
         summary="Generate an image from text (Dan)",
         description=(
             "Queues the task and waits a few seconds for it; answers its state (status 2 with "
-            "image URLs when it finished in time, else poll GET /api/sd/txt2img/{taskId}). "
+            "the images as base64 PNGs when it finished in time, else poll "
+            "GET /api/sd/txt2img/{taskId}). "
             "width/height: 8..1024, rounded to the nearest multiple of 8 and at least 64."
         ),
         request=DanTxt2ImgSerializer,
-        responses={200: ANSWER, **ERRORS},
+        responses={200: DanTaskAnswer, **ERRORS},
     )
     def post(self, request: OrgRequest) -> Response:
         job = self.submit_body(request, DanTxt2ImgSerializer)
-        job = service.wait_for(job, settings.PICTOR_SYNC_WAIT)
-        return Response(task_answer(job, answers.base_url_for(request)))
+        job = service.wait_for(job, service.wait_seconds(request, settings.PICTOR_SYNC_WAIT))
+        return Response(DanTaskAnswer(task_body(job)).data)
 
 
 class TaskView(DanView):
@@ -158,7 +96,7 @@ class TaskView(DanView):
     @extend_schema(
         tags=["Dan"],
         summary="A text2img task's state (Dan)",
-        responses={200: ANSWER, **POLL_ERRORS},
+        responses={200: DanTaskAnswer, **POLL_ERRORS},
     )
     def get(self, request: OrgRequest, task_id: str) -> Response:
         return self.task(request, task_id)
@@ -171,7 +109,7 @@ class TaskStatusView(DanView):
         tags=["Dan"],
         summary="A task's state, by taskId in the body (Dan)",
         request=inline_serializer("DanTaskStatusRequest", {"taskId": serializers.CharField()}),
-        responses={200: ANSWER, 400: ERROR, **POLL_ERRORS},
+        responses={200: DanTaskAnswer, 400: ERROR, **POLL_ERRORS},
     )
     def post(self, request: OrgRequest) -> Response:
         data = request.data if isinstance(request.data, dict) else {}

@@ -21,11 +21,11 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from generation import answers, submission
+from generation import submission
 from generation.api.base import FormatView
 from generation.api.errors import Problem
+from generation.api.hyperbolic.answers import HyperbolicImages, images_body
 from generation.api.hyperbolic.serializers import HyperbolicSerializer
-from generation.models import Job
 
 if TYPE_CHECKING:
     from accounts.requests import OrgRequest
@@ -55,18 +55,6 @@ def error_body(problem: Problem) -> dict[str, Any]:
     }
 
 
-def answer(job: Job) -> dict[str, Any]:
-    """The Hyperbolic body of a finished job."""
-    seed = job.params["seed"]
-    return {
-        "images": [
-            {"index": index, "image": image, "random_seed": seed + index}
-            for index, image in enumerate(answers.images_base64(job))
-        ],
-        "inference_time": job.generation_time or 0.0,
-    }
-
-
 HyperbolicError = inline_serializer(
     "HyperbolicError",
     {
@@ -75,21 +63,6 @@ HyperbolicError = inline_serializer(
         "type": serializers.CharField(help_text="invalid_request_error, authentication_error, …"),
         "param": serializers.CharField(allow_null=True, help_text="The one field at fault"),
         "code": serializers.IntegerField(help_text="The HTTP status"),
-    },
-)
-HyperbolicImages = inline_serializer(
-    "HyperbolicImages",
-    {
-        "images": inline_serializer(
-            "HyperbolicImage",
-            {
-                "index": serializers.IntegerField(),
-                "image": serializers.CharField(help_text="The PNG, base64"),
-                "random_seed": serializers.IntegerField(),
-            },
-            many=True,
-        ),
-        "inference_time": serializers.FloatField(help_text="Seconds"),
     },
 )
 
@@ -112,4 +85,5 @@ class GenerationView(FormatView):
     )
     def post(self, request: OrgRequest) -> Response:
         job = self.submit_body(request, HyperbolicSerializer)
-        return Response(answer(submission.wait_until_done(job)))
+        job = submission.wait_until_done(job, request)
+        return Response(HyperbolicImages(images_body(job)).data)

@@ -26,13 +26,15 @@ MAX_SIDE = 1024
 MAX_CFG_SCALE = 30
 
 
-def visible_names(organization: Organization, *families: str) -> list[str]:
-    """Model ids of these families that the organization may use, sorted."""
-    return list(
+def visible_names(organization: Organization | None, *families: str) -> list[str]:
+    """Model ids of these families that the organization may use (None: public ones), sorted."""
+    models = (
         AIModel.objects.visible_to(organization)
-        .filter(family__in=families)
-        .order_by("model_id")
-        .values_list("model_id", flat=True)
+        if organization is not None
+        else AIModel.objects.filter(enabled=True, organization__isnull=True)
+    )
+    return list(
+        models.filter(family__in=families).order_by("model_id").values_list("model_id", flat=True)
     )
 
 

@@ -1,6 +1,6 @@
 """The Synapse wire format (docs/architecture.md): Bearer key, the model in the path, one PNG back.
 
-    GET  /sd/list, /sd/sampler, /sd/loras, /sd/embeddings   JSON arrays of names
+    GET  /sd/list, /sd/sampler, /sd/loras, /sd/embeddings   JSON arrays of names (no key needed)
     POST /sd/<model>   {"prompt", "negative_prompt", "steps", "cfg_scale", "sampler",
                         "width", "height", "seed"}  ->  {"data": "<base64 png>"}
 
@@ -9,6 +9,9 @@ is exactly "Invalid request" with the reason in "details"; a 500 (only when the 
 itself failed) is "Error during generation (SD)". LoRAs go in the prompt as
 `<lora:name:weight>`, and an embedding is used by writing its name in either prompt, as in
 AUTOMATIC1111.
+
+The lists answer without a key (the public models and add-ons only); with a valid key they add
+the organization's private ones, and a key that is sent but not valid is still a 401.
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.models import Organization
 from generation import answers, submission
 from generation.api import base
 from generation.api.base import FormatView
 from generation.api.errors import Problem
+from generation.api.synapse.answers import Names, SynapseImage
 from generation.api.synapse.serializers import SynapseSerializer, visible_names
 
 if TYPE_CHECKING:
-    from accounts.requests import OrgRequest
+    from accounts.requests import Caller, OrgRequest
 
 INVALID_REQUEST = "Invalid request"
 GENERATION_ERROR = "Error during generation (SD)"
@@ -51,11 +59,7 @@ SynapseError = inline_serializer(
         "details": serializers.CharField(required=False, help_text="The reason, naming fields"),
     },
 )
-SynapseImage = inline_serializer(
-    "SynapseImage", {"data": serializers.CharField(help_text="The PNG, base64")}
-)
 ERRORS = {code: SynapseError for code in (400, 401, 402, 403, 404, 413, 429, 500, 503, 504)}
-NAMES = {"type": "array", "items": {"type": "string"}}
 
 
 class SynapseView(FormatView):
@@ -73,31 +77,51 @@ class GenerateView(SynapseView):
     )
     def post(self, request: OrgRequest, model: str) -> Response:
         job = self.submit_body(request, SynapseSerializer, model_id=model)
-        job = submission.wait_until_done(job)
-        return Response({"data": answers.images_base64(job)[0]})
+        job = submission.wait_until_done(job, request)
+        return Response(SynapseImage({"data": answers.images_base64(job)[0]}).data)
 
 
-class ListView(SynapseView):
-    """GET a JSON array of names (checkpoints, samplers, LoRAs or embeddings)."""
+class PublicListView(SynapseView):
+    """A list anyone may read: no key, the public names; a valid key adds its organization's."""
+
+    # AllowAny also marks the key optional in the OpenAPI schema. A key that is sent is still
+    # checked: ApiKeyAuthentication answers an unknown one 401 before the view runs.
+    permission_classes = [AllowAny]
+
+    def organization(self, request: Request) -> Organization | None:
+        """The caller's organization; None without credentials, a 401 for unreadable ones."""
+        # DRF types `user` as a Django user: here it is accounts.auth's caller, or None.
+        caller: Caller | None = getattr(request, "user", None)
+        if caller is not None:
+            return caller.organization
+        if request.headers.get("Authorization", "").strip():
+            # Sent, but not as Bearer or Basic: a mistake to report, not an anonymous call.
+            raise NotAuthenticated()
+        return None
+
+
+class ListView(PublicListView):
+    """GET a JSON array of names (checkpoints, LoRAs or embeddings)."""
 
     families: tuple[str, ...] = ()
 
     @extend_schema(
         tags=["Synapse"],
-        summary="Names the caller may use",
-        responses={200: NAMES, 401: SynapseError},
+        summary="Names the caller may use (public ones without a key)",
+        responses={200: Names, 401: SynapseError},
     )
-    def get(self, request: OrgRequest) -> Response:
-        return Response(visible_names(request.user.organization, *self.families))
+    def get(self, request: Request) -> Response:
+        return Response(Names(visible_names(self.organization(request), *self.families)).data)
 
 
-class SamplerListView(SynapseView):
+class SamplerListView(PublicListView):
     """GET /sd/sampler: the AUTOMATIC1111 sampler names `sampler` accepts."""
 
     @extend_schema(
         tags=["Synapse"],
         summary="Sampler names",
-        responses={200: NAMES, 401: SynapseError},
+        responses={200: Names, 401: SynapseError},
     )
-    def get(self, request: OrgRequest) -> Response:
-        return Response(base.usable_samplers())
+    def get(self, request: Request) -> Response:
+        self.organization(request)  # the same for everyone, but a bad key is still a 401
+        return Response(Names(base.usable_samplers()).data)

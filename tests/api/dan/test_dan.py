@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import uuid
 from datetime import timedelta
@@ -18,7 +19,7 @@ from accounts.models import Membership, Organization, User
 from accounts.services import get_or_create_organization
 from billing import counters
 from generation.models import Job
-from tests.images import fetched_bytes, png_base64, shapes_image
+from tests.images import png_base64, shapes_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,8 +44,9 @@ def last_job() -> Job:
     return Job.objects.latest("pk")
 
 
-def image_at(url: str) -> Image.Image:
-    return Image.open(io.BytesIO(fetched_bytes(url)))
+def image_from(text: str) -> Image.Image:
+    """An answer's image: base64 PNG text, as Dan's document says (never a URL)."""
+    return Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
 
 
 @pytest.fixture
@@ -360,21 +362,35 @@ def test_a_suspended_anonymous_tenant_is_refused(api, demo_models, no_wait, anon
 # Generation, polling, ownership ---------------------------------------------------------------
 
 
-def test_it_generates_a_png_of_the_asked_size(api, client, tenant, demo_models, sync_queue):
+def test_it_answers_the_png_of_the_asked_size_as_base64(api, tenant, demo_models, sync_queue):
     status, data = post(api, tenant, width=128, height=96, seed=5)
 
     assert status == 200, data
     task = data["data"]
     assert (task["status"], task["queuePosition"], len(task["images"])) == (2, 0, 1)
-    url = task["images"][0]
-    assert url.startswith("http://testserver/files/generations/")
-    response = client.get(url.removeprefix("http://testserver"))
-    assert response.status_code == 200
-    image = Image.open(io.BytesIO(b"".join(response.streaming_content)))
+    stored = last_job().outputs.get()
+    with default_storage.open(stored.path) as png:
+        assert base64.b64decode(task["images"][0]) == png.read()
+    image = image_from(task["images"][0])
     assert (image.format, image.size) == ("PNG", (128, 96))
     assert "Seed: 5" in image.info["parameters"]
 
+    # Every poll answers the same images, base64 too.
     assert api.get(f"/api/sd/txt2img/{task['taskId']}", **bearer(tenant.key)) == (200, data)
+    status, polled = api.post(
+        "/api/sd/task/status", {"taskId": task["taskId"]}, **bearer(tenant.key)
+    )
+    assert (status, polled) == (200, data)
+
+
+def test_a_task_whose_images_expired_answers_none(api, tenant, demo_models, sync_queue):
+    _, data = post(api, tenant, width=64, height=64)
+    Job.objects.filter(pk=data["data"]["taskId"]).update(expired_at=timezone.now())
+
+    status, polled = api.get(f"/api/sd/txt2img/{data['data']['taskId']}", **bearer(tenant.key))
+
+    assert status == 200, polled
+    assert (polled["data"]["status"], polled["data"]["images"]) == (2, [])
 
 
 def test_upscale_and_control_net_act_on_the_image(api, tenant, demo_models, sync_queue):
@@ -384,7 +400,7 @@ def test_upscale_and_control_net_act_on_the_image(api, tenant, demo_models, sync
     _, guided = post(api, tenant, width=64, height=64, seed=9, prompt="a tower", control_net=unit)
 
     plain_image, larger_image, guided_image = (
-        image_at(d["data"]["images"][0]) for d in (plain, larger, guided)
+        image_from(d["data"]["images"][0]) for d in (plain, larger, guided)
     )
     assert larger_image.size == (128, 128)
     assert guided_image.size == (64, 64)

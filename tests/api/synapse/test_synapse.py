@@ -17,6 +17,7 @@ from tests.helpers import make_tenant, private_copy
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LISTS = ("/sd/list", "/sd/sampler", "/sd/loras", "/sd/embeddings")
 
 
 def bearer(tenant) -> dict[str, str]:
@@ -155,10 +156,55 @@ def test_a_missing_or_bad_key_is_401(api, tenant, demo_model, headers):
     status, data = api.post("/sd/demo-sd15", {"prompt": "a lighthouse"}, **headers)
     assert status == 401
     assert data == {"error": "Invalid request", "details": "Invalid Api Key"}
-    for listing in ("/sd/list", "/sd/sampler", "/sd/loras", "/sd/embeddings"):
-        status, data = api.get(listing, **headers)
-        assert status == 401
-        assert data["error"] == "Invalid request"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer pct_wrong"},
+        {"Authorization": "Token abc"},
+        {"Authorization": "Basic !!!"},
+        {"key": "pct_wrong"},
+    ],
+)
+def test_the_lists_answer_a_bad_key_401(api, tenant, demo_models, headers):
+    for listing in LISTS:
+        assert api.get(listing, **headers) == (
+            401,
+            {"error": "Invalid request", "details": "Invalid Api Key"},
+        )
+
+
+def test_the_lists_answer_without_a_key_with_the_public_names_only(
+    api, tenant, outsider, demo_models
+):
+    private_copy("demo-sd15", outsider.org)
+    private_copy("demo-lora-a", outsider.org)
+    private_copy("demo-embedding", tenant.org)
+
+    assert api.get("/sd/list") == (200, ["demo-sd15", "demo-sd15-inpaint", "demo-sdxl"])
+    assert api.get("/sd/loras") == (200, ["demo-lora-a", "demo-lora-b"])
+    assert api.get("/sd/embeddings") == (200, ["demo-embedding"])
+    assert api.get("/sd/sampler") == api.get("/sd/sampler", **bearer(tenant))
+    # With its key, an organization sees its own private ones too, and only its own.
+    assert api.get("/sd/embeddings", **bearer(tenant)) == (
+        200,
+        ["demo-embedding", "demo-embedding-private"],
+    )
+    assert api.get("/sd/loras", **bearer(tenant)) == (200, ["demo-lora-a", "demo-lora-b"])
+    assert api.get("/sd/loras", **bearer(outsider))[1] == [
+        "demo-lora-a",
+        "demo-lora-a-private",
+        "demo-lora-b",
+    ]
+    # Generating still needs a key.
+    assert api.post("/sd/demo-sd15", {"prompt": "a lighthouse"})[0] == 401
+
+
+def test_a_disabled_public_model_is_not_listed(api, demo_models):
+    AIModel.objects.filter(model_id="demo-sdxl").update(enabled=False)
+
+    assert "demo-sdxl" not in api.get("/sd/list")[1]
 
 
 def test_the_lists_name_what_the_tenant_may_use(api, tenant, outsider, demo_models):
