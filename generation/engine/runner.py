@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from generation.engine import addons as addon_rules
-from generation.engine import control, safety
+from generation.engine import control, inpaint, safety
 from generation.engine.cache import PipelineCache, default_cache
 from generation.engine.loader import original_scheduler_config
 from generation.engine.pipelines import (
@@ -27,6 +27,7 @@ from generation.engine.request import (
     GenerationResult,
     ModelRef,
 )
+from generation.engine.request import MASK_BLUR as MASK_BLUR  # where the A1111 format reads it
 from generation.engine.schedulers import build_scheduler, usable_scheduler_error
 
 Progress = Callable[[int, int], None]
@@ -34,8 +35,6 @@ Progress = Callable[[int, int], None]
 # A request swaps the scheduler and add-ons of a pipeline shared by the whole process, so two
 # threads must not run at once; a worker saturates its CPU or GPU with one generation anyway.
 _generation_lock = threading.Lock()
-# A1111's default mask blur: the inpainted area fades into the kept pixels over a few pixels.
-MASK_BLUR = 4
 # The noise the x4 upscaler adds to its low-resolution input (its pipeline's default).
 UPSCALER_NOISE_LEVEL = 20
 UPSCALER_NATIVE_SCALE = 4
@@ -232,6 +231,7 @@ class _Job:
         }
         size = (req.width, req.height)
         init = self.image("init_image")
+        painting: inpaint.Inpaint | None = None
         if req.kind == "text2img":
             call.update(width=req.width, height=req.height)
         elif req.kind == "img2img":
@@ -240,10 +240,18 @@ class _Job:
                 strength=req.strength,
             )
         elif req.kind == "inpaint":
-            mask = self.required_image("mask_image").convert("L").resize(size)
+            painting = inpaint.prepare(
+                self.required_image("init_image"),
+                self.required_image("mask_image"),
+                size,
+                fill=req.inpaint_fill,
+                blur=(req.mask_blur_x, req.mask_blur_y),
+                only_masked=req.inpaint_full_res,
+                padding=req.inpaint_padding,
+            )
             call.update(
-                image=self.required_image("init_image").convert("RGB").resize(size),
-                mask_image=mask,
+                image=painting.image,
+                mask_image=painting.mask,
                 width=req.width,
                 height=req.height,
                 strength=req.strength,
@@ -274,10 +282,10 @@ class _Job:
             if hires:
                 return self.hires_pass(base, pipe, call, output.images, components)
         images = list(output.images)
-        if req.kind == "inpaint":
-            images = [
-                self.keep_unmasked(image, call["image"], call["mask_image"]) for image in images
-            ]
+        if painting is not None:
+            # The VAE round trip alters every pixel a little; like A1111, only the masked area
+            # (with a soft edge) changes, and "only masked" returns the init image's size.
+            images = [painting.paste(image) for image in images]
         return images
 
     def hires_pass(
@@ -311,16 +319,6 @@ class _Job:
             output_type="pil",
         )
         return list(output.images)
-
-    @staticmethod
-    def keep_unmasked(generated: Any, original: Any, mask: Any) -> Any:
-        """Paste the generated pixels into the original through the (slightly blurred) mask.
-
-        The VAE round trip alters every pixel a little; like A1111, only the masked area
-        (with a soft edge) should change.
-        """
-        soft = mask.filter(ImageFilter.GaussianBlur(MASK_BLUR))
-        return Image.composite(generated.convert("RGB"), original, soft)
 
     def upscale(self) -> list[Any]:
         """Super resolution: the x4 upscaler, then resized to the requested scale."""

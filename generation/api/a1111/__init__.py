@@ -5,6 +5,10 @@
     GET  /sdapi/v1/sd-models, samplers, schedulers, loras, embeddings, options, progress
     POST /sdapi/v1/options    {"sd_model_checkpoint": ...} sets this key's default model
     POST /sdapi/v1/interrupt, /sdapi/v1/skip    cancel the caller's own jobs
+    GET  upscalers, latent-upscale-modes, sd-vae, prompt-styles, face-restorers, scripts,
+         script-info, cmd-flags, memory
+    POST /sdapi/v1/png-info, extra-single-image, extra-batch-images; refresh-*, unload- and
+         reload-checkpoint answer as webui and change nothing (extras.py)
 
 The key travels as the password of HTTP Basic (`--api-auth user:key`; any user name) or as a
 Bearer token. Errors keep webui's (FastAPI's) shapes: 422 `{"detail": [{"loc": ["body", field],
@@ -26,10 +30,11 @@ Where Pictor differs from webui, on purpose:
 - Hires fix (`enable_hr`) is the engine's latent upscale by an integer `hr_scale` of 2, 3 or 4
   (any "Latent" `hr_upscaler`; the latents are upscaled nearest), second pass strength
   `denoising_strength` (default 0.7), steps as webui's `hr_second_pass_steps: 0`.
-- img2img: one init image; `mask` makes it an inpaint; the mask edge is blurred by 4 px (webui's
-  default `mask_blur`, the only one offered); `inpainting_fill` 0 (fill, the default) and 1
-  (original); `inpainting_mask_invert`; "whole picture" only (`inpaint_full_res` false is the
-  default here, true is a 400); `resize_mode` 0 (just resize).
+- img2img: one init image; `mask` makes it an inpaint; `mask_blur` (x, y) blurs the edge the
+  result is pasted through; `inpainting_fill` 0 (fill, the default) and 1 (original), not the
+  latent fills 2 and 3; `inpainting_mask_invert`; `inpaint_full_res` true ("only masked", with
+  `inpaint_full_res_padding`) answers the init image's size, as webui, but false ("whole
+  picture") is the default here; `resize_mode` 0 (just resize).
 - `save_images`, `do_not_save_*`, `force_task_id`, `comments` and
   `override_settings_restore_afterwards` are ignored: nothing is saved besides the job's own
   images, and override_settings never outlive the request. `image_cfg_scale` only acts on
@@ -39,7 +44,9 @@ Where Pictor differs from webui, on purpose:
 - The safety checker runs as on every Pictor format.
 
 The package: tables.py (defaults, bounds, what is refused), errors.py (webui's error shapes),
-checkpoints.py (models by webui's names), serializers.py (the bodies and their checks),
-inpaint.py (mask and fill), fields.py (a body to GenerationRequest's fields), answers.py,
-views.py and listings.py, urls.py.
+checkpoints.py (models by webui's names), serializers.py (the bodies, their checks, and a body
+to GenerationRequest's fields with the checkpoint and add-ons resolved), inpaint.py (the mask
+and the inpaint settings), controlnet.py (the ControlNet extension's units and its
+/controlnet/ lists), answers.py, views.py and listings.py, extras.py (upscaling, png-info,
+server facts), urls.py.
 """

@@ -32,6 +32,21 @@ class Unprocessable(exceptions.APIException):
         self.errors = errors
 
 
+class Refused(exceptions.APIException):
+    """A valid value this server (or the plan) cannot honour, raised from a validate().
+
+    DRF's is_valid() makes a field error (here a 422) of every ValidationError raised in a
+    serializer's validate(); this carries the 400 past it, answered as that ValidationError.
+    """
+
+    status_code = 400
+    default_code = "invalid"
+
+    def __init__(self, error: exceptions.ValidationError) -> None:
+        super().__init__(error.detail)
+        self.error = error
+
+
 def validation_entries(errors: Any, loc: list[str]) -> list[dict[str, Any]]:
     """FastAPI's `detail` list for DRF-style errors ({field: [messages]}, nested for dicts)."""
     if isinstance(errors, dict):
@@ -56,6 +71,8 @@ def error_body(problem: Problem, name: str = "HTTPException") -> dict[str, Any]:
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every A1111 view's errors, in webui's shapes."""
+    if isinstance(exc, Refused):
+        exc = exc.error
     if isinstance(exc, Unprocessable):
         return Response({"detail": validation_entries(exc.errors, ["body"])}, status=422)
     if isinstance(exc, exceptions.ParseError):

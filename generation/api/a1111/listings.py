@@ -1,9 +1,10 @@
-"""The AUTOMATIC1111 lists: checkpoints, samplers, schedulers, LoRAs and embeddings."""
+"""The AUTOMATIC1111 lists: checkpoints, samplers, schedulers, add-ons, upscalers and styles."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -18,11 +19,13 @@ from generation.api.a1111.checkpoints import (
     short_hash,
 )
 from generation.api.a1111.errors import A1111View
-from generation.api.a1111.tables import SAMPLER_ALIASES, SCHEDULERS, TAG
+from generation.api.a1111.tables import HIRES_UPSCALERS, SAMPLER_ALIASES, SCHEDULERS, TAG
 from generation.engine.schedulers import A1111_SAMPLERS
+from generation.engine.styles import STYLE_PRESETS
 from generation.models import AIModel
 
 if TYPE_CHECKING:
+    from accounts.models import Organization
     from accounts.requests import KeyRequest
 
 
@@ -205,3 +208,208 @@ class EmbeddingsView(A1111View):
                 "vectors": vectors,
             }
         return Response(answer)
+
+
+# webui lists its built-in resizers with the upscaler models: "None" (no upscale) and the two
+# PIL filters. Extras run these in the request; an upscaler model runs as a job.
+PIL_UPSCALERS = ("Lanczos", "Nearest")
+NO_UPSCALER = "None"
+# The diffusers super-resolution pipeline upscales 4x in one pass.
+UPSCALER_MODEL_SCALE = 4
+
+
+def upscaler_models(organization: Organization) -> QuerySet[AIModel]:
+    """The super-resolution models this tenant may name as an upscaler."""
+    return (
+        AIModel.objects.visible_to(organization)
+        .filter(family=AIModel.Family.UPSCALER)
+        .order_by("model_id")
+    )
+
+
+UpscalerAnswer = inline_serializer(
+    "A1111Upscaler",
+    {
+        "name": serializers.CharField(),
+        "model_name": serializers.CharField(allow_null=True),
+        "model_path": serializers.CharField(allow_null=True),
+        "model_url": serializers.CharField(allow_null=True),
+        "scale": serializers.FloatField(allow_null=True),
+    },
+    many=True,
+)
+
+
+class UpscalersView(A1111View):
+    """GET /sdapi/v1/upscalers: None, Lanczos, Nearest, then the tenant's upscaler models."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Upscalers (for extra-single-image and extra-batch-images)",
+        request=None,
+        responses={200: UpscalerAnswer, 401: DetailAnswer},
+    )
+    def get(self, request: KeyRequest) -> Response:
+        builtin = [
+            {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+            for name in (NO_UPSCALER, *PIL_UPSCALERS)
+        ]
+        return Response(
+            builtin
+            + [
+                {
+                    "name": m.model_id,
+                    "model_name": m.name or m.model_id,
+                    "model_path": m.path,
+                    "model_url": None,
+                    "scale": UPSCALER_MODEL_SCALE,
+                }
+                for m in upscaler_models(request.user.organization)
+            ]
+        )
+
+
+class LatentUpscaleModesView(A1111View):
+    """GET /sdapi/v1/latent-upscale-modes: the hr_upscaler names the hires fix takes."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Latent upscale modes (hr_upscaler of the hires fix)",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "A1111LatentUpscaleMode", {"name": serializers.CharField()}, many=True
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        return Response([{"name": name} for name in HIRES_UPSCALERS])
+
+
+class SdVaeView(A1111View):
+    """GET /sdapi/v1/sd-vae: the VAEs this tenant may name (ModelsLab's `vae`)."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="VAEs",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "A1111SdVae",
+                {"model_name": serializers.CharField(), "filename": serializers.CharField()},
+                many=True,
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        vaes = (
+            AIModel.objects.visible_to(request.user.organization)
+            .filter(family=AIModel.Family.VAE)
+            .order_by("model_id")
+        )
+        return Response([{"model_name": m.model_id, "filename": m.path} for m in vaes])
+
+
+class PromptStylesView(A1111View):
+    """GET /sdapi/v1/prompt-styles: Pictor's style presets, in webui's style shape."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Prompt styles",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "A1111PromptStyle",
+                {
+                    "name": serializers.CharField(),
+                    "prompt": serializers.CharField(
+                        allow_null=True, help_text="{prompt} stands for the caller's prompt"
+                    ),
+                    "negative_prompt": serializers.CharField(allow_null=True),
+                },
+                many=True,
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        # A preset's template holds "{prompt}" and its negative is appended to the caller's:
+        # the same two rules as a webui style.
+        return Response(
+            [
+                {"name": name, "prompt": style.template, "negative_prompt": style.negative}
+                for name, style in STYLE_PRESETS.items()
+            ]
+        )
+
+
+class FaceRestorersView(A1111View):
+    """GET /sdapi/v1/face-restorers: none (this server offers no face restoration)."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Face restorers (none on this server)",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "A1111FaceRestorer",
+                {
+                    "name": serializers.CharField(),
+                    "cmd_dir": serializers.CharField(allow_null=True),
+                },
+                many=True,
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        return Response([])
+
+
+class ScriptsView(A1111View):
+    """GET /sdapi/v1/scripts: none (this server runs no webui scripts)."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Scripts (none on this server)",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "A1111Scripts",
+                {
+                    "txt2img": serializers.ListField(child=serializers.CharField()),
+                    "img2img": serializers.ListField(child=serializers.CharField()),
+                },
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        return Response({"txt2img": [], "img2img": []})
+
+
+class ScriptInfoView(A1111View):
+    """GET /sdapi/v1/script-info: none (this server runs no webui scripts)."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="Script arguments (none on this server)",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "A1111ScriptInfo",
+                {
+                    "name": serializers.CharField(allow_null=True),
+                    "is_alwayson": serializers.BooleanField(allow_null=True),
+                    "is_img2img": serializers.BooleanField(allow_null=True),
+                    "args": serializers.ListField(child=serializers.DictField()),
+                },
+                many=True,
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        return Response([])

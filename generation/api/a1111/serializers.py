@@ -1,34 +1,43 @@
 """The AUTOMATIC1111 request bodies and the checks on their values, in webui's field names.
 
 A value outside its bounds is a 422 (FastAPI's shape, errors.Unprocessable); a valid value this
-server (or the caller's plan) cannot honour is a 400 naming the field. The serializers carry
-GenerationRequest's names where a wire field maps onto one engine field (`source=`); the others
-(batch_size × n_iter, sampler_name, override_settings) take more than a rename, in fields.py.
+server (or the caller's plan) cannot honour is a 400 naming the field (errors.Refused, as DRF
+would make a 422 of a ValidationError raised in validate()). The serializers carry
+GenerationRequest's names where a wire field maps onto one engine field (`source=`); validate()
+turns the rest (batch_size × n_iter, sampler_name, override_settings, the mask's settings) into
+GenerationRequest's fields and resolves the checkpoint and its add-ons, in webui's names.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 
 from accounts.models import Organization
 from billing.models import Plan
+from generation import submission
 from generation.api import base
-from generation.api.a1111.checkpoints import find_model
-from generation.api.a1111.errors import Unprocessable, refuse_unstorable_names
+from generation.api.a1111 import controlnet
+from generation.api.a1111.checkpoints import default_model, find_model
+from generation.api.a1111.errors import Refused, Unprocessable, refuse_unstorable_names
+from generation.api.a1111.inpaint import inpaint_inputs
 from generation.api.a1111.tables import (
     DEFAULT_CFG_SCALE,
     DEFAULT_HIRES_STRENGTH,
     DEFAULT_IMG2IMG_STRENGTH,
     DEFAULT_SAMPLER,
     DEFAULT_SIDE,
+    DEFAULT_STEPS,
+    ENGINE_KINDS,
     FIXED_OPTIONS,
     HIRES_FACTORS,
     HIRES_NOT_HONOURED,
     HIRES_UPSCALERS,
+    INPAINT_NOT_HONOURED,
     MAX_BATCH_SIZE,
     MAX_CFG_SCALE,
     MAX_CLIP_SKIP,
@@ -36,6 +45,7 @@ from generation.api.a1111.tables import (
     MAX_SIDE,
     MAX_STEPS,
     MIN_SIDE,
+    NOT_HONOURED,
     SAMPLER_ALIASES,
     SAMPLER_ETA,
     SAMPLERS_NOT_OFFERED,
@@ -43,11 +53,29 @@ from generation.api.a1111.tables import (
     WEIGHT_SUFFIXES,
 )
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED
+from generation.engine.request import (
+    MASK_BLUR,
+    MAX_INPAINT_PADDING,
+    MAX_MASK_BLUR,
+    MAX_OUTPUT_QUALITY,
+    MIN_OUTPUT_QUALITY,
+)
 from generation.engine.schedulers import A1111_SAMPLERS, usable_scheduler_error
 from generation.models import AIModel
 
+if TYPE_CHECKING:
+    from accounts.requests import KeyRequest
+
 # txt2img's hires fix fields; webui's img2img has none.
 HIRES_FIELDS = ("enable_hr", "hr_scale", "hr_upscaler", "hr_prompt", "hr_negative_prompt")
+# The add-ons' fields of GenerationRequest by where A1111 names them: LoRAs and embeddings in
+# the prompt, the VAE in override_settings.
+ADDON_FIELDS = {
+    "lora_model": "prompt",
+    "embeddings_model": "prompt",
+    "vae": "override_settings.sd_vae",
+}
+CLIP_SKIP_FIELD = "override_settings.CLIP_stop_at_last_layers"
 
 
 class FiniteFloatField(serializers.FloatField):
@@ -114,6 +142,15 @@ class Txt2ImgBody(serializers.Serializer):
     def validate_height(self, value: int) -> int:
         return base.check_multiple_of_8("height", value)
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # (A comment, not a docstring: that is the schema's description.) Context: "org",
+        # "plan", "request" and "body" (the object as sent). Adds "checkpoint", "sampler",
+        # "job_kind" and "fields" (GenerationRequest's) to the values.
+        try:
+            return request_fields(self.context, attrs, self.kind)
+        except ValidationError as exc:
+            raise Refused(exc) from None
+
 
 class Img2ImgBody(Txt2ImgBody):
     """img2img adds the init image, an optional mask (inpaint) and their settings."""
@@ -129,7 +166,16 @@ class Img2ImgBody(Txt2ImgBody):
         min_value=0, max_value=1, default=DEFAULT_IMG2IMG_STRENGTH, source="strength"
     )
     resize_mode = serializers.IntegerField(min_value=0, max_value=3, default=0)
+    mask_blur_x = serializers.IntegerField(min_value=0, max_value=MAX_MASK_BLUR, default=MASK_BLUR)
+    mask_blur_y = serializers.IntegerField(min_value=0, max_value=MAX_MASK_BLUR, default=MASK_BLUR)
+    # Sets both mask_blur_x and mask_blur_y, as in webui.
+    mask_blur = serializers.IntegerField(min_value=0, max_value=MAX_MASK_BLUR, required=False)
     inpainting_fill = serializers.IntegerField(min_value=0, max_value=3, default=0)
+    # "Only masked": inpaint the mask's box plus the padding at width × height, paste it back.
+    inpaint_full_res = serializers.BooleanField(default=False)
+    inpaint_full_res_padding = serializers.IntegerField(
+        min_value=0, max_value=MAX_INPAINT_PADDING, default=0
+    )
     inpainting_mask_invert = serializers.IntegerField(min_value=0, max_value=1, default=0)
     include_init_images = serializers.BooleanField(default=False)
 
@@ -149,9 +195,16 @@ def read_body(data: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
-def validated(body_class: type[Txt2ImgBody], body: dict[str, Any]) -> dict[str, Any]:
-    """The body's values within their bounds (engine names where `source=` says), or a 422."""
-    serializer = body_class(data=body)
+def validated(
+    body_class: type[Txt2ImgBody], body: dict[str, Any], request: KeyRequest
+) -> dict[str, Any]:
+    """The body's values within their bounds (engine names where `source=` says), or a 422.
+
+    Also "checkpoint", "sampler", "job_kind" and "fields" (Txt2ImgBody.validate).
+    """
+    org = request.user.organization
+    context = {"org": org, "plan": org.plan, "request": request, "body": body}
+    serializer = body_class(data=body, context=context)
     if not serializer.is_valid():
         raise Unprocessable(serializer.errors)
     return dict(serializer.validated_data)
@@ -227,6 +280,10 @@ def check_eta(values: dict[str, Any], sampler: str) -> None:
         )
 
 
+# override_settings.samples_format: webui's spellings of the engine's output formats.
+SAMPLES_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+
+
 def read_overrides(
     organization: Organization, overrides: dict[str, Any]
 ) -> tuple[AIModel | None, dict[str, Any]]:
@@ -256,12 +313,30 @@ def read_overrides(
                 fields["vae"] = next(
                     (vae[: -len(s)] for s in WEIGHT_SUFFIXES if vae.endswith(s)), vae
                 )
+        elif key == "samples_format":
+            wanted = SAMPLES_FORMATS.get(value.strip().lower()) if isinstance(value, str) else None
+            if wanted is None:
+                raise Unprocessable({name: ["Must be one of: png, jpg, webp."]})
+            fields["output_format"] = wanted
+        elif key == "jpeg_quality":
+            # webui uses it for JPEG and WebP alike; PNG ignores it.
+            quality = base.bounded_int(value, MIN_OUTPUT_QUALITY, MAX_OUTPUT_QUALITY)
+            if quality is None:
+                raise Unprocessable(
+                    {
+                        name: [
+                            f"Must be an integer between {MIN_OUTPUT_QUALITY} and "
+                            f"{MAX_OUTPUT_QUALITY}."
+                        ]
+                    }
+                )
+            fields["output_quality"] = quality
         elif key not in FIXED_OPTIONS or value != FIXED_OPTIONS[key]:
             raise ValidationError(
                 {
                     name: [
-                        "Only sd_model_checkpoint, CLIP_stop_at_last_layers and sd_vae can be "
-                        "overridden on this server."
+                        "Only sd_model_checkpoint, CLIP_stop_at_last_layers, sd_vae, "
+                        "samples_format and jpeg_quality can be overridden on this server."
                     ]
                 }
             )
@@ -323,3 +398,91 @@ def check_denoising_steps(strength: float, steps: int) -> None:
                 ]
             }
         )
+
+
+def embeddings_in(organization: Organization, model: AIModel, *prompts: str) -> list[str]:
+    """The embeddings (fitting the checkpoint) that a prompt names, as webui finds them."""
+    if model.base == AIModel.Base.SDXL:
+        return []
+    visible = AIModel.objects.visible_to(organization).filter(
+        family=AIModel.Family.EMBEDDING, base=model.base
+    )
+    names = visible.order_by("model_id").values_list("model_id", flat=True)
+    return base.named_in(names, "\n".join(prompts))
+
+
+def request_fields(context: Mapping[str, Any], values: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The values plus the checkpoint, sampler, engine kind and GenerationRequest's fields.
+
+    The steps run in the order a body's errors are reported in: this server's refusals and the
+    plan's limits, the sampler, override_settings, the prompt's LoRA tags, the hires fix or the
+    init image and mask; then the checkpoint's fit for the job, its add-ons and clip skip, and
+    last the init image (decoded: submit takes it so).
+    """
+    request: KeyRequest = context["request"]
+    org: Organization = context["org"]
+    plan: Plan = context["plan"]
+    body: dict[str, Any] = context["body"]
+    refuse_unhonoured(body, NOT_HONOURED)
+    unit = controlnet.enabled_unit(body, kind)
+    if kind == "img2img":
+        if len(values["init_images"]) > 1:
+            # A 400, not a 422: webui takes one per batch item, this server one in all.
+            raise ValidationError(
+                {"init_images": ["Send one init image; several are not offered."]}
+            )
+        if values["resize_mode"] != 0:
+            raise ValidationError({"resize_mode": ["Only resize_mode 0 (just resize) is offered."]})
+    steps_sent = "steps" in values
+    values.setdefault("steps", min(DEFAULT_STEPS, plan.max_steps))
+    check_plan(plan, values, steps_sent)
+    sampler, scheduler = sampler_choice(values)
+    check_eta(values, sampler)
+    chosen, overrides = read_overrides(org, values["override_settings"])
+    model = chosen or default_model(org, request.auth)
+    if model is None:
+        raise NotFound("Model not found: no default checkpoint is set up on this server.")
+    prompt, loras = base.prompt_loras(values["prompt"], "prompt", error=Unprocessable)
+    if values["disable_extra_networks"]:
+        loras = []
+    base.check_loras(loras, "prompt")
+    fields = base.defaults(
+        prompt=prompt,
+        negative_prompt=values["negative_prompt"],
+        width=values["width"],
+        height=values["height"],
+        samples=values["batch_size"] * values["n_iter"],
+        steps=values["steps"],
+        guidance_scale=values["guidance_scale"],
+        seed=base.random_seed(values["seed"]),
+        loras=loras,
+        embeddings_model=embeddings_in(org, model, prompt, values["negative_prompt"]),
+        **scheduler,
+        **overrides,
+    )
+    images = submission.Inputs(org.pk)
+    if kind == "txt2img":
+        fields.update(hires_fields(body, values, plan))
+    else:
+        check_denoising_steps(values["strength"], values["steps"])
+        fields["strength"] = values["strength"]
+        if values.get("mask_image"):
+            refuse_unhonoured(body, INPAINT_NOT_HONOURED)
+        fields.update(inpaint_inputs(values, images))
+    job_kind = "inpaint" if fields.get("mask_image") else ENGINE_KINDS[kind]
+    if unit is not None:
+        job_kind = "controlnet"
+        size = (values["width"], values["height"])
+        fields.update(controlnet.unit_fields(org, model, unit, *size, images))
+    submission.resolve_model(request, model.model_id, job_kind, field="sd_model_checkpoint")
+    submission.resolve_addons(request, model, fields, ADDON_FIELDS)
+    submission.check_clip_skip(model, fields.get("clip_skip"), CLIP_SKIP_FIELD)
+    if kind == "img2img":
+        fields["init_image"] = images.load("init_images", fields["init_image"])
+    return {
+        **values,
+        "checkpoint": model,
+        "sampler": sampler,
+        "job_kind": job_kind,
+        "fields": fields,
+    }

@@ -1,14 +1,12 @@
 """The AUTOMATIC1111 format's fixed tables: defaults, bounds, samplers and what is refused.
 
-Data only; the checks that read these tables are in serializers.py and fields.py.
+Data only; the checks that read these tables are in serializers.py.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
-
-from generation.engine.runner import MASK_BLUR
 
 TAG = "AUTOMATIC1111"
 DEFAULT_STEPS = 20
@@ -128,7 +126,6 @@ NOT_HONOURED: dict[str, tuple[tuple[Any, ...], str]] = {
     "restore_faces": ((False,), "Face restoration is not offered by this server."),
     "tiling": ((False,), "Tiling is not offered by this server."),
     "styles": ((), "Prompt styles are not offered by this server; put the text in the prompt."),
-    "alwayson_scripts": ((), "Scripts and extensions are not offered by this server."),
     "script_name": (("None",), "Scripts are not offered by this server."),
     "script_args": ((), "Scripts are not offered by this server."),
     "subseed_strength": ((0,), "Variation seeds are not offered by this server."),
@@ -160,13 +157,6 @@ HIRES_NOT_HONOURED: dict[str, tuple[tuple[Any, ...], str]] = {
 }
 # Inpainting settings: only read (and only refused) when a mask is sent.
 INPAINT_NOT_HONOURED: dict[str, tuple[tuple[Any, ...], str]] = {
-    "mask_blur": ((MASK_BLUR,), f"The mask edge is always blurred by {MASK_BLUR} px."),
-    "mask_blur_x": ((MASK_BLUR,), f"The mask edge is always blurred by {MASK_BLUR} px."),
-    "mask_blur_y": ((MASK_BLUR,), f"The mask edge is always blurred by {MASK_BLUR} px."),
-    "inpaint_full_res": (
-        (False, 0),
-        "Only the whole picture is inpainted here; send inpaint_full_res: false.",
-    ),
     "inpainting_fill": ((0, 1), "Only 0 (fill) and 1 (original) are offered."),
     "latent_mask": ((), "A separate latent mask is not offered by this server."),
     "mask_round": ((True,), "The mask is always rounded to black and white in latent space."),

@@ -27,8 +27,11 @@ from generation import estimates, jobs, submission
 from generation.api.a1111.answers import (
     GENERATION_ERRORS,
     DetailAnswer,
+    EmptyAnswer,
     ErrorAnswer,
     ImagesAnswer,
+    OptionsAnswer,
+    ProgressAnswer,
     ValidationAnswer,
     echo,
     generation_info,
@@ -36,7 +39,6 @@ from generation.api.a1111.answers import (
 )
 from generation.api.a1111.checkpoints import find_model, options
 from generation.api.a1111.errors import A1111View, refuse_unstorable_names
-from generation.api.a1111.fields import request_fields
 from generation.api.a1111.serializers import Img2ImgBody, Txt2ImgBody, read_body, validated
 from generation.api.a1111.tables import TAG
 from generation.models import Job
@@ -76,14 +78,15 @@ class GenerateView(A1111View):
 
     def post(self, request: KeyRequest) -> Response:
         body = read_body(request.data)
-        values = validated(self.body_class, body)
+        values = validated(self.body_class, body, request)
         kind = self.body_class.kind
-        model, sampler, job_kind, fields = request_fields(request, body, values, kind)
-        # Every lookup that names a field ran in request_fields, in webui's names; what submit
+        model, sampler = values["checkpoint"], values["sampler"]
+        job_kind, fields = values["job_kind"], values["fields"]
+        # Every lookup that names a field ran in the serializer, in webui's names; what submit
         # still checks (GenerationRequest.problems) those fields' bounds have already refused.
         job = submission.submit(request, fields, job_kind, model=model)
         try:
-            job = submission.wait_until_done(job)
+            job = submission.wait_until_done(job, request)
         except submission.GenerationFailed:
             job.refresh_from_db()
             if job.status != Job.Status.CANCELED:
@@ -91,11 +94,13 @@ class GenerateView(A1111View):
         images, facts = read_outputs(job) if job.status == Job.Status.SUCCESS else ([], [])
         info = generation_info(job, model, values, sampler, facts)
         return Response(
-            {
-                "images": images if values["send_images"] else [],
-                "parameters": echo(body, values, sampler, kind),
-                "info": json.dumps(info),
-            }
+            ImagesAnswer(
+                {
+                    "images": images if values["send_images"] else [],
+                    "parameters": echo(body, values, sampler, kind),
+                    "info": json.dumps(info),
+                }
+            ).data
         )
 
 
@@ -136,22 +141,10 @@ class OptionsView(A1111View):
         tags=[TAG],
         summary="Settings (the checkpoint is this key's default)",
         request=None,
-        responses={
-            200: inline_serializer(
-                "A1111Options",
-                {
-                    "sd_model_checkpoint": serializers.CharField(allow_null=True),
-                    "sd_checkpoint_hash": serializers.CharField(allow_null=True),
-                    "samples_format": serializers.CharField(),
-                    "sd_vae": serializers.CharField(),
-                    "CLIP_stop_at_last_layers": serializers.IntegerField(),
-                },
-            ),
-            401: DetailAnswer,
-        },
+        responses={200: OptionsAnswer, 401: DetailAnswer},
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response(options(request.user.organization, request.auth))
+        return Response(OptionsAnswer(options(request.user.organization, request.auth)).data)
 
     @extend_schema(
         tags=[TAG],
@@ -200,19 +193,7 @@ class ProgressView(A1111View):
         summary="Progress of this key's current job",
         request=None,
         parameters=[OpenApiParameter("skip_current_image", bool, description="Ignored")],
-        responses={
-            200: inline_serializer(
-                "A1111Progress",
-                {
-                    "progress": serializers.FloatField(),
-                    "eta_relative": serializers.FloatField(),
-                    "state": serializers.DictField(),
-                    "current_image": serializers.CharField(allow_null=True),
-                    "textinfo": serializers.CharField(allow_null=True),
-                },
-            ),
-            401: DetailAnswer,
-        },
+        responses={200: ProgressAnswer, 401: DetailAnswer},
     )
     def get(self, request: KeyRequest) -> Response:
         job = current_job(request)
@@ -229,13 +210,15 @@ class ProgressView(A1111View):
         }
         if job is None:
             return Response(
-                {
-                    "progress": 0,
-                    "eta_relative": 0,
-                    "state": state,
-                    "current_image": None,
-                    "textinfo": None,
-                }
+                ProgressAnswer(
+                    {
+                        "progress": 0,
+                        "eta_relative": 0,
+                        "state": state,
+                        "current_image": None,
+                        "textinfo": None,
+                    }
+                ).data
             )
         job = jobs.refresh_lease_state(job)
         running = job.status == Job.Status.PROCESSING
@@ -248,13 +231,15 @@ class ProgressView(A1111View):
             sampling_steps=total,
         )
         return Response(
-            {
-                "progress": round(step / total, 4) if total else 0.0,
-                "eta_relative": estimates.eta(job),
-                "state": state,
-                "current_image": None,
-                "textinfo": f"Step {step}/{total}" if running else "Waiting in the queue",
-            }
+            ProgressAnswer(
+                {
+                    "progress": round(step / total, 4) if total else 0.0,
+                    "eta_relative": estimates.eta(job),
+                    "state": state,
+                    "current_image": None,
+                    "textinfo": f"Step {step}/{total}" if running else "Waiting in the queue",
+                }
+            ).data
         )
 
 
@@ -265,12 +250,16 @@ class InterruptView(A1111View):
         tags=[TAG],
         summary="Cancel this key's queued and running jobs",
         request=None,
-        responses={200: inline_serializer("A1111Empty", {}), 401: DetailAnswer},
+        # drf-spectacular writes a serializer without fields as "no body": say what it is.
+        responses={
+            200: OpenApiResponse(EmptyAnswer, description="An empty JSON object."),
+            401: DetailAnswer,
+        },
     )
     def post(self, request: KeyRequest) -> Response:
         for job in own_jobs(request):
             jobs.cancel(job)
-        return Response({})
+        return Response(EmptyAnswer({}).data)
 
 
 class SkipView(A1111View):

@@ -307,7 +307,7 @@ NOT_HONOURED = [
     ({"restore_faces": True}, "restore_faces"),
     ({"tiling": True}, "tiling"),
     ({"styles": ["cinematic"]}, "styles"),
-    ({"alwayson_scripts": {"controlnet": {"args": []}}}, "alwayson_scripts"),
+    ({"alwayson_scripts": {"ADetailer": {"args": [True]}}}, "alwayson_scripts.ADetailer"),
     ({"script_name": "x/y/z plot"}, "script_name"),
     ({"subseed_strength": 0.3}, "subseed_strength"),
     (
@@ -364,8 +364,13 @@ def test_img2img_contract(api, tenant, demo_models, queued_only):
         ({"init_images": [image], "denoising_strength": 2}, 422, "denoising_strength"),
         ({"init_images": [image], "denoising_strength": 0.01}, 400, "denoising_strength"),
         ({"init_images": [image], "resize_mode": 1}, 400, "resize_mode"),
-        ({"init_images": [image], "mask": mask, "mask_blur": 8}, 400, "mask_blur"),
-        ({"init_images": [image], "mask": mask, "inpaint_full_res": True}, 400, "inpaint_full_res"),
+        ({"init_images": [image], "mask": mask, "mask_blur": 65}, 422, "mask_blur"),
+        (
+            {"init_images": [image], "mask": mask, "inpaint_full_res_padding": -1},
+            422,
+            "inpaint_full_res_padding",
+        ),
+        ({"init_images": [image], "mask": mask, "mask_round": False}, 400, "mask_round"),
         ({"init_images": [image], "mask": mask, "inpainting_fill": 2}, 400, "inpainting_fill"),
         ({"init_images": [image], "mask": "junk"}, 400, "mask"),
         # The engine's rules: a 9-channel inpainting checkpoint needs a mask.

@@ -1,0 +1,586 @@
+"""The ControlNet extension (sd-webui-controlnet) on the A1111 format: its units and its lists.
+
+A txt2img body may carry units as the extension reads them:
+
+    "alwayson_scripts": {"controlnet": {"args": [{"enabled": true, "module": "canny",
+        "model": "control_v11p_sd15_canny [d14c016b]", "image": "<base64>", ...}]}}
+
+An enabled unit becomes the engine's ControlNet job (GenerationRequest's controlnet_* fields).
+The control map is made here, at submit, as the extension makes it: the preprocessor runs at
+`processor_res` (or, with `pixel_perfect`, at the resolution that makes the map the output's
+size), then the map is fitted to width × height by `resize_mode`; the worker takes it ready.
+
+What is refused (400 naming the unit's field): more than one enabled unit (the engine runs one
+ControlNet per job), img2img and the hires fix with a unit, preprocessors other than canny and
+none, control modes other than Balanced, several images in one unit, and a drawn mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from accounts.models import Organization
+from generation import addons
+from generation.api import base
+from generation.api.a1111.answers import DetailAnswer
+from generation.api.a1111.errors import A1111View, Unprocessable, refuse_unstorable_names
+from generation.api.a1111.tables import CHECKSUM_SUFFIX, TAG
+from generation.api.base import MAX_IMAGE_FIELD
+from generation.models import AIModel
+
+if TYPE_CHECKING:
+    from accounts.requests import KeyRequest
+    from generation.submission import Inputs
+
+# The alwayson_scripts entry webui matches (case-insensitively) to the extension.
+SCRIPT = "controlnet"
+# What GET /controlnet/version answers: the extension's API version.
+API_VERSION = 3
+MAX_WEIGHT = 2.0
+# The preprocessor resolution (short side, px) and canny thresholds, as the extension bounds them.
+RESOLUTION: dict[str, Any] = {"name": "Resolution", "value": 512, "min": 64, "max": 2048, "step": 8}
+LOW_THRESHOLD: dict[str, Any] = {
+    "name": "Low Threshold",
+    "value": 100,
+    "min": 1,
+    "max": 255,
+    "step": 1,
+}
+HIGH_THRESHOLD: dict[str, Any] = {
+    "name": "High Threshold",
+    "value": 200,
+    "min": 1,
+    "max": 255,
+    "step": 1,
+}
+# The preprocessors offered ("none": the image is the control map) and their sliders.
+MODULES: dict[str, list[dict[str, Any]]] = {
+    "none": [RESOLUTION],
+    "canny": [RESOLUTION, LOW_THRESHOLD, HIGH_THRESHOLD],
+}
+# resize_mode by the extension's names (and its older aliases) and numbers.
+JUST_RESIZE, CROP_AND_RESIZE, RESIZE_AND_FILL = 0, 1, 2
+RESIZE_MODES = {
+    "just resize": JUST_RESIZE,
+    "crop and resize": CROP_AND_RESIZE,
+    "resize and fill": RESIZE_AND_FILL,
+    "inner fit (scale to fit)": CROP_AND_RESIZE,
+    "scale to fit (inner fit)": CROP_AND_RESIZE,
+    "outer fit (shrink to fit)": RESIZE_AND_FILL,
+    "envelope (outer fit)": RESIZE_AND_FILL,
+    # 3 is webui's "Just resize (latent upscale)", which the extension reads as just resize.
+    "just resize (latent upscale)": JUST_RESIZE,
+}
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+HR_OPTIONS = ("Both", "Low res only", "High res only")
+# Unit fields for features this server does not offer: (values that mean "off", the reason).
+UNIT_NOT_HONOURED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "advanced_weighting": ((None, []), "Per-layer weights are not offered; use weight."),
+    "effective_region_mask": ((None, ""), "Effective region masks are not offered."),
+    "ipadapter_input": ((None, [], ""), "IP-Adapter inputs are not offered."),
+    "union_control_type": ((None, "", "Unknown"), "ControlNet union models are not offered."),
+    "input_mode": ((None, "", "simple", "SIMPLE"), "Only the simple (one image) input mode."),
+    "batch_images": ((None, "", []), "Batch input folders are not offered."),
+    "animatediff_batch": ((None, False), "AnimateDiff batches are not offered."),
+    "batch_modifiers": ((None, []), "AnimateDiff batches are not offered."),
+    "batch_image_files": ((None, []), "AnimateDiff batches are not offered."),
+    "loopback": ((None, False), "Loopback is not offered."),
+}
+
+
+class FiniteFloat(serializers.FloatField):
+    """A float that is a number ("nan" as text would pass min/max)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
+
+
+class ImagesField(serializers.Field):
+    """`image`: base64 text, {"image", "mask"}, [image, mask], or a list of such dicts."""
+
+    def to_internal_value(self, data: Any) -> list[tuple[str, str | None]]:
+        if isinstance(data, str) and not data.strip():
+            # webuiapi sends "" for a unit without an image (a disabled one, say).
+            return []
+        if isinstance(data, str):
+            pairs: list[Any] = [(data, None)]
+        elif isinstance(data, dict):
+            pairs = [(data.get("image"), data.get("mask"))]
+        elif isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
+            pairs = [(d.get("image"), d.get("mask")) for d in data]
+        elif isinstance(data, list) and len(data) == 2:
+            pairs = [(data[0], data[1])]
+        else:
+            raise ValidationError(
+                'Must be base64 image text, {"image": ..., "mask": ...} or [image, mask].'
+            )
+        for image, mask in pairs:
+            if not isinstance(image, str) or not image.strip():
+                raise ValidationError("The image must be base64 image text.")
+            if mask is not None and not isinstance(mask, str):
+                raise ValidationError("The mask must be base64 image text or null.")
+            if len(image) > MAX_IMAGE_FIELD or len(mask or "") > MAX_IMAGE_FIELD:
+                raise ValidationError(f"An image may be at most {MAX_IMAGE_FIELD} characters.")
+        return [(image, mask or None) for image, mask in pairs]
+
+
+class ResizeModeField(serializers.Field):
+    """The extension's resize_mode: its name (or an old alias) or its number."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and data.strip().lower() in RESIZE_MODES:
+            return RESIZE_MODES[data.strip().lower()]
+        number = base.bounded_int(data, 0, 3)
+        if number is None:
+            raise ValidationError(
+                "Must be Just Resize, Crop and Resize, Resize and Fill, or 0, 1 or 2."
+            )
+        return JUST_RESIZE if number == 3 else number
+
+
+class ControlModeField(serializers.Field):
+    """control_mode: 0-2 or the extension's names for them."""
+
+    def to_internal_value(self, data: Any) -> int:
+        names = [name.lower() for name in CONTROL_MODES]
+        if isinstance(data, str) and data.strip().lower() in names:
+            return names.index(data.strip().lower())
+        number = base.bounded_int(data, 0, len(CONTROL_MODES) - 1)
+        if number is None:
+            raise ValidationError(f"Must be 0, 1 or 2, or one of: {', '.join(CONTROL_MODES)}.")
+        return number
+
+
+class UnitBody(serializers.Serializer):
+    """One ControlNet unit, with the bounds a value must be within (else 422)."""
+
+    enabled = serializers.BooleanField(default=True)
+    module = serializers.CharField(max_length=100, allow_blank=True, default="none")
+    model = serializers.CharField(max_length=300, allow_blank=True, default="None")
+    weight = FiniteFloat(min_value=0, max_value=MAX_WEIGHT, default=1.0)
+    image = ImagesField(required=False)
+    # The extension's older name for image.
+    input_image = ImagesField(required=False)
+    mask = serializers.CharField(max_length=MAX_IMAGE_FIELD, allow_blank=True, required=False)
+    # SD Forge's name for mask.
+    mask_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, allow_blank=True, required=False)
+    resize_mode = ResizeModeField(default=CROP_AND_RESIZE)
+    # A memory hint to the extension's preprocessors; nothing to do here.
+    low_vram = serializers.BooleanField(default=False)
+    lowvram = serializers.BooleanField(required=False)
+    processor_res = serializers.IntegerField(min_value=-1, max_value=RESOLUTION["max"], default=-1)
+    threshold_a = FiniteFloat(min_value=-1, max_value=255, default=-1)
+    threshold_b = FiniteFloat(min_value=-1, max_value=255, default=-1)
+    guidance_start = FiniteFloat(min_value=0, max_value=1, default=0.0)
+    guidance_end = FiniteFloat(min_value=0, max_value=1, required=False)
+    # The extension's older name for guidance_end.
+    guidance = FiniteFloat(min_value=0, max_value=1, required=False)
+    pixel_perfect = serializers.BooleanField(default=False)
+    control_mode = ControlModeField(default=0)
+    hr_option = serializers.ChoiceField(choices=HR_OPTIONS, default="Both")
+    # The detected map is not returned with the images (docs/api/a1111.md): nothing to save.
+    save_detected_map = serializers.BooleanField(default=True)
+    inpaint_crop_input_image = serializers.BooleanField(default=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "image" in attrs and "input_image" in attrs:
+            raise ValidationError({"input_image": ["Send image or input_image, not both."]})
+        attrs["images"] = attrs.pop("image", None) or attrs.pop("input_image", None) or []
+        mask = attrs.pop("mask", "")
+        mask = attrs.pop("mask_image", "") or mask
+        if mask and attrs["images"]:
+            attrs["images"] = [(image, m or mask) for image, m in attrs["images"]]
+        end = attrs.pop("guidance_end", None)
+        legacy = attrs.pop("guidance", None)
+        attrs["guidance_end"] = end if end is not None else legacy if legacy is not None else 1.0
+        if attrs["guidance_start"] >= attrs["guidance_end"]:
+            raise ValidationError({"guidance_end": ["Must be greater than guidance_start."]})
+        return attrs
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The enabled unit of a request: where it was sent (for errors) and its values."""
+
+    field: str
+    values: dict[str, Any]
+
+
+def enabled_unit(body: dict[str, Any], kind: str) -> Unit | None:
+    """The one enabled ControlNet unit of alwayson_scripts (None if none is), else a 4xx.
+
+    Runs before any lookup: a bad value is a 422, a unit this server cannot run a 400, each
+    naming `alwayson_scripts.<script>.args[i]` (and the unit's field).
+    """
+    scripts = body.get("alwayson_scripts")
+    if scripts in (None, {}):
+        return None
+    if not isinstance(scripts, dict):
+        raise Unprocessable({"alwayson_scripts": ["Must be an object of scripts by name."]})
+    refuse_unstorable_names(scripts, "alwayson_scripts")
+    found: Unit | None = None
+    for name, script in scripts.items():
+        where = f"alwayson_scripts.{name}"
+        args = script.get("args") if isinstance(script, dict) else script
+        if name.strip().lower() != SCRIPT:
+            # An entry with no arguments leaves its script off (clients send {"args": []}).
+            if args not in (None, [], {}) or not isinstance(script, dict | list | None):
+                raise ValidationError({where: ["This script is not offered by this server."]})
+            continue
+        if args is None:
+            continue
+        if not isinstance(script, dict) or not isinstance(args, list):
+            raise Unprocessable({where: ['Must be {"args": [unit, ...]}.']})
+        for index, arg in enumerate(args):
+            field = f"{where}.args[{index}]"
+            if not isinstance(arg, dict):
+                raise Unprocessable({field: ["Must be a ControlNet unit (an object)."]})
+            refuse_unstorable_names(arg, field)
+            serializer = UnitBody(data={k: v for k, v in arg.items() if v is not None})
+            if not serializer.is_valid():
+                raise Unprocessable({field: serializer.errors})
+            values = dict(serializer.validated_data)
+            if not values["enabled"]:
+                continue
+            if found is not None:
+                raise ValidationError(
+                    {
+                        field: [
+                            f"Only one enabled ControlNet unit per request is offered here "
+                            f"({found.field} is enabled already); disable the others."
+                        ]
+                    }
+                )
+            refuse_unit_features(arg, field)
+            found = Unit(field, values)
+    if found is not None:
+        check_unit(found, body, kind)
+    return found
+
+
+def refuse_unit_features(arg: dict[str, Any], field: str) -> None:
+    """A 400 naming each unit field whose value asks for a feature this server lacks."""
+    refused = {
+        f"{field}.{name}": [f"{reason} (got {arg[name]!r})"]
+        for name, (off, reason) in UNIT_NOT_HONOURED.items()
+        if name in arg and not any(arg[name] == value for value in off)
+    }
+    if refused:
+        raise ValidationError(refused)
+
+
+def check_unit(unit: Unit, body: dict[str, Any], kind: str) -> None:
+    """What this server runs of an enabled unit (a 400 naming the field), or what it lacks."""
+    field, values = unit.field, unit.values
+    if kind != "txt2img":
+        raise ValidationError(
+            {field: ["ControlNet runs with txt2img here; img2img with a unit is not offered."]}
+        )
+    if body.get("enable_hr"):
+        raise ValidationError(
+            {field: ["A ControlNet unit cannot be combined with the hires fix (enable_hr) here."]}
+        )
+    module = values["module"].strip().lower() or "none"
+    if module not in MODULES:
+        raise ValidationError(
+            {
+                f"{field}.module": [
+                    f"The {values['module']!r} preprocessor is not offered here; use canny, or "
+                    "none with a ready control map as the image."
+                ]
+            }
+        )
+    values["module"] = module
+    if values["control_mode"] != 0:
+        raise ValidationError(
+            {
+                f"{field}.control_mode": [
+                    f"{CONTROL_MODES[values['control_mode']]} is not offered here; only 0 "
+                    "(Balanced) runs the ControlNet as the extension does."
+                ]
+            }
+        )
+    if not values["model"].strip() or values["model"].strip() == "None":
+        raise Unprocessable({f"{field}.model": ["An enabled unit needs a ControlNet model."]})
+    if not values["images"]:
+        raise Unprocessable({f"{field}.image": ["An enabled unit needs an image (base64)."]})
+    if len(values["images"]) > 1:
+        raise ValidationError(
+            {f"{field}.image": ["Send one image per unit; several are not offered."]}
+        )
+    if module == "canny":
+        for name, slider in (("threshold_a", LOW_THRESHOLD), ("threshold_b", HIGH_THRESHOLD)):
+            # -1 is the extension's "the preprocessor's default".
+            if values[name] == -1:
+                values[name] = slider["value"]
+            elif not slider["min"] <= values[name] <= slider["max"]:
+                raise Unprocessable(
+                    {f"{field}.{name}": ["Must be -1 or between 1 and 255 for canny."]}
+                )
+    if values["processor_res"] == -1:
+        values["processor_res"] = RESOLUTION["value"]
+    elif values["processor_res"] < RESOLUTION["min"]:
+        raise Unprocessable({f"{field}.processor_res": ["Must be -1 or between 64 and 2048."]})
+
+
+def short_hash(model: AIModel) -> str:
+    """The extension's 8-digit hash in a model's name; here of the model id, as for checkpoints."""
+    return hashlib.sha256(model.model_id.encode()).hexdigest()[:8]
+
+
+def list_name(model: AIModel) -> str:
+    """A ControlNet model as /controlnet/model_list names it: "<model_id> [hash]"."""
+    return f"{model.model_id} [{short_hash(model)}]"
+
+
+def find_controlnet(
+    organization: Organization, checkpoint: AIModel, name: str, field: str
+) -> AIModel:
+    """The ControlNet model a unit names (with or without " [hash]"), fitting the checkpoint."""
+    if not base.is_storable(name):
+        raise Unprocessable({field: [f"The name {base.UNSTORABLE_TEXT}."]})
+    wanted = name.strip().lower()
+    bare = CHECKSUM_SUFFIX.sub("", wanted)
+    for suffix in (".safetensors", ".pth", ".ckpt", ".bin"):
+        bare = bare.removesuffix(suffix)
+    visible = (
+        AIModel.objects.visible_to(organization)
+        .filter(family=AIModel.Family.CONTROLNET)
+        .order_by("model_id")
+    )
+    model = next(
+        (
+            m
+            for m in visible
+            if wanted in (list_name(m).lower(), m.model_id.lower())
+            or bare in (m.model_id.lower(), m.name.lower())
+        ),
+        None,
+    )
+    if model is None:
+        raise ValidationError(
+            {field: [f"ControlNet model not found: {name} (GET /controlnet/model_list)."]}
+        )
+    try:
+        addons.resolve(organization, checkpoint, field, [model.model_id], AIModel.Family.CONTROLNET)
+    except addons.AddonError as exc:
+        raise ValidationError({field: [exc.message]}) from None
+    return model
+
+
+def unit_fields(
+    organization: Organization,
+    checkpoint: AIModel,
+    unit: Unit,
+    width: int,
+    height: int,
+    images: Inputs,
+) -> dict[str, Any]:
+    """GenerationRequest's ControlNet fields for an enabled unit, its control map made here."""
+    values, field = unit.values, unit.field
+    model = find_controlnet(organization, checkpoint, values["model"], f"{field}.model")
+    [(image_text, mask_text)] = values["images"]
+    image = images.load(f"{field}.image", image_text)
+    if mask_text:
+        check_mask(images.load(f"{field}.mask", mask_text), f"{field}.mask")
+    module = values["module"]
+    resolution = values["processor_res"]
+    if values["pixel_perfect"]:
+        resolution = pixel_perfect_resolution(image.size, width, height, values["resize_mode"])
+    if module == "canny":
+        w, h = scaled_size(image.size, resolution)
+        limit = settings.PICTOR_INPUT_MAX_PIXELS
+        if w * h > limit:
+            blame = "pixel_perfect" if values["pixel_perfect"] else "processor_res"
+            raise ValidationError(
+                {
+                    f"{field}.{blame}": [
+                        f"The image at this resolution would be {w}×{h} pixels, at most {limit}."
+                    ]
+                }
+            )
+        detected = canny(image, resolution, int(values["threshold_a"]), int(values["threshold_b"]))
+    else:
+        detected = image
+    return {
+        "controlnet_model": model.model_id,
+        "controlnet_type": "canny" if module == "canny" else "",
+        "control_image": fitted(detected, width, height, values["resize_mode"]),
+        "controlnet_conditioning_scale": values["weight"],
+        "control_guidance_start": values["guidance_start"],
+        "control_guidance_end": values["guidance_end"],
+        # The control map is ready: the worker computes none.
+        "auto_hint": False,
+    }
+
+
+def check_mask(mask: Any, field: str) -> None:
+    """The extension uses a drawn (non-uniform) mask as a scribble; that is not offered."""
+    low, high = mask.convert("L").getextrema()
+    if not (high <= 5 or low >= 250):
+        raise ValidationError(
+            {field: ["A drawn mask (the extension's scribble input) is not offered; send none."]}
+        )
+
+
+def pixel_perfect_resolution(size: tuple[int, int], width: int, height: int, mode: int) -> int:
+    """The preprocessor resolution that makes the map the output's size (the extension's rule)."""
+    raw_w, raw_h = size
+    scale_h, scale_w = height / raw_h, width / raw_w
+    scale = min(scale_h, scale_w) if mode == RESIZE_AND_FILL else max(scale_h, scale_w)
+    return round(scale * min(raw_w, raw_h))
+
+
+def scaled_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """(width, height) of an image whose short side is scaled to `resolution`."""
+    scale = resolution / min(size)
+    return round(size[0] * scale), round(size[1] * scale)
+
+
+def resized(pixels: Any, size: tuple[int, int], is_map: bool = False) -> Any:
+    """An array resized to (width, height): area when shrinking, cubic when enlarging.
+
+    A black-and-white control map (canny's edges) stays black and white, thresholded after the
+    resize as the extension does, so a shrunk edge map keeps its edges rather than going grey.
+    """
+    import cv2  # lazy: heavy, not loaded at Django start-up
+    import numpy as np
+
+    if (pixels.shape[1], pixels.shape[0]) == size:
+        return pixels
+    shrink = size[0] * size[1] < pixels.shape[0] * pixels.shape[1]
+    colours = np.unique(pixels.reshape(-1, 3), axis=0) if is_map else ()
+    binary = is_map and len(colours) == 2 and pixels.min() < 16 and pixels.max() > 240
+    out = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if binary:
+        grey = out.mean(axis=2).clip(0, 255).astype(np.uint8)
+        _, grey = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        out = np.stack([grey] * 3, axis=-1)
+    return out
+
+
+def canny(image: Any, resolution: int, low: int, high: int) -> Any:
+    """The extension's canny: at `resolution` (short side), edge-padded to 64 px, on RGB."""
+    import cv2  # lazy: heavy, not loaded at Django start-up
+    import numpy as np
+
+    pixels = resized(np.asarray(image.convert("RGB")), scaled_size(image.size, resolution))
+    h, w = pixels.shape[:2]
+    # Padded to a multiple of 64 with its own edge pixels, so the border finds no false edge.
+    padded = np.pad(pixels, [[0, -h % 64], [0, -w % 64], [0, 0]], mode="edge")
+    edges = cv2.Canny(padded, low, high)[:h, :w]
+    return np.stack([edges] * 3, axis=-1)
+
+
+def fitted(detected: Any, width: int, height: int, mode: int) -> Any:
+    """The control map at width × height, by resize_mode (a PIL image)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(detected.convert("RGB")) if hasattr(detected, "convert") else detected
+    if mode == JUST_RESIZE:
+        return Image.fromarray(resized(pixels, (width, height), is_map=True))
+    raw_h, raw_w = pixels.shape[:2]
+    pick = min if mode == RESIZE_AND_FILL else max
+    scale = pick(height / raw_h, width / raw_w)
+    inner = resized(pixels, (round(raw_w * scale), round(raw_h * scale)), is_map=True)
+    new_h, new_w = inner.shape[:2]
+    if mode == RESIZE_AND_FILL:
+        # The gap is filled with the map's median border colour, as the extension fills it.
+        border = np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]])
+        canvas = np.tile(np.median(border, axis=0).astype(np.uint8), (height, width, 1))
+        top, left = max(0, (height - new_h) // 2), max(0, (width - new_w) // 2)
+        canvas[top : top + new_h, left : left + new_w] = inner[:height, :width]
+        return Image.fromarray(canvas)
+    top, left = max(0, (new_h - height) // 2), max(0, (new_w - width) // 2)
+    cropped = np.ascontiguousarray(inner[top : top + height, left : left + width])
+    return Image.fromarray(resized(cropped, (width, height), is_map=True))
+
+
+# --- the extension's lists ---------------------------------------------------------------
+
+
+class ModelListView(A1111View):
+    """GET /controlnet/model_list: the ControlNet models this tenant may name in a unit."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="ControlNet models (sd-webui-controlnet)",
+        request=None,
+        parameters=[OpenApiParameter("update", bool, description="Accepted; lists are live.")],
+        responses={
+            200: inline_serializer(
+                "ControlNetModelList",
+                {"model_list": serializers.ListField(child=serializers.CharField())},
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        models = (
+            AIModel.objects.visible_to(request.user.organization)
+            .filter(family=AIModel.Family.CONTROLNET)
+            .order_by("model_id")
+        )
+        return Response({"model_list": [list_name(m) for m in models]})
+
+
+class ModuleListView(A1111View):
+    """GET /controlnet/module_list: the preprocessors offered, with their sliders."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="ControlNet preprocessors (sd-webui-controlnet)",
+        request=None,
+        parameters=[
+            OpenApiParameter("alias_names", bool, description="Accepted; names and labels agree.")
+        ],
+        responses={
+            200: inline_serializer(
+                "ControlNetModuleList",
+                {
+                    "module_list": serializers.ListField(child=serializers.CharField()),
+                    "module_detail": serializers.DictField(),
+                },
+            ),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        return Response(
+            {
+                "module_list": list(MODULES),
+                "module_detail": {
+                    name: {"model_free": False, "sliders": sliders}
+                    for name, sliders in MODULES.items()
+                },
+            }
+        )
+
+
+class VersionView(A1111View):
+    """GET /controlnet/version: the extension API version these units follow."""
+
+    @extend_schema(
+        tags=[TAG],
+        summary="ControlNet API version (sd-webui-controlnet)",
+        request=None,
+        responses={
+            200: inline_serializer("ControlNetVersion", {"version": serializers.IntegerField()}),
+            401: DetailAnswer,
+        },
+    )
+    def get(self, request: KeyRequest) -> Response:
+        return Response({"version": API_VERSION})
