@@ -232,10 +232,11 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 S3_BUCKET = envstr("S3_BUCKET")
 # Image links (outputs and inputs) are signed and expire (generation/media.py): presigned URLs
-# on S3, HMAC-signed links served by Django on local storage. `temp` requests get shorter ones.
-# SigV4 presigned URLs cannot outlive 7 days.
+# on S3, HMAC-signed links served by Django on local storage. `temp` requests' links last
+# PICTOR_MEDIA_TEMP_URL_EXPIRE (ModelsLab's 24 h); that long after submission their images are
+# deleted (generation/retention.py). SigV4 presigned URLs cannot outlive 7 days.
 PICTOR_MEDIA_URL_EXPIRE = envint("PICTOR_MEDIA_URL_EXPIRE", 24 * 3600)
-PICTOR_MEDIA_TEMP_URL_EXPIRE = envint("PICTOR_MEDIA_TEMP_URL_EXPIRE", 3600)
+PICTOR_MEDIA_TEMP_URL_EXPIRE = envint("PICTOR_MEDIA_TEMP_URL_EXPIRE", 24 * 3600)
 if not 1 <= PICTOR_MEDIA_TEMP_URL_EXPIRE <= PICTOR_MEDIA_URL_EXPIRE <= 7 * 24 * 3600:
     raise ImproperlyConfigured(
         "Need 1 <= PICTOR_MEDIA_TEMP_URL_EXPIRE <= PICTOR_MEDIA_URL_EXPIRE <= 604800 (seconds)"
@@ -314,6 +315,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "Hyperbolic", "description": "Bearer key; answers base64 images."},
         {"name": "Dan", "description": "Bearer key; answers a task to poll."},
         {"name": "AUTOMATIC1111", "description": "HTTP Basic (the key as password) or Bearer."},
+        {"name": "OpenAI", "description": "Bearer key; OpenAI's Images API and model list."},
     ],
 }
 

@@ -21,6 +21,8 @@ urlpatterns = [
     path("", include("generation.api.hyperbolic.urls")),
     path("", include("generation.api.dan.urls")),
     path("", include("generation.api.a1111.urls")),
+    path("", include("generation.api.openai.urls")),
+    path("", include("generation.api.jobs.urls")),
     path("", include("billing.urls")),
     path("", include("accounts.urls")),
     path("", include("generation.urls")),

@@ -135,9 +135,15 @@ modelslab_exception_handler = handler_for(modelslab_body)
 # answer in the route's format here; every other path gets Django's HTML pages.
 API_FORMATS: tuple[tuple[str, str], ...] = (
     ("/api/sd/", "generation.api.dan.views.error_body"),
+    ("/api/v1/", "generation.api.jobs.views.error_body"),
     ("/api/", "generation.api.errors.modelslab_body"),
     ("/sdapi/", "generation.api.a1111.errors.error_body"),
+    # The ControlNet extension's lists, served with the A1111 format.
+    ("/controlnet/", "generation.api.a1111.errors.error_body"),
     ("/sd/", "generation.api.synapse.views.error_body"),
+    # OpenAI's routes lie inside Hyperbolic's /v1/ (which owns the singular /v1/image/).
+    ("/v1/images", "generation.api.openai.views.error_body"),
+    ("/v1/models", "generation.api.openai.views.error_body"),
     ("/v1/", "generation.api.hyperbolic.views.error_body"),
 )
 STATUS_MESSAGES = {
