@@ -32,7 +32,7 @@ MAX_EXPIRES_DIGITS = 10
 
 
 def lifetime(temp: bool = False) -> int:
-    """Seconds a new image link stays valid: shorter for `temp` requests."""
+    """Seconds a new image link stays valid: PICTOR_MEDIA_TEMP_URL_EXPIRE for `temp` requests."""
     return settings.PICTOR_MEDIA_TEMP_URL_EXPIRE if temp else settings.PICTOR_MEDIA_URL_EXPIRE
 
 

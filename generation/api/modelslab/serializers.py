@@ -17,7 +17,14 @@ from rest_framework.exceptions import ValidationError
 from billing.models import Plan
 from generation.api import base
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED, clean_body, comma_list
-from generation.engine.request import DEFAULT_SCHEDULER, SAFETY_MODES, GenerationRequest
+from generation.engine.request import (
+    DEFAULT_OUTPUT_QUALITY,
+    DEFAULT_SCHEDULER,
+    MAX_OUTPUT_QUALITY,
+    MIN_OUTPUT_QUALITY,
+    SAFETY_MODES,
+    GenerationRequest,
+)
 from generation.engine.schedulers import (
     A1111_SAMPLERS,
     WIRE_ALGORITHM_TYPES,
@@ -171,11 +178,21 @@ class GenerationSerializer(ModelsLabSerializer):
     upscale = SwitchOrFactorField(required=False)
     track_id = serializers.CharField(max_length=255, required=False)
     webhook = serializers.URLField(max_length=2000, required=False)
+    # Which events call the webhook: start, progress, completed (the default, alone).
+    webhook_events = base.WebhookEventsField(required=False)
     base64 = serializers.BooleanField(default=False)
     # Image links that expire sooner (PICTOR_MEDIA_TEMP_URL_EXPIRE, generation/media.py).
     temp = serializers.BooleanField(default=False)
     # Answer at once with `processing` and future_links instead of waiting for the image.
     instant_response = serializers.BooleanField(default=False)
+    # Pictor's own: how the images are encoded (jpg is jpeg); quality is for jpeg and webp.
+    # Text, not a choice field: OpenAI's output_format enum has other values (one schema name).
+    output_format = serializers.CharField(
+        max_length=10, default="png", help_text="png, jpeg (or jpg) or webp"
+    )
+    quality = serializers.IntegerField(
+        min_value=MIN_OUTPUT_QUALITY, max_value=MAX_OUTPUT_QUALITY, default=DEFAULT_OUTPUT_QUALITY
+    )
 
     kind = "text2img"
 
@@ -183,6 +200,12 @@ class GenerationSerializer(ModelsLabSerializer):
         if not value.lower().startswith(("http://", "https://")):
             raise ValidationError("The webhook must be an http or https URL.")
         return value
+
+    def validate_output_format(self, value: str) -> str:
+        wanted = value.strip().lower()
+        if wanted not in ("png", "jpeg", "jpg", "webp"):
+            raise ValidationError("The output_format must be one of png, jpeg, webp.")
+        return "jpeg" if wanted == "jpg" else wanted
 
     def validate_width(self, value: int) -> int:
         return self._check_side("width", value)
@@ -242,6 +265,7 @@ class GenerationSerializer(ModelsLabSerializer):
             raise ValidationError({"scheduler": [problem]})
 
         attrs["seed"] = base.random_seed(attrs.get("seed"))
+        attrs["output_quality"] = attrs.pop("quality")
         attrs["loras"] = self._loras(attrs)
         self._hires(attrs, plan)
         return attrs
@@ -361,6 +385,7 @@ class SuperResolutionSerializer(ModelsLabSerializer):
     model_id = serializers.CharField(max_length=100, required=False)
     track_id = serializers.CharField(max_length=255, required=False)
     webhook = serializers.URLField(max_length=2000, required=False)
+    webhook_events = base.WebhookEventsField(required=False)
     base64 = serializers.BooleanField(default=False)
     temp = serializers.BooleanField(default=False)
     seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
@@ -373,6 +398,17 @@ class SuperResolutionSerializer(ModelsLabSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs["seed"] = base.random_seed(attrs.get("seed"))
         return attrs
+
+
+class LegacySuperResolutionSerializer(SuperResolutionSerializer):
+    """/api/v3/super_resolution: the image arrives as `url` (a URL, or base64 as elsewhere)."""
+
+    init_image = None  # type: ignore[assignment]  # this endpoint names the image `url`
+    url = serializers.CharField(max_length=MAX_IMAGE_FIELD)
+
+
+class ModelReloadSerializer(ModelsLabSerializer):
+    model_id = serializers.CharField(max_length=100)
 
 
 def parse(serializer_class: type[ModelsLabSerializer], data: Any, plan: Plan) -> dict[str, Any]:

@@ -1,17 +1,21 @@
 """The ModelsLab families (docs/architecture.md): one view per kind, configured per family.
 
 Each family answers with its own fetch URL (`fetch_url_name`); v4 requires `model_id`, the v6
-realtime family always uses the default model.
+realtime family always uses the default model. The legacy paths that ModelsLab clients still
+call (v3 dreambooth, v3 super_resolution, model_reload) answer as their current equivalents.
+ModelsLab documents no v5 fetch, so ControlNet on v5 points at the v3 one.
 """
 
 from django.urls import path
 
 from generation.api.modelslab import views as ml
 
+V3_DREAMBOOTH = {"model_required": True, "fetch_url_name": "api-v3-dreambooth-fetch"}
 V4 = {"model_required": True, "fetch_url_name": "api-v4-fetch"}
 V6 = {"fetch_url_name": "api-v6-fetch"}
 REALTIME = {"default_model_only": True, "fetch_url_name": "api-v6-realtime-fetch"}
 V7 = {"fetch_url_name": "api-v7-fetch"}
+IMAGE_EDITING = {"fetch_url_name": "api-v6-image-editing-fetch"}
 
 urlpatterns = [
     # v3: the default model unless model_id names another.
@@ -20,6 +24,19 @@ urlpatterns = [
     path("api/v3/inpaint", ml.InpaintView.as_view(), name="api-v3-inpaint"),
     path("api/v3/fetch/<int:job_id>", ml.FetchView.as_view(), name="api-v3-fetch"),
     path("api/v3/system_load", ml.SystemLoadView.as_view(), name="api-v3-system-load"),
+    path("api/v3/super_resolution", ml.LegacySuperResolutionView.as_view(), name="api-v3-sr"),
+    # v3 dreambooth, the older name of v4 dreambooth: model_id required.
+    path("api/v3/dreambooth", ml.Text2ImgView.as_view(**V3_DREAMBOOTH), name="api-v3-dreambooth"),
+    path(
+        "api/v3/dreambooth/img2img",
+        ml.Img2ImgView.as_view(**V3_DREAMBOOTH),
+        name="api-v3-dreambooth-img2img",
+    ),
+    path(
+        "api/v3/dreambooth/fetch/<int:job_id>",
+        ml.FetchView.as_view(fetch_url_name="api-v3-dreambooth-fetch"),
+        name="api-v3-dreambooth-fetch",
+    ),
     path("api/v3/dreambooth/model_list", ml.ModelListView.as_view()),
     # v4 dreambooth: model_id required.
     path("api/v4/dreambooth", ml.Text2ImgView.as_view(**V4), name="api-v4-dreambooth"),
@@ -30,7 +47,13 @@ urlpatterns = [
         ml.FetchView.as_view(fetch_url_name="api-v4-fetch"),
         name="api-v4-fetch",
     ),
+    path(
+        "api/v4/dreambooth/fetch",
+        ml.DreamboothFetchByRequestIdView.as_view(fetch_url_name="api-v4-fetch"),
+        name="api-v4-fetch-body",
+    ),
     path("api/v4/dreambooth/model_list", ml.ModelListView.as_view(), name="api-v4-model-list"),
+    path("api/v4/dreambooth/model_reload", ml.ModelReloadView.as_view(), name="api-v4-reload"),
     # v5 ControlNet.
     path("api/v5/controlnet", ml.ControlNetView.as_view(), name="api-v5-controlnet"),
     # v6 images, with fetch by path or by request_id in the body.
@@ -40,6 +63,7 @@ urlpatterns = [
     path("api/v6/images/controlnet", ml.ControlNetView.as_view(**V6), name="api-v6-controlnet"),
     path("api/v6/images/fetch/<int:job_id>", ml.FetchView.as_view(**V6), name="api-v6-fetch"),
     path("api/v6/images/fetch", ml.FetchByRequestIdView.as_view(**V6), name="api-v6-fetch-body"),
+    path("api/v6/images/model_reload", ml.ModelReloadView.as_view(), name="api-v6-reload"),
     # v6 realtime: the default model, `base64` a boolean.
     path(
         "api/v6/realtime/text2img",
@@ -61,10 +85,16 @@ urlpatterns = [
         ml.FetchView.as_view(fetch_url_name="api-v6-realtime-fetch"),
         name="api-v6-realtime-fetch",
     ),
+    # v6 image editing: super resolution, with a fetch of its own.
     path(
         "api/v6/image_editing/super_resolution",
-        ml.SuperResolutionView.as_view(**V6),
+        ml.SuperResolutionView.as_view(**IMAGE_EDITING),
         name="api-v6-super-resolution",
+    ),
+    path(
+        "api/v6/image_editing/fetch/<int:job_id>",
+        ml.FetchView.as_view(**IMAGE_EDITING),
+        name="api-v6-image-editing-fetch",
     ),
     # v7 images.
     path(

@@ -7,7 +7,8 @@ urls.py next to this module.
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,13 +16,16 @@ from rest_framework.views import APIView
 
 from accounts.requests import KeyRequest
 from generation import addons, estimates, jobs, service, submission
-from generation.answers import base_url_for, job_answer
+from generation.answers import ModelsLabJob, base_url_for, job_answer
 from generation.api import schema
+from generation.api.modelslab.answers import ModelsLabModel, SystemLoad, model_entry
 from generation.api.modelslab.serializers import (
     ControlNetSerializer,
     GenerationSerializer,
     Img2ImgSerializer,
     InpaintSerializer,
+    LegacySuperResolutionSerializer,
+    ModelReloadSerializer,
     SuperResolutionSerializer,
     Text2ImgSerializer,
     parse,
@@ -35,6 +39,15 @@ from generation.models import AIModel, Job
 MAX_SUPER_RESOLUTION_SIDE = 2048
 MIN_SUPER_RESOLUTION_INPUT = 8
 UPSCALER_STEPS = 21
+# model_reload's answer, ModelsLab's {"status", "message"} plus the model's id.
+MODEL_RELOAD_ANSWER = inline_serializer(
+    "ModelsLabModelReload",
+    {
+        "status": serializers.CharField(default="success"),
+        "message": serializers.CharField(),
+        "model_id": serializers.CharField(),
+    },
+)
 
 
 class ModelsLabView(APIView):
@@ -43,7 +56,8 @@ class ModelsLabView(APIView):
 
     def answer(self, request: Request, job: Job, instant: bool = False) -> Response:
         """Wait up to PICTOR_SYNC_WAIT seconds (none if `instant`), then answer the job's state."""
-        job = service.wait_for(job, 0 if instant else settings.PICTOR_SYNC_WAIT)
+        wait = 0 if instant else service.wait_seconds(request, settings.PICTOR_SYNC_WAIT)
+        job = service.wait_for(job, wait)
         return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
 
 
@@ -57,7 +71,7 @@ class GenerateView(ModelsLabView):
 
     @extend_schema(
         tags=["ModelsLab"],
-        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
+        responses={200: ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
     )
     def post(self, request: KeyRequest) -> Response:
         org = request.user.organization
@@ -111,14 +125,19 @@ class ControlNetView(GenerateView):
 class SuperResolutionView(ModelsLabView):
     """POST /api/v6/image_editing/super_resolution: init_image upscaled exactly `scale` times."""
 
+    serializer_class: type[SuperResolutionSerializer] = SuperResolutionSerializer
+    # The body field that carries the image (the legacy v3 route calls it `url`).
+    image_field = "init_image"
+
     @extend_schema(
         tags=["ModelsLab"],
         request=SuperResolutionSerializer,
-        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
+        responses={200: ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
     )
     def post(self, request: KeyRequest) -> Response:
         org = request.user.organization
-        fields = parse(SuperResolutionSerializer, request.data, org.plan)
+        fields = parse(self.serializer_class, request.data, org.plan)
+        field = self.image_field
         model_id = fields.pop("model_id", None)
         visible = AIModel.objects.visible_to(org).filter(family=AIModel.Family.UPSCALER)
         model = (
@@ -127,14 +146,14 @@ class SuperResolutionView(ModelsLabView):
         if model is None:
             raise NotFound("Model id not found")
         images = submission.Inputs(org.pk)
-        source = images.load("init_image", fields["init_image"])
+        source = images.load(field, fields[field])
         scale = fields["scale"]
         width, height = source.width * scale, source.height * scale
         if min(source.width, source.height) < MIN_SUPER_RESOLUTION_INPUT:
             raise ValidationError(
                 {
-                    "init_image": [
-                        f"The init_image is {source.width}x{source.height}; its sides must be "
+                    field: [
+                        f"The {field} is {source.width}x{source.height}; its sides must be "
                         f"at least {MIN_SUPER_RESOLUTION_INPUT} px."
                     ]
                 }
@@ -143,8 +162,8 @@ class SuperResolutionView(ModelsLabView):
             limit = MAX_SUPER_RESOLUTION_SIDE // scale
             raise ValidationError(
                 {
-                    "init_image": [
-                        f"The init_image is {source.width}x{source.height}; to upscale it "
+                    field: [
+                        f"The {field} is {source.width}x{source.height}; to upscale it "
                         f"{scale}x its sides may be at most {limit} px."
                     ]
                 }
@@ -168,6 +187,7 @@ class SuperResolutionView(ModelsLabView):
                 model,
                 track_id=fields.get("track_id", ""),
                 webhook=fields.get("webhook", ""),
+                webhook_events=fields.get("webhook_events"),
                 output_base64=fields["base64"],
                 temp=fields["temp"],
             )
@@ -177,13 +197,48 @@ class SuperResolutionView(ModelsLabView):
         return self.answer(request, job)
 
 
+class LegacySuperResolutionView(SuperResolutionView):
+    """POST /api/v3/super_resolution: the v6 upscale with the image in `url`."""
+
+    serializer_class = LegacySuperResolutionSerializer
+    image_field = "url"
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        request=LegacySuperResolutionSerializer,
+        responses={200: ModelsLabJob, **schema.modelslab_errors(402, 404, 503)},
+    )
+    def post(self, request: KeyRequest) -> Response:
+        return super().post(request)
+
+
+class ModelReloadView(ModelsLabView):
+    """POST /api/v4/dreambooth/model_reload: ModelsLab reloads an idle model; here all are ready.
+
+    Registered models are read from disk by the workers whenever a job needs one, so there is
+    nothing to reload: the call answers as ModelsLab does once the model is usable.
+    """
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        request=ModelReloadSerializer,
+        responses={200: MODEL_RELOAD_ANSWER, **schema.modelslab_errors(404)},
+    )
+    def post(self, request: KeyRequest) -> Response:
+        org = request.user.organization
+        model_id = parse(ModelReloadSerializer, request.data, org.plan)["model_id"]
+        if not AIModel.objects.visible_to(org).filter(model_id=model_id).exists():
+            raise NotFound("Model id not found")
+        return Response({"status": "success", "message": "Model reloaded", "model_id": model_id})
+
+
 class FetchView(ModelsLabView):
     """POST (or GET) /api/v3/fetch/<id>: a job's state; another tenant's id is a 404."""
 
     @extend_schema(
         tags=["ModelsLab"],
         request=None,
-        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
+        responses={200: ModelsLabJob, **schema.modelslab_errors(404)},
     )
     def post(self, request: KeyRequest, job_id: int) -> Response:
         job = (
@@ -209,19 +264,32 @@ class FetchByRequestIdView(FetchView):
         tags=["ModelsLab"],
         operation_id="v6_images_fetch_by_request_id",
         request=schema.ModelsLabFetch,
-        responses={200: schema.ModelsLabJob, **schema.modelslab_errors(404)},
+        responses={200: ModelsLabJob, **schema.modelslab_errors(404)},
     )
     # The id comes from the body: this route calls post() without FetchView's job_id.
     def post(self, request: KeyRequest) -> Response:  # type: ignore[override]  # id in the body
         return super().post(request, request_id_from(request.data))
 
 
+class DreamboothFetchByRequestIdView(FetchByRequestIdView):
+    """POST /api/v4/dreambooth/fetch with `request_id` in the body."""
+
+    @extend_schema(
+        tags=["ModelsLab"],
+        operation_id="v4_dreambooth_fetch_by_request_id",
+        request=schema.ModelsLabFetch,
+        responses={200: ModelsLabJob, **schema.modelslab_errors(404)},
+    )
+    def post(self, request: KeyRequest) -> Response:  # type: ignore[override]  # id in the body
+        return super().post(request)
+
+
 class SystemLoadView(ModelsLabView):
     """POST /api/v3/system_load: queue length and expected wait."""
 
-    @extend_schema(tags=["ModelsLab"], request=None, responses={200: schema.SystemLoad})
+    @extend_schema(tags=["ModelsLab"], request=None, responses={200: SystemLoad})
     def post(self, request: Request) -> Response:
-        return Response(estimates.system_load())
+        return Response(SystemLoad(estimates.system_load()).data)
 
     get = post
 
@@ -229,25 +297,9 @@ class SystemLoadView(ModelsLabView):
 class ModelListView(ModelsLabView):
     """POST /api/v4/dreambooth/model_list: the models this tenant may use."""
 
-    @extend_schema(
-        tags=["ModelsLab"], request=None, responses={200: schema.ModelsLabModel(many=True)}
-    )
+    @extend_schema(tags=["ModelsLab"], request=None, responses={200: ModelsLabModel(many=True)})
     def post(self, request: KeyRequest) -> Response:
         models = AIModel.objects.visible_to(request.user.organization).order_by("model_id")
-        return Response(
-            [
-                {
-                    "model_id": m.model_id,
-                    "model_name": m.name,
-                    "model_category": m.family,
-                    "status": "model_ready",
-                    "is_default": m.is_default,
-                    "is_private": m.organization_id is not None,
-                    "description": m.description,
-                    "created_at": m.created_at.isoformat(),
-                }
-                for m in models
-            ]
-        )
+        return Response(ModelsLabModel([model_entry(m) for m in models], many=True).data)
 
     get = post
