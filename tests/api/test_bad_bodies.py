@@ -27,9 +27,14 @@ from tests.processes import free_port, manage, spawn_web, stop, wait_for_web
 # URL prefix → wire format, longest first (Dan's /api/sd/ lies inside ModelsLab's /api/).
 FORMATS = (
     ("/api/sd/", "dan"),
+    ("/api/v1/", "jobs"),
     ("/api/", "modelslab"),
     ("/sdapi/", "a1111"),
+    ("/controlnet/", "a1111"),
     ("/sd/", "synapse"),
+    # OpenAI's routes lie inside Hyperbolic's /v1/.
+    ("/v1/images", "openai"),
+    ("/v1/models", "openai"),
     ("/v1/", "hyperbolic"),
 )
 # Values for the URLconf's parameters: a job id, a model name, a task id.
@@ -53,6 +58,12 @@ def in_format_shape(path: str, status: int, body: Any) -> bool:
         return body.get("object") == "error" and body.get("code") == status and body["message"]
     if name == "dan":
         return body.get("code") == status and body.get("data") is None and body.get("message")
+    if name == "openai":
+        error = body.get("error")
+        return isinstance(error, dict) and bool(error.get("message")) and bool(error.get("type"))
+    if name == "jobs":
+        error = body.get("error")
+        return isinstance(error, dict) and bool(error.get("message")) and bool(error.get("code"))
     # AUTOMATIC1111 (FastAPI): {"detail": ...}, or webui's {"error", "detail", ...}.
     return bool(body.get("detail"))
 
@@ -73,7 +84,7 @@ def api_routes() -> list[tuple[str, tuple[str, ...], str]]:
         if view is None or not view.__module__.startswith("generation.api."):
             continue
         methods = tuple(
-            m for m in ("post", "get") if hasattr(view, m) and m in view.http_method_names
+            m for m in ("post", "get", "delete") if hasattr(view, m) and m in view.http_method_names
         )
         path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: PARAMETERS.get(m.group(1), "1"), route)
         routes.append((path, methods, route))
@@ -94,6 +105,7 @@ UNKNOWN_PATHS = [
     "/sdapi/v1/nowhere",
     "/sd/demo-sd15/nowhere",
     "/v1/nowhere",
+    "/v1/images/nowhere",
 ]
 
 # JSON escapes of what PostgreSQL cannot store (NUL) and UTF-8 cannot encode (a lone surrogate).
@@ -112,6 +124,8 @@ def text_body(path: str, escape: str) -> str:
         "hyperbolic": f'{{"prompt": "a lighthouse", "loras": {{{value}: 0.5}}}}',
         "dan": f'{{"prompt": "a lighthouse", "loras": [[{value}, 0.5]], "taskId": {value}}}',
         "a1111": f'{{"prompt": "a lighthouse", "override_settings": {{"sd_vae": {value}}}}}',
+        "openai": f'{{"prompt": "a lighthouse", "model": {value}}}',
+        "jobs": f'{{"key": {value}}}',
     }
     return by_format[format_of(path)]
 
@@ -127,7 +141,7 @@ def send(client: Any, method: str, path: str, body: str | bytes | None = None, *
             path, data=body if body is not None else b"", content_type="application/json", **extra
         )
     else:
-        response = client.get(path, **extra)
+        response = getattr(client, method)(path, **extra)
     try:
         return response.status_code, response.json()
     except ValueError:
@@ -141,7 +155,7 @@ def parse_error_status(path: str) -> int:
 
 def test_the_endpoint_list_covers_every_format():
     covered = {format_of(path) for path, _methods in ALL}
-    assert covered == {"modelslab", "synapse", "hyperbolic", "dan", "a1111"}
+    assert covered == {"modelslab", "synapse", "hyperbolic", "dan", "a1111", "openai", "jobs"}
     assert {"/sdapi/v1/options", "/sdapi/v1/progress", "/sdapi/v1/interrupt"} <= {
         path for path, _methods in ALL
     }
@@ -366,6 +380,7 @@ SERVER_PATHS = [
     "/api/v6/images/text2img",
     "/sd/demo-sd15",
     "/v1/image/generation",
+    "/v1/images/generations",
     "/api/sd/txt2img",
     "/sdapi/v1/txt2img",
 ]

@@ -15,6 +15,8 @@ FORMAT_URLCONFS = (
     "generation.api.hyperbolic.urls",
     "generation.api.dan.urls",
     "generation.api.a1111.urls",
+    "generation.api.jobs.urls",
+    "generation.api.openai.urls",
 )
 
 
@@ -44,7 +46,7 @@ def test_the_schema_covers_every_endpoint_of_every_format(client):
         for operation in operations.values()
         for tag in operation.get("tags", [])
     }
-    assert {"ModelsLab", "Synapse", "Hyperbolic", "Dan", "AUTOMATIC1111"} <= tags
+    assert {"ModelsLab", "Synapse", "Hyperbolic", "Dan", "AUTOMATIC1111", "Jobs", "OpenAI"} <= tags
 
 
 def test_the_schema_says_how_keys_travel(client):

@@ -8,22 +8,26 @@ documented for its path and method, and its body must have the documented shape.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from django.http import HttpResponse
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django_q.conf import Conf
 
 from accounts.models import Organization
 from billing.models import Plan
+from generation.models import Job
 from tests.helpers import Tenant, make_tenant
 from tests.images import centre_mask, noise_image, png_base64, shapes_image
 
@@ -33,7 +37,7 @@ pytestmark = [
     pytest.mark.usefixtures("sync_queue", "demo_models"),
 ]
 
-FORMATS = ("ModelsLab", "Synapse", "Hyperbolic", "Dan", "AUTOMATIC1111")
+FORMATS = ("ModelsLab", "Synapse", "Hyperbolic", "Dan", "AUTOMATIC1111", "Jobs", "OpenAI")
 # The error bodies each format answers with (its components in the schema).
 ERROR_SHAPES = {
     "ModelsLab": {"ModelsLabError"},
@@ -41,6 +45,8 @@ ERROR_SHAPES = {
     "Hyperbolic": {"HyperbolicError"},
     "Dan": {"DanError"},
     "AUTOMATIC1111": {"A1111Error", "A1111Detail", "A1111ValidationError"},
+    "Jobs": {"JobsError"},
+    "OpenAI": {"OpenAIError"},
 }
 METHODS = ("get", "post", "put", "patch", "delete")
 BODY_METHODS = ("post", "put", "patch")
@@ -69,6 +75,8 @@ class Good:
     submits: bool = False
     # The same request asking for what is not there (404); None: its path parameters do.
     missing: Callable[[], dict[str, Any]] | None = None
+    # Sent as multipart/form-data (file values are file objects), not JSON.
+    form: bool = False
 
 
 def modelslab_submit(model: bool = True, **fields: Any) -> Good:
@@ -96,7 +104,27 @@ CONTROLNET = Good(
 FETCH = Good(lambda job: {}, params=lambda job: {"job_id": job})
 LISTING = Good()
 ANY_BODY = Good(lambda job: {})
+
+
+def running_copy(job_id: str) -> str:
+    """A processing copy of the job, under a lease no reaper ends: one the job API can cancel."""
+    job = Job.objects.get(pk=job_id)
+    job.pk = None
+    job.status = Job.Status.PROCESSING
+    job.lease_expires_at = timezone.now() + timedelta(days=1)
+    job.save()
+    return str(job.pk)
+
+
 A1111_SMALL = {"steps": 4, **SMALL}
+
+
+def png_upload() -> io.BytesIO:
+    """A 64x64 PNG as a file for a multipart form."""
+    upload = io.BytesIO(base64.b64decode(IMAGE))
+    upload.name = "image.png"
+    return upload
+
 
 # One good request per operation of the schema; a new route needs a line here.
 GOOD: dict[tuple[str, str], Good] = {
@@ -104,6 +132,7 @@ GOOD: dict[tuple[str, str], Good] = {
         (path, "post"): TEXT2IMG
         for path in (
             "/api/v3/text2img",
+            "/api/v3/dreambooth",
             "/api/v4/dreambooth",
             "/api/v6/images/text2img",
             "/api/v7/images/text-to-image",
@@ -113,6 +142,7 @@ GOOD: dict[tuple[str, str], Good] = {
         (path, "post"): IMG2IMG
         for path in (
             "/api/v3/img2img",
+            "/api/v3/dreambooth/img2img",
             "/api/v4/dreambooth/img2img",
             "/api/v6/images/img2img",
             "/api/v7/images/image-to-image",
@@ -139,14 +169,36 @@ GOOD: dict[tuple[str, str], Good] = {
         submits=True,
         missing=lambda: {"init_image": TINY, "model_id": "no-such-model"},
     ),
+    ("/api/v3/super_resolution", "post"): Good(
+        lambda job: {"url": TINY, "scale": 2, "track_id": uuid.uuid4().hex},
+        submits=True,
+        missing=lambda: {"url": TINY, "model_id": "no-such-model"},
+    ),
+    **{
+        (path, "post"): Good(
+            lambda job: {"model_id": "demo-sd15"}, missing=lambda: {"model_id": "no-such-model"}
+        )
+        for path in ("/api/v4/dreambooth/model_reload", "/api/v6/images/model_reload")
+    },
     **{
         (f"/api/{family}/fetch/{{job_id}}", method): FETCH
-        for family in ("v3", "v4/dreambooth", "v6/images", "v6/realtime", "v7/images")
+        for family in (
+            "v3",
+            "v3/dreambooth",
+            "v4/dreambooth",
+            "v6/images",
+            "v6/image_editing",
+            "v6/realtime",
+            "v7/images",
+        )
         for method in ("get", "post")
     },
-    ("/api/v6/images/fetch", "post"): Good(
-        lambda job: {"request_id": job}, missing=lambda: {"request_id": MISSING_ID}
-    ),
+    **{
+        (path, "post"): Good(
+            lambda job: {"request_id": job}, missing=lambda: {"request_id": MISSING_ID}
+        )
+        for path in ("/api/v4/dreambooth/fetch", "/api/v6/images/fetch")
+    },
     ("/api/v3/system_load", "get"): LISTING,
     ("/api/v3/system_load", "post"): ANY_BODY,
     ("/api/v3/dreambooth/model_list", "get"): LISTING,
@@ -204,8 +256,65 @@ GOOD: dict[tuple[str, str], Good] = {
             "embeddings",
             "options",
             "progress",
+            "upscalers",
+            "latent-upscale-modes",
+            "sd-vae",
+            "prompt-styles",
+            "face-restorers",
+            "scripts",
+            "script-info",
+            "cmd-flags",
+            "memory",
         )
     },
+    **{
+        (f"/sdapi/v1/{name}", "post"): Good()
+        for name in (
+            "refresh-checkpoints",
+            "refresh-vae",
+            "refresh-loras",
+            "unload-checkpoint",
+            "reload-checkpoint",
+        )
+    },
+    # The ControlNet extension's lists.
+    **{
+        (f"/controlnet/{name}", "get"): LISTING for name in ("model_list", "module_list", "version")
+    },
+    ("/sdapi/v1/png-info", "post"): Good(lambda job: {"image": IMAGE}),
+    # PIL's upscalers: no job (a charged upscaler model's answers are in test_routes.py).
+    ("/sdapi/v1/extra-single-image", "post"): Good(
+        lambda job: {"image": TINY, "upscaler_1": "Lanczos"}
+    ),
+    ("/sdapi/v1/extra-batch-images", "post"): Good(
+        lambda job: {"imageList": [{"data": TINY, "name": "a.png"}], "upscaler_1": "Lanczos"}
+    ),
+    # Pictor's job API, and the ModelsLab general routes it answers.
+    ("/api/v1/jobs", "get"): LISTING,
+    ("/api/v1/jobs/{job_id}", "get"): FETCH,
+    ("/api/v1/jobs/{job_id}/cancel", "post"): Good(
+        lambda job: {}, params=lambda job: {"job_id": running_copy(job)}
+    ),
+    ("/api/v1/jobs/{job_id}/outputs", "delete"): FETCH,
+    ("/api/v1/account", "get"): LISTING,
+    ("/api/wallet_balance", "post"): ANY_BODY,
+    ("/api/subscribed_plan", "post"): ANY_BODY,
+    # OpenAI.
+    ("/v1/images/generations", "post"): Good(
+        lambda job: {"prompt": prompt(), "size": "64x64", "quality": "low"},
+        submits=True,
+        missing=lambda: {"prompt": prompt(), "model": "no-such-model"},
+    ),
+    ("/v1/images/edits", "post"): Good(
+        lambda job: {"prompt": prompt(), "image": png_upload(), "quality": "low"},
+        submits=True,
+        form=True,
+    ),
+    ("/v1/images/variations", "post"): Good(
+        lambda job: {"image": png_upload(), "user": uuid.uuid4().hex}, submits=True, form=True
+    ),
+    ("/v1/models", "get"): LISTING,
+    ("/v1/models/{model_id}", "get"): Good(params=lambda job: {"model_id": "demo-sd15"}),
 }
 
 
@@ -245,6 +354,7 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     environ: dict[str, str] = field(default_factory=dict)
     expect: set[int] | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -282,8 +392,10 @@ def good_call(
     if body is not None and fields:
         body.update(fields)
     headers = credentials(op, key, body) if key is not None else {}
-    data = json.dumps(body).encode() if body is not None else b""
+    data = json.dumps(body).encode() if body is not None and not good.form else b""
     call = Call(op, op.path(good.params(ctx.job)), data, headers)
+    if body is not None and good.form:
+        call.data, call.content_type = encode_multipart(BOUNDARY, body), MULTIPART_CONTENT
     for name, value in overrides.items():
         setattr(call, name, value)
     return call
@@ -331,7 +443,9 @@ def rate_limited(op: Operation, ctx: Context) -> Call:
 def no_credits(op: Operation, ctx: Context) -> Call | None:
     if not GOOD[(op.template, op.method)].submits:
         return None
-    return good_call(op, ctx, other_tenant("broke-org", credit_balance=0), expect={402})
+    # OpenAI answers a spent balance with its 429 insufficient_quota.
+    expect = {429} if op.tag == "OpenAI" else {402}
+    return good_call(op, ctx, other_tenant("broke-org", credit_balance=0), expect=expect)
 
 
 def missing(op: Operation, ctx: Context) -> Call | None:
@@ -503,7 +617,7 @@ def send(client: Any, call: Call) -> HttpResponse:
         call.op.method.upper(),
         call.path,
         data=call.data,
-        content_type="application/json",
+        content_type=call.content_type,
         headers=call.headers,
         **call.environ,
     )
@@ -598,7 +712,7 @@ def test_a_blocking_format_that_gives_up_waiting_is_documented(
     def nobody_waits(op: Operation, ctx: Context) -> Call | None:
         if not GOOD[(op.template, op.method)].submits:
             return None
-        blocking = op.tag in ("Synapse", "Hyperbolic", "AUTOMATIC1111")
+        blocking = op.tag in ("Synapse", "Hyperbolic", "AUTOMATIC1111", "OpenAI")
         return good_call(op, ctx, ctx.tenant.key, expect={504} if blocking else {200})
 
     run_case(client, context, nobody_waits)
