@@ -33,8 +33,8 @@ Where Pictor differs from webui, on purpose:
 - img2img: one init image; `mask` makes it an inpaint; `mask_blur` (x, y) blurs the edge the
   result is pasted through; `inpainting_fill` 0 (fill, the default) and 1 (original), not the
   latent fills 2 and 3; `inpainting_mask_invert`; `inpaint_full_res` true ("only masked", with
-  `inpaint_full_res_padding`) answers the init image's size, as webui, but false ("whole
-  picture") is the default here; `resize_mode` 0 (just resize).
+  `inpaint_full_res_padding`, the default as in webui) answers the init image's size; false is
+  "whole picture"; `resize_mode` 0 (just resize).
 - `save_images`, `do_not_save_*`, `force_task_id`, `comments` and
   `override_settings_restore_afterwards` are ignored: nothing is saved besides the job's own
   images, and override_settings never outlive the request. `image_cfg_scale` only acts on

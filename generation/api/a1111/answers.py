@@ -99,7 +99,7 @@ IMG2IMG_ECHO: dict[str, Any] = {
     "mask_blur": None,
     "mask_round": True,
     "inpainting_fill": 0,
-    "inpaint_full_res": False,
+    "inpaint_full_res": True,
     "inpaint_full_res_padding": 0,
     "inpainting_mask_invert": 0,
     "initial_noise_multiplier": None,

@@ -172,7 +172,8 @@ class Img2ImgBody(Txt2ImgBody):
     mask_blur = serializers.IntegerField(min_value=0, max_value=MAX_MASK_BLUR, required=False)
     inpainting_fill = serializers.IntegerField(min_value=0, max_value=3, default=0)
     # "Only masked": inpaint the mask's box plus the padding at width × height, paste it back.
-    inpaint_full_res = serializers.BooleanField(default=False)
+    # True by default, as in webui's API, so a client that leaves it out gets what webui does.
+    inpaint_full_res = serializers.BooleanField(default=True)
     inpaint_full_res_padding = serializers.IntegerField(
         min_value=0, max_value=MAX_INPAINT_PADDING, default=0
     )
