@@ -46,6 +46,8 @@ class DanTaskAnswer(Answer):
 
     code = serializers.IntegerField(help_text="Always 200 here")
     # The wire name; DRF takes declared fields off the class, so `.data` still renders.
+    # The wire field `data`: DRF's metaclass moves declared fields off the class, so the
+    # serializer's `.data` property stays; mypy sees only the name clash.
     data = DanTask()  # type: ignore[assignment]
     message = serializers.CharField(help_text='Always "success" here')
 

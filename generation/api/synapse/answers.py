@@ -14,6 +14,8 @@ class SynapseImage(Answer):
     """POST /sd/<model>'s answer: the one image."""
 
     # The wire name; DRF takes declared fields off the class, so `.data` still renders.
+    # The wire field `data`: DRF's metaclass moves declared fields off the class, so the
+    # serializer's `.data` property stays; mypy sees only the name clash.
     data = serializers.CharField(help_text="The PNG, base64")  # type: ignore[assignment]
 
 
