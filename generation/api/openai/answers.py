@@ -16,7 +16,6 @@ from rest_framework import serializers
 from accounts.models import Organization
 from generation import answers, media
 from generation.answers import Answer
-from generation.api.openai import images
 from generation.models import AIModel, Job
 
 # OpenAI's model names: they stand for the organization's default model.
@@ -70,6 +69,8 @@ class OpenAIImages(Answer):
 
     created = serializers.IntegerField(help_text="Unix time the request was queued")
     # DRF's metaclass moves declared fields off the class: `.data` stays the property.
+    # The wire field `data`: DRF's metaclass moves declared fields off the class, so the
+    # serializer's `.data` property stays; mypy sees only the name clash.
     data = OpenAIImage(many=True)  # type: ignore[assignment]
     background = serializers.CharField(help_text="opaque")
     output_format = serializers.CharField()
@@ -88,6 +89,8 @@ class OpenAIModel(Answer):
 class OpenAIModelList(Answer):
     object = serializers.CharField(help_text="list")
     # DRF's metaclass moves declared fields off the class: `.data` stays the property.
+    # The wire field `data`: DRF's metaclass moves declared fields off the class, so the
+    # serializer's `.data` property stays; mypy sees only the name clash.
     data = OpenAIModel(many=True)  # type: ignore[assignment]
 
 
@@ -111,10 +114,10 @@ def images_body(job: Job, found: dict[str, Any], base_url: str) -> dict[str, Any
             {"url": answers.absolute(base_url, media.signed_url(row.path, seconds))} for row in rows
         ]
     else:
-        fmt, compression = found["output_format"], found["output_compression"]
+        # The engine stored the images in the asked format: send the bytes as they are.
         items = [
-            {"b64_json": base64.b64encode(images.encoded(png, fmt, compression)).decode()}
-            for _row, png in answers.output_files(job, rows)
+            {"b64_json": base64.b64encode(data).decode()}
+            for _row, data in answers.output_files(job, rows)
         ]
     prompt = job.params["prompt"]
     if prompt:

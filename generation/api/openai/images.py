@@ -1,8 +1,7 @@
-"""Images in and out of the OpenAI format: uploaded files, OpenAI's alpha masks, JPEG/WebP answers.
+"""Images into the OpenAI format: uploaded files and OpenAI's alpha masks.
 
-The engine stores PNGs only. A b64_json answer asked for as JPEG or WebP is converted here from
-the stored PNG, when the answer is built; nothing else is stored, so the plan's retention and the
-job API's deletes cover every copy.
+Answers need nothing from here: the engine stores each image in the asked format (png, jpeg or
+webp), and a b64_json answer sends the stored bytes as they are.
 """
 
 from __future__ import annotations
@@ -18,9 +17,6 @@ from PIL import Image, ImageOps
 from rest_framework.exceptions import ValidationError
 
 from generation import inputs
-
-# Pillow's format names for the output_format values.
-ENCODERS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 def read_upload(field: str, upload: Any) -> bytes:
@@ -91,14 +87,3 @@ def decode_mask(data: bytes, size: tuple[int, int]) -> Image.Image:
             {"mask": ["The mask has no fully transparent pixel: nothing to edit."]}
         )
     return repaint
-
-
-def encoded(png: bytes, output_format: str, compression: int | None) -> bytes:
-    """A stored PNG in the asked format; `compression` is the JPEG/WebP quality (0-100)."""
-    if output_format == "png":
-        return png
-    with Image.open(io.BytesIO(png)) as image:
-        buffer = io.BytesIO()
-        quality = 100 if compression is None else compression
-        image.convert("RGB").save(buffer, format=ENCODERS[output_format], quality=quality)
-        return buffer.getvalue()

@@ -19,6 +19,7 @@ from generation import submission
 from generation.api import base
 from generation.api.base import MAX_PROMPT_LENGTH
 from generation.api.openai.answers import OPENAI_MODELS
+from generation.engine.request import DEFAULT_OUTPUT_QUALITY
 from generation.engine.styles import STYLE_PRESETS
 from generation.models import AIModel
 
@@ -177,10 +178,16 @@ class OutputSerializer(OpenAISerializer):
     output_format = serializers.ChoiceField(
         choices=tuple(("png", "jpeg", "webp")),
         default="png",
-        help_text="jpeg and webp with response_format b64_json only",
+        help_text="How the images are stored and sent: png, jpeg or webp",
     )
     output_compression = serializers.IntegerField(
-        min_value=0, max_value=100, required=False, help_text="JPEG/WebP quality, default 100"
+        min_value=0,
+        max_value=100,
+        required=False,
+        help_text=(
+            "JPEG/WebP compression: the encoder's quality is 100 minus it (at least 1), "
+            f"default {100 - DEFAULT_OUTPUT_QUALITY}"
+        ),
     )
     background = serializers.ChoiceField(
         choices=("auto", "opaque", "transparent"),
@@ -205,27 +212,18 @@ class OutputSerializer(OpenAISerializer):
         return value
 
     def output(self, attrs: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
-        """`found` with the quality's steps and the output format checked against the answer."""
-        if attrs["output_format"] != "png" and attrs["response_format"] == "url":
-            raise ValidationError(
-                {
-                    "output_format": [
-                        f"{attrs['output_format']} images come as b64_json only (URLs link the "
-                        "stored PNG); send response_format b64_json or output_format png."
-                    ]
-                }
-            )
+        """`found` with the quality's steps and the output format and quality for the engine."""
         if "output_compression" in attrs and attrs["output_format"] == "png":
             raise ValidationError(
                 {"output_compression": ["output_compression applies to jpeg and webp only."]}
             )
         level = QUALITY_LEVELS[attrs["quality"]]
         found["fields"]["steps"] = steps_for(self.context["plan"], level)
-        found.update(
-            quality=level,
-            output_format=attrs["output_format"],
-            output_compression=attrs.get("output_compression"),
-        )
+        found["fields"]["output_format"] = attrs["output_format"]
+        if "output_compression" in attrs:
+            # OpenAI's compression runs the other way from the encoder's quality (1-100).
+            found["fields"]["output_quality"] = max(1, 100 - attrs["output_compression"])
+        found.update(quality=level, output_format=attrs["output_format"])
         return found
 
 
@@ -282,5 +280,5 @@ class VariationsSerializer(OpenAISerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         found = self.common(attrs, "img2img", "")
         found["fields"].update(init_image=self.context["image"], strength=VARIATION_STRENGTH)
-        found.update(quality="medium", output_format="png", output_compression=None)
+        found.update(quality="medium", output_format="png")
         return found

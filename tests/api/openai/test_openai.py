@@ -130,7 +130,7 @@ def test_b64_json_in_png_jpeg_and_webp(api, tenant, demo_model, sync_queue):
 
     sizes = {}
     for fmt, pillow in (("jpeg", "JPEG"), ("webp", "WEBP")):
-        for compression in (10, 95):
+        for compression in (5, 90):
             status, data = generate(
                 api,
                 tenant,
@@ -143,16 +143,32 @@ def test_b64_json_in_png_jpeg_and_webp(api, tenant, demo_model, sync_queue):
             assert (image.format, image.size) == (pillow, (64, 64))
             assert data["output_format"] == fmt
             sizes[fmt, compression] = len(data["data"][0]["b64_json"])
-        # output_compression is the encoder's quality: lower is smaller.
-        assert sizes[fmt, 10] < sizes[fmt, 95]
+        # output_compression is OpenAI's: the more compression, the smaller the image.
+        assert sizes[fmt, 90] < sizes[fmt, 5]
+    # The answer is the stored file itself, not a copy converted for the answer.
+    job = Job.objects.order_by("-created_at").first()
+    stored = job.outputs.get()
+    assert stored.path.endswith("/0.webp")
+    assert base64.b64decode(data["data"][0]["b64_json"]).startswith(b"RIFF")
 
 
-def test_jpeg_and_webp_links_are_refused_before_anything_is_charged(api, tenant, demo_model):
+def test_a_jpeg_link_serves_the_stored_jpg(api, client, tenant, demo_model, sync_queue):
+    status, data = generate(api, tenant, output_format="jpeg", output_compression=40)
+    assert status == 200, data
+    assert data["output_format"] == "jpeg"
+    [item] = data["data"]
+    assert item["url"].startswith("http://testserver/files/generations/")
+    assert item["url"].split("?")[0].endswith("/0.jpg")
+    response = client.get(item["url"].replace("http://testserver", ""))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(b"".join(response.streaming_content)))
+    assert (image.format, image.size) == ("JPEG", (64, 64))
+    assert Job.objects.get().outputs.get().path.endswith("/0.jpg")
+
+
+def test_bad_output_options_are_refused_before_anything_is_charged(api, tenant, demo_model):
     before = ledger.balance(tenant.org)
-    error = assert_error(
-        generate(api, tenant, output_format="jpeg"), 400, "output_format", "invalid_value"
-    )
-    assert "b64_json" in error["message"]
     assert_error(
         generate(api, tenant, output_compression=50), 400, "output_compression", "invalid_value"
     )
