@@ -308,6 +308,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "generation.api.schema.document_common_statuses",
+        "generation.api.schema.document_submit_headers",
     ],
     "TAGS": [
         {"name": "ModelsLab", "description": "Key in the JSON body (or `key` header, Bearer)."},

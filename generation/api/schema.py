@@ -7,9 +7,6 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import serializers
 
-# The job answer's one serializer, named here too for code that reaches it as schema.ModelsLabJob.
-from generation.answers import ModelsLabJob as ModelsLabJob
-
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     """accounts.auth.ApiKeyAuthentication: a key in a header, a Bearer token or HTTP Basic."""
@@ -94,6 +91,7 @@ STATUS_MEANINGS = {
 RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying",
+        "required": True,
         "schema": {"type": "integer"},
     }
 }
@@ -161,5 +159,105 @@ def document_common_statuses(result: dict[str, Any], **kwargs: Any) -> dict[str,
                     response["description"] = meaning
                 if code in ("429", "503"):
                     response.setdefault("headers", {}).update(RETRY_AFTER)
+            operation["responses"] = dict(sorted(responses.items()))
+    return result
+
+
+# The operations that create jobs (generation/submission.py): they take the submit headers.
+# Listed by operation id so a new route is a deliberate choice; tests/api/test_schema_headers.py
+# fails when a charged operation is missing here or an id here names no operation.
+SUBMIT_OPERATIONS = frozenset(
+    {
+        *(
+            f"api_{family}_{kind}_create"
+            for family, kinds in (
+                ("v3", ("text2img", "img2img", "inpaint", "super_resolution")),
+                ("v3", ("dreambooth", "dreambooth_img2img")),
+                ("v4", ("dreambooth", "dreambooth_img2img", "dreambooth_inpaint")),
+                ("v5", ("controlnet",)),
+                ("v6", ("images_text2img", "images_img2img", "images_inpaint")),
+                ("v6", ("images_controlnet", "image_editing_super_resolution")),
+                ("v6", ("realtime_text2img", "realtime_img2img", "realtime_inpaint")),
+                ("v7", ("images_text_to_image", "images_image_to_image", "images_inpaint")),
+            )
+            for kind in kinds
+        ),
+        "sd_create",
+        "v1_image_generation_create",
+        "api_sd_txt2img_create",
+        "sdapi_v1_txt2img_create",
+        "sdapi_v1_img2img_create",
+        "sdapi_v1_extra_single_image_create",
+        "sdapi_v1_extra_batch_images_create",
+        "v1_images_generations_create",
+        "v1_images_edits_create",
+        "v1_images_variations_create",
+    }
+)
+SUBMIT_PARAMETERS = [
+    {
+        "in": "header",
+        "name": "Idempotency-Key",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "1 to 255 printable ASCII characters (a UUID, say). A retry with the same "
+        "key and body answers the job the first request made, charged once; the same key with "
+        "another body or endpoint is a 422, a key out of bounds a 400. Needs your own API key.",
+    },
+    {
+        "in": "header",
+        "name": "Prefer",
+        "required": False,
+        "schema": {"type": "string", "example": "wait=10"},
+        "description": "`wait=N` (RFC 7240): how many seconds, 0 up to the server's blocking "
+        "wait, the request may hold for the image. ModelsLab and Dan then answer `processing`; "
+        "the formats that need the image (at least 1 s) cancel the job uncharged and answer "
+        "their 504. The value applied is answered in Preference-Applied; one that is not whole "
+        "seconds is ignored and the default applies.",
+    },
+]
+PREFERENCE_APPLIED = {
+    "Preference-Applied": {
+        "description": "The `wait=N` applied, when the request sent `Prefer: wait=N`",
+        "required": False,
+        "schema": {"type": "string"},
+    }
+}
+IDEMPOTENCY_REUSED = (
+    "This Idempotency-Key was used for a different request (another body or endpoint)."
+)
+
+
+def document_submit_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: add Idempotency-Key and Prefer (and their answers) to each submit."""
+    components = result.get("components", {}).get("schemas", {})
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if operation.get("operationId") not in SUBMIT_OPERATIONS:
+                continue
+            parameters = operation.setdefault("parameters", [])
+            named = {(p.get("in"), p.get("name")) for p in parameters}
+            parameters += [p for p in SUBMIT_PARAMETERS if ("header", p["name"]) not in named]
+            responses = operation.setdefault("responses", {})
+            if "200" in responses:
+                responses["200"].setdefault("headers", {}).update(PREFERENCE_APPLIED)
+            tags = [tag for tag in operation.get("tags", []) if tag in ERROR_COMPONENTS]
+            if len(tags) != 1:
+                continue
+            shapes = ERROR_COMPONENTS[tags[0]]
+            name = shapes.get(422, shapes[None])
+            if "422" in responses or name not in components:
+                # A1111's 422 (its validation shape) is there already; its meaning gains the key.
+                if "422" in responses:
+                    meaning = responses["422"].get("description") or STATUS_MEANINGS[422]
+                    if IDEMPOTENCY_REUSED not in meaning:
+                        responses["422"]["description"] = f"{meaning} {IDEMPOTENCY_REUSED}"
+                continue
+            responses["422"] = {
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
+                },
+                "description": IDEMPOTENCY_REUSED,
+            }
             operation["responses"] = dict(sorted(responses.items()))
     return result

@@ -362,6 +362,7 @@ class Context:
     schema: dict[str, Any]
     tenant: Tenant
     job: str
+    client: Any = None
 
 
 def operations(schema: dict[str, Any]) -> list[Operation]:
@@ -535,6 +536,28 @@ def chunked_without_length(op: Operation, ctx: Context) -> Call:
     return call
 
 
+def with_idempotency_key(call: Call, key: str) -> Call:
+    call.headers = {**call.headers, "Idempotency-Key": key}
+    return call
+
+
+def reused_idempotency_key(op: Operation, ctx: Context) -> Call | None:
+    if not GOOD[(op.template, op.method)].submits:
+        return None
+    key = uuid.uuid4().hex
+    first = with_idempotency_key(good_call(op, ctx, ctx.tenant.key), key)
+    assert send(ctx.client, first).status_code == 200
+    # The good request again is another body (a new prompt, track or user): the key is taken.
+    return with_idempotency_key(good_call(op, ctx, ctx.tenant.key, expect={422}), key)
+
+
+def bad_idempotency_key(op: Operation, ctx: Context) -> Call | None:
+    if not GOOD[(op.template, op.method)].submits:
+        return None
+    call = good_call(op, ctx, ctx.tenant.key, expect=refused(op))
+    return with_idempotency_key(call, "x" * 256)
+
+
 CASES: dict[str, Callable[[Operation, Context], Call | None]] = {
     "good": good,
     "no key": no_key,
@@ -554,6 +577,8 @@ CASES: dict[str, Callable[[Operation, Context], Call | None]] = {
     "invalid field": invalid_field,
     "body too large": too_large,
     "chunked body without length": chunked_without_length,
+    "reused Idempotency-Key": reused_idempotency_key,
+    "bad Idempotency-Key": bad_idempotency_key,
 }
 
 
@@ -594,8 +619,9 @@ def shape_problem(
     response: HttpResponse, documented: dict[str, Any], schema: dict[str, Any]
 ) -> str:
     """Why the answer does not match its documented response ('' when it does)."""
-    for header in documented.get("headers", {}):
-        if not response.has_header(header):
+    # A header the schema marks optional (Preference-Applied) need not be in every answer.
+    for header, spec in documented.get("headers", {}).items():
+        if spec.get("required") and not response.has_header(header):
             return f"no {header} header"
     content = documented.get("content", {})
     if not content:
@@ -650,7 +676,9 @@ def schema(client: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def context(schema: dict[str, Any], tenant: Tenant, api: Any, settings: Any) -> Context:
+def context(
+    schema: dict[str, Any], tenant: Tenant, api: Any, settings: Any, client: Any
+) -> Context:
     settings.PICTOR_MAX_BODY_BYTES = MAX_BODY
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY
     # Should a request queue a job that nothing runs, a blocking format gives up soon.
@@ -658,7 +686,7 @@ def context(schema: dict[str, Any], tenant: Tenant, api: Any, settings: Any) -> 
     settings.PICTOR_SYNC_WAIT = 1
     status, data = api.post("/api/v3/text2img", {"key": tenant.key, "prompt": prompt(), **SMALL})
     assert status == 200, data
-    return Context(schema, tenant, str(data["id"]))
+    return Context(schema, tenant, str(data["id"]), client)
 
 
 def run_case(client: Any, ctx: Context, case: Callable[[Operation, Context], Call | None]) -> None:
