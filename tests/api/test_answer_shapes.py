@@ -6,19 +6,45 @@ and the OpenAPI schema of each route is the serializer that renders the route's 
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
 from drf_spectacular.drainage import get_override
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
 from generation import estimates
 from generation.answers import ModelsLabJob, UndeclaredAnswerKeys, job_answer, job_body
 from generation.api.a1111.answers import EmptyAnswer, ImagesAnswer, OptionsAnswer, ProgressAnswer
+from generation.api.a1111.controlnet import ModelListAnswer, ModuleListAnswer, VersionAnswer
+from generation.api.a1111.extras import (
+    CmdFlagsAnswer,
+    ExtraBatchImagesAnswer,
+    ExtraSingleImageAnswer,
+    MemoryAnswer,
+    PngInfoAnswer,
+)
+from generation.api.a1111.listings import (
+    EmbeddingsAnswer,
+    FaceRestorerAnswer,
+    LatentUpscaleModeAnswer,
+    LoraAnswer,
+    PromptStyleAnswer,
+    SamplerAnswer,
+    SchedulerAnswer,
+    ScriptInfoAnswer,
+    ScriptsAnswer,
+    SdModelAnswer,
+    SdVaeAnswer,
+    UpscalerAnswer,
+)
 from generation.api.dan.answers import DanTaskAnswer, task_body
 from generation.api.hyperbolic.answers import HyperbolicImages, images_body
 from generation.api.modelslab.answers import ModelsLabModel, SystemLoad, model_entry
@@ -43,9 +69,29 @@ ROUTES: list[tuple[str, str, type[serializers.BaseSerializer]]] = [
     ("/sdapi/v1/img2img", "post", ImagesAnswer),
     ("/sdapi/v1/options", "get", OptionsAnswer),
     ("/sdapi/v1/progress", "get", ProgressAnswer),
+    ("/sdapi/v1/embeddings", "get", EmbeddingsAnswer),
+    ("/sdapi/v1/scripts", "get", ScriptsAnswer),
+    ("/controlnet/model_list", "get", ModelListAnswer),
+    ("/controlnet/module_list", "get", ModuleListAnswer),
+    ("/controlnet/version", "get", VersionAnswer),
+    ("/sdapi/v1/extra-single-image", "post", ExtraSingleImageAnswer),
+    ("/sdapi/v1/extra-batch-images", "post", ExtraBatchImagesAnswer),
+    ("/sdapi/v1/png-info", "post", PngInfoAnswer),
+    ("/sdapi/v1/memory", "get", MemoryAnswer),
+    ("/sdapi/v1/cmd-flags", "get", CmdFlagsAnswer),
 ]
 LIST_ROUTES: list[tuple[str, str, type[serializers.BaseSerializer]]] = [
     ("/api/v4/dreambooth/model_list", "post", ModelsLabModel),
+    ("/sdapi/v1/sd-models", "get", SdModelAnswer),
+    ("/sdapi/v1/samplers", "get", SamplerAnswer),
+    ("/sdapi/v1/schedulers", "get", SchedulerAnswer),
+    ("/sdapi/v1/loras", "get", LoraAnswer),
+    ("/sdapi/v1/upscalers", "get", UpscalerAnswer),
+    ("/sdapi/v1/latent-upscale-modes", "get", LatentUpscaleModeAnswer),
+    ("/sdapi/v1/sd-vae", "get", SdVaeAnswer),
+    ("/sdapi/v1/prompt-styles", "get", PromptStyleAnswer),
+    ("/sdapi/v1/face-restorers", "get", FaceRestorerAnswer),
+    ("/sdapi/v1/script-info", "get", ScriptInfoAnswer),
 ]
 NAME_ROUTES = ["/sd/list", "/sd/sampler", "/sd/loras", "/sd/embeddings"]
 
@@ -116,8 +162,11 @@ def test_the_synapse_lists_are_arrays_of_names(schema, path):
     assert Names(["b", "a"]).data == ["b", "a"]
 
 
-def test_an_empty_answer_is_described_as_one(schema):
-    response = schema["paths"]["/sdapi/v1/interrupt"]["post"]["responses"]["200"]
+@pytest.mark.parametrize(
+    "path", ["/sdapi/v1/interrupt", "/sdapi/v1/unload-checkpoint", "/sdapi/v1/reload-checkpoint"]
+)
+def test_an_empty_answer_is_described_as_one(schema, path):
+    response = schema["paths"][path]["post"]["responses"]["200"]
     assert response["description"] == "An empty JSON object."
     assert wire(EmptyAnswer({}).data) == b"{}"
 
@@ -240,3 +289,67 @@ def test_a_finished_jobs_answers_are_their_bodies(api, tenant, demo_models, sync
         assert wire(ModelsLabJob(modelslab).data) == wire(modelslab)
     assert task_body(job)["data"]["images"] == [image["image"] for image in data["images"]]
     assert job_answer(expired, BASE_URL)["message"] == "Outputs expired"
+
+
+# The AUTOMATIC1111 lists, as the views send them ------------------------------------------------
+
+A1111_LISTS = [path for path, _method, _answer in LIST_ROUTES if path.startswith("/sdapi/")] + [
+    "/sdapi/v1/embeddings",
+    "/sdapi/v1/scripts",
+    "/controlnet/model_list",
+    "/controlnet/module_list",
+    "/controlnet/version",
+    "/sdapi/v1/memory",
+    "/sdapi/v1/cmd-flags",
+]
+
+
+def basic(key: str) -> dict[str, str]:
+    """webui's --api-auth: HTTP Basic with the API key as password."""
+    return {"Authorization": "Basic " + base64.b64encode(f"webui:{key}".encode()).decode()}
+
+
+@in_db
+def test_the_a1111_listings_are_their_answers_byte_for_byte(api, tenant, demo_models):
+    answers = {path: answer for path, _method, answer in ROUTES + LIST_ROUTES}
+    for path in A1111_LISTS:
+        status, data = api.get(path, **basic(tenant.key))
+        assert status == 200, (path, data)
+        many = isinstance(data, list)
+        assert wire(answers[path](data, many=many).data) == wire(data), path
+    # An integer stays an integer where the schema says number: 4, not 4.0.
+    status, data = api.get("/sdapi/v1/upscalers", **basic(tenant.key))
+    assert status == 200, data
+    assert data[0]["scale"] == 4
+    assert b'"scale":4}' in wire(UpscalerAnswer(data, many=True).data)
+
+
+def png_base64(text: str) -> str:
+    """A small PNG carrying webui's `parameters` text chunk, as base64."""
+    info = PngInfo()
+    info.add_text("parameters", text)
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(out, format="PNG", pnginfo=info)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+@in_db
+def test_the_a1111_extras_and_png_info_are_their_answers_byte_for_byte(api, tenant, demo_models):
+    image = png_base64("a fox\nSteps: 4, Sampler: Euler a, Seed: 7, Size: 8x8")
+    for path, body, answer in [
+        ("/sdapi/v1/png-info", {"image": image}, PngInfoAnswer),
+        (
+            "/sdapi/v1/extra-single-image",
+            {"image": image, "upscaler_1": "Lanczos", "upscaling_resize": 2},
+            ExtraSingleImageAnswer,
+        ),
+        (
+            "/sdapi/v1/extra-batch-images",
+            {"imageList": [{"data": image, "name": "a.png"}], "upscaler_1": "Nearest"},
+            ExtraBatchImagesAnswer,
+        ),
+    ]:
+        status, data = api.post(path, body, **basic(tenant.key))
+        assert status == 200, (path, data)
+        assert wire(answer(data).data) == wire(data), path
+    assert data["images"] and data["html_info"].startswith("<p>")

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from accounts.models import Organization
 from generation import addons
+from generation.answers import Answer
 from generation.api import base
 from generation.api.a1111.answers import DetailAnswer
 from generation.api.a1111.errors import A1111View, Unprocessable, refuse_unstorable_names
@@ -512,6 +513,28 @@ def fitted(detected: Any, width: int, height: int, mode: int) -> Any:
 # --- the extension's lists ---------------------------------------------------------------
 
 
+@extend_schema_serializer(component_name="ControlNetModelList")
+class ModelListAnswer(Answer):
+    """The ControlNet models this tenant may name, as the extension lists them."""
+
+    model_list = serializers.ListField(child=serializers.CharField())
+
+
+@extend_schema_serializer(component_name="ControlNetModuleList")
+class ModuleListAnswer(Answer):
+    """The preprocessors offered, and each one's sliders."""
+
+    module_list = serializers.ListField(child=serializers.CharField())
+    module_detail = serializers.DictField()
+
+
+@extend_schema_serializer(component_name="ControlNetVersion")
+class VersionAnswer(Answer):
+    """The extension API version these units follow."""
+
+    version = serializers.IntegerField()
+
+
 class ModelListView(A1111View):
     """GET /controlnet/model_list: the ControlNet models this tenant may name in a unit."""
 
@@ -521,10 +544,7 @@ class ModelListView(A1111View):
         request=None,
         parameters=[OpenApiParameter("update", bool, description="Accepted; lists are live.")],
         responses={
-            200: inline_serializer(
-                "ControlNetModelList",
-                {"model_list": serializers.ListField(child=serializers.CharField())},
-            ),
+            200: ModelListAnswer,
             401: DetailAnswer,
         },
     )
@@ -534,7 +554,7 @@ class ModelListView(A1111View):
             .filter(family=AIModel.Family.CONTROLNET)
             .order_by("model_id")
         )
-        return Response({"model_list": [list_name(m) for m in models]})
+        return Response(ModelListAnswer({"model_list": [list_name(m) for m in models]}).data)
 
 
 class ModuleListView(A1111View):
@@ -548,25 +568,21 @@ class ModuleListView(A1111View):
             OpenApiParameter("alias_names", bool, description="Accepted; names and labels agree.")
         ],
         responses={
-            200: inline_serializer(
-                "ControlNetModuleList",
-                {
-                    "module_list": serializers.ListField(child=serializers.CharField()),
-                    "module_detail": serializers.DictField(),
-                },
-            ),
+            200: ModuleListAnswer,
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
         return Response(
-            {
-                "module_list": list(MODULES),
-                "module_detail": {
-                    name: {"model_free": False, "sliders": sliders}
-                    for name, sliders in MODULES.items()
-                },
-            }
+            ModuleListAnswer(
+                {
+                    "module_list": list(MODULES),
+                    "module_detail": {
+                        name: {"model_free": False, "sliders": sliders}
+                        for name, sliders in MODULES.items()
+                    },
+                }
+            ).data
         )
 
 
@@ -578,9 +594,9 @@ class VersionView(A1111View):
         summary="ControlNet API version (sd-webui-controlnet)",
         request=None,
         responses={
-            200: inline_serializer("ControlNetVersion", {"version": serializers.IntegerField()}),
+            200: VersionAnswer,
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response({"version": API_VERSION})
+        return Response(VersionAnswer({"version": API_VERSION}).data)

@@ -29,7 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from rest_framework import serializers
@@ -40,6 +45,7 @@ from generation import answers, jobs, submission
 from generation.api.a1111.answers import (
     GENERATION_ERRORS,
     DetailAnswer,
+    EmptyAnswer,
     ErrorAnswer,
     ValidationAnswer,
 )
@@ -452,6 +458,39 @@ EXTRAS_FIELDS: dict[str, serializers.Field] = {
 }
 
 
+@extend_schema_serializer(component_name="A1111ExtraSingleImageAnswer")
+class ExtraSingleImageAnswer(answers.Answer):
+    """The upscaled image, unless show_extras_results is false, and what was done to it."""
+
+    html_info = serializers.CharField()
+    image = serializers.CharField(allow_null=True, help_text="Base64 PNG")
+
+
+@extend_schema_serializer(component_name="A1111ExtraBatchImagesAnswer")
+class ExtraBatchImagesAnswer(answers.Answer):
+    """The upscaled images, unless show_extras_results is false, and what was done to them."""
+
+    html_info = serializers.CharField()
+    images = serializers.ListField(child=serializers.CharField(), help_text="Base64 PNGs")
+
+
+@extend_schema_serializer(component_name="A1111PngInfoAnswer")
+class PngInfoAnswer(answers.Answer):
+    """An image's generation parameters, as text and parsed."""
+
+    info = serializers.CharField(help_text="The `parameters` text")
+    items = serializers.DictField(help_text="The image's other text chunks")
+    parameters = serializers.DictField(help_text="`info` parsed, as webui")
+
+
+@extend_schema_serializer(component_name="A1111Memory")
+class MemoryAnswer(answers.Answer):
+    """This web process's RAM, and its GPU memory if it uses a GPU."""
+
+    ram = serializers.DictField(help_text="free, used, total (bytes)")
+    cuda = serializers.DictField(help_text='GPU memory, or {"error": ...}')
+
+
 class ExtraSingleImageView(A1111View):
     """POST /sdapi/v1/extra-single-image: one image upscaled."""
 
@@ -463,13 +502,7 @@ class ExtraSingleImageView(A1111View):
             {**EXTRAS_FIELDS, "image": serializers.CharField(help_text="Base64 image")},
         ),
         responses={
-            200: inline_serializer(
-                "A1111ExtraSingleImageAnswer",
-                {
-                    "html_info": serializers.CharField(),
-                    "image": serializers.CharField(allow_null=True, help_text="Base64 PNG"),
-                },
-            ),
+            200: ExtraSingleImageAnswer,
             **GENERATION_ERRORS,
         },
     )
@@ -480,12 +513,14 @@ class ExtraSingleImageView(A1111View):
         (result,) = upscale_all(request, upscale, [("image", source)])
         infotext = upscale.infotext()
         return Response(
-            {
-                "html_info": f"<p>{html.escape(infotext)}</p>",
-                "image": encode(result, source, infotext)
-                if upscale.values["show_extras_results"]
-                else None,
-            }
+            ExtraSingleImageAnswer(
+                {
+                    "html_info": f"<p>{html.escape(infotext)}</p>",
+                    "image": encode(result, source, infotext)
+                    if upscale.values["show_extras_results"]
+                    else None,
+                }
+            ).data
         )
 
 
@@ -507,15 +542,7 @@ class ExtraBatchImagesView(A1111View):
             },
         ),
         responses={
-            200: inline_serializer(
-                "A1111ExtraBatchImagesAnswer",
-                {
-                    "html_info": serializers.CharField(),
-                    "images": serializers.ListField(
-                        child=serializers.CharField(), help_text="Base64 PNGs"
-                    ),
-                },
-            ),
+            200: ExtraBatchImagesAnswer,
             **GENERATION_ERRORS,
         },
     )
@@ -533,10 +560,12 @@ class ExtraBatchImagesView(A1111View):
             for result, (_field, source) in zip(results, sources, strict=True)
         ]
         return Response(
-            {
-                "html_info": f"<p>{html.escape(infotext)}</p>",
-                "images": images if upscale.values["show_extras_results"] else [],
-            }
+            ExtraBatchImagesAnswer(
+                {
+                    "html_info": f"<p>{html.escape(infotext)}</p>",
+                    "images": images if upscale.values["show_extras_results"] else [],
+                }
+            ).data
         )
 
 
@@ -550,14 +579,7 @@ class PngInfoView(A1111View):
             "A1111PngInfo", {"image": serializers.CharField(help_text="Base64 image")}
         ),
         responses={
-            200: inline_serializer(
-                "A1111PngInfoAnswer",
-                {
-                    "info": serializers.CharField(help_text="The `parameters` text"),
-                    "items": serializers.DictField(help_text="The image's other text chunks"),
-                    "parameters": serializers.DictField(help_text="`info` parsed, as webui"),
-                },
-            ),
+            200: PngInfoAnswer,
             400: ErrorAnswer,
             401: DetailAnswer,
             422: ValidationAnswer,
@@ -572,7 +594,9 @@ class PngInfoView(A1111View):
             raise Unprocessable({"image": [f"At most {MAX_IMAGE_FIELD} characters."]})
         image = submission.Inputs(request.user.organization.pk).load("image", value)
         text, items = image_info(image)
-        return Response({"info": text, "items": items, "parameters": parse_infotext(text)})
+        return Response(
+            PngInfoAnswer({"info": text, "items": items, "parameters": parse_infotext(text)}).data
+        )
 
 
 # --- server facts --------------------------------------------------------------------------
@@ -700,6 +724,55 @@ def cuda_figures() -> dict[str, Any]:
     }
 
 
+@extend_schema_serializer(component_name="A1111CmdFlags")
+class CmdFlagsAnswer(answers.Answer):
+    """webui's launch flags that clients read, set as Pictor behaves."""
+
+    api = serializers.BooleanField()
+    nowebui = serializers.BooleanField()
+    api_auth = serializers.CharField(allow_null=True)
+    api_log = serializers.BooleanField()
+    api_server_stop = serializers.BooleanField()
+    listen = serializers.BooleanField()
+    port = serializers.IntegerField(allow_null=True)
+    server_name = serializers.CharField(allow_null=True)
+    subpath = serializers.CharField(allow_null=True)
+    share = serializers.BooleanField()
+    gradio_auth = serializers.CharField(allow_null=True)
+    cors_allow_origins = serializers.CharField(allow_null=True)
+    cors_allow_origins_regex = serializers.CharField(allow_null=True)
+    tls_keyfile = serializers.CharField(allow_null=True)
+    tls_certfile = serializers.CharField(allow_null=True)
+    data_dir = serializers.CharField(allow_null=True)
+    models_dir = serializers.CharField(allow_null=True)
+    ckpt_dir = serializers.CharField(allow_null=True)
+    vae_dir = serializers.CharField(allow_null=True)
+    lora_dir = serializers.CharField(allow_null=True)
+    embeddings_dir = serializers.CharField(allow_null=True)
+    hypernetwork_dir = serializers.CharField(allow_null=True)
+    hide_ui_dir_config = serializers.BooleanField()
+    freeze_settings = serializers.BooleanField()
+    enable_insecure_extension_access = serializers.BooleanField()
+    disable_safe_unpickle = serializers.BooleanField()
+    no_hashing = serializers.BooleanField()
+    no_download_sd_model = serializers.BooleanField()
+    ui_debug_mode = serializers.BooleanField()
+    max_batch_count = serializers.IntegerField()
+    no_half = serializers.BooleanField()
+    no_half_vae = serializers.BooleanField()
+    precision = serializers.CharField(help_text='"autocast" on a GPU, "full" on a CPU')
+    upcast_sampling = serializers.BooleanField()
+    opt_sdp_attention = serializers.BooleanField()
+    xformers = serializers.BooleanField()
+    medvram = serializers.BooleanField()
+    lowvram = serializers.BooleanField()
+    lowram = serializers.BooleanField()
+    use_cpu = serializers.ListField(child=serializers.CharField())
+    device_id = serializers.CharField(allow_null=True)
+    skip_torch_cuda_test = serializers.BooleanField()
+    skip_version_check = serializers.BooleanField()
+
+
 class CmdFlagsView(A1111View):
     """GET /sdapi/v1/cmd-flags: webui's launch flags, as this server behaves."""
 
@@ -707,10 +780,10 @@ class CmdFlagsView(A1111View):
         tags=[TAG],
         summary="Launch flags (as this server behaves)",
         request=None,
-        responses={200: inline_serializer("A1111CmdFlags", {}), 401: DetailAnswer},
+        responses={200: CmdFlagsAnswer, 401: DetailAnswer},
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response(cmd_flags())
+        return Response(CmdFlagsAnswer(cmd_flags()).data)
 
 
 class MemoryView(A1111View):
@@ -721,22 +794,19 @@ class MemoryView(A1111View):
         summary="Memory of this server process",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111Memory",
-                {
-                    "ram": serializers.DictField(help_text="free, used, total (bytes)"),
-                    "cuda": serializers.DictField(help_text='GPU memory, or {"error": ...}'),
-                },
-            ),
+            200: MemoryAnswer,
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response({"ram": ram_figures(), "cuda": cuda_figures()})
+        return Response(MemoryAnswer({"ram": ram_figures(), "cuda": cuda_figures()}).data)
 
 
 NULL_ANSWER = {200: OpenApiResponse(description="The body is JSON null."), 401: DetailAnswer}
-EMPTY_ANSWER = {200: inline_serializer("A1111EmptyObject", {}), 401: DetailAnswer}
+EMPTY_ANSWER = {
+    200: OpenApiResponse(EmptyAnswer, description="An empty JSON object."),
+    401: DetailAnswer,
+}
 
 
 class RefreshView(A1111View):
@@ -770,4 +840,4 @@ class CheckpointMemoryView(A1111View):
         responses=EMPTY_ANSWER,
     )
     def post(self, request: KeyRequest) -> Response:
-        return Response({})
+        return Response(EmptyAnswer({}).data)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from generation.answers import Answer, Number
 from generation.api import base
 from generation.api.a1111.answers import DetailAnswer
 from generation.api.a1111.checkpoints import (
@@ -29,6 +30,120 @@ if TYPE_CHECKING:
     from accounts.requests import KeyRequest
 
 
+@extend_schema_serializer(component_name="A1111SdModel")
+class SdModelAnswer(Answer):
+    """One checkpoint, as webui lists it."""
+
+    title = serializers.CharField()
+    model_name = serializers.CharField()
+    hash = serializers.CharField(help_text="The first 10 hex digits of sha256")
+    sha256 = serializers.CharField(help_text="SHA-256 of the model id")
+    filename = serializers.CharField()
+    config = serializers.CharField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="A1111Sampler")
+class SamplerAnswer(Answer):
+    """One webui sampler."""
+
+    name = serializers.CharField()
+    aliases = serializers.ListField(child=serializers.CharField())
+    options = serializers.DictField()
+
+
+@extend_schema_serializer(component_name="A1111Scheduler")
+class SchedulerAnswer(Answer):
+    """One sigma schedule."""
+
+    name = serializers.CharField()
+    # webui's key; the serializer metaclass takes it off the class, so Field.label is untouched.
+    label = serializers.CharField()  # type: ignore[assignment]
+    aliases = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    default_rho = Number()
+    need_inner_model = serializers.BooleanField()
+
+
+@extend_schema_serializer(component_name="A1111Lora")
+class LoraAnswer(Answer):
+    """One LoRA."""
+
+    name = serializers.CharField()
+    alias = serializers.CharField()
+    path = serializers.CharField()
+    metadata = serializers.DictField()
+
+
+@extend_schema_serializer(component_name="A1111Embeddings")
+class EmbeddingsAnswer(Answer):
+    """The embeddings by name: usable with the key's current model, or not."""
+
+    loaded = serializers.DictField()
+    skipped = serializers.DictField()
+
+
+@extend_schema_serializer(component_name="A1111Upscaler")
+class UpscalerAnswer(Answer):
+    """One upscaler: a built-in resizer or an upscaler model."""
+
+    name = serializers.CharField()
+    model_name = serializers.CharField(allow_null=True)
+    model_path = serializers.CharField(allow_null=True)
+    model_url = serializers.CharField(allow_null=True)
+    scale = Number(allow_null=True)
+
+
+@extend_schema_serializer(component_name="A1111LatentUpscaleMode")
+class LatentUpscaleModeAnswer(Answer):
+    """One hr_upscaler name."""
+
+    name = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="A1111SdVae")
+class SdVaeAnswer(Answer):
+    """One VAE."""
+
+    model_name = serializers.CharField()
+    filename = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="A1111PromptStyle")
+class PromptStyleAnswer(Answer):
+    """One style preset, in webui's style shape."""
+
+    name = serializers.CharField()
+    prompt = serializers.CharField(
+        allow_null=True, help_text="{prompt} stands for the caller's prompt"
+    )
+    negative_prompt = serializers.CharField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="A1111FaceRestorer")
+class FaceRestorerAnswer(Answer):
+    """One face restorer (this server lists none)."""
+
+    name = serializers.CharField()
+    cmd_dir = serializers.CharField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="A1111Scripts")
+class ScriptsAnswer(Answer):
+    """The script names per tab (this server lists none)."""
+
+    txt2img = serializers.ListField(child=serializers.CharField())
+    img2img = serializers.ListField(child=serializers.CharField())
+
+
+@extend_schema_serializer(component_name="A1111ScriptInfo")
+class ScriptInfoAnswer(Answer):
+    """One script's arguments (this server lists none)."""
+
+    name = serializers.CharField(allow_null=True)
+    is_alwayson = serializers.BooleanField(allow_null=True)
+    is_img2img = serializers.BooleanField(allow_null=True)
+    args = serializers.ListField(child=serializers.DictField())
+
+
 class SdModelsView(A1111View):
     """GET /sdapi/v1/sd-models: the checkpoints this tenant may use."""
 
@@ -37,18 +152,7 @@ class SdModelsView(A1111View):
         summary="Checkpoints",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111SdModel",
-                {
-                    "title": serializers.CharField(),
-                    "model_name": serializers.CharField(),
-                    "hash": serializers.CharField(help_text="The first 10 hex digits of sha256"),
-                    "sha256": serializers.CharField(help_text="SHA-256 of the model id"),
-                    "filename": serializers.CharField(),
-                    "config": serializers.CharField(allow_null=True),
-                },
-                many=True,
-            ),
+            200: SdModelAnswer(many=True),
             401: DetailAnswer,
         },
     )
@@ -59,17 +163,20 @@ class SdModelsView(A1111View):
             .order_by("model_id")
         )
         return Response(
-            [
-                {
-                    "title": model_title(m),
-                    "model_name": m.model_id,
-                    "hash": short_hash(m),
-                    "sha256": model_sha256(m),
-                    "filename": m.path,
-                    "config": m.config_path or None,
-                }
-                for m in models
-            ]
+            SdModelAnswer(
+                [
+                    {
+                        "title": model_title(m),
+                        "model_name": m.model_id,
+                        "hash": short_hash(m),
+                        "sha256": model_sha256(m),
+                        "filename": m.path,
+                        "config": m.config_path or None,
+                    }
+                    for m in models
+                ],
+                many=True,
+            ).data
         )
 
 
@@ -81,30 +188,25 @@ class SamplersView(A1111View):
         summary="Samplers",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111Sampler",
-                {
-                    "name": serializers.CharField(),
-                    "aliases": serializers.ListField(child=serializers.CharField()),
-                    "options": serializers.DictField(),
-                },
-                many=True,
-            ),
+            200: SamplerAnswer(many=True),
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
         return Response(
-            [
-                {
-                    "name": name,
-                    "aliases": SAMPLER_ALIASES.get(name, []),
-                    "options": {"scheduler": "karras"}
-                    if A1111_SAMPLERS[name].use_karras_sigmas
-                    else {},
-                }
-                for name in base.usable_samplers()
-            ]
+            SamplerAnswer(
+                [
+                    {
+                        "name": name,
+                        "aliases": SAMPLER_ALIASES.get(name, []),
+                        "options": {"scheduler": "karras"}
+                        if A1111_SAMPLERS[name].use_karras_sigmas
+                        else {},
+                    }
+                    for name in base.usable_samplers()
+                ],
+                many=True,
+            ).data
         )
 
 
@@ -116,24 +218,12 @@ class SchedulersView(A1111View):
         summary="Schedulers (sigma schedules)",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111Scheduler",
-                {
-                    "name": serializers.CharField(),
-                    "label": serializers.CharField(),
-                    "aliases": serializers.ListField(
-                        child=serializers.CharField(), allow_null=True
-                    ),
-                    "default_rho": serializers.FloatField(),
-                    "need_inner_model": serializers.BooleanField(),
-                },
-                many=True,
-            ),
+            200: SchedulerAnswer(many=True),
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response(SCHEDULERS)
+        return Response(SchedulerAnswer(SCHEDULERS, many=True).data)
 
 
 class LorasView(A1111View):
@@ -144,16 +234,7 @@ class LorasView(A1111View):
         summary="LoRAs",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111Lora",
-                {
-                    "name": serializers.CharField(),
-                    "alias": serializers.CharField(),
-                    "path": serializers.CharField(),
-                    "metadata": serializers.DictField(),
-                },
-                many=True,
-            ),
+            200: LoraAnswer(many=True),
             401: DetailAnswer,
         },
     )
@@ -164,10 +245,13 @@ class LorasView(A1111View):
             .order_by("model_id")
         )
         return Response(
-            [
-                {"name": m.model_id, "alias": m.model_id, "path": m.path, "metadata": {}}
-                for m in loras
-            ]
+            LoraAnswer(
+                [
+                    {"name": m.model_id, "alias": m.model_id, "path": m.path, "metadata": {}}
+                    for m in loras
+                ],
+                many=True,
+            ).data
         )
 
 
@@ -179,10 +263,7 @@ class EmbeddingsView(A1111View):
         summary="Textual-inversion embeddings",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111Embeddings",
-                {"loaded": serializers.DictField(), "skipped": serializers.DictField()},
-            ),
+            200: EmbeddingsAnswer,
             401: DetailAnswer,
         },
     )
@@ -207,7 +288,7 @@ class EmbeddingsView(A1111View):
                 "shape": shape,
                 "vectors": vectors,
             }
-        return Response(answer)
+        return Response(EmbeddingsAnswer(answer).data)
 
 
 # webui lists its built-in resizers with the upscaler models: "None" (no upscale) and the two
@@ -227,19 +308,6 @@ def upscaler_models(organization: Organization) -> QuerySet[AIModel]:
     )
 
 
-UpscalerAnswer = inline_serializer(
-    "A1111Upscaler",
-    {
-        "name": serializers.CharField(),
-        "model_name": serializers.CharField(allow_null=True),
-        "model_path": serializers.CharField(allow_null=True),
-        "model_url": serializers.CharField(allow_null=True),
-        "scale": serializers.FloatField(allow_null=True),
-    },
-    many=True,
-)
-
-
 class UpscalersView(A1111View):
     """GET /sdapi/v1/upscalers: None, Lanczos, Nearest, then the tenant's upscaler models."""
 
@@ -247,7 +315,7 @@ class UpscalersView(A1111View):
         tags=[TAG],
         summary="Upscalers (for extra-single-image and extra-batch-images)",
         request=None,
-        responses={200: UpscalerAnswer, 401: DetailAnswer},
+        responses={200: UpscalerAnswer(many=True), 401: DetailAnswer},
     )
     def get(self, request: KeyRequest) -> Response:
         builtin = [
@@ -255,17 +323,20 @@ class UpscalersView(A1111View):
             for name in (NO_UPSCALER, *PIL_UPSCALERS)
         ]
         return Response(
-            builtin
-            + [
-                {
-                    "name": m.model_id,
-                    "model_name": m.name or m.model_id,
-                    "model_path": m.path,
-                    "model_url": None,
-                    "scale": UPSCALER_MODEL_SCALE,
-                }
-                for m in upscaler_models(request.user.organization)
-            ]
+            UpscalerAnswer(
+                builtin
+                + [
+                    {
+                        "name": m.model_id,
+                        "model_name": m.name or m.model_id,
+                        "model_path": m.path,
+                        "model_url": None,
+                        "scale": UPSCALER_MODEL_SCALE,
+                    }
+                    for m in upscaler_models(request.user.organization)
+                ],
+                many=True,
+            ).data
         )
 
 
@@ -277,14 +348,14 @@ class LatentUpscaleModesView(A1111View):
         summary="Latent upscale modes (hr_upscaler of the hires fix)",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111LatentUpscaleMode", {"name": serializers.CharField()}, many=True
-            ),
+            200: LatentUpscaleModeAnswer(many=True),
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response([{"name": name} for name in HIRES_UPSCALERS])
+        return Response(
+            LatentUpscaleModeAnswer([{"name": name} for name in HIRES_UPSCALERS], many=True).data
+        )
 
 
 class SdVaeView(A1111View):
@@ -295,11 +366,7 @@ class SdVaeView(A1111View):
         summary="VAEs",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111SdVae",
-                {"model_name": serializers.CharField(), "filename": serializers.CharField()},
-                many=True,
-            ),
+            200: SdVaeAnswer(many=True),
             401: DetailAnswer,
         },
     )
@@ -309,7 +376,11 @@ class SdVaeView(A1111View):
             .filter(family=AIModel.Family.VAE)
             .order_by("model_id")
         )
-        return Response([{"model_name": m.model_id, "filename": m.path} for m in vaes])
+        return Response(
+            SdVaeAnswer(
+                [{"model_name": m.model_id, "filename": m.path} for m in vaes], many=True
+            ).data
+        )
 
 
 class PromptStylesView(A1111View):
@@ -320,17 +391,7 @@ class PromptStylesView(A1111View):
         summary="Prompt styles",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111PromptStyle",
-                {
-                    "name": serializers.CharField(),
-                    "prompt": serializers.CharField(
-                        allow_null=True, help_text="{prompt} stands for the caller's prompt"
-                    ),
-                    "negative_prompt": serializers.CharField(allow_null=True),
-                },
-                many=True,
-            ),
+            200: PromptStyleAnswer(many=True),
             401: DetailAnswer,
         },
     )
@@ -338,10 +399,13 @@ class PromptStylesView(A1111View):
         # A preset's template holds "{prompt}" and its negative is appended to the caller's:
         # the same two rules as a webui style.
         return Response(
-            [
-                {"name": name, "prompt": style.template, "negative_prompt": style.negative}
-                for name, style in STYLE_PRESETS.items()
-            ]
+            PromptStyleAnswer(
+                [
+                    {"name": name, "prompt": style.template, "negative_prompt": style.negative}
+                    for name, style in STYLE_PRESETS.items()
+                ],
+                many=True,
+            ).data
         )
 
 
@@ -353,19 +417,12 @@ class FaceRestorersView(A1111View):
         summary="Face restorers (none on this server)",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111FaceRestorer",
-                {
-                    "name": serializers.CharField(),
-                    "cmd_dir": serializers.CharField(allow_null=True),
-                },
-                many=True,
-            ),
+            200: FaceRestorerAnswer(many=True),
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response([])
+        return Response(FaceRestorerAnswer([], many=True).data)
 
 
 class ScriptsView(A1111View):
@@ -376,18 +433,12 @@ class ScriptsView(A1111View):
         summary="Scripts (none on this server)",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111Scripts",
-                {
-                    "txt2img": serializers.ListField(child=serializers.CharField()),
-                    "img2img": serializers.ListField(child=serializers.CharField()),
-                },
-            ),
+            200: ScriptsAnswer,
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response({"txt2img": [], "img2img": []})
+        return Response(ScriptsAnswer({"txt2img": [], "img2img": []}).data)
 
 
 class ScriptInfoView(A1111View):
@@ -398,18 +449,9 @@ class ScriptInfoView(A1111View):
         summary="Script arguments (none on this server)",
         request=None,
         responses={
-            200: inline_serializer(
-                "A1111ScriptInfo",
-                {
-                    "name": serializers.CharField(allow_null=True),
-                    "is_alwayson": serializers.BooleanField(allow_null=True),
-                    "is_img2img": serializers.BooleanField(allow_null=True),
-                    "args": serializers.ListField(child=serializers.DictField()),
-                },
-                many=True,
-            ),
+            200: ScriptInfoAnswer(many=True),
             401: DetailAnswer,
         },
     )
     def get(self, request: KeyRequest) -> Response:
-        return Response([])
+        return Response(ScriptInfoAnswer([], many=True).data)
