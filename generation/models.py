@@ -40,6 +40,8 @@ class AIModel(models.Model):
         EMBEDDING = "embedding", "Textual inversion embedding"
         VAE = "vae", "VAE"
         UPSCALER = "upscaler", "Super resolution"
+        REFINER = "refiner", "SDXL refiner"
+        IP_ADAPTER = "ip_adapter", "IP-Adapter"
 
     class Base(models.TextChoices):
         SD15 = "sd15", "SD 1.x"
@@ -62,6 +64,20 @@ class AIModel(models.Model):
         max_length=500,
         blank=True,
         help_text="For a single-file checkpoint: a diffusers folder holding its configs",
+    )
+
+    class Distillation(models.TextChoices):
+        NONE = "", "None (the plan's steps)"
+        LCM = "lcm", "LCM"
+        TURBO = "turbo", "Turbo"
+        LIGHTNING = "lightning", "Lightning"
+
+    distillation = models.CharField(
+        max_length=12,
+        choices=Distillation.choices,
+        blank=True,
+        default=Distillation.NONE,
+        help_text="A few-step checkpoint takes 1 to 8 steps, outside the plan's steps list",
     )
     description = models.TextField(blank=True)
     is_default = models.BooleanField(default=False)

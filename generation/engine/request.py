@@ -17,7 +17,7 @@ DEFAULT_SCHEDULER = "UniPCMultistepScheduler"
 # What a job does with its model; the pipeline class follows from this and the model's family.
 KINDS = ("text2img", "img2img", "inpaint", "controlnet", "upscale")
 # Names of the input images a request may carry (values are storage names, read by the worker).
-IMAGE_INPUTS = ("init_image", "mask_image", "control_image")
+IMAGE_INPUTS = ("init_image", "mask_image", "control_image", "ip_adapter_image")
 # A1111's default mask blur: the inpainted area fades into the kept pixels over a few pixels.
 MASK_BLUR = 4
 # inpaint: the largest mask blur and "only masked" padding (A1111's sliders stop there).
@@ -41,7 +41,13 @@ FLOAT_RANGES = {
     "controlnet_conditioning_scale": (0.0, 10.0),
     "control_guidance_start": (0.0, 1.0),
     "control_guidance_end": (0.0, 1.0),
+    "ip_adapter_scale": (0.0, 2.0),
+    "refiner_switch_at": (0.01, 0.99),
+    "pag_scale": (0.0, 10.0),
+    "subseed_strength": (0.0, 1.0),
 }
+# Model ids of few-step (distilled) checkpoints accept steps in this range (AIModel.distillation).
+FEW_STEPS = (1, 8)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class GenerationRequest:
     use_karras_sigmas: bool = False
     algorithm_type: str = "none"
     clip_skip: int | None = None
+    # SDXL only: the same for its second text encoder (None: its penultimate layer, as SDXL).
+    clip_skip_2: int | None = None
     safety_checker: bool = True
     safety_checker_type: str = "sensitive_content_text"
     kind: str = "text2img"
@@ -101,6 +109,22 @@ class GenerationRequest:
     controlnet_conditioning_scale: float = 1.0
     control_guidance_start: float = 0.0
     control_guidance_end: float = 1.0
+    # IP-Adapter (image prompt): a registered ip_adapter model, how strongly it acts, its image.
+    ip_adapter: str = ""
+    ip_adapter_scale: float = 1.0
+    ip_adapter_image: str = ""
+    # SDXL refiner: a registered refiner model finishes the denoising from refiner_switch_at on.
+    refiner: str = ""
+    refiner_switch_at: float = 0.8
+    # Perturbed-attention guidance ("self_attention"); 0 leaves it off.
+    pag_scale: float = 0.0
+    # MultiDiffusion panorama: the width is denoised in overlapping windows.
+    panorama: bool = False
+    # Variation seeds (A1111): noise of `seed` slerped towards that of `subseed` by this much.
+    subseed: int = 0
+    subseed_strength: float = 0.0
+    # Seamless textures: every convolution pads circularly, so the image tiles.
+    tiling: bool = False
     tomesd: bool = False
     # The prompt is stored already enhanced; the flag only records that it was.
     enhance_prompt: bool = False
@@ -160,6 +184,8 @@ class GenerationRequest:
             )
         if not 0 <= self.seed <= MAX_SEED:
             found["seed"] = f"The seed must be between 0 and {MAX_SEED}."
+        if not 0 <= self.subseed <= MAX_SEED:
+            found["subseed"] = f"The subseed must be between 0 and {MAX_SEED}."
         if self.steps < 1:
             found["steps"] = "At least one step is needed."
         if found:
