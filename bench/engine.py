@@ -14,10 +14,13 @@ Builds the demo models it needs (into a temporary folder unless --models-dir is 
   `same_model_s`) a switch loads nothing; with `PipelineCache(max_models=1)` (`evict_switch_s`)
   every switch reloads, which is what the cache saves.
 - `batch`: one request with samples=4 vs four requests with samples=1 (seeds s … s+3).
+- `preview`: sd15 text2img with live previews every --preview-every steps (the linear
+  approximation, and the demo tiny decoder) vs none; `ratio` is on/off (the budget is < 1.1).
 
 Prints one JSON line on stdout; progress goes to stderr.
 
     .venv/bin/python bench/engine.py [--repeats 5] [--size 128] [--steps 21] [--models-dir DIR]
+        [--preview-every 5]
 """
 
 from __future__ import annotations
@@ -139,7 +142,9 @@ class Bench:
 
         return PipelineCache(max_models=max_models or len(self.refs))
 
-    def job(self, kind: Kind, cache: Any, seed: int = 1000, samples: int = 1) -> float:
+    def job(
+        self, kind: Kind, cache: Any, seed: int = 1000, samples: int = 1, previews: Any = None
+    ) -> float:
         """Seconds for one generate() call of this kind, checked to return what it was asked."""
         from generation.engine.request import GenerationRequest
         from generation.engine.runner import generate
@@ -166,6 +171,7 @@ class Bench:
             images=self.small if upscale else self.images,
             cache=cache,
             progress=None,
+            previews=previews,
         )
         elapsed = time.perf_counter() - start
         assert len(result.images) == samples, result
@@ -258,6 +264,39 @@ def batching(bench: Bench, repeats: int) -> dict[str, float]:
     }
 
 
+def previewing(bench: Bench, repeats: int, every: int, models_dir: Path) -> dict[str, Any]:
+    """sd15 text2img without previews, with approximated ones, with tiny-decoder ones."""
+    from generation.engine.preview import Previewer, build_demo_decoder
+
+    decoder = models_dir / "demo-taesd"
+    build_demo_decoder(str(decoder))
+    kind, cache = KINDS[0], bench.cache()
+    shown: list[bytes] = []
+    variants = {
+        "off": None,
+        "approx": Previewer(shown.append, every),
+        "decoder": Previewer(shown.append, every, str(decoder)),
+    }
+    for previews in variants.values():
+        bench.job(kind, cache, previews=previews)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(repeats):
+        for name, previews in variants.items():
+            times[name].append(bench.job(kind, cache, seed=1000 + i, previews=previews))
+        log(f"preview round {i + 1}/{repeats}")
+    off = statistics.median(times["off"])
+    return {
+        "model": kind.model_id,
+        "every": every,
+        "previews_per_job": (bench.steps - 1) // every,
+        "off_s": median(times["off"]),
+        "approx_s": median(times["approx"]),
+        "decoder_s": median(times["decoder"]),
+        "ratio": round(statistics.median(times["approx"]) / off, 3),
+        "decoder_ratio": round(statistics.median(times["decoder"]) / off, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -266,6 +305,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="output width and height")
     parser.add_argument("--steps", type=int, default=21)
     parser.add_argument("--models-dir", type=Path, help="build/reuse the demo models here")
+    parser.add_argument("--preview-every", type=int, default=5, help="steps between previews")
     args = parser.parse_args()
     if args.size % 16:
         parser.error("--size must be a multiple of 16")
@@ -278,6 +318,7 @@ def main() -> None:
         kinds = per_kind(bench, args.repeats)
         switch = switching(bench, args.repeats)
         batch = batching(bench, args.repeats)
+        preview = previewing(bench, args.repeats, args.preview_every, args.models_dir or Path(tmp))
 
     import diffusers
     import torch
@@ -299,6 +340,7 @@ def main() -> None:
         "kinds": kinds,
         "switch": switch,
         "batch": batch,
+        "preview": preview,
     }
     print(json.dumps(figures))
 

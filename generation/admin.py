@@ -19,8 +19,16 @@ from generation.models import (
 
 @admin.register(AIModel)
 class AIModelAdmin(admin.ModelAdmin):
-    list_display = ["model_id", "family", "is_default", "enabled", "organization", "created_at"]
-    list_filter = ["family", "enabled", "is_default"]
+    list_display = [
+        "model_id",
+        "family",
+        "distillation",
+        "is_default",
+        "enabled",
+        "organization",
+        "created_at",
+    ]
+    list_filter = ["family", "distillation", "enabled", "is_default"]
     search_fields = ["model_id", "name"]
 
 

@@ -18,7 +18,7 @@ from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.request import Request
 
-from generation import estimates, media
+from generation import estimates, media, previews
 from generation.models import Job, OutputImage
 from sdplatform import hosts
 
@@ -87,7 +87,7 @@ def job_meta(job: Job) -> dict[str, Any]:
         "credits": job.cost,
     }
     kind = p.get("kind", "text2img")
-    if kind in ("img2img", "inpaint"):
+    if kind in ("img2img", "inpaint", "controlnet-img2img", "controlnet-inpaint"):
         meta["strength"] = p["strength"]
     if p.get("loras"):
         meta["lora_model"] = ",".join(name for name, _weight in p["loras"])
@@ -96,14 +96,27 @@ def job_meta(job: Job) -> dict[str, Any]:
         meta["embeddings_model"] = ",".join(p["embeddings"])
     if p.get("vae"):
         meta["vae"] = p["vae"]
-    if kind == "controlnet":
+    # ModelsLab's yes/no switches, when on (generation/engine/variations.py).
+    if p.get("pag_scale"):
+        meta["self_attention"] = "yes"
+    if p.get("panorama"):
+        meta["panorama"] = "yes"
+    if p.get("ip_adapter"):
+        meta.update(ip_adapter_id=p["ip_adapter"], ip_adapter_scale=p["ip_adapter_scale"])
+    if kind.startswith("controlnet"):
+        units = p.get("controlnet_units") or []
         meta.update(
-            controlnet_model=p["controlnet_model"],
-            controlnet_type=p["controlnet_type"],
+            controlnet_model=",".join([p["controlnet_model"], *(u["model"] for u in units)]),
+            controlnet_type=",".join([p["controlnet_type"], *(u["type"] for u in units)]),
             controlnet_conditioning_scale=p["controlnet_conditioning_scale"],
             control_guidance_start=p["control_guidance_start"],
             control_guidance_end=p["control_guidance_end"],
+            guess_mode="yes" if p.get("guess_mode") else "no",
         )
+        if units:
+            meta["controlnet_units"] = [
+                {k: u[k] for k in ("model", "type", "scale", "start", "end")} for u in units
+            ]
     if kind == "upscale":
         meta["scale"] = p["scale"]
     meta.update(
@@ -116,8 +129,14 @@ def job_meta(job: Job) -> dict[str, Any]:
     return meta
 
 
-def job_body(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") -> dict[str, Any]:
-    """The ModelsLab body for a job in any state, before `ModelsLabJob` renders it."""
+def job_body(
+    job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch", preview: bool = False
+) -> dict[str, Any]:
+    """The ModelsLab body for a job in any state, before `ModelsLabJob` renders it.
+
+    `preview`: a running job's body carries its live preview, when there is one (fetches do;
+    webhook payloads do not).
+    """
     base: dict[str, Any] = {"id": job.pk}
     if job.track_id:
         base["track_id"] = job.track_id
@@ -157,11 +176,17 @@ def job_body(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") -> d
         message = "Failed, Try Again" if job.status == Job.Status.FAILED else "Job canceled"
         return {"status": "failed", **base, "message": message, "output": []}
     progress = job.progress_step / job.progress_total if job.progress_total else 0.0
+    running: dict[str, Any] = {}
+    if preview and job.status == Job.Status.PROCESSING:
+        image = previews.latest(job.pk)
+        if image is not None:
+            running["preview"] = image
     return {
         "status": "processing",
         **base,
         "eta": estimates.eta(job),
         "progress": round(progress, 3),
+        **running,
         "message": "Try to fetch request after seconds estimated",
         "tip": "Poll fetch_result until status is success.",
         "fetch_result": absolute(base_url, reverse(fetch_url_name, args=[job.pk])),
@@ -232,11 +257,21 @@ class ModelsLabMeta(Answer):
     lora_strength = serializers.CharField(required=False, help_text="A comma list")
     embeddings_model = serializers.CharField(required=False, help_text="A comma list")
     vae = serializers.CharField(required=False)
-    controlnet_model = serializers.CharField(required=False)
-    controlnet_type = serializers.CharField(required=False)
-    controlnet_conditioning_scale = Number(required=False)
+    self_attention = serializers.CharField(required=False, help_text="yes: PAG was on")
+    panorama = serializers.CharField(required=False, help_text="yes: a panorama")
+    ip_adapter_id = serializers.CharField(required=False)
+    ip_adapter_scale = Number(required=False)
+    controlnet_model = serializers.CharField(required=False, help_text="A comma list")
+    controlnet_type = serializers.CharField(required=False, help_text="A comma list")
+    controlnet_conditioning_scale = Number(required=False, help_text="The first ControlNet's")
     control_guidance_start = Number(required=False)
     control_guidance_end = Number(required=False)
+    guess_mode = serializers.CharField(required=False, help_text=YES_NO)
+    controlnet_units = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="The ControlNets after the first: model, type, scale, start, end",
+    )
     scale = serializers.IntegerField(required=False, help_text="Super resolution's factor")
     tomesd = serializers.CharField(help_text=YES_NO)
     enhance_prompt = serializers.CharField(help_text=YES_NO)
@@ -253,6 +288,9 @@ class ModelsLabJob(Answer):
     track_id = serializers.CharField(required=False)
     eta = Number(required=False, help_text="Seconds, while processing")
     progress = serializers.FloatField(required=False, help_text="0 to 1, while processing")
+    preview = serializers.CharField(
+        required=False, help_text="A small base64 PNG of the running job's image, when ready"
+    )
     message = serializers.CharField(required=False)
     tip = serializers.CharField(required=False)
     fetch_result = serializers.URLField(required=False)
@@ -265,6 +303,8 @@ class ModelsLabJob(Answer):
     meta = ModelsLabMeta(required=False)
 
 
-def job_answer(job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch") -> dict[str, Any]:
+def job_answer(
+    job: Job, base_url: str, fetch_url_name: str = "api-v3-fetch", preview: bool = False
+) -> dict[str, Any]:
     """The ModelsLab answer for a job in any state (also the webhook payload)."""
-    return dict(ModelsLabJob(job_body(job, base_url, fetch_url_name)).data)
+    return dict(ModelsLabJob(job_body(job, base_url, fetch_url_name, preview)).data)

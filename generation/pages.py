@@ -19,7 +19,7 @@ from accounts.tenancy import member_required
 from generation import answers, media, service, submission
 from generation.api.modelslab.serializers import Text2ImgSerializer, parse
 from generation.api.modelslab.views import ModelsLabView
-from generation.engine.request import DEFAULT_SCHEDULER, IMAGE_INPUTS, GenerationRequest
+from generation.engine.request import DEFAULT_SCHEDULER, GenerationRequest
 from generation.engine.schedulers import A1111_SAMPLERS, SCHEDULER_NAMES
 from generation.jobs import refresh_lease_state
 from generation.models import AIModel, Job
@@ -114,7 +114,7 @@ class PlaygroundJobView(ModelsLabView):
         if job is None:
             raise NotFound("Request not found")
         job = refresh_lease_state(job)
-        return Response(answers.job_answer(job, answers.base_url_for(request)))
+        return Response(answers.job_answer(job, answers.base_url_for(request), preview=True))
 
 
 @member_required
@@ -180,7 +180,7 @@ def rerun(request: MemberRequest, job_id: int) -> HttpResponse:
     org = request.org
     job = get_object_or_404(Job.objects.for_org(org).select_related("model"), pk=job_id)
     req = GenerationRequest.from_params(job.params)
-    names = [getattr(req, name) for name in IMAGE_INPUTS if getattr(req, name)]
+    names = list(req.input_images().values())
     if not all(default_storage.exists(name) for name in names):
         messages.error(request, f"Job {job.pk}'s input images are no longer kept.")
         return redirect("app-history")

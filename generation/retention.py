@@ -20,7 +20,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import Plan
-from generation.engine.request import IMAGE_INPUTS
+from generation.engine.request import input_images
 from generation.models import Job, OutputImage
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,7 @@ def stored_files(job: Job) -> list[str]:
     """Storage names of the job's images: outputs, and inputs in the organization's folder."""
     names = [output.path for output in job.outputs.all()]
     own_inputs = f"inputs/{job.organization_id}/"
-    for field in IMAGE_INPUTS:
-        name = job.params.get(field) or ""
+    for name in input_images(job.params).values():
         # Only files this server stored for this tenant, never a URL or another folder.
         if isinstance(name, str) and name.startswith(own_inputs) and ".." not in name:
             names.append(name)

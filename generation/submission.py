@@ -20,12 +20,12 @@ from rest_framework.exceptions import APIException, NotFound, ValidationError
 from accounts.auth import AnonymousKeyUser
 from accounts.requests import OrgRequest
 from billing import limits
-from generation import addons, inputs, jobs, service
+from generation import addons, controlnet_units, fewstep, inputs, jobs, service
 from generation.answers import base_url_for
-from generation.engine import control
+from generation.engine import control, variations
 from generation.engine.pipelines import kind_error, pipeline_family
 from generation.engine.prompts import enhance, with_tokens
-from generation.engine.request import IMAGE_INPUTS, GenerationRequest
+from generation.engine.request import CONTROLNET_KINDS, GenerationRequest
 from generation.models import AIModel, Job
 
 DEFAULT_SIDE = 512
@@ -134,8 +134,9 @@ def resolve_addons(
 ) -> None:
     """Check every add-on the fields name (raising a 400 naming it) and put ids in `fields`.
 
-    `names` maps an add-on field (lora_model, embeddings_model, vae, controlnet_model) to the
-    client's name for it where that differs, so the 400 names the field the client sent.
+    `names` maps an add-on field (lora_model, embeddings_model, vae, controlnet_model,
+    ip_adapter) to the client's name for it where that differs, so the 400 names the field
+    the client sent.
     """
     org = request.user.organization
     try:
@@ -151,22 +152,26 @@ def resolve_addons(
         fields["embeddings"] = tuple(embeddings)
         if fields.get("vae"):
             addons.resolve(org, model, "vae", [fields["vae"]], AIModel.Family.VAE)
+        units = [unit["model"] for unit in fields.get("controlnet_units") or ()]
         if fields.get("controlnet_model"):
             addons.resolve(
                 org,
                 model,
                 "controlnet_model",
-                [fields["controlnet_model"]],
+                [fields["controlnet_model"], *units],
                 AIModel.Family.CONTROLNET,
             )
+        if fields.get("ip_adapter"):
+            ip_adapter = [fields["ip_adapter"]]
+            addons.resolve(org, model, "ip_adapter", ip_adapter, AIModel.Family.IP_ADAPTER)
     except addons.AddonError as exc:
         field = (names or {}).get(exc.field, exc.field)
         raise ValidationError({field: [exc.message]}) from None
 
 
-def text_encoder_layers(model: AIModel) -> int | None:
+def text_encoder_layers(model: AIModel, folder: str = "text_encoder") -> int | None:
     """How deep the checkpoint's text encoder is, from its folder's config (None if unknown)."""
-    config = Path(model.local_path) / "text_encoder" / "config.json"
+    config = Path(model.local_path) / folder / "config.json"
     try:
         return int(json.loads(config.read_text())["num_hidden_layers"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -190,6 +195,22 @@ def check_clip_skip(model: AIModel, clip_skip: int | None, field: str = "clip_sk
         )
 
 
+def check_clip_skip_2(model: AIModel, clip_skip_2: int | None) -> None:
+    """clip_skip_2 only on an SDXL checkpoint, and no deeper than its second text encoder."""
+    if clip_skip_2 is None:
+        return
+    if model.base != AIModel.Base.SDXL:
+        message = f"The clip_skip_2 option needs an SDXL model; {model.model_id} is not one."
+        raise ValidationError({"clip_skip_2": [message]})
+    layers = text_encoder_layers(model, "text_encoder_2")
+    if layers is not None and clip_skip_2 > layers:
+        message = (
+            f"The second text encoder of {model.model_id} has {layers} layers; "
+            f"clip_skip_2 may be at most {layers}."
+        )
+        raise ValidationError({"clip_skip_2": [message]})
+
+
 def build_request(
     request: OrgRequest,
     model: AIModel,
@@ -197,15 +218,19 @@ def build_request(
     kind: str,
     images: Inputs,
     addons_resolved: bool = False,
+    names: Mapping[str, str] | None = None,
 ) -> GenerationRequest:
     """The GenerationRequest for validated fields: add-ons checked, inputs stored.
 
-    A format whose serializer already ran `resolve_addons` passes `addons_resolved`.
+    A format whose serializer already ran `resolve_addons` passes `addons_resolved`; `names`
+    is resolve_addons' map to the client's field names.
     """
     plan = request.user.organization.plan
+    fewstep.apply(model, fields, plan)
     if not addons_resolved:
-        resolve_addons(request, model, fields)
+        resolve_addons(request, model, fields, names)
     check_clip_skip(model, fields.get("clip_skip"))
+    check_clip_skip_2(model, fields.get("clip_skip_2"))
     if fields["enhance_prompt"]:
         fields["prompt"] = enhance(fields["prompt"])
     fields["prompt"] = with_tokens(
@@ -218,14 +243,17 @@ def build_request(
         if fields.get("control_image")
         else None
     )
-    if kind == "controlnet":
+    auto_hint = False
+    if kind in CONTROLNET_KINDS:
         auto_hint = fields.pop("auto_hint")
-        if not fields["controlnet_type"] and "canny" in fields["controlnet_model"].lower():
-            fields["controlnet_type"] = "canny"
+        fields["controlnet_type"] = controlnet_units.default_type(
+            fields["controlnet_type"], fields["controlnet_model"]
+        )
         computed = fields["controlnet_type"] in control.COMPUTED_TYPES
         if ready is None and not (auto_hint and computed):
-            # Like ModelsLab: without auto_hint the init image is the control image itself.
-            ready, init = init, None
+            # Like ModelsLab: without auto_hint the init image is the control image itself
+            # (and with img2img or inpaint, also the picture to start from).
+            ready, init = init, (init if kind != "controlnet" else None)
     source = init if init is not None else ready
     if source is not None and ("width" not in fields or "height" not in fields):
         width, height = fit_size(source, plan.max_side)
@@ -233,8 +261,19 @@ def build_request(
         fields.setdefault("height", height)
     fields.setdefault("width", DEFAULT_SIDE)
     fields.setdefault("height", DEFAULT_SIDE)
+    # The IP-Adapter's image prompt is used as it is (the engine's processor resizes it).
+    if fields.get("ip_adapter_image"):
+        image_prompt = images.load("ip_adapter_image", fields["ip_adapter_image"])
+        fields["ip_adapter_image"] = images.store(image_prompt, "ip_adapter_image")
     for name, image in (("init_image", init), ("mask_image", mask), ("control_image", ready)):
         fields[name] = images.store(image, name) if image is not None else ""
+    if kind in CONTROLNET_KINDS:
+        fields["controlnet_units"] = controlnet_units.store(
+            fields.get("controlnet_units") or [],
+            images,
+            ready=fields["control_image"] or fields["init_image"],
+            computes=auto_hint and bool(fields["init_image"]),
+        )
     for name in ("highres_fix", "upscale"):
         fields.pop(name, None)
     return GenerationRequest(model_id=model.model_id, kind=kind, **fields)
@@ -251,11 +290,13 @@ def submit(
     track_id: str = "",
     webhook: str = "",
     output_base64: bool = False,
+    names: Mapping[str, str] | None = None,
 ) -> Job:
     """Resolve the model and add-ons, store the inputs, then queue and charge the job.
 
     A format whose serializer resolved the checkpoint and its add-ons itself (so its 400s name
-    the client's fields) passes that checkpoint as `model`.
+    the client's fields) passes that checkpoint as `model`; one whose add-on fields have other
+    names passes `names` (see resolve_addons).
     """
     # A retry with a used Idempotency-Key is answered before any input is fetched or stored.
     key = idempotency_key(request)
@@ -275,7 +316,9 @@ def submit(
     # So do the webhook's events (a format's serializer checked them: webhooks.parse_events).
     webhook_events = fields.pop("webhook_events", None)
     try:
-        req = build_request(request, model, fields, kind, images, addons_resolved=resolved)
+        req = build_request(
+            request, model, fields, kind, images, addons_resolved=resolved, names=names
+        )
         return queue(
             request,
             req,
@@ -311,6 +354,7 @@ def queue(
     # The formats check their own fields; this catches what only the whole request shows (a
     # hires pass with no step), so an accepted job never fails for a reason its params show.
     problems = req.problems()
+    problems.update(variations.problems(req, pipeline_family(model.family, model.base)))
     if problems:
         raise ValidationError({name: [message] for name, message in problems.items()})
     key = idempotency_key(request)
@@ -333,9 +377,8 @@ def queue(
         )
     except service.Replayed as replayed:
         # The inputs this retry stored belong to no job: the original has its own.
-        for name in IMAGE_INPUTS:
-            if getattr(req, name):
-                default_storage.delete(getattr(req, name))
+        for name in req.input_images().values():
+            default_storage.delete(name)
         return replayed.job
 
 

@@ -23,8 +23,8 @@ from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organization
-from generation import heartbeat, stopping, webhooks
-from generation.engine.request import IMAGE_INPUTS, GenerationRequest, ModelRef
+from generation import heartbeat, previews, stopping, webhooks
+from generation.engine.request import GenerationRequest, ModelRef
 from generation.inputs import open_image
 from generation.jobs import finish, reap_expired_jobs
 from generation.models import AIModel, Job, OutputImage, WebhookEvent
@@ -151,6 +151,7 @@ def run_next_job(hint_job_id: int | None = None) -> int | None:
             log.info("job %s started (attempt %s)", job.pk, job.attempts)
             execute(job)
     finally:
+        previews.clear(job.pk)
         report(job_done=True)
         wake_waiting_job()
     return job.pk
@@ -221,6 +222,7 @@ def execute(job: Job) -> None:
                 images=input_images(req),
                 progress=progress,
                 nsfw_threshold=settings.PICTOR_NSFW_THRESHOLD,
+                previews=previews.previewer(job.pk),
             )
             outputs = []
             for index, (image, seed, nsfw) in enumerate(
@@ -292,7 +294,8 @@ def hand_back(rows: QuerySet[Job], job_id: int) -> None:
 def addon_refs(job: Job, req: GenerationRequest) -> dict[str, ModelRef]:
     """The LoRAs, embeddings, VAE and ControlNet the request names, among the tenant's models."""
     names = {name for name, _weight in req.loras} | set(req.embeddings)
-    names |= {name for name in (req.vae, req.controlnet_model) if name}
+    names |= {name for name in (req.vae, req.controlnet_model, req.ip_adapter, req.refiner) if name}
+    names |= {unit.model for unit in req.controlnet_units}
     if not names:
         return {}
     found = AIModel.objects.visible_to(job.organization).filter(model_id__in=names)
@@ -301,7 +304,7 @@ def addon_refs(job: Job, req: GenerationRequest) -> dict[str, ModelRef]:
 
 def input_images(req: GenerationRequest) -> dict[str, Any]:
     """The request's input images, read back from storage where the web tier put them."""
-    return {name: open_image(getattr(req, name)) for name in IMAGE_INPUTS if getattr(req, name)}
+    return {name: open_image(stored) for name, stored in req.input_images().items()}
 
 
 @contextmanager

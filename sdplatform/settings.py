@@ -358,6 +358,14 @@ if PICTOR_PIPELINE_CACHE_SIZE < 1:
     raise ImproperlyConfigured(
         f"PICTOR_PIPELINE_CACHE_SIZE must be at least 1, not {PICTOR_PIPELINE_CACHE_SIZE}"
     )
+# Live previews (generation/previews.py): a small picture of a running job every this many
+# steps (0: none), from the TAESD folder named here or, left empty, a linear approximation.
+PICTOR_PREVIEW_EVERY = envint("PICTOR_PREVIEW_EVERY", 5)
+PICTOR_PREVIEW_DECODER = envstr("PICTOR_PREVIEW_DECODER")
+if PICTOR_PREVIEW_EVERY < 0:
+    raise ImproperlyConfigured(
+        f"PICTOR_PREVIEW_EVERY must be 0 (off) or more, not {PICTOR_PREVIEW_EVERY}"
+    )
 
 # Fetching user-supplied URLs (input images, webhooks): see generation/safe_http.py.
 PICTOR_FETCH_ALLOWED_PORTS = tuple(

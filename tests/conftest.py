@@ -107,7 +107,7 @@ def demo_model(db: None, settings: Any, models_dir: Path, media_dir: Path) -> An
 @pytest.fixture
 def demo_models(demo_model: Any) -> dict[str, Any]:
     """Every demo model registered (demo-sd15 the default), as the build command does."""
-    from generation.management.commands.build_demo_models import DEMO_MODELS
+    from generation.management.commands.build_demo_models import DEMO_MODELS, DISTILLED
     from generation.models import AIModel
 
     models = {"demo-sd15": demo_model}
@@ -120,6 +120,7 @@ def demo_models(demo_model: Any) -> dict[str, Any]:
                 base=base,
                 path=model_id,
                 description=description,
+                distillation=DISTILLED.get(model_id, ""),
             )
     return models
 

@@ -24,6 +24,12 @@ EXPECTED = {
     "demo-embedding": ("embedding", "sd15", "learned_embeds.safetensors"),
     "demo-vae": ("vae", "sd15", "diffusion_pytorch_model.safetensors"),
     "demo-upscaler-x4": ("upscaler", "sd15", "model_index.json"),
+    "demo-ip-adapter": ("ip_adapter", "sd15", "ip-adapter_sd15.safetensors"),
+    "demo-sdxl-refiner": ("refiner", "sdxl", "model_index.json"),
+    "demo-sd15-lcm": ("sd15", "sd15", "model_index.json"),
+    "demo-controlnet-tile": ("controlnet", "sd15", "diffusion_pytorch_model.safetensors"),
+    "demo-controlnet-shuffle": ("controlnet", "sd15", "diffusion_pytorch_model.safetensors"),
+    "demo-controlnet-inpaint": ("controlnet", "sd15", "diffusion_pytorch_model.safetensors"),
 }
 
 

@@ -177,6 +177,7 @@ SUBMIT_OPERATIONS = frozenset(
                 ("v5", ("controlnet",)),
                 ("v6", ("images_text2img", "images_img2img", "images_inpaint")),
                 ("v6", ("images_controlnet", "image_editing_super_resolution")),
+                ("v6", ("image_editing_outpaint", "image_editing_object_removal")),
                 ("v6", ("realtime_text2img", "realtime_img2img", "realtime_inpaint")),
                 ("v7", ("images_text_to_image", "images_image_to_image", "images_inpaint")),
             )

@@ -1,4 +1,5 @@
-"""Add-ons that fit demo-sd15: a ControlNet, two LoRAs, a textual-inversion embedding, a VAE.
+"""Add-ons that fit demo-sd15: ControlNets (canny, tile, shuffle, inpaint), two LoRAs, a
+textual-inversion embedding, a VAE.
 
 Each is saved in the layout real ones ship in, so the engine loads them with diffusers' own
 loaders. Trained add-ons start from zeros that change nothing (ControlNet's zero convolutions,
@@ -35,32 +36,48 @@ def _randomize(tensors: list[torch.Tensor], std: float) -> None:
             tensor.normal_(0.0, std)
 
 
+def _write_controlnet(seed: int, scratch: str, out: str) -> None:
+    """Save a ControlNet for demo-sd15 (config.json + weights), its weights seeded by seed."""
+    import torch  # lazy: heavy, not loaded at Django start-up
+    from diffusers import ControlNetModel
+
+    unet = _build_pipeline(scratch).unet
+    torch.manual_seed(seed)
+    # A small conditioning encoder: three stride-2 convs take the image to latent size.
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=(8, 16, 16, 16)
+    )
+    with torch.no_grad():
+        # PyTorch's default init shrinks the signal at each SiLU, so after seven convs the
+        # image is lost in the biases; a gain of 2 per conv keeps it near unit scale.
+        for conv in controlnet.controlnet_cond_embedding.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.normal_(0.0, 2.0 / math.sqrt(conv.weight[0].numel()))
+                if conv.bias is not None:  # always there: these convs have biases
+                    conv.bias.zero_()
+    zero_convs = [block.weight for block in controlnet.controlnet_down_blocks]
+    _randomize([*zero_convs, controlnet.controlnet_mid_block.weight], std=0.3)
+    controlnet.save_pretrained(out, safe_serialization=True)
+
+
 def build_demo_controlnet_canny(target_dir: str) -> bool:
     """Build a ControlNet for demo-sd15 (config.json + weights); False if it was already there."""
+    return build_atomically(target_dir, MODEL_WEIGHTS, lambda s, o: _write_controlnet(4, s, o))
 
-    def write(scratch: str, out: str) -> None:
-        import torch  # lazy: heavy, not loaded at Django start-up
-        from diffusers import ControlNetModel
 
-        unet = _build_pipeline(scratch).unet
-        torch.manual_seed(4)
-        # A small conditioning encoder: three stride-2 convs take the image to latent size.
-        controlnet = ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=(8, 16, 16, 16)
-        )
-        with torch.no_grad():
-            # PyTorch's default init shrinks the signal at each SiLU, so after seven convs the
-            # image is lost in the biases; a gain of 2 per conv keeps it near unit scale.
-            for conv in controlnet.controlnet_cond_embedding.modules():
-                if isinstance(conv, torch.nn.Conv2d):
-                    conv.weight.normal_(0.0, 2.0 / math.sqrt(conv.weight[0].numel()))
-                    if conv.bias is not None:  # always there: these convs have biases
-                        conv.bias.zero_()
-        zero_convs = [block.weight for block in controlnet.controlnet_down_blocks]
-        _randomize([*zero_convs, controlnet.controlnet_mid_block.weight], std=0.3)
-        controlnet.save_pretrained(out, safe_serialization=True)
+def build_demo_controlnet_tile(target_dir: str) -> bool:
+    """Build a "tile" ControlNet for demo-sd15 (other weights); False if already there."""
+    return build_atomically(target_dir, MODEL_WEIGHTS, lambda s, o: _write_controlnet(12, s, o))
 
-    return build_atomically(target_dir, MODEL_WEIGHTS, write)
+
+def build_demo_controlnet_shuffle(target_dir: str) -> bool:
+    """Build a "shuffle" ControlNet for demo-sd15 (other weights); False if already there."""
+    return build_atomically(target_dir, MODEL_WEIGHTS, lambda s, o: _write_controlnet(13, s, o))
+
+
+def build_demo_controlnet_inpaint(target_dir: str) -> bool:
+    """Build an "inpaint" ControlNet for demo-sd15 (other weights); False if already there."""
+    return build_atomically(target_dir, MODEL_WEIGHTS, lambda s, o: _write_controlnet(14, s, o))
 
 
 def _write_lora(seed: int, scratch: str, out: str) -> None:

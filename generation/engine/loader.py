@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from generation.engine import config
+from generation.engine import config, ip_adapter
 from generation.engine.pipelines import (
     CHECKPOINT_CLASSES,
     MODEL_CLASSES,
@@ -77,13 +77,16 @@ def device_and_dtype() -> tuple[str, Any]:
 
 
 def load_model(ref: ModelRef) -> Any:
-    """Load a checkpoint pipeline, or a ControlNet/VAE model, for ref.family."""
+    """Load a checkpoint pipeline, a ControlNet/VAE model or an IP-Adapter's image encoder."""
     if ref.family in MODEL_CLASSES:
         import diffusers  # lazy: heavy, not loaded at Django start-up
 
         device, dtype = device_and_dtype()
         cls = getattr(diffusers, MODEL_CLASSES[ref.family])
         return cls.from_pretrained(ref.path, local_files_only=True, dtype=dtype).to(device)
+    if ref.family == ip_adapter.FAMILY:
+        # What a job needs loaded is the adapter's image encoder; its own layers are small.
+        return ip_adapter.load_image_encoder(ref, *device_and_dtype())
     family = pipeline_family(ref.family, ref.base)
     if family in CHECKPOINT_CLASSES:
         return load_pipeline(ref.path, family, ref.config_path)

@@ -23,6 +23,8 @@ CHECKPOINT_CLASSES = {
     "inpaint": "StableDiffusionInpaintPipeline",
     "inpaint-sdxl": "StableDiffusionXLInpaintPipeline",
     "upscaler": "StableDiffusionUpscalePipeline",
+    # An SDXL refiner finishes an SDXL job's last steps (refiner.py); it is no request's model.
+    "refiner": "StableDiffusionXLImg2ImgPipeline",
 }
 # The same from a single original-format file: the upscaler has no single-file form.
 SINGLE_FILE_CLASSES = {
@@ -45,9 +47,18 @@ PIPELINES = {
     ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
     ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
     ("sdxl", "controlnet"): "StableDiffusionXLControlNetPipeline",
+    # ControlNet on img2img and inpaint (generation/engine/controlnets.py).
+    ("sd15", "controlnet-img2img"): "StableDiffusionControlNetImg2ImgPipeline",
+    ("sd15", "controlnet-inpaint"): "StableDiffusionControlNetInpaintPipeline",
+    ("sd2", "controlnet-img2img"): "StableDiffusionControlNetImg2ImgPipeline",
+    ("sd2", "controlnet-inpaint"): "StableDiffusionControlNetInpaintPipeline",
+    ("sdxl", "controlnet-img2img"): "StableDiffusionXLControlNetImg2ImgPipeline",
+    ("sdxl", "controlnet-inpaint"): "StableDiffusionXLControlNetInpaintPipeline",
     # A 9-channel inpainting UNet only makes sense with a mask.
     ("inpaint", "inpaint"): "StableDiffusionInpaintPipeline",
     ("inpaint-sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+    ("inpaint", "controlnet-inpaint"): "StableDiffusionControlNetInpaintPipeline",
+    ("inpaint-sdxl", "controlnet-inpaint"): "StableDiffusionXLControlNetInpaintPipeline",
 }
 
 
@@ -110,14 +121,19 @@ def kind_error(family: str, kind: str) -> str | None:
     return f"A {family} model cannot run {kind}; it serves {', '.join(kinds)}."
 
 
-def pipeline_for(base: Any, family: str, kind: str, **components: Any) -> Any:
-    """A pipeline for `kind` sharing base's modules (extra components, e.g. controlnet, added)."""
+def pipeline_for(
+    base: Any, family: str, kind: str, name: str | None = None, **components: Any
+) -> Any:
+    """A pipeline for `kind` sharing base's modules (extra components, e.g. controlnet, added).
+
+    `name` picks another diffusers class for the kind (a PAG or panorama one, variations.py).
+    """
     import diffusers  # lazy: heavy, not loaded at Django start-up
 
     error = kind_error(family, kind)
     if error:
         raise ValueError(error)
-    cls = getattr(diffusers, PIPELINES[(family, kind)])
+    cls = getattr(diffusers, name or PIPELINES[(family, kind)])
     # from_pipe casts every shared module to `dtype` (float32 unless told): pass the base's own
     # dtype, or an fp16 GPU pipeline would be converted in place for everyone. That cast is a
     # no-op, but diffusers warns about it on every call; the warning says nothing here.

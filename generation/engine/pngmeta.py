@@ -111,5 +111,10 @@ def a1111_parameters(request: GenerationRequest, seed: int) -> str:
     # A1111 writes "Clip skip" only when layers are actually skipped (its 1 means none).
     if request.clip_skip and request.clip_skip > 1:
         fields.append(f"Clip skip: {request.clip_skip}")
+    if request.subseed_strength > 0:
+        fields.append(f"Variation seed: {request.subseed + seed - request.seed}")
+        fields.append(f"Variation seed strength: {request.subseed_strength:g}")
+    if request.tiling:
+        fields.append("Tiling: True")
     lines.append(", ".join(fields))
     return "\n".join(lines)

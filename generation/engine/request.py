@@ -10,12 +10,25 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from generation.engine import weighting
 from generation.engine.prompts import MAX_LORA_WEIGHT
 
 SAFETY_MODES = ("sensitive_content_text", "blur", "pixelate", "black")
 DEFAULT_SCHEDULER = "UniPCMultistepScheduler"
 # What a job does with its model; the pipeline class follows from this and the model's family.
-KINDS = ("text2img", "img2img", "inpaint", "controlnet", "upscale")
+KINDS = (
+    "text2img",
+    "img2img",
+    "inpaint",
+    "controlnet",
+    "controlnet-img2img",
+    "controlnet-inpaint",
+    "upscale",
+)
+# The kinds run with ControlNets (text2img, img2img or inpaint guided by control images).
+CONTROLNET_KINDS = ("controlnet", "controlnet-img2img", "controlnet-inpaint")
+# ControlNets one job may run: the one of the controlnet_* fields plus this many - 1 units.
+MAX_CONTROLNETS = 4
 # Names of the input images a request may carry (values are storage names, read by the worker).
 IMAGE_INPUTS = ("init_image", "mask_image", "control_image", "ip_adapter_image")
 # A1111's default mask blur: the inpainted area fades into the kept pixels over a few pixels.
@@ -59,6 +72,25 @@ class ModelRef:
     family: str = "sd15"
     base: str = "sd15"
     config_path: str = ""
+
+
+@dataclass(frozen=True)
+class ControlNetUnit:
+    """One more ControlNet of a job: a registered model, its control image and weights.
+
+    `image` and `mask` are storage names like the request's input images; without an image the
+    unit's map is computed from the request's init_image by `type` (a preprocessor of
+    generation/engine/control.py), and an "inpaint" unit without a mask takes the request's
+    mask_image.
+    """
+
+    model: str
+    type: str = ""
+    image: str = ""
+    mask: str = ""
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +141,12 @@ class GenerationRequest:
     controlnet_conditioning_scale: float = 1.0
     control_guidance_start: float = 0.0
     control_guidance_end: float = 1.0
+    # More ControlNets run with the one above in the same job, each with its own image and
+    # weights (diffusers' MultiControlNetModel).
+    controlnet_units: tuple[ControlNetUnit, ...] = ()
+    # ControlNet guess mode: the ControlNets act on the prompt's (conditional) pass only, their
+    # residuals fading from deep to shallow blocks (A1111's "ControlNet is more important").
+    guess_mode: bool = False
     # IP-Adapter (image prompt): a registered ip_adapter model, how strongly it acts, its image.
     ip_adapter: str = ""
     ip_adapter_scale: float = 1.0
@@ -165,6 +203,13 @@ class GenerationRequest:
                     f"The weight of LoRA {name} must be between "
                     f"{-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}."
                 )
+        for name in weighting.PROMPT_FIELDS:  # A1111's (word:weight) syntax
+            syntax = weighting.problem(getattr(self, name))
+            if syntax:
+                found[name] = f"The {name} cannot be read: {syntax}"
+        deepest = weighting.MAX_CLIP_SKIP_2
+        if self.clip_skip_2 is not None and not 1 <= self.clip_skip_2 <= deepest:
+            found["clip_skip_2"] = f"The clip_skip_2 must be between 1 and {deepest}."
         if self.inpaint_fill not in INPAINT_FILLS:
             found["inpaint_fill"] = f"The inpaint_fill must be one of: {', '.join(INPAINT_FILLS)}."
         for name in ("mask_blur_x", "mask_blur_y"):
@@ -188,10 +233,16 @@ class GenerationRequest:
             found["subseed"] = f"The subseed must be between 0 and {MAX_SEED}."
         if self.steps < 1:
             found["steps"] = "At least one step is needed."
+        found.update(self.controlnet_problems())
+        if bool(self.ip_adapter) != bool(self.ip_adapter_image):
+            name = "ip_adapter_image" if self.ip_adapter else "ip_adapter"
+            found[name] = "An IP-Adapter needs both its model and its ip_adapter_image."
+        if self.ip_adapter and self.kind == "upscale":
+            found["ip_adapter"] = "An IP-Adapter does not apply to upscaling."
         if found:
             return found
         # diffusers runs int(steps × strength) steps of an img2img pass; none is an error.
-        if self.kind in ("img2img", "inpaint") and int(self.steps * self.strength) < 1:
+        if self.uses_strength and int(self.steps * self.strength) < 1:
             found["strength"] = (
                 f"At {self.steps} steps a strength of {self.strength:g} runs no denoising step; "
                 f"use a strength of at least {math.ceil(1000 / self.steps) / 1000:g} or more "
@@ -224,7 +275,77 @@ class GenerationRequest:
             values["loras"] = tuple((str(name), float(w)) for name, w in values["loras"])
         if "embeddings" in values:
             values["embeddings"] = tuple(values["embeddings"])
+        if "controlnet_units" in values:
+            values["controlnet_units"] = tuple(
+                ControlNetUnit(**unit) for unit in values["controlnet_units"]
+            )
         return cls(**values)
+
+    @property
+    def uses_strength(self) -> bool:
+        """Whether this kind starts from the init image, `strength` away from it."""
+        return self.kind in ("img2img", "inpaint", "controlnet-img2img", "controlnet-inpaint")
+
+    def controlnet_problems(self) -> dict[str, str]:
+        """Why the ControlNet fields (units, guess mode) cannot run, by field name."""
+        found: dict[str, str] = {}
+        if self.kind not in CONTROLNET_KINDS:
+            if self.controlnet_units or self.guess_mode:
+                name = "controlnet_units" if self.controlnet_units else "guess_mode"
+                found[name] = f"The {name} field needs a ControlNet request."
+            return found
+        if len(self.controlnet_units) + 1 > MAX_CONTROLNETS:
+            found["controlnet_units"] = f"A request may run at most {MAX_CONTROLNETS} ControlNets."
+        for unit in self.controlnet_units:
+            for name, value in (("scale", unit.scale), ("start", unit.start), ("end", unit.end)):
+                low, high = FLOAT_RANGES[
+                    "controlnet_conditioning_scale" if name == "scale" else "control_guidance_end"
+                ]
+                if not (isinstance(value, int | float) and math.isfinite(value)):
+                    found["controlnet_units"] = f"A unit's {name} must be a finite number."
+                elif not low <= value <= high:
+                    found["controlnet_units"] = (
+                        f"A unit's {name} must be between {low:g} and {high:g}."
+                    )
+            if not unit.model:
+                found["controlnet_units"] = "Every ControlNet unit needs a model."
+        for start, end in self.control_windows():
+            if start >= end:
+                found["control_guidance_end"] = (
+                    "A ControlNet's guidance end must be greater than its start."
+                )
+        if self.kind == "controlnet-inpaint" and self.inpaint_full_res:
+            found["inpaint_full_res"] = (
+                "Inpainting only the masked area is not offered with ControlNet."
+            )
+        return found
+
+    def control_windows(self) -> list[tuple[float, float]]:
+        """(start, end) of every ControlNet of the request, the controlnet_* one first."""
+        return [
+            (self.control_guidance_start, self.control_guidance_end),
+            *((unit.start, unit.end) for unit in self.controlnet_units),
+        ]
+
+    def input_images(self) -> dict[str, str]:
+        """Every input image the request names: {the worker's name for it: storage name}."""
+        return input_images(self.to_params())
+
+
+def input_images(params: dict[str, Any]) -> dict[str, str]:
+    """The input images of stored params (`to_params` output): {name: storage name}.
+
+    Besides IMAGE_INPUTS, each ControlNet unit's image and mask, as "controlnet_units.<i>.image"
+    and "controlnet_units.<i>.mask".
+    """
+    found = {name: params[name] for name in IMAGE_INPUTS if params.get(name)}
+    units = params.get("controlnet_units") or ()
+    for index, unit in enumerate(units if isinstance(units, list | tuple) else ()):
+        for part in ("image", "mask"):
+            value = unit.get(part) if isinstance(unit, dict) else None
+            if value and isinstance(value, str):
+                found[f"controlnet_units.{index}.{part}"] = value
+    return found
 
 
 @dataclass

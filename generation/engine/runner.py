@@ -10,17 +10,26 @@ from typing import Any
 from PIL import Image
 
 from generation.engine import addons as addon_rules
-from generation.engine import control, inpaint, safety
+from generation.engine import (
+    controlnets,
+    inpaint,
+    ip_adapter,
+    refiner,
+    safety,
+    variations,
+    weighting,
+)
 from generation.engine.cache import PipelineCache, default_cache
 from generation.engine.loader import original_scheduler_config
 from generation.engine.pipelines import (
     has_second_prompt,
     kind_error,
     pipeline_family,
-    pipeline_for,
 )
+from generation.engine.preview import Previewer
 from generation.engine.prompts import with_tokens
 from generation.engine.request import (
+    CONTROLNET_KINDS,
     KINDS,
     SAFETY_MODES,
     GenerationRequest,
@@ -67,11 +76,12 @@ def validate(req: GenerationRequest) -> None:
     if req.samples < 1:
         raise ValueError("samples must be at least 1")
     needs = {"img2img": "init_image", "inpaint": "mask_image", "upscale": "init_image"}
+    needs.update({"controlnet-img2img": "init_image", "controlnet-inpaint": "mask_image"})
     if req.kind in needs and not getattr(req, needs[req.kind]):
         raise ValueError(f"A {req.kind} request needs {needs[req.kind]}")
-    if req.kind == "inpaint" and not req.init_image:
+    if req.kind in ("inpaint", "controlnet-inpaint") and not req.init_image:
         raise ValueError("An inpaint request needs init_image")
-    if req.kind == "controlnet" and not req.controlnet_model:
+    if req.kind in CONTROLNET_KINDS and not req.controlnet_model:
         raise ValueError("A controlnet request needs controlnet_model")
 
 
@@ -84,19 +94,22 @@ def generate(
     cache: PipelineCache | None = None,
     progress: Progress | None = None,
     nsfw_threshold: float = 0.5,
+    previews: Previewer | None = None,
 ) -> GenerationResult:
     """Generate req.samples images with seeds req.seed, req.seed + 1, ... in one batched call.
 
     `model` is the checkpoint (a bare folder path means an SD 1.x folder); `addons` maps the
     LoRA/embedding/VAE/ControlNet ids the request names to their refs; `images` holds the
     decoded input images by field name (init_image, mask_image, control_image).
-    progress(done, total) runs after each denoising step and may raise to abort the job.
+    progress(done, total) runs after each denoising step and may raise to abort the job;
+    `previews` gets the latents of every few steps for a live preview (not for upscales).
     inference_seconds covers the diffusion call and the safety check, not a cold model load.
     """
     validate(req)
     cache = cache or default_cache
     ref = model if isinstance(model, ModelRef) else ModelRef(req.model_id, model)
     job = _Job(req, ref, addons or {}, images or {}, cache, progress)
+    job.previews = previews
     with _generation_lock:
         started = time.perf_counter()
         outputs = job.upscale() if req.kind == "upscale" else job.diffuse()
@@ -134,6 +147,7 @@ class _Job:
         self.images = images
         self.cache = cache
         self.progress = progress
+        self.previews: Previewer | None = None
         self.seeds = [req.seed + i for i in range(req.samples)]
         self.family = pipeline_family(ref.family, ref.base)
 
@@ -169,14 +183,18 @@ class _Job:
 
     def callback(self, offset: int = 0, later: int = 0) -> Callable[..., dict] | None:
         """A step callback reporting overall progress; `offset`/`later` count other passes."""
-        if self.progress is None:
+        if self.progress is None and self.previews is None:
             return None
-        report = self.progress
+        report, previews = self.progress, self.previews
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict) -> dict:
             # num_timesteps, not req.steps: second-order samplers (Heun, DPM2) run more, and
             # img2img runs only `strength` of them.
-            report(offset + step + 1, offset + pipeline.num_timesteps + later)
+            done, total = offset + step + 1, offset + pipeline.num_timesteps + later
+            if previews is not None:
+                previews.step(done, total, kwargs.get("latents"), self.ref.base)
+            if report is not None:
+                report(done, total)
             return kwargs
 
         return on_step_end
@@ -189,6 +207,9 @@ class _Job:
         error = kind_error(self.family, req.kind)
         if error:
             raise ValueError(error)
+        refused = variations.problems(req, self.family)
+        if refused:
+            raise ValueError(" ".join(refused.values()))
         texts = {"prompt_2": req.prompt_2, "negative_prompt_2": req.negative_prompt_2}
         second_prompts = {name: text for name, text in texts.items() if text}
         if second_prompts and not has_second_prompt(self.family):
@@ -204,9 +225,14 @@ class _Job:
         components: dict[str, Any] = {}
         if req.vae:
             components["vae"] = self.cache.get(self.addon(req.vae))
-        if req.kind == "controlnet":
-            components["controlnet"] = self.cache.get(self.addon(req.controlnet_model))
-        pipe = pipeline_for(base, self.family, req.kind, **components)
+        if req.kind in CONTROLNET_KINDS:
+            components["controlnet"] = controlnets.models(
+                req, lambda name: self.cache.get(self.addon(name))
+            )
+        adapter = self.addon(req.ip_adapter) if req.ip_adapter else None
+        if adapter is not None:
+            components.update(ip_adapter.components(self.cache.get(adapter)))
+        pipe = variations.pipeline_for(base, self.family, req.kind, req, **components)
         # Always from the config the model was loaded with, so no request inherits the last one's.
         pipe.scheduler = build_scheduler(
             original_scheduler_config(base),
@@ -229,17 +255,21 @@ class _Job:
             "clip_skip": skip,
             **second_prompts,
         }
+        if adapter is not None:
+            call["ip_adapter_image"] = self.required_image("ip_adapter_image")
         size = (req.width, req.height)
         init = self.image("init_image")
         painting: inpaint.Inpaint | None = None
-        if req.kind == "text2img":
+        # A ControlNet kind runs as its base kind, with the ControlNets' arguments added.
+        base_kind = controlnets.BASE_KINDS.get(req.kind, req.kind)
+        if base_kind == "text2img":
             call.update(width=req.width, height=req.height)
-        elif req.kind == "img2img":
+        elif base_kind == "img2img":
             call.update(
                 image=self.required_image("init_image").convert("RGB").resize(size),
                 strength=req.strength,
             )
-        elif req.kind == "inpaint":
+        elif base_kind == "inpaint":
             painting = inpaint.prepare(
                 self.required_image("init_image"),
                 self.required_image("mask_image"),
@@ -256,31 +286,40 @@ class _Job:
                 height=req.height,
                 strength=req.strength,
             )
-        elif req.kind == "controlnet":
-            hint = control.control_image(req.controlnet_type, init, self.image("control_image"))
-            call.update(
-                image=hint.resize(size),
-                width=req.width,
-                height=req.height,
-                controlnet_conditioning_scale=req.controlnet_conditioning_scale,
-                control_guidance_start=req.control_guidance_start,
-                control_guidance_end=req.control_guidance_end,
+        if req.kind in CONTROLNET_KINDS:
+            source, mask = (
+                (painting.image, painting.mask)
+                if painting is not None
+                else (init, self.image("mask_image"))
             )
+            call.update(controlnets.arguments(req, self.images, source, mask, size))
 
+        # Variation seeds draw each image's seed noise from its generator, as diffusers would.
+        generators = self.generators()
+        call.update(variations.call_options(pipe, req, generators))
         hires = req.hires_scale > 1 and req.kind == "text2img"
         hires_steps = max(1, int(req.steps * req.hires_strength)) if hires else 0
+        refining = refiner.Refining(self, pipe, call) if req.refiner else None
         with (
+            variations.applied(pipe, req),
             addon_rules.applied(pipe, loras=loras, embeddings=embeddings, tomesd=req.tomesd),
+            ip_adapter.applied(pipe, adapter, req.ip_adapter_scale),
             torch.inference_mode(),
         ):
+            # A1111's weights, BREAK and long prompts: embeddings in place of the strings.
+            call = weighting.embedded_call(pipe, call, req.clip_skip_2)
             output = pipe(
                 **call,
-                generator=self.generators(),
-                callback_on_step_end=self.callback(later=hires_steps),
-                output_type="latent" if hires else "pil",
+                generator=generators,
+                callback_on_step_end=self.callback(
+                    later=refining.steps if refining else hires_steps
+                ),
+                output_type="latent" if hires or refining else "pil",
             )
             if hires:
                 return self.hires_pass(base, pipe, call, output.images, components)
+        if refining:
+            return refining.run(base, pipe, output.images, components)
         images = list(output.images)
         if painting is not None:
             # The VAE round trip alters every pixel a little; like A1111, only the masked area
@@ -296,16 +335,19 @@ class _Job:
 
         req = self.req
         upscaled = F.interpolate(latents, scale_factor=req.hires_scale, mode="nearest")
-        second = pipeline_for(base, self.family, "img2img", **components)
+        second = variations.pipeline_for(base, self.family, "img2img", req, **components)
         second.scheduler = first.scheduler
-        call = {k: v for k, v in call.items() if k not in ("width", "height")}
+        call = {k: v for k, v in call.items() if k not in ("width", "height", "latents")}
         # The latents already hold one image per sample: one prompt per latent, one each.
         batch = len(self.seeds)
-        call.update(
-            prompt=[call["prompt"]] * batch,
-            negative_prompt=[call["negative_prompt"] or ""] * batch,
-            num_images_per_prompt=1,
-        )
+        if "prompt_embeds" in call:
+            call.update(weighting.repeated(call, batch), num_images_per_prompt=1)
+        else:
+            call.update(
+                prompt=[call["prompt"]] * batch,
+                negative_prompt=[call["negative_prompt"] or ""] * batch,
+                num_images_per_prompt=1,
+            )
         for name in ("prompt_2", "negative_prompt_2"):
             if name in call:
                 call[name] = [call[name]] * batch

@@ -1,4 +1,5 @@
-// The playground: submit through /app/playground/submit, poll the job, move the progress bar.
+// The playground: submit through /app/playground/submit, poll the job, move the progress bar
+// and show the job's live preview while it runs.
 (function () {
   "use strict";
   const form = document.getElementById("playground");
@@ -6,6 +7,7 @@
   const result = document.getElementById("result");
   const statusLine = document.getElementById("status");
   const bar = document.getElementById("progress");
+  const preview = document.getElementById("preview");
   const images = document.getElementById("images");
   const curl = document.getElementById("curl");
   const button = document.getElementById("generate");
@@ -40,6 +42,8 @@
 
   function finish(data) {
     button.disabled = false;
+    preview.hidden = true;
+    preview.removeAttribute("src");
     if (data.status === "success") {
       bar.value = 100;
       statusLine.textContent = "Done in " + data.generationTime + " s (seed " + data.meta.seed + ", " + data.meta.credits + " credits).";
@@ -60,6 +64,10 @@
     if (data.status === "processing") {
       bar.value = Math.round((data.progress || 0) * 100);
       statusLine.textContent = data.progress ? "Generating… " + bar.value + "%" : "Waiting for a worker…";
+      if (data.preview) {
+        preview.src = "data:image/png;base64," + data.preview;
+        preview.hidden = false;
+      }
       setTimeout(() => poll(id), POLL_MS);
     } else {
       finish(data);

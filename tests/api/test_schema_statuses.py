@@ -169,6 +169,16 @@ GOOD: dict[tuple[str, str], Good] = {
         submits=True,
         missing=lambda: {"init_image": TINY, "model_id": "no-such-model"},
     ),
+    ("/api/v6/image_editing/outpaint", "post"): Good(
+        lambda job: {"prompt": prompt(), "image": IMAGE, "left": 16, "model_id": "demo-sd15"},
+        submits=True,
+        missing=lambda: {"prompt": prompt(), "image": IMAGE, "left": 16, "model_id": "nope"},
+    ),
+    ("/api/v6/image_editing/object_removal", "post"): Good(
+        lambda job: {"init_image": IMAGE, "mask_image": MASK, "track_id": uuid.uuid4().hex},
+        submits=True,
+        missing=lambda: {"init_image": IMAGE, "mask_image": MASK, "model_id": "no-such-model"},
+    ),
     ("/api/v3/super_resolution", "post"): Good(
         lambda job: {"url": TINY, "scale": 2, "track_id": uuid.uuid4().hex},
         submits=True,

@@ -17,7 +17,6 @@ from rest_framework import serializers
 
 from generation import answers
 from generation.answers import Answer, Number
-from generation.api import base
 from generation.api.a1111.checkpoints import short_hash
 from generation.api.a1111.tables import (
     DEFAULT_CFG_SCALE,
@@ -131,9 +130,14 @@ def generation_info(
     p = job.params
     count = max(len(outputs), 1)
     seeds = [seed for seed, _text in outputs] or [p["seed"]]
-    subseed = base.random_seed(values["subseed"])
+    # The subseed drawn at submit (image i used subseed + i when subseed_strength is above 0).
+    subseed = p.get("subseed", 0)
     hires = p.get("hires_scale", 1) > 1
-    denoising = p["strength"] if job.kind in ("img2img", "inpaint") else None
+    denoising = (
+        p["strength"]
+        if job.kind in ("img2img", "inpaint", "controlnet-img2img", "controlnet-inpaint")
+        else None
+    )
     extra: dict[str, Any] = {}
     if values.get("scheduler"):
         extra["Schedule type"] = "Karras" if p["use_karras_sigmas"] else "Automatic"
@@ -141,6 +145,9 @@ def generation_info(
         denoising = p["hires_strength"]
         extra["Hires upscale"] = p["hires_scale"]
         extra["Hires upscaler"] = values.get("hr_upscaler") or "Latent"
+    if p.get("refiner"):
+        extra["Refiner"] = p["refiner"]
+        extra["Refiner switch at"] = p["refiner_switch_at"]
     return {
         "prompt": values["prompt"],
         "all_prompts": [values["prompt"]] * count,
@@ -150,7 +157,7 @@ def generation_info(
         "all_seeds": seeds,
         "subseed": subseed,
         "all_subseeds": [subseed + i for i in range(count)],
-        "subseed_strength": 0,
+        "subseed_strength": p.get("subseed_strength", 0),
         "width": p["width"],
         "height": p["height"],
         "sampler_name": sampler,
@@ -233,7 +240,9 @@ class ProgressAnswer(Answer):
     progress = Number(help_text="0 to 1")
     eta_relative = Number(help_text="Seconds")
     state = ProgressState()
-    current_image = serializers.CharField(allow_null=True)
+    current_image = serializers.CharField(
+        allow_null=True, help_text="The running job's live preview, base64 PNG, or null"
+    )
     textinfo = serializers.CharField(allow_null=True)
 
 

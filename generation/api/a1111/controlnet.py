@@ -5,14 +5,22 @@ A txt2img body may carry units as the extension reads them:
     "alwayson_scripts": {"controlnet": {"args": [{"enabled": true, "module": "canny",
         "model": "control_v11p_sd15_canny [d14c016b]", "image": "<base64>", ...}]}}
 
-An enabled unit becomes the engine's ControlNet job (GenerationRequest's controlnet_* fields).
-The control map is made here, at submit, as the extension makes it: the preprocessor runs at
-`processor_res` (or, with `pixel_perfect`, at the resolution that makes the map the output's
-size), then the map is fitted to width × height by `resize_mode`; the worker takes it ready.
+Enabled units become the engine's ControlNets: the first the controlnet_* fields of
+GenerationRequest, the others its controlnet_units; on img2img they guide an img2img (or, with a
+mask, inpaint) job. The control map is made here, at submit, as the extension makes it: the
+preprocessor runs at `processor_res` (or, with `pixel_perfect`, at the resolution that makes the
+map the output's size), then the map is fitted to width × height by `resize_mode`; the worker
+takes it ready. inpaint_only's map (the picture with the masked pixels at -1) cannot be stored
+as a PNG: the worker makes it from the img2img init image and mask.
 
-What is refused (400 naming the unit's field): more than one enabled unit (the engine runs one
-ControlNet per job), img2img and the hires fix with a unit, preprocessors other than canny and
-none, control modes other than Balanced, several images in one unit, and a drawn mask.
+control_mode 2 ("ControlNet is more important") is diffusers' guess mode, for the whole job:
+every ControlNet unit of a request must then ask for it. A unit whose module is an IP-Adapter
+("ip-adapter*") sets the request's ip_adapter fields (one such unit per request).
+
+What is refused (400 naming the unit's field): more than MAX_CONTROLNETS enabled ControlNet
+units, the hires fix with a unit, preprocessors other than those in MODULES, control mode 1
+("My prompt is more important": per-layer weights on both guidance passes, which diffusers does
+not offer), several images in one unit, and a drawn mask.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ from generation.api.a1111.answers import DetailAnswer
 from generation.api.a1111.errors import A1111View, Unprocessable, refuse_unstorable_names
 from generation.api.a1111.tables import CHECKSUM_SUFFIX, TAG
 from generation.api.base import MAX_IMAGE_FIELD
+from generation.engine.control import MAX_TILE_RATE
+from generation.engine.control import shuffle as content_shuffle
+from generation.engine.control import tile as tile_resample
+from generation.engine.request import MAX_CONTROLNETS
 from generation.models import AIModel
 
 if TYPE_CHECKING:
@@ -63,11 +75,34 @@ HIGH_THRESHOLD: dict[str, Any] = {
     "max": 255,
     "step": 1,
 }
+DOWN_SAMPLING: dict[str, Any] = {
+    "name": "Down Sampling Rate",
+    "value": 1.0,
+    "min": 1.0,
+    "max": MAX_TILE_RATE,
+    "step": 0.01,
+}
 # The preprocessors offered ("none": the image is the control map) and their sliders.
 MODULES: dict[str, list[dict[str, Any]]] = {
     "none": [RESOLUTION],
     "canny": [RESOLUTION, LOW_THRESHOLD, HIGH_THRESHOLD],
+    "tile_resample": [RESOLUTION, DOWN_SAMPLING],
+    "shuffle": [RESOLUTION],
+    "inpaint_only": [],
 }
+# The engine's controlnet_type for each module (inpaint's map is made by the worker).
+MODULE_TYPES = {
+    "none": "",
+    "canny": "canny",
+    "tile_resample": "tile",
+    "shuffle": "shuffle",
+    "inpaint_only": "inpaint",
+}
+# Older names of these modules that clients still send.
+MODULE_ALIASES = {"tile": "tile_resample", "inpaint": "inpaint_only"}
+# A module naming an IP-Adapter: the unit is an image prompt, not a ControlNet.
+IP_ADAPTER_PREFIX = "ip-adapter"
+BALANCED, PROMPT_FIRST, CONTROLNET_FIRST = 0, 1, 2
 # resize_mode by the extension's names (and its older aliases) and numbers.
 JUST_RESIZE, CROP_AND_RESIZE, RESIZE_AND_FILL = 0, 1, 2
 RESIZE_MODES = {
@@ -213,25 +248,29 @@ class UnitBody(serializers.Serializer):
 
 @dataclass(frozen=True)
 class Unit:
-    """The enabled unit of a request: where it was sent (for errors) and its values."""
+    """An enabled unit of a request: where it was sent (for errors) and its values."""
 
     field: str
     values: dict[str, Any]
 
+    @property
+    def is_ip_adapter(self) -> bool:
+        return self.values["module"].startswith(IP_ADAPTER_PREFIX)
 
-def enabled_unit(body: dict[str, Any], kind: str) -> Unit | None:
-    """The one enabled ControlNet unit of alwayson_scripts (None if none is), else a 4xx.
+
+def enabled_units(body: dict[str, Any], kind: str) -> list[Unit]:
+    """The enabled units of alwayson_scripts' ControlNet entry (none: []), else a 4xx.
 
     Runs before any lookup: a bad value is a 422, a unit this server cannot run a 400, each
     naming `alwayson_scripts.<script>.args[i]` (and the unit's field).
     """
     scripts = body.get("alwayson_scripts")
     if scripts in (None, {}):
-        return None
+        return []
     if not isinstance(scripts, dict):
         raise Unprocessable({"alwayson_scripts": ["Must be an object of scripts by name."]})
     refuse_unstorable_names(scripts, "alwayson_scripts")
-    found: Unit | None = None
+    found: list[Unit] = []
     for name, script in scripts.items():
         where = f"alwayson_scripts.{name}"
         args = script.get("args") if isinstance(script, dict) else script
@@ -255,19 +294,36 @@ def enabled_unit(body: dict[str, Any], kind: str) -> Unit | None:
             values = dict(serializer.validated_data)
             if not values["enabled"]:
                 continue
-            if found is not None:
-                raise ValidationError(
-                    {
-                        field: [
-                            f"Only one enabled ControlNet unit per request is offered here "
-                            f"({found.field} is enabled already); disable the others."
-                        ]
-                    }
-                )
             refuse_unit_features(arg, field)
-            found = Unit(field, values)
-    if found is not None:
-        check_unit(found, body, kind)
+            found.append(Unit(field, values))
+    for unit in found:
+        check_unit(unit, body, kind)
+    nets = [unit for unit in found if not unit.is_ip_adapter]
+    if len(nets) > MAX_CONTROLNETS:
+        raise ValidationError(
+            {
+                nets[MAX_CONTROLNETS].field: [
+                    f"At most {MAX_CONTROLNETS} enabled ControlNet units per request are "
+                    "offered here; disable the others."
+                ]
+            }
+        )
+    adapters = [unit for unit in found if unit.is_ip_adapter]
+    if len(adapters) > 1:
+        raise ValidationError(
+            {adapters[1].field: ["One IP-Adapter unit per request is offered here."]}
+        )
+    guessing = [unit.values["control_mode"] == CONTROLNET_FIRST for unit in nets]
+    if any(guessing) and not all(guessing):
+        odd = nets[guessing.index(False)]
+        raise ValidationError(
+            {
+                f"{odd.field}.control_mode": [
+                    "ControlNet is more important (2) applies to every ControlNet of a job "
+                    "here: give all enabled units control_mode 2, or none."
+                ]
+            }
+        )
     return found
 
 
@@ -285,42 +341,52 @@ def refuse_unit_features(arg: dict[str, Any], field: str) -> None:
 def check_unit(unit: Unit, body: dict[str, Any], kind: str) -> None:
     """What this server runs of an enabled unit (a 400 naming the field), or what it lacks."""
     field, values = unit.field, unit.values
-    if kind != "txt2img":
-        raise ValidationError(
-            {field: ["ControlNet runs with txt2img here; img2img with a unit is not offered."]}
-        )
     if body.get("enable_hr"):
         raise ValidationError(
             {field: ["A ControlNet unit cannot be combined with the hires fix (enable_hr) here."]}
         )
     module = values["module"].strip().lower() or "none"
-    if module not in MODULES:
+    module = MODULE_ALIASES.get(module, module)
+    if module not in MODULES and not module.startswith(IP_ADAPTER_PREFIX):
         raise ValidationError(
             {
                 f"{field}.module": [
-                    f"The {values['module']!r} preprocessor is not offered here; use canny, or "
-                    "none with a ready control map as the image."
+                    f"The {values['module']!r} preprocessor is not offered here; use one of "
+                    f"{', '.join(MODULES)} (none: the image is a ready control map), or an "
+                    "ip-adapter module."
                 ]
             }
         )
     values["module"] = module
-    if values["control_mode"] != 0:
+    if values["control_mode"] == PROMPT_FIRST:
         raise ValidationError(
             {
                 f"{field}.control_mode": [
-                    f"{CONTROL_MODES[values['control_mode']]} is not offered here; only 0 "
-                    "(Balanced) runs the ControlNet as the extension does."
+                    f"{CONTROL_MODES[PROMPT_FIRST]} (1) is not offered here; use 0 (Balanced) or "
+                    f"2 ({CONTROL_MODES[CONTROLNET_FIRST]})."
                 ]
             }
         )
     if not values["model"].strip() or values["model"].strip() == "None":
         raise Unprocessable({f"{field}.model": ["An enabled unit needs a ControlNet model."]})
-    if not values["images"]:
+    # On img2img a unit without an image takes the init image, as the extension does.
+    if not values["images"] and (kind == "txt2img" or module == "none"):
         raise Unprocessable({f"{field}.image": ["An enabled unit needs an image (base64)."]})
     if len(values["images"]) > 1:
         raise ValidationError(
             {f"{field}.image": ["Send one image per unit; several are not offered."]}
         )
+    if module == "inpaint_only" and not (kind == "img2img" and body.get("mask")):
+        raise ValidationError(
+            {
+                f"{field}.module": [
+                    "inpaint_only runs on img2img with a mask here (its map masks the init "
+                    "image); send the mask with the img2img request."
+                ]
+            }
+        )
+    if unit.is_ip_adapter:
+        check_ip_adapter_unit(unit)
     if module == "canny":
         for name, slider in (("threshold_a", LOW_THRESHOLD), ("threshold_b", HIGH_THRESHOLD)):
             # -1 is the extension's "the preprocessor's default".
@@ -330,10 +396,37 @@ def check_unit(unit: Unit, body: dict[str, Any], kind: str) -> None:
                 raise Unprocessable(
                     {f"{field}.{name}": ["Must be -1 or between 1 and 255 for canny."]}
                 )
+    if module == "tile_resample":
+        if values["threshold_a"] == -1:
+            values["threshold_a"] = DOWN_SAMPLING["value"]
+        elif not DOWN_SAMPLING["min"] <= values["threshold_a"] <= DOWN_SAMPLING["max"]:
+            raise Unprocessable(
+                {f"{field}.threshold_a": [f"Must be -1 or between 1 and {MAX_TILE_RATE:g}."]}
+            )
     if values["processor_res"] == -1:
         values["processor_res"] = RESOLUTION["value"]
     elif values["processor_res"] < RESOLUTION["min"]:
         raise Unprocessable({f"{field}.processor_res": ["Must be -1 or between 64 and 2048."]})
+
+
+def check_ip_adapter_unit(unit: Unit) -> None:
+    """An IP-Adapter unit: its weight is the adapter's scale; no window or mode of its own."""
+    field, values = unit.field, unit.values
+    if (values["guidance_start"], values["guidance_end"]) != (0.0, 1.0):
+        raise ValidationError(
+            {
+                f"{field}.guidance_start": [
+                    "An IP-Adapter unit acts on every step here; send guidance_start 0 and "
+                    "guidance_end 1."
+                ]
+            }
+        )
+    if values["control_mode"] != BALANCED:
+        raise ValidationError(
+            {f"{field}.control_mode": ["An IP-Adapter unit takes control_mode 0 (Balanced)."]}
+        )
+    if not values["images"]:
+        raise Unprocessable({f"{field}.image": ["An IP-Adapter unit needs an image (base64)."]})
 
 
 def short_hash(model: AIModel) -> str:
@@ -347,20 +440,23 @@ def list_name(model: AIModel) -> str:
 
 
 def find_controlnet(
-    organization: Organization, checkpoint: AIModel, name: str, field: str
+    organization: Organization,
+    checkpoint: AIModel,
+    name: str,
+    field: str,
+    family: str = AIModel.Family.CONTROLNET,
 ) -> AIModel:
-    """The ControlNet model a unit names (with or without " [hash]"), fitting the checkpoint."""
+    """The model of `family` a unit names (with or without " [hash]"), fitting the checkpoint."""
     if not base.is_storable(name):
         raise Unprocessable({field: [f"The name {base.UNSTORABLE_TEXT}."]})
     wanted = name.strip().lower()
     bare = CHECKSUM_SUFFIX.sub("", wanted)
     for suffix in (".safetensors", ".pth", ".ckpt", ".bin"):
         bare = bare.removesuffix(suffix)
-    visible = (
-        AIModel.objects.visible_to(organization)
-        .filter(family=AIModel.Family.CONTROLNET)
-        .order_by("model_id")
-    )
+    visible = AIModel.objects.visible_to(organization).filter(family=family).order_by("model_id")
+    label = "ControlNet" if family == AIModel.Family.CONTROLNET else "IP-Adapter"
+    if family != AIModel.Family.CONTROLNET and not visible.exists():
+        raise ValidationError({field: [f"No {label} model is registered on this server."]})
     model = next(
         (
             m
@@ -372,35 +468,121 @@ def find_controlnet(
     )
     if model is None:
         raise ValidationError(
-            {field: [f"ControlNet model not found: {name} (GET /controlnet/model_list)."]}
+            {field: [f"{label} model not found: {name} (GET /controlnet/model_list)."]}
         )
     try:
-        addons.resolve(organization, checkpoint, field, [model.model_id], AIModel.Family.CONTROLNET)
+        addons.resolve(organization, checkpoint, field, [model.model_id], family)
     except addons.AddonError as exc:
         raise ValidationError({field: [exc.message]}) from None
     return model
+
+
+# The engine kind of a job with ControlNet units, by the kind it would be without them.
+JOB_KINDS = {
+    "text2img": "controlnet",
+    "img2img": "controlnet-img2img",
+    "inpaint": "controlnet-inpaint",
+}
+
+
+def apply_units(
+    organization: Organization,
+    checkpoint: AIModel,
+    units: list[Unit],
+    fields: dict[str, Any],
+    job_kind: str,
+    images: Inputs,
+) -> str:
+    """Put the enabled units into `fields` (GenerationRequest's names); the job's kind after.
+
+    The first ControlNet unit fills the controlnet_* fields, the others controlnet_units, an
+    IP-Adapter unit the ip_adapter ones.
+    """
+    for unit in units:
+        if unit.is_ip_adapter:
+            fields.update(ip_adapter_fields(organization, checkpoint, unit, images))
+    nets = [unit for unit in units if not unit.is_ip_adapter]
+    if not nets:
+        return job_kind
+    init = None
+    if job_kind != "text2img":
+        init = fields["init_image"] = images.load("init_images", fields["init_image"])
+    made = [unit_fields(organization, checkpoint, unit, fields, images, init) for unit in nets]
+    first = made[0]
+    fields.update(
+        controlnet_model=first["model"],
+        controlnet_type=first["type"],
+        control_image=first["image"],
+        controlnet_conditioning_scale=first["scale"],
+        control_guidance_start=first["start"],
+        control_guidance_end=first["end"],
+        controlnet_units=made[1:],
+        guess_mode=nets[0].values["control_mode"] == CONTROLNET_FIRST,
+        # The maps made here arrive ready; an inpaint unit's (with its -1s) is the worker's,
+        # made from the init image and mask.
+        auto_hint=True,
+    )
+    return JOB_KINDS[job_kind]
+
+
+def ip_adapter_fields(
+    organization: Organization, checkpoint: AIModel, unit: Unit, images: Inputs
+) -> dict[str, Any]:
+    """The request's IP-Adapter fields for an ip-adapter unit: model, scale (weight), image."""
+    values, field = unit.values, unit.field
+    model = find_controlnet(
+        organization, checkpoint, values["model"], f"{field}.model", AIModel.Family.IP_ADAPTER
+    )
+    [(image_text, mask_text)] = values["images"]
+    if mask_text:
+        check_mask(images.load(f"{field}.mask", mask_text), f"{field}.mask")
+    return {
+        "ip_adapter": model.model_id,
+        "ip_adapter_scale": values["weight"],
+        "ip_adapter_image": images.load(f"{field}.image", image_text),
+    }
 
 
 def unit_fields(
     organization: Organization,
     checkpoint: AIModel,
     unit: Unit,
-    width: int,
-    height: int,
+    fields: dict[str, Any],
     images: Inputs,
+    init: Any | None,
 ) -> dict[str, Any]:
-    """GenerationRequest's ControlNet fields for an enabled unit, its control map made here."""
+    """One ControlNet of the request for an enabled unit, its control map made here.
+
+    A unit without an image (img2img) makes its map from `init`; inpaint_only's map is left to
+    the worker (image None: the init image, masked by the request's mask).
+    """
     values, field = unit.values, unit.field
+    width, height = fields["width"], fields["height"]
     model = find_controlnet(organization, checkpoint, values["model"], f"{field}.model")
-    [(image_text, mask_text)] = values["images"]
-    image = images.load(f"{field}.image", image_text)
-    if mask_text:
-        check_mask(images.load(f"{field}.mask", mask_text), f"{field}.mask")
     module = values["module"]
+    image = init
+    if values["images"]:
+        [(image_text, mask_text)] = values["images"]
+        image = images.load(f"{field}.image", image_text)
+        if mask_text:
+            check_mask(images.load(f"{field}.mask", mask_text), f"{field}.mask")
+    found = {
+        "model": model.model_id,
+        "type": MODULE_TYPES[module],
+        "scale": values["weight"],
+        "start": values["guidance_start"],
+        "end": values["guidance_end"],
+        "field": field,
+        "image": image if values["images"] else None,
+    }
+    if module == "inpaint_only":
+        return found
+    if image is None:  # check_unit refused it: no image on txt2img
+        raise Unprocessable({f"{field}.image": ["An enabled unit needs an image (base64)."]})
     resolution = values["processor_res"]
     if values["pixel_perfect"]:
         resolution = pixel_perfect_resolution(image.size, width, height, values["resize_mode"])
-    if module == "canny":
+    if module != "none":
         w, h = scaled_size(image.size, resolution)
         limit = settings.PICTOR_INPUT_MAX_PIXELS
         if w * h > limit:
@@ -412,19 +594,21 @@ def unit_fields(
                     ]
                 }
             )
+    if module == "canny":
         detected = canny(image, resolution, int(values["threshold_a"]), int(values["threshold_b"]))
+    elif module == "tile_resample":
+        detected = tile_resample(
+            image.resize(scaled_size(image.size, resolution)), values["threshold_a"]
+        )
+    elif module == "shuffle":
+        # Seeded by the job's seed, so the same request makes the same map.
+        detected = content_shuffle(
+            image.resize(scaled_size(image.size, resolution)), fields["seed"]
+        )
     else:
         detected = image
-    return {
-        "controlnet_model": model.model_id,
-        "controlnet_type": "canny" if module == "canny" else "",
-        "control_image": fitted(detected, width, height, values["resize_mode"]),
-        "controlnet_conditioning_scale": values["weight"],
-        "control_guidance_start": values["guidance_start"],
-        "control_guidance_end": values["guidance_end"],
-        # The control map is ready: the worker computes none.
-        "auto_hint": False,
-    }
+    found["image"] = fitted(detected, width, height, values["resize_mode"])
+    return found
 
 
 def check_mask(mask: Any, field: str) -> None:

@@ -145,7 +145,7 @@ class ScriptInfoAnswer(Answer):
 
 
 class SdModelsView(A1111View):
-    """GET /sdapi/v1/sd-models: the checkpoints this tenant may use."""
+    """GET /sdapi/v1/sd-models: the checkpoints (and SDXL refiners) this tenant may use."""
 
     @extend_schema(
         tags=[TAG],
@@ -157,9 +157,10 @@ class SdModelsView(A1111View):
         },
     )
     def get(self, request: KeyRequest) -> Response:
+        # Refiners too, as webui lists them: a client picks refiner_checkpoint from this list.
         models = (
             AIModel.objects.visible_to(request.user.organization)
-            .filter(family__in=AIModel.CHECKPOINTS)
+            .filter(family__in=(*AIModel.CHECKPOINTS, AIModel.Family.REFINER))
             .order_by("model_id")
         )
         return Response(

@@ -25,6 +25,7 @@ from generation.api.a1111 import controlnet
 from generation.api.a1111.checkpoints import default_model, find_model
 from generation.api.a1111.errors import Refused, Unprocessable, refuse_unstorable_names
 from generation.api.a1111.inpaint import inpaint_inputs
+from generation.api.a1111.refiner import refiner_fields
 from generation.api.a1111.tables import (
     DEFAULT_CFG_SCALE,
     DEFAULT_HIRES_STRENGTH,
@@ -103,6 +104,8 @@ class Txt2ImgBody(serializers.Serializer):
     negative_prompt = prompt_field()
     seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, default=-1)
     subseed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, default=-1)
+    # Variation seeds: each image's noise goes this far from its seed's towards its subseed's.
+    subseed_strength = FiniteFloatField(min_value=0, max_value=1, default=0.0)
     # A webui sampler name, not the engine's scheduler class: read by sampler_choice.
     sampler_name = serializers.CharField(max_length=100, allow_blank=True, required=False)
     sampler_index = serializers.CharField(max_length=100, allow_blank=True, required=False)
@@ -116,6 +119,8 @@ class Txt2ImgBody(serializers.Serializer):
     )
     width = serializers.IntegerField(min_value=MIN_SIDE, max_value=MAX_SIDE, default=DEFAULT_SIDE)
     height = serializers.IntegerField(min_value=MIN_SIDE, max_value=MAX_SIDE, default=DEFAULT_SIDE)
+    # Seamless textures: the image wraps around at its edges.
+    tiling = serializers.BooleanField(default=False)
     eta = FiniteFloatField(min_value=0, max_value=1, required=False)
     # txt2img's denoising_strength is the hires fix's second pass.
     denoising_strength = FiniteFloatField(
@@ -130,6 +135,9 @@ class Txt2ImgBody(serializers.Serializer):
     hr_prompt = prompt_field()
     hr_negative_prompt = prompt_field()
     override_settings = serializers.DictField(required=False, default=dict)
+    # A refiner checkpoint's title or name ("None": off), and where it takes over (refiner.py).
+    refiner_checkpoint = serializers.CharField(max_length=300, allow_blank=True, required=False)
+    refiner_switch_at = FiniteFloatField(min_value=0, max_value=1, required=False)
     disable_extra_networks = serializers.BooleanField(default=False)
     send_images = serializers.BooleanField(default=True)
     save_images = serializers.BooleanField(default=False)
@@ -425,7 +433,7 @@ def request_fields(context: Mapping[str, Any], values: dict[str, Any], kind: str
     plan: Plan = context["plan"]
     body: dict[str, Any] = context["body"]
     refuse_unhonoured(body, NOT_HONOURED)
-    unit = controlnet.enabled_unit(body, kind)
+    units = controlnet.enabled_units(body, kind)
     if kind == "img2img":
         if len(values["init_images"]) > 1:
             # A 400, not a 422: webui takes one per batch item, this server one in all.
@@ -456,6 +464,10 @@ def request_fields(context: Mapping[str, Any], values: dict[str, Any], kind: str
         steps=values["steps"],
         guidance_scale=values["guidance_scale"],
         seed=base.random_seed(values["seed"]),
+        # Drawn here, so the answer's info reports the subseeds used.
+        subseed=base.random_seed(values["subseed"]),
+        subseed_strength=values["subseed_strength"],
+        tiling=values["tiling"],
         loras=loras,
         embeddings_model=embeddings_in(org, model, prompt, values["negative_prompt"]),
         **scheduler,
@@ -471,12 +483,11 @@ def request_fields(context: Mapping[str, Any], values: dict[str, Any], kind: str
             refuse_unhonoured(body, INPAINT_NOT_HONOURED)
         fields.update(inpaint_inputs(values, images))
     job_kind = "inpaint" if fields.get("mask_image") else ENGINE_KINDS[kind]
-    if unit is not None:
-        job_kind = "controlnet"
-        size = (values["width"], values["height"])
-        fields.update(controlnet.unit_fields(org, model, unit, *size, images))
+    if units:
+        job_kind = controlnet.apply_units(org, model, units, fields, job_kind, images)
     submission.resolve_model(request, model.model_id, job_kind, field="sd_model_checkpoint")
     submission.resolve_addons(request, model, fields, ADDON_FIELDS)
+    fields.update(refiner_fields(org, model, values, job_kind, fields.get("hires_scale", 1)))
     submission.check_clip_skip(model, fields.get("clip_skip"), CLIP_SKIP_FIELD)
     if kind == "img2img":
         fields["init_image"] = images.load("init_images", fields["init_image"])

@@ -124,11 +124,9 @@ ENGINE_KINDS = {"txt2img": "text2img", "img2img": "img2img"}
 # Any other value is a 400 naming the field, never a silently different image.
 NOT_HONOURED: dict[str, tuple[tuple[Any, ...], str]] = {
     "restore_faces": ((False,), "Face restoration is not offered by this server."),
-    "tiling": ((False,), "Tiling is not offered by this server."),
     "styles": ((), "Prompt styles are not offered by this server; put the text in the prompt."),
     "script_name": (("None",), "Scripts are not offered by this server."),
     "script_args": ((), "Scripts are not offered by this server."),
-    "subseed_strength": ((0,), "Variation seeds are not offered by this server."),
     "seed_resize_from_w": ((-1, 0), "Resizing the seed is not offered by this server."),
     "seed_resize_from_h": ((-1, 0), "Resizing the seed is not offered by this server."),
     "s_min_uncond": ((0,), "Negative guidance minimum sigma is not offered by this server."),
@@ -136,7 +134,6 @@ NOT_HONOURED: dict[str, tuple[tuple[Any, ...], str]] = {
     "s_tmin": ((0,), "Sigma tmin is not offered by this server."),
     "s_tmax": ((0,), "Sigma tmax is not offered by this server."),
     "s_noise": ((1,), "Sigma noise is not offered by this server."),
-    "refiner_checkpoint": (("None",), "A refiner checkpoint is not offered by this server."),
     "firstphase_width": ((0,), "Use width, height and hr_scale."),
     "firstphase_height": ((0,), "Use width, height and hr_scale."),
     "infotext": ((), "Reading parameters from an infotext is not offered by this server."),

@@ -23,7 +23,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from accounts.models import ApiKey
-from generation import estimates, jobs, submission
+from generation import estimates, jobs, previews, submission
 from generation.api.a1111.answers import (
     GENERATION_ERRORS,
     DetailAnswer,
@@ -192,7 +192,11 @@ class ProgressView(A1111View):
         tags=[TAG],
         summary="Progress of this key's current job",
         request=None,
-        parameters=[OpenApiParameter("skip_current_image", bool, description="Ignored")],
+        parameters=[
+            OpenApiParameter(
+                "skip_current_image", bool, description="Leave out the running job's preview"
+            )
+        ],
         responses={200: ProgressAnswer, 401: DetailAnswer},
     )
     def get(self, request: KeyRequest) -> Response:
@@ -223,6 +227,8 @@ class ProgressView(A1111View):
         job = jobs.refresh_lease_state(job)
         running = job.status == Job.Status.PROCESSING
         step, total = (job.progress_step, job.progress_total) if running else (0, 0)
+        skip = request.query_params.get("skip_current_image", "").lower() in ("true", "1")
+        current_image = previews.latest(job.pk) if running and not skip else None
         state.update(
             job=job.kind,
             job_count=own_jobs(request).count(),
@@ -236,7 +242,7 @@ class ProgressView(A1111View):
                     "progress": round(step / total, 4) if total else 0.0,
                     "eta_relative": estimates.eta(job),
                     "state": state,
-                    "current_image": None,
+                    "current_image": current_image,
                     "textinfo": f"Step {step}/{total}" if running else "Waiting in the queue",
                 }
             ).data

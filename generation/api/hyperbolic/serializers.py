@@ -14,7 +14,7 @@ from rest_framework.exceptions import ValidationError
 
 from accounts.models import Organization
 from billing.models import Plan
-from generation import submission
+from generation import refiners, submission
 from generation.api import base
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED
 from generation.engine.pipelines import has_second_prompt, pipeline_family
@@ -111,7 +111,10 @@ class HyperbolicSerializer(serializers.Serializer):
     style_preset = serializers.CharField(
         max_length=100, required=False, help_text=", ".join(STYLE_PRESETS)
     )
-    enable_refiner = serializers.BooleanField(default=False, help_text="Only false")
+    enable_refiner = serializers.BooleanField(
+        default=False,
+        help_text="SDXL text2img: the server's refiner model finishes the last 20% of the steps",
+    )
     controlnet_name = serializers.CharField(
         source="controlnet_model",
         max_length=100,
@@ -144,11 +147,6 @@ class HyperbolicSerializer(serializers.Serializer):
             )
         return value
 
-    def validate_enable_refiner(self, value: bool) -> bool:
-        if value:
-            raise ValidationError("This server has no refiner model; send false or leave it out.")
-        return value
-
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         plan: Plan = self.context["plan"]
         base.check_sides(plan, attrs)
@@ -175,6 +173,10 @@ class HyperbolicSerializer(serializers.Serializer):
         submission.resolve_addons(
             request, model, fields, {"lora_model": "loras", "controlnet_model": "controlnet_name"}
         )
+        if attrs["enable_refiner"]:
+            fields["refiner"] = refiners.resolve(
+                self.context["org"], model, None, "enable_refiner", kind
+            )
         if fields.get("init_image"):
             # The message keeps the engine's word (init_image); the key is the field sent.
             field = "controlnet_image" if kind == "controlnet" else "image"

@@ -15,11 +15,13 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from billing.models import Plan
+from generation import fewstep
 from generation.api import base
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED, clean_body, comma_list
 from generation.engine.request import (
     DEFAULT_OUTPUT_QUALITY,
     DEFAULT_SCHEDULER,
+    MAX_CONTROLNETS,
     MAX_OUTPUT_QUALITY,
     MIN_OUTPUT_QUALITY,
     SAFETY_MODES,
@@ -30,32 +32,32 @@ from generation.engine.schedulers import (
     WIRE_ALGORITHM_TYPES,
     usable_scheduler_error,
 )
+from generation.engine.variations import DEFAULT_PAG_SCALE
+from generation.engine.weighting import MAX_CLIP_SKIP_2
 from generation.submission import DEFAULT_SIDE
 
 # Known ModelsLab fields whose features this server does not offer. A non-default value is a
 # 400 naming the field: accepting it and ignoring it would hand back a different image than asked.
 NOT_SUPPORTED = (
-    "ip_adapter_id",
-    "ip_adapter_scale",
-    "ip_adapter_image",
     "enhance_style",
-    "panorama",
-    "self_attention",
     "multi_lingual",
     "face_enhance",
-    "guess_mode",
-    "clip_skip_2",
 )
 # Fields of other endpoints: sent here with a value, they would be silently dropped, so a 400
 # says where they belong.
 ENDPOINT_FIELDS = {
     "init_image": "img2img, inpaint, controlnet and super_resolution",
-    "mask_image": "inpaint",
-    "strength": "img2img and inpaint",
+    "mask_image": "inpaint and controlnet",
+    "strength": "img2img, inpaint and controlnet",
     "control_image": "controlnet",
     "controlnet_model": "controlnet",
     "controlnet_type": "controlnet",
     "scale": "super_resolution",
+    "panorama": "text2img",
+    "self_attention": "text2img, img2img, inpaint and controlnet",
+    "ip_adapter_id": "text2img, img2img, inpaint and controlnet",
+    "ip_adapter_scale": "text2img, img2img, inpaint and controlnet",
+    "ip_adapter_image": "text2img, img2img, inpaint and controlnet",
 }
 OFF_WORDS = ("", "0", "no", "false", "none", "null", "off")
 ON_WORDS = ("1", "yes", "true", "on")
@@ -145,6 +147,21 @@ class SwitchOrFactorField(serializers.Field):
         return factor
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class SwitchField(serializers.Field):
+    """A ModelsLab yes/no switch, read as leniently as its clients write it."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        text = str(data).strip().lower()
+        if text in ON_WORDS:
+            return True
+        if text in OFF_WORDS:
+            return False
+        raise ValidationError("Must be yes or no.")
+
+
 class GenerationSerializer(ModelsLabSerializer):
     """The fields every generating endpoint takes, with their bounds; the plan narrows some."""
 
@@ -164,6 +181,8 @@ class GenerationSerializer(ModelsLabSerializer):
     use_karras_sigmas = serializers.BooleanField(default=False)
     algorithm_type = serializers.ChoiceField(choices=WIRE_ALGORITHM_TYPES, default="none")
     clip_skip = serializers.IntegerField(min_value=1, max_value=8, required=False)
+    # SDXL only (a 400 on other models at submit): the layer of its second text encoder.
+    clip_skip_2 = serializers.IntegerField(min_value=1, max_value=MAX_CLIP_SKIP_2, required=False)
     safety_checker = serializers.BooleanField(default=True)
     safety_checker_type = serializers.ChoiceField(
         choices=SAFETY_MODES, default="sensitive_content_text"
@@ -173,6 +192,8 @@ class GenerationSerializer(ModelsLabSerializer):
     embeddings_model = NamesField(required=False)
     vae = serializers.CharField(max_length=100, required=False)
     tomesd = serializers.BooleanField(default=False)
+    # Perturbed-attention guidance at diffusers' usual scale (generation/engine/variations.py).
+    self_attention = SwitchField(default=False)
     enhance_prompt = serializers.BooleanField(default=False)
     highres_fix = serializers.BooleanField(default=False)
     upscale = SwitchOrFactorField(required=False)
@@ -193,6 +214,11 @@ class GenerationSerializer(ModelsLabSerializer):
     quality = serializers.IntegerField(
         min_value=MIN_OUTPUT_QUALITY, max_value=MAX_OUTPUT_QUALITY, default=DEFAULT_OUTPUT_QUALITY
     )
+    # IP-Adapter (image prompt): a registered ip_adapter model, its scale, its image (URL or
+    # base64). ModelsLab takes lists for several adapters; one is offered here.
+    ip_adapter_id = NamesField(required=False)
+    ip_adapter_scale = NumbersField(min_value=0, max_value=2, required=False)
+    ip_adapter_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
 
     kind = "text2img"
 
@@ -238,18 +264,20 @@ class GenerationSerializer(ModelsLabSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         plan: Plan = self.context["plan"]
-        steps = attrs.pop("num_inference_steps", None) or attrs.pop("steps", None) or 21
+        sent = attrs.pop("num_inference_steps", None) or attrs.pop("steps", None)
         attrs.pop("steps", None)
-        if steps not in plan.steps_list:
-            allowed = ", ".join(str(s) for s in plan.steps_list)
-            raise ValidationError(
-                {
-                    "num_inference_steps": [
-                        f"The num_inference_steps must be one of {allowed} on the {plan.name} plan."
-                    ]
-                }
-            )
+        steps = sent or 21
+        # Steps off the list but in FEW_STEPS wait for the model: a few-step one takes them.
+        if steps not in plan.steps_list and not fewstep.is_few_steps(steps):
+            field = "num_inference_steps"
+            raise ValidationError({field: [fewstep.plan_steps_message(field, plan)]})
         attrs["steps"] = steps
+        attrs[fewstep.STEPS_RULE] = fewstep.StepsRule(
+            "num_inference_steps",
+            listed=steps in plan.steps_list,
+            sent=sent is not None,
+            scheduler_sent="scheduler" in self.initial_data,
+        )
 
         name = attrs["scheduler"]
         if name in A1111_SAMPLERS:
@@ -267,7 +295,9 @@ class GenerationSerializer(ModelsLabSerializer):
         attrs["seed"] = base.random_seed(attrs.get("seed"))
         attrs["output_quality"] = attrs.pop("quality")
         attrs["loras"] = self._loras(attrs)
+        attrs["pag_scale"] = DEFAULT_PAG_SCALE if attrs.pop("self_attention") else 0.0
         self._hires(attrs, plan)
+        self._ip_adapter(attrs)
         return attrs
 
     def _loras(self, attrs: dict[str, Any]) -> list[tuple[str, float]]:
@@ -288,6 +318,30 @@ class GenerationSerializer(ModelsLabSerializer):
         loras = list(zip(names, strengths, strict=True)) + tagged
         base.check_loras(loras, "lora_model")
         return loras
+
+    def _ip_adapter(self, attrs: dict[str, Any]) -> None:
+        """ip_adapter_id, ip_adapter_scale and ip_adapter_image as the request's fields."""
+        names = attrs.pop("ip_adapter_id", [])
+        scales = attrs.pop("ip_adapter_scale", None)
+        image = attrs.get("ip_adapter_image", "")
+        if len(names) > 1:
+            raise ValidationError(
+                {"ip_adapter_id": ["One IP-Adapter per request is supported; give one id."]}
+            )
+        if scales is not None and len(scales) != 1:
+            raise ValidationError({"ip_adapter_scale": ["Give one scale for the IP-Adapter."]})
+        if not names:
+            stray = "ip_adapter_image" if image else "ip_adapter_scale" if scales else ""
+            if stray:
+                raise ValidationError({stray: [f"The {stray} needs an ip_adapter_id."]})
+            return
+        if not image:
+            raise ValidationError(
+                {"ip_adapter_image": ["The ip_adapter_image field is required with ip_adapter_id."]}
+            )
+        attrs["ip_adapter"] = names[0]
+        if scales is not None:
+            attrs["ip_adapter_scale"] = scales[0]
 
     def _hires(self, attrs: dict[str, Any], plan: Plan) -> None:
         """highres_fix / upscale: a latent upscale pass whose result must fit the plan."""
@@ -313,6 +367,8 @@ class GenerationSerializer(ModelsLabSerializer):
 
 class Text2ImgSerializer(GenerationSerializer):
     kind = "text2img"
+    # A wide image denoised in overlapping windows (SD 1.x/2.x; width > height).
+    panorama = SwitchField(default=False)
 
 
 class Img2ImgSerializer(GenerationSerializer):
@@ -346,37 +402,143 @@ class InpaintSerializer(Img2ImgSerializer):
     mask_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class ControlImagesField(serializers.Field):
+    """control_image: one image for every ControlNet, or a list (or comma list of links)."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if isinstance(data, list):
+            items = data
+        elif isinstance(data, str):
+            parts = [part.strip() for part in data.split(",")]
+            urls = len(parts) > 1 and all(
+                p.lower().startswith(("http://", "https://")) for p in parts
+            )
+            # A data: URL holds a comma too: only a list of links is split.
+            items = parts if urls else [data]
+        else:
+            raise ValidationError("Must be an image (URL or base64), or a list of them.")
+        if not items or len(items) > MAX_CONTROLNETS:
+            raise ValidationError(f"Give 1 to {MAX_CONTROLNETS} control images.")
+        for item in items:
+            if not isinstance(item, str) or not item.strip():
+                raise ValidationError("Each control image must be a URL or base64 text.")
+            if len(item) > MAX_IMAGE_FIELD:
+                raise ValidationError(f"An image may be at most {MAX_IMAGE_FIELD} characters.")
+        return items
+
+
 class ControlNetSerializer(GenerationSerializer):
+    """ControlNet: several models as a comma list, each with its type and scale; with
+    `strength` it starts from init_image (img2img), with mask_image it inpaints."""
+
     kind = "controlnet"
     controlnet_model = NamesField()
     controlnet_type = NamesField(required=False)
     init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
-    control_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
+    control_image = ControlImagesField(required=False)
+    mask_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
+    strength = serializers.FloatField(min_value=0, max_value=1, required=False)
     auto_hint = serializers.BooleanField(default=True)
+    guess_mode = serializers.BooleanField(default=False)
     controlnet_conditioning_scale = NumbersField(min_value=0, max_value=2, required=False)
     control_guidance_start = serializers.FloatField(min_value=0, max_value=1, default=0.0)
     control_guidance_end = serializers.FloatField(min_value=0, max_value=1, default=1.0)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
-        if len(attrs["controlnet_model"]) != 1:
-            raise ValidationError({"controlnet_model": ["Give exactly one ControlNet model."]})
-        attrs["controlnet_model"] = attrs["controlnet_model"][0]
-        types = attrs.get("controlnet_type") or []
-        if len(types) > 1:
-            raise ValidationError({"controlnet_type": ["Give exactly one ControlNet type."]})
-        attrs["controlnet_type"] = types[0].lower() if types else ""
-        scales = attrs.pop("controlnet_conditioning_scale", None) or [1.0]
-        if len(scales) != 1:
-            raise ValidationError({"controlnet_conditioning_scale": ["Give one number."]})
-        attrs["controlnet_conditioning_scale"] = scales[0]
-        if attrs["control_guidance_start"] >= attrs["control_guidance_end"]:
+        models = attrs["controlnet_model"]
+        if not models:
+            raise ValidationError({"controlnet_model": ["The controlnet_model field is required."]})
+        if len(models) > MAX_CONTROLNETS:
+            raise ValidationError(
+                {"controlnet_model": [f"Give at most {MAX_CONTROLNETS} ControlNet models."]}
+            )
+        if len(set(models)) != len(models):
+            # All share one image and window here: a repeated model is one ControlNet twice.
+            raise ValidationError({"controlnet_model": ["Name each ControlNet model once."]})
+        types = self._per_model(
+            "controlnet_type", [t.lower() for t in attrs.get("controlnet_type") or []], models, ""
+        )
+        scales = self._per_model(
+            "controlnet_conditioning_scale",
+            attrs.pop("controlnet_conditioning_scale", None) or [],
+            models,
+            1.0,
+        )
+        images = attrs.pop("control_image", None) or []
+        if len(images) not in (0, 1, len(models)):
+            raise ValidationError(
+                {"control_image": ["Give one control image, or one per name in controlnet_model."]}
+            )
+        start, end = attrs["control_guidance_start"], attrs["control_guidance_end"]
+        if start >= end:
             raise ValidationError(
                 {"control_guidance_end": ["Must be greater than control_guidance_start."]}
             )
-        if not attrs.get("init_image") and not attrs.get("control_image"):
+        if not attrs.get("init_image") and not images:
             raise ValidationError({"init_image": ["The init_image field is required."]})
+        attrs.update(
+            controlnet_model=models[0],
+            controlnet_type=types[0],
+            controlnet_conditioning_scale=scales[0],
+        )
+        if images:
+            attrs["control_image"] = images[0]
+        attrs["controlnet_units"] = [
+            {
+                "model": model,
+                "type": kind,
+                "scale": scale,
+                "start": start,
+                "end": end,
+                "image": images[index + 1] if len(images) > 1 else None,
+                "field": "control_image",
+                "image_field": f"control_image[{index + 1}]",
+            }
+            for index, (model, kind, scale) in enumerate(
+                zip(models[1:], types[1:], scales[1:], strict=True)
+            )
+        ]
+        attrs["job_kind"] = self._job_kind(attrs)
         return attrs
+
+    @staticmethod
+    def _per_model(name: str, values: list[Any], models: list[str], default: Any) -> list[Any]:
+        """One value per model: none (the default), one for all, or one each."""
+        if not values:
+            return [default] * len(models)
+        if len(values) == 1:
+            return values * len(models)
+        if len(values) != len(models):
+            raise ValidationError({name: ["Give one value, or one per name in controlnet_model."]})
+        return values
+
+    @staticmethod
+    def _job_kind(attrs: dict[str, Any]) -> str:
+        """controlnet, or with a mask controlnet-inpaint, or with a strength controlnet-img2img."""
+        strength = attrs.get("strength")
+        if strength != strength:  # NaN passes min/max comparisons
+            raise ValidationError({"strength": ["The strength must be a number between 0 and 1."]})
+        if not attrs.get("mask_image") and strength is None:
+            return "controlnet"
+        field = "mask_image" if attrs.get("mask_image") else "strength"
+        if not attrs.get("init_image"):
+            raise ValidationError(
+                {"init_image": [f"The init_image field is required with {field}."]}
+            )
+        # ControlNet inpainting repaints the masked area from noise unless told otherwise.
+        attrs["strength"] = strength if strength is not None else 1.0
+        if int(attrs["steps"] * attrs["strength"]) < 1:
+            raise ValidationError(
+                {
+                    "strength": [
+                        f"The strength is too small to run a step at {attrs['steps']} steps; "
+                        f"use at least {1 / attrs['steps']:.3f}."
+                    ]
+                }
+            )
+        return "controlnet-inpaint" if field == "mask_image" else "controlnet-img2img"
 
 
 class SuperResolutionSerializer(ModelsLabSerializer):

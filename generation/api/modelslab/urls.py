@@ -8,6 +8,7 @@ ModelsLab documents no v5 fetch, so ControlNet on v5 points at the v3 one.
 
 from django.urls import path
 
+from generation.api.modelslab import editing
 from generation.api.modelslab import views as ml
 
 V3_DREAMBOOTH = {"model_required": True, "fetch_url_name": "api-v3-dreambooth-fetch"}
@@ -85,11 +86,21 @@ urlpatterns = [
         ml.FetchView.as_view(fetch_url_name="api-v6-realtime-fetch"),
         name="api-v6-realtime-fetch",
     ),
-    # v6 image editing: super resolution, with a fetch of its own.
+    # v6 image editing: super resolution, outpaint, object removal, with a fetch of its own.
     path(
         "api/v6/image_editing/super_resolution",
         ml.SuperResolutionView.as_view(**IMAGE_EDITING),
         name="api-v6-super-resolution",
+    ),
+    path(
+        "api/v6/image_editing/outpaint",
+        editing.OutpaintView.as_view(**IMAGE_EDITING),
+        name="api-v6-outpaint",
+    ),
+    path(
+        "api/v6/image_editing/object_removal",
+        editing.ObjectRemovalView.as_view(**IMAGE_EDITING),
+        name="api-v6-object-removal",
     ),
     path(
         "api/v6/image_editing/fetch/<int:job_id>",

@@ -75,8 +75,9 @@ class GenerateView(ModelsLabView):
     )
     def post(self, request: KeyRequest) -> Response:
         org = request.user.organization
-        kind = self.serializer_class.kind
         fields = parse(self.serializer_class, request.data, org.plan)
+        # ControlNet runs as controlnet-img2img or controlnet-inpaint when the body says so.
+        kind = fields.pop("job_kind", self.serializer_class.kind)
         if self.default_model_only and fields.get("model_id"):
             raise ValidationError(
                 {
@@ -96,6 +97,7 @@ class GenerateView(ModelsLabView):
             track_id=fields.pop("track_id", ""),
             webhook=fields.pop("webhook", ""),
             output_base64=fields.pop("base64"),
+            names={"ip_adapter": "ip_adapter_id"},
         )
         return self.answer(request, job, instant)
 
@@ -250,7 +252,7 @@ class FetchView(ModelsLabView):
         if job is None:
             raise NotFound("Request not found")
         job = jobs.refresh_lease_state(job)
-        return Response(job_answer(job, base_url_for(request), self.fetch_url_name))
+        return Response(job_answer(job, base_url_for(request), self.fetch_url_name, preview=True))
 
     get = post
 

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, NotFound, ValidationError
 
 from billing.models import Plan
-from generation import submission
+from generation import fewstep, submission
 from generation.api import base
 from generation.api.base import MAX_PROMPT_LENGTH
 from generation.api.openai.answers import OPENAI_MODELS
@@ -151,6 +151,8 @@ class OpenAISerializer(serializers.Serializer):
             steps=steps_for(self.context["plan"], "medium"),
             seed=base.random_seed(None),
         )
+        # The quality picks the steps; a few-step model runs its own default (and scheduler).
+        fields[fewstep.STEPS_RULE] = fewstep.StepsRule("quality", sent=False, scheduler_sent=False)
         size = attrs.get("size", "auto")
         if size != "auto":
             width, height = (int(side) for side in SIZE.fullmatch(size.strip()).groups())  # type: ignore[union-attr]  # validate_size matched it

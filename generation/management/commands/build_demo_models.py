@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from generation.engine import demo, demo_addons
+from generation.engine import demo, demo_addons, demo_ip_adapter, demo_refiner
 from generation.models import AIModel
 
 Family = AIModel.Family
@@ -79,8 +79,52 @@ DEMO_MODELS: list[tuple[str, str, str, str, Callable[[str], bool]]] = [
         "Tiny x4 super-resolution model, random weights",
         demo.build_demo_upscaler_x4,
     ),
+    (
+        "demo-sd15-lcm",
+        Family.SD15,
+        Base.SD15,
+        "demo-sd15 registered as an LCM (few-step) checkpoint: 1 to 8 steps, LCMScheduler",
+        demo.build_demo_sd15,
+    ),
+    (
+        "demo-ip-adapter",
+        Family.IP_ADAPTER,
+        Base.SD15,
+        "IP-Adapter (image prompt) for demo-sd15, with its CLIP image encoder",
+        demo_ip_adapter.build_demo_ip_adapter,
+    ),
+    (
+        "demo-sdxl-refiner",
+        Family.REFINER,
+        Base.SDXL,
+        "Tiny SDXL refiner for demo-sdxl (its VAE and second text encoder), random weights",
+        demo_refiner.build_demo_sdxl_refiner,
+    ),
+    (
+        "demo-controlnet-tile",
+        Family.CONTROLNET,
+        Base.SD15,
+        "Tile ControlNet for demo-sd15, random weights",
+        demo_addons.build_demo_controlnet_tile,
+    ),
+    (
+        "demo-controlnet-shuffle",
+        Family.CONTROLNET,
+        Base.SD15,
+        "Shuffle ControlNet for demo-sd15, random weights",
+        demo_addons.build_demo_controlnet_shuffle,
+    ),
+    (
+        "demo-controlnet-inpaint",
+        Family.CONTROLNET,
+        Base.SD15,
+        "Inpaint ControlNet for demo-sd15, random weights",
+        demo_addons.build_demo_controlnet_inpaint,
+    ),
 ]
 DEFAULT_MODEL = "demo-sd15"
+# Few-step checkpoints among the demo models (AIModel.distillation), set when registering.
+DISTILLED = {"demo-sd15-lcm": AIModel.Distillation.LCM}
 
 
 class Command(BaseCommand):
@@ -102,6 +146,7 @@ class Command(BaseCommand):
                     "base": base,
                     "path": model_id,
                     "description": description,
+                    "distillation": DISTILLED.get(model_id, AIModel.Distillation.NONE),
                 },
             )
         if not AIModel.objects.filter(is_default=True).exists():

@@ -34,6 +34,8 @@ PIPELINE_FOLDER_FAMILIES = (*AIModel.CHECKPOINTS, Family.UPSCALER)
 MODEL_FAMILIES = FAMILY_BY_MODEL_CLASS
 # Add-ons that are one weights file, alone or in a folder (as generation.engine.addons finds it).
 FILE_ADDONS = (Family.LORA, Family.EMBEDDING)
+# --distillation's values: "none" stands for the blank choice (a plain checkpoint).
+DISTILLATION_CHOICES = ["none", *(v for v in AIModel.Distillation.values if v)]
 # OpenCLIP ViT-H, SD 2.x's text encoder, is 1024 wide; SD 1.x's CLIP ViT-L is 768.
 SD2_TEXT_WIDTH = 1024
 # What --check asks each family to do: one step at 64x64 (the upscaler: 16x16 up to 64x64).
@@ -121,6 +123,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--description", help="Shown in the admin and model lists")
         parser.add_argument(
+            "--distillation",
+            choices=DISTILLATION_CHOICES,
+            help="A few-step checkpoint (lcm, turbo, lightning) takes 1 to 8 steps; none for "
+            "a plain one (default: kept, or none for a new model)",
+        )
+        parser.add_argument(
             "--check",
             action=argparse.BooleanOptionalAction,
             default=None,
@@ -155,6 +163,8 @@ class Command(BaseCommand):
                 f"{path.name} is a {family} checkpoint for {base}, not {options['base']}"
             )
         base = options["base"] or base
+        if options["distillation"] not in (None, "none") and not checkpoint:
+            raise CommandError("--distillation is for checkpoints (sd15, sd2, sdxl, inpaint)")
         if options["default"] and (not checkpoint or organization is not None):
             raise CommandError("--default must be a public checkpoint (sd15, sd2, sdxl, inpaint)")
 
@@ -321,6 +331,9 @@ class Command(BaseCommand):
         }
         if options["description"] is not None:
             fields["description"] = options["description"]
+        if options["distillation"] is not None:
+            given = options["distillation"]
+            fields["distillation"] = "" if given == "none" else given
         with transaction.atomic():
             existing = AIModel.objects.select_for_update().filter(model_id=ref.model_id).first()
             if organization is not None and existing is not None and existing.is_default:

@@ -94,9 +94,8 @@ def test_it_reports_every_bad_field_at_once(api, tenant, demo_model):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("panorama", "yes"),
+        ("enhance_style", "anime"),
         ("multi_lingual", "yes"),
-        ("ip_adapter_id", "plus"),
         ("face_enhance", True),
     ],
 )
