@@ -182,7 +182,10 @@ def test_the_lists_answer_without_a_key_with_the_public_names_only(
     private_copy("demo-lora-a", outsider.org)
     private_copy("demo-embedding", tenant.org)
 
-    assert api.get("/sd/list") == (200, ["demo-sd15", "demo-sd15-inpaint", "demo-sdxl"])
+    assert api.get("/sd/list") == (
+        200,
+        ["demo-sd15", "demo-sd15-inpaint", "demo-sd15-lcm", "demo-sdxl"],
+    )
     assert api.get("/sd/loras") == (200, ["demo-lora-a", "demo-lora-b"])
     assert api.get("/sd/embeddings") == (200, ["demo-embedding"])
     assert api.get("/sd/sampler") == api.get("/sd/sampler", **bearer(tenant))
@@ -214,7 +217,7 @@ def test_the_lists_name_what_the_tenant_may_use(api, tenant, outsider, demo_mode
 
     assert api.get("/sd/list", **bearer(tenant)) == (
         200,
-        ["demo-sd15", "demo-sd15-inpaint", "demo-sdxl", own],
+        ["demo-sd15", "demo-sd15-inpaint", "demo-sd15-lcm", "demo-sdxl", own],
     )
     assert api.get("/sd/loras", **bearer(tenant)) == (200, ["demo-lora-a", "demo-lora-b"])
     assert api.get("/sd/embeddings", **bearer(tenant)) == (200, ["demo-embedding"])
@@ -225,6 +228,7 @@ def test_the_lists_name_what_the_tenant_may_use(api, tenant, outsider, demo_mode
     assert api.get("/sd/list", **bearer(outsider))[1] == [
         "demo-sd15",
         "demo-sd15-inpaint",
+        "demo-sd15-lcm",
         "demo-sd15-private",
         "demo-sdxl",
     ]
