@@ -223,10 +223,37 @@ def _build_inpaint_pipeline(scratch: str) -> StableDiffusionInpaintPipeline:
     return StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
 
 
+def sdxl_unet(cross_attention_dim: int, time_ids: int) -> UNet2DConditionModel:
+    """A boosted SDXL-shaped UNet (demo-sdxl's, or its refiner's), from the global torch seed.
+
+    Its time embedding takes `time_ids` embedded size/crop numbers plus the pooled text.
+    """
+    # lazy: heavy, not loaded at Django start-up (and from its own module: see the top)
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=1,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_EMBED_WIDTH,
+        projection_class_embeddings_input_dim=time_ids * SDXL_TIME_EMBED_WIDTH + TEXT_WIDTH,
+    )
+    _boost_unet(unet)
+    return unet
+
+
 def _build_sdxl_pipeline(scratch: str) -> StableDiffusionXLPipeline:
     """A tiny SDXL: two CLIP text encoders and a UNet with SDXL's text_time conditioning."""
     import torch  # lazy: heavy, not loaded at Django start-up
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
         StableDiffusionXLPipeline,
     )
@@ -237,23 +264,7 @@ def _build_sdxl_pipeline(scratch: str) -> StableDiffusionXLPipeline:
     torch.manual_seed(2)
     # SDXL concatenates both encoders' hidden states for cross-attention, and feeds the second
     # one's pooled projection plus six embedded size/crop numbers into the time embedding.
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        cross_attention_dim=2 * TEXT_WIDTH,
-        attention_head_dim=1,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=SDXL_TIME_EMBED_WIDTH,
-        projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED_WIDTH + TEXT_WIDTH,
-    )
-    _boost_unet(unet)
+    unet = sdxl_unet(cross_attention_dim=2 * TEXT_WIDTH, time_ids=6)
     vae = _vae(scaling_factor=0.13025)  # SDXL's VAE scaling
     text_encoder = CLIPTextModel(_text_config(tokenizer))
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=TEXT_WIDTH))

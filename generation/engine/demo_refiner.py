@@ -26,7 +26,6 @@ REFINER_SEED = 4
 def _build_refiner_pipeline(scratch: str) -> StableDiffusionXLImg2ImgPipeline:
     """The demo refiner: demo-sdxl's VAE and second encoder, a UNet of its own (seeded)."""
     import torch  # lazy: heavy, not loaded at Django start-up
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import (
         StableDiffusionXLImg2ImgPipeline,
     )
@@ -35,25 +34,7 @@ def _build_refiner_pipeline(scratch: str) -> StableDiffusionXLImg2ImgPipeline:
     torch.manual_seed(REFINER_SEED)
     # Cross-attention sees the second encoder alone (the real refiner's 1280 wide); the time
     # embedding takes its pooled projection plus the five embedded numbers.
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        cross_attention_dim=demo.TEXT_WIDTH,
-        attention_head_dim=1,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=demo.SDXL_TIME_EMBED_WIDTH,
-        projection_class_embeddings_input_dim=(
-            REFINER_TIME_IDS * demo.SDXL_TIME_EMBED_WIDTH + demo.TEXT_WIDTH
-        ),
-    )
-    demo._boost_unet(unet)
+    unet = demo.sdxl_unet(cross_attention_dim=demo.TEXT_WIDTH, time_ids=REFINER_TIME_IDS)
     # No first text encoder, and an empty negative prompt is encoded, not zeroed: as the
     # refiner's own model_index.json says.
     no_first_encoder: dict = {"text_encoder": None, "tokenizer": None}

@@ -75,8 +75,13 @@ def validate(req: GenerationRequest) -> None:
         )
     if req.samples < 1:
         raise ValueError("samples must be at least 1")
-    needs = {"img2img": "init_image", "inpaint": "mask_image", "upscale": "init_image"}
-    needs.update({"controlnet-img2img": "init_image", "controlnet-inpaint": "mask_image"})
+    needs = {
+        "img2img": "init_image",
+        "inpaint": "mask_image",
+        "upscale": "init_image",
+        "controlnet-img2img": "init_image",
+        "controlnet-inpaint": "mask_image",
+    }
     if req.kind in needs and not getattr(req, needs[req.kind]):
         raise ValueError(f"A {req.kind} request needs {needs[req.kind]}")
     if req.kind in ("inpaint", "controlnet-inpaint") and not req.init_image:
@@ -108,8 +113,7 @@ def generate(
     validate(req)
     cache = cache or default_cache
     ref = model if isinstance(model, ModelRef) else ModelRef(req.model_id, model)
-    job = _Job(req, ref, addons or {}, images or {}, cache, progress)
-    job.previews = previews
+    job = _Job(req, ref, addons or {}, images or {}, cache, progress, previews)
     with _generation_lock:
         started = time.perf_counter()
         outputs = job.upscale() if req.kind == "upscale" else job.diffuse()
@@ -140,6 +144,7 @@ class _Job:
         images: Mapping[str, Any],
         cache: PipelineCache,
         progress: Progress | None,
+        previews: Previewer | None = None,
     ) -> None:
         self.req = req
         self.ref = ref
@@ -147,7 +152,7 @@ class _Job:
         self.images = images
         self.cache = cache
         self.progress = progress
-        self.previews: Previewer | None = None
+        self.previews = previews
         self.seeds = [req.seed + i for i in range(req.samples)]
         self.family = pipeline_family(ref.family, ref.base)
 

@@ -24,6 +24,7 @@ from generation.api import base, schema
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED
 from generation.api.modelslab.serializers import GenerationSerializer, ModelsLabSerializer, parse
 from generation.api.modelslab.views import ModelsLabView
+from generation.models import Job
 from generation.submission import MIN_SIDE
 
 SIDES = ("left", "right", "top", "bottom")
@@ -243,6 +244,19 @@ def job_fields(fields: dict[str, Any], **generation: Any) -> dict[str, Any]:
     }
 
 
+def queue_inpaint(request: KeyRequest, generation: dict[str, Any], fields: dict[str, Any]) -> Job:
+    """Queue an edit's prepared inpaint job with the client's model, track, webhook, base64."""
+    return submission.submit(
+        request,
+        generation,
+        "inpaint",
+        model_id=fields.get("model_id"),
+        track_id=fields.get("track_id", ""),
+        webhook=fields.get("webhook", ""),
+        output_base64=fields["base64"],
+    )
+
+
 class OutpaintView(ModelsLabView):
     """POST /api/v6/image_editing/outpaint: the image on a larger canvas, the border painted."""
 
@@ -278,16 +292,7 @@ class OutpaintView(ModelsLabView):
             inpaint_fill="original",
             **{fewstep.STEPS_RULE: fields[fewstep.STEPS_RULE]},
         )
-        job = submission.submit(
-            request,
-            generation,
-            "inpaint",
-            model_id=fields.get("model_id"),
-            track_id=fields.get("track_id", ""),
-            webhook=fields.get("webhook", ""),
-            output_base64=fields["base64"],
-        )
-        return self.answer(request, job)
+        return self.answer(request, queue_inpaint(request, generation, fields))
 
 
 class ObjectRemovalView(ModelsLabView):
@@ -322,13 +327,4 @@ class ObjectRemovalView(ModelsLabView):
             # The steps are the server's choice: a few-step model runs its own default.
             **{fewstep.STEPS_RULE: fewstep.StepsRule("model_id", sent=False)},
         )
-        job = submission.submit(
-            request,
-            generation,
-            "inpaint",
-            model_id=fields.get("model_id"),
-            track_id=fields.get("track_id", ""),
-            webhook=fields.get("webhook", ""),
-            output_base64=fields["base64"],
-        )
-        return self.answer(request, job)
+        return self.answer(request, queue_inpaint(request, generation, fields))
