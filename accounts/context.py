@@ -15,6 +15,7 @@ APP_PAGES = (
     ("app-keys", "Keys"),
     ("app-playground", "Playground"),
     ("app-history", "History"),
+    ("app-models", "Models"),
     ("app-usage", "Usage"),
     ("app-billing", "Billing"),
     ("app-team", "Team"),

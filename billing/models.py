@@ -31,6 +31,12 @@ class Plan(models.Model):
         blank=True,
         help_text="The Stripe recurring price that upgrades to this plan",
     )
+    model_max_bytes = models.BigIntegerField(
+        default=0, help_text="The largest model file a tenant may add; 0: no own models"
+    )
+    model_storage_bytes = models.BigIntegerField(
+        default=0, help_text="Bytes of own models a tenant may keep, all of them together"
+    )
 
     class Meta:
         ordering = ["priority"]

@@ -14,9 +14,26 @@ DEFAULT_PLANS = [
 ]
 
 
+MiB = 1024**2
+GiB = 1024**3
+# Own models: slug -> (largest file, storage quota); a plan not listed keeps no own models.
+MODEL_STORAGE = {
+    "free": (0, 0),
+    "basic": (256 * MiB, 1 * GiB),
+    "premium": (2 * GiB, 10 * GiB),
+    "enterprise": (8 * GiB, 100 * GiB),
+}
+
+
 def seed_default_plans(plan_model: Any) -> None:
     """Create the default plans that are missing; plans edited since are left alone."""
+    # Older migrations run this with the Plan of their time, before the own-model fields.
+    has_models = any(f.name == "model_max_bytes" for f in plan_model._meta.get_fields())
     for slug, name, rpm, conc, per_day, samples, side, steps, prio, keep, credits in DEFAULT_PLANS:
+        storage = {}
+        if has_models:
+            largest, quota = MODEL_STORAGE[slug]
+            storage = {"model_max_bytes": largest, "model_storage_bytes": quota}
         plan_model.objects.get_or_create(
             slug=slug,
             defaults=dict(
@@ -30,5 +47,6 @@ def seed_default_plans(plan_model: Any) -> None:
                 priority=prio,
                 retention_days=keep,
                 monthly_credits=credits,
+                **storage,
             ),
         )

@@ -16,7 +16,7 @@ from generation.engine.request import OUTPUT_FORMATS, ModelRef
 class AIModelQuerySet(models.QuerySet["AIModel"]):
     def visible_to(self, organization: Organization) -> AIModelQuerySet:
         """Enabled models that this organization may use: public ones and its own."""
-        return self.filter(enabled=True).filter(
+        return self.filter(enabled=True, status=AIModel.Status.READY).filter(
             models.Q(organization__isnull=True) | models.Q(organization=organization)
         )
 
@@ -92,6 +92,26 @@ class AIModel(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
 
+    class Status(models.TextChoices):
+        VALIDATING = "validating", "Validating (a worker loads it once)"
+        READY = "ready"
+        FAILED = "failed"
+
+    # A tenant's own model (or an operator's published one) lives in the object store and is
+    # fetched into each worker's model cache on first use (generation/model_store.py).
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY)
+    error = models.TextField(blank=True, help_text="Why validation failed")
+    sha256 = models.CharField(
+        max_length=64, blank=True, help_text="Of the uploaded weights file, for a stored model"
+    )
+    size = models.BigIntegerField(default=0, help_text="Bytes in the object store, all files")
+    storage_prefix = models.CharField(
+        max_length=300, blank=True, help_text="Object-store folder of a stored model; empty: a path"
+    )
+    files = models.JSONField(
+        default=list, blank=True, help_text="A stored model's files: name, sha256, size"
+    )
+
     objects = AIModelQuerySet.as_manager()
 
     class Meta:
@@ -117,6 +137,10 @@ class AIModel(models.Model):
 
     def ref(self) -> ModelRef:
         """The engine's view of this model: where it is and how to load it."""
+        if self.storage_prefix:
+            from generation import model_store  # fetches a stored model into this host's cache
+
+            return model_store.local_ref(self)
         config = (
             str(Path(settings.PICTOR_MODELS_DIR) / self.config_path) if self.config_path else ""
         )
@@ -140,6 +164,11 @@ class WebhookEvent(models.TextChoices):
     START = "start", "The job began processing"
     PROGRESS = "progress", "The job passed 25, 50 or 75 % of its steps"
     COMPLETED = "completed", "The job ended: success, failed or canceled"
+
+
+# A test ping from the settings page: a delivery without a job, never chosen by a client.
+PING_EVENT = "ping"
+DELIVERY_EVENTS = [*WebhookEvent.choices, (PING_EVENT, "A test ping from the settings page")]
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -307,11 +336,24 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed", "Failed (gave up)"
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
-    url = models.URLField(max_length=2000)
-    event = models.CharField(
-        max_length=10, choices=WebhookEvent.choices, default=WebhookEvent.COMPLETED
+    # No job for a test ping sent from the settings page; the organization is set either way.
+    job = models.ForeignKey(
+        Job,
+        on_delete=models.CASCADE,
+        related_name="webhook_deliveries",
+        null=True,
+        blank=True,
     )
+    organization = models.ForeignKey(
+        Organization,
+        on_delete=models.CASCADE,
+        related_name="webhook_deliveries",
+        null=True,
+        blank=True,
+        help_text="Whose secret signs it and whose settings page lists it",
+    )
+    url = models.URLField(max_length=2000)
+    event = models.CharField(max_length=10, choices=DELIVERY_EVENTS, default=WebhookEvent.COMPLETED)
     progress = models.PositiveSmallIntegerField(
         default=0, help_text="Percent of the steps, for a progress event (25, 50 or 75)"
     )
@@ -319,6 +361,10 @@ class WebhookDelivery(models.Model):
     payload = models.JSONField(help_text="The body sent on every attempt")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far")
+    earlier_attempts = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Attempts made before the last redelivery; its retries count from here",
+    )
     next_attempt_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -339,10 +385,12 @@ class WebhookDelivery(models.Model):
         indexes = [
             # admin list filtered by state: WHERE status=%s ORDER BY created_at DESC
             models.Index(fields=["status", "-created_at"], name="generation_webhook_status_idx"),
+            # the settings page's log: WHERE organization_id=%s ORDER BY created_at DESC
+            models.Index(fields=["organization", "-created_at"], name="generation_webhook_org_idx"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.webhook_id} for job {self.job_id} ({self.status})"
+        return f"{self.webhook_id} {self.event} ({self.status})"
 
 
 class WebhookAttempt(models.Model):
@@ -380,6 +428,9 @@ class WorkerHeartbeat(models.Model):
     cache_bytes = models.BigIntegerField(default=0)
     jobs_done = models.PositiveIntegerField(default=0)
     current_job = models.PositiveIntegerField(null=True, blank=True)
+    engine = models.JSONField(
+        default=dict, blank=True, help_text="Device, dtype, threads and other engine settings"
+    )
 
     class Meta:
         indexes = [

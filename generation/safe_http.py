@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import IO, Any, cast
 from urllib.parse import urljoin, urlsplit
 
 CHUNK_SIZE = 64 * 1024
@@ -78,8 +78,13 @@ def request(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     follow_redirects: bool | None = None,
+    sink: IO[bytes] | None = None,
 ) -> HttpResponse:
-    """Send one request to a user-supplied URL under `policy`; see the module docstring."""
+    """Send one request to a user-supplied URL under `policy`; see the module docstring.
+
+    With a `sink`, the final answer's body is written to it as it arrives (the answer's `body`
+    is then empty), so a large download never sits in memory.
+    """
     method = method.upper()
     if follow_redirects is None:
         follow_redirects = method == "GET"
@@ -88,7 +93,9 @@ def request(
     target = _check(url, policy)
     redirects = 0
     while True:
-        response = _exchange(method, target, body, sent_headers, policy, deadline, follow_redirects)
+        response = _exchange(
+            method, target, body, sent_headers, policy, deadline, follow_redirects, sink
+        )
         location = response.headers.get("location")
         if not (follow_redirects and response.status in REDIRECT_STATUSES and location):
             response.url = url
@@ -114,9 +121,9 @@ def request(
         url, target = next_url, next_target
 
 
-def get(url: str, *, policy: FetchPolicy) -> HttpResponse:
+def get(url: str, *, policy: FetchPolicy, sink: IO[bytes] | None = None) -> HttpResponse:
     """GET a user-supplied URL, following redirects; a non-2xx answer raises FetchFailed."""
-    response = request("GET", url, policy=policy)
+    response = request("GET", url, policy=policy, sink=sink)
     if not 200 <= response.status < 300:
         raise FetchFailed(f"The server answered {response.status}.")
     return response
@@ -316,6 +323,7 @@ def _exchange(
     policy: FetchPolicy,
     deadline: float,
     follow_redirects: bool,
+    sink: IO[bytes] | None = None,
 ) -> HttpResponse:
     """One request and its response on a fresh connection to the pinned address."""
     cls = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
@@ -333,7 +341,7 @@ def _exchange(
             if not (
                 follow_redirects and response.status in REDIRECT_STATUSES and "location" in names
             ):
-                payload = _read_body(response, policy, deadline)
+                payload = _read_body(response, policy, deadline, sink)
             return HttpResponse(response.status, names, payload, "")
     except TimeoutError:
         verb = "download" if method == "GET" else "request"
@@ -349,7 +357,13 @@ def _exchange(
         conn.close()
 
 
-def _read_body(response: http.client.HTTPResponse, policy: FetchPolicy, deadline: float) -> bytes:
+def _read_body(
+    response: http.client.HTTPResponse,
+    policy: FetchPolicy,
+    deadline: float,
+    sink: IO[bytes] | None = None,
+) -> bytes:
+    """The body (b"" when it went to `sink`), capped at the policy's bytes and deadline."""
     too_large = FetchFailed(f"The download is larger than {_size(policy.max_bytes)}.")
     if response.length is not None and response.length > policy.max_bytes:
         raise too_large
@@ -364,7 +378,10 @@ def _read_body(response: http.client.HTTPResponse, policy: FetchPolicy, deadline
         received += len(chunk)
         if received > policy.max_bytes:
             raise too_large
-        chunks.append(chunk)
+        if sink is None:
+            chunks.append(chunk)
+        else:
+            sink.write(chunk)
 
 
 def _size(n: int) -> str:

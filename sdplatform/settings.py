@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -140,7 +142,12 @@ TEMPLATES = [
 # "database is locked".
 DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'pictor.sqlite3'}")
 DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 0))
+    "default": dj_database_url.parse(
+        # A kept connection is checked before a request reuses it (a restarted database).
+        DATABASE_URL,
+        conn_max_age=envint("DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
+    )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -188,9 +195,11 @@ else:
 # `max_attempts` bounds redelivery (the default, 0, retries forever); failures are acked because
 # the job row, not the broker, carries the outcome and the reaper requeues lost jobs.
 PICTOR_JOB_TIMEOUT = envint("PICTOR_JOB_TIMEOUT", 600)
+# Worker processes per host (one per GPU); CPU threads are shared out among them.
+PICTOR_WORKERS = envint("PICTOR_WORKERS", 1)
 Q_CLUSTER = {
     "name": "pictor",
-    "workers": envint("PICTOR_WORKERS", 1),
+    "workers": PICTOR_WORKERS,
     "recycle": 10_000,
     "timeout": PICTOR_JOB_TIMEOUT,
     "retry": PICTOR_JOB_TIMEOUT + 60,
@@ -327,8 +336,18 @@ USE_TZ = True
 
 # Pictor itself.
 PICTOR_MODELS_DIR = Path(envstr("PICTOR_MODELS_DIR", str(VAR_DIR / "models")))
+# Models kept in the object store (tenants' uploads, operators' published ones) are fetched
+# into this host's folder on first use and checked by SHA-256; past the byte cap the least
+# recently used ones are removed (generation/model_store.py).
+PICTOR_MODEL_CACHE_DIR = Path(envstr("PICTOR_MODEL_CACHE_DIR", str(VAR_DIR / "model-cache")))
+PICTOR_MODEL_CACHE_BYTES = envint("PICTOR_MODEL_CACHE_BYTES", 50 * 1024**3)
+# Seconds for fetching a tenant's model from a URL (POST /api/v1/models {"url": …}).
+PICTOR_MODEL_FETCH_TIMEOUT = envfloat("PICTOR_MODEL_FETCH_TIMEOUT", 300.0)
 PICTOR_NSFW_THRESHOLD = envfloat("PICTOR_NSFW_THRESHOLD", 0.5)
 PICTOR_SYNC_WAIT = envfloat("PICTOR_SYNC_WAIT", 5.0)
+# Reading a job's state (fetch, status, progress, the jobs API's GETs) is counted apart from
+# the plan's requests per minute, so polling never costs a generation (billing/throttles.py).
+PICTOR_POLL_RATE_PER_MINUTE = envint("PICTOR_POLL_RATE_PER_MINUTE", 600)
 # Formats whose clients block for the image (Synapse, Hyperbolic, AUTOMATIC1111) wait this
 # long; past it the job is canceled and refunded, and the client gets a timeout error.
 PICTOR_BLOCKING_WAIT = envfloat("PICTOR_BLOCKING_WAIT", 300.0)
@@ -343,6 +362,12 @@ PICTOR_WARM_WORKERS = envbool("PICTOR_WARM_WORKERS", True)
 PICTOR_SWEEP_INTERVAL = envfloat("PICTOR_SWEEP_INTERVAL", 15.0)
 # A stopping worker lets its running job finish for this long, then hands it back to the queue.
 PICTOR_WORKER_STOP_GRACE = envfloat("PICTOR_WORKER_STOP_GRACE", 60.0)
+# Images one diffusers call may hold when a worker batches compatible queued jobs
+# (generation/batching.py): "auto" sizes it by the device, 1 turns batching off.
+_batch_images = envstr("PICTOR_MAX_BATCH_IMAGES", "auto").strip().lower()
+if _batch_images != "auto" and not (_batch_images.isdigit() and int(_batch_images) >= 1):
+    raise ImproperlyConfigured("PICTOR_MAX_BATCH_IMAGES must be auto or a positive integer")
+PICTOR_MAX_BATCH_IMAGES: int | str = "auto" if _batch_images == "auto" else int(_batch_images)
 
 # The engine's knobs: generation/apps.py hands them to it as an EngineConfig (the engine reads
 # no environment itself). Unset threads or bytes mean "automatic": torch's own thread count, a
@@ -357,6 +382,34 @@ if PICTOR_TORCH_THREADS is not None and PICTOR_TORCH_THREADS < 1:
 if PICTOR_PIPELINE_CACHE_SIZE < 1:
     raise ImproperlyConfigured(
         f"PICTOR_PIPELINE_CACHE_SIZE must be at least 1, not {PICTOR_PIPELINE_CACHE_SIZE}"
+    )
+# Where and how the worker runs pipelines (generation/engine/device.py); "auto": CUDA with fp16,
+# else Apple MPS with fp16, else the CPU with fp32. A device the host lacks stops the worker.
+PICTOR_DEVICE = envstr("PICTOR_DEVICE", "auto").strip().lower()
+PICTOR_DTYPE = envstr("PICTOR_DTYPE", "auto").strip().lower()
+PICTOR_ATTENTION = envstr("PICTOR_ATTENTION", "sdpa").strip().lower()
+PICTOR_CHANNELS_LAST = envbool("PICTOR_CHANNELS_LAST", False)
+PICTOR_VAE_TILING_SIDE = envint("PICTOR_VAE_TILING_SIDE", 0)
+PICTOR_VAE_SLICING = envbool("PICTOR_VAE_SLICING", False)
+PICTOR_CPU_OFFLOAD = envstr("PICTOR_CPU_OFFLOAD", "off").strip().lower()
+PICTOR_COMPILE = envbool("PICTOR_COMPILE", False)
+_device_index = PICTOR_DEVICE.removeprefix("cuda:")
+if PICTOR_DEVICE not in ("auto", "cpu", "cuda", "mps") and not (
+    PICTOR_DEVICE.startswith("cuda:") and _device_index.isdigit()
+):
+    raise ImproperlyConfigured(
+        f"PICTOR_DEVICE must be auto, cpu, cuda, cuda:N or mps, not {PICTOR_DEVICE!r}"
+    )
+for _name, _value, _choices in (
+    ("PICTOR_DTYPE", PICTOR_DTYPE, ("auto", "fp16", "bf16", "fp32")),
+    ("PICTOR_ATTENTION", PICTOR_ATTENTION, ("sdpa", "default")),
+    ("PICTOR_CPU_OFFLOAD", PICTOR_CPU_OFFLOAD, ("off", "model")),
+):
+    if _value not in _choices:
+        raise ImproperlyConfigured(f"{_name} must be one of {', '.join(_choices)}, not {_value!r}")
+if PICTOR_VAE_TILING_SIDE < 0:
+    raise ImproperlyConfigured(
+        f"PICTOR_VAE_TILING_SIDE must be 0 (off) or a side in pixels, not {PICTOR_VAE_TILING_SIDE}"
     )
 # Live previews (generation/previews.py): a small picture of a running job every this many
 # steps (0: none), from the TAESD folder named here or, left empty, a linear approximation.
@@ -419,6 +472,23 @@ for _pack in envstr("PICTOR_CREDIT_PACKS").split(","):
             raise ImproperlyConfigured(
                 f"PICTOR_CREDIT_PACKS: {_pack.strip()!r} is not slug:credits:price_id"
             ) from None
+# An optional money price per credit, shown beside credits on the pages ("≈ $1.20");
+# unset shows none (billing/prices.py). Stripe's own prices decide what a payment costs.
+PICTOR_CURRENCY = envstr("PICTOR_CURRENCY", "USD").strip().upper()
+if not re.fullmatch("[A-Z]{3}", PICTOR_CURRENCY):
+    raise ImproperlyConfigured(
+        f"PICTOR_CURRENCY must be an ISO 4217 code such as USD or EUR, not {PICTOR_CURRENCY!r}"
+    )
+PICTOR_CREDIT_PRICE: Decimal | None = None
+if envstr("PICTOR_CREDIT_PRICE").strip():
+    try:
+        PICTOR_CREDIT_PRICE = Decimal(envstr("PICTOR_CREDIT_PRICE").strip())
+    except InvalidOperation:
+        PICTOR_CREDIT_PRICE = Decimal("NaN")
+    if not PICTOR_CREDIT_PRICE.is_finite() or PICTOR_CREDIT_PRICE <= 0:
+        raise ImproperlyConfigured(
+            "PICTOR_CREDIT_PRICE must be a positive decimal number such as 0.01 (unset: no prices)"
+        )
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from generation.api.schema import ERROR_COMPONENTS, SUBMIT_OPERATIONS
+from generation.api.schema import ERROR_COMPONENTS, STATUS_MEANINGS, SUBMIT_OPERATIONS
 
 SUBMIT_HEADERS = {"Idempotency-Key", "Prefer"}
 # The routes that make jobs, whatever they are called: OpenAI answers a spent balance with a 429,
@@ -34,8 +34,13 @@ def headers_of(operation: dict[str, Any]) -> set[str]:
 
 
 def is_charged(path: str, method: str, operation: dict[str, Any]) -> bool:
-    """Whether the operation charges for a job (so it is a submit), by what it documents."""
-    return "402" in operation["responses"] or (method == "post" and path in OPENAI_SUBMITS)
+    """Whether the operation charges for a job (so it is a submit), by what it documents.
+
+    A 402 that means the plan lacks something other than credits (own models' storage) is no
+    charge.
+    """
+    refused = operation["responses"].get("402", {}).get("description")
+    return refused == STATUS_MEANINGS[402] or (method == "post" and path in OPENAI_SUBMITS)
 
 
 def test_every_submit_operation_documents_the_submit_headers(operations):

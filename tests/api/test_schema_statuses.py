@@ -8,11 +8,13 @@ documented for its path and method, and its body must have the documented shape.
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import re
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -27,7 +29,7 @@ from django_q.conf import Conf
 
 from accounts.models import Organization
 from billing.models import Plan
-from generation.models import Job
+from generation.models import AIModel, Job
 from tests.helpers import Tenant, make_tenant
 from tests.images import centre_mask, noise_image, png_base64, shapes_image
 
@@ -77,6 +79,10 @@ class Good:
     missing: Callable[[], dict[str, Any]] | None = None
     # Sent as multipart/form-data (file values are file objects), not JSON.
     form: bool = False
+    # The status the good request gets (an upload is accepted for validation: 202).
+    ok: int = 200
+    # Queues a task other than a job (an own model's validation): a 503 while Redis is down.
+    queues: bool = False
 
 
 def modelslab_submit(model: bool = True, **fields: Any) -> Good:
@@ -124,6 +130,25 @@ def png_upload() -> io.BytesIO:
     upload = io.BytesIO(base64.b64decode(IMAGE))
     upload.name = "image.png"
     return upload
+
+
+def safetensors_upload() -> io.BytesIO:
+    """A one-tensor .safetensors file (not a model that validates) for a multipart form."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    upload = io.BytesIO(len(header).to_bytes(8, "little") + header + bytes(4))
+    upload.name = "own.safetensors"
+    return upload
+
+
+def own_model_id() -> str:
+    return f"own-{uuid.uuid4().hex[:8]}"
+
+
+# The URL of a server on 127.0.0.1 that answers any GET with safetensors_upload()'s bytes.
+FILE_SERVER: dict[str, str] = {}
+# Each test's tenant has one own model (context), which GET and DELETE name.
+OWN_MODEL = "own-schema"
+OWN = Good(params=lambda job: {"model_id": OWN_MODEL})
 
 
 # One good request per operation of the schema; a new route needs a line here.
@@ -307,6 +332,30 @@ GOOD: dict[tuple[str, str], Good] = {
     ),
     ("/api/v1/jobs/{job_id}/outputs", "delete"): FETCH,
     ("/api/v1/account", "get"): LISTING,
+    # Tenants' own models: an upload is queued for validation; load_model downloads from the
+    # test's file server (context allows 127.0.0.1 for it).
+    ("/api/v1/models", "get"): LISTING,
+    ("/api/v1/models", "post"): Good(
+        lambda job: {
+            "model_id": own_model_id(),
+            "category": "lora",
+            "base": "sd15",
+            "file": safetensors_upload(),
+        },
+        form=True,
+        ok=202,
+        queues=True,
+    ),
+    ("/api/v1/models/{model_id}", "get"): OWN,
+    ("/api/v1/models/{model_id}", "delete"): Good(OWN.body, OWN.params, ok=204),
+    ("/api/v3/load_model", "post"): Good(
+        lambda job: {
+            "url": f"{FILE_SERVER['url']}/own.safetensors",
+            "model_id": own_model_id(),
+            "model_category": "lora",
+        },
+        queues=True,
+    ),
     ("/api/wallet_balance", "post"): ANY_BODY,
     ("/api/subscribed_plan", "post"): ANY_BODY,
     # OpenAI.
@@ -423,11 +472,12 @@ def other_tenant(slug: str, plan: str = "premium", **changes: Any) -> str:
 
 
 def good(op: Operation, ctx: Context) -> Call:
-    return good_call(op, ctx, ctx.tenant.key, expect={200})
+    return good_call(op, ctx, ctx.tenant.key, expect={GOOD[(op.template, op.method)].ok})
 
 
 def no_key(op: Operation, ctx: Context) -> Call:
-    return good_call(op, ctx, None, expect={401} if op.needs_key else {200})
+    ok = GOOD[(op.template, op.method)].ok
+    return good_call(op, ctx, None, expect={401} if op.needs_key else {ok})
 
 
 def bad_key(op: Operation, ctx: Context) -> Call:
@@ -535,6 +585,10 @@ def nul_in_the_url(op: Operation, ctx: Context) -> Call:
 def too_large(op: Operation, ctx: Context) -> Call | None:
     if not op.takes_body:
         return None
+    if GOOD[(op.template, op.method)].form:
+        # A form's file may be as large as the plan allows; its other fields are bounded.
+        call = good_call(op, ctx, ctx.tenant.key, {"name": "a" * (2 * MAX_BODY)}, expect={413})
+        return call
     data = json.dumps({"prompt": "a" * (2 * MAX_BODY)}).encode()
     return good_call(op, ctx, ctx.tenant.key, data=data, expect={413})
 
@@ -685,10 +739,47 @@ def schema(client: Any) -> dict[str, Any]:
     return response.json()
 
 
+@pytest.fixture(scope="module")
+def file_server() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = safetensors_upload().getvalue()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    FILE_SERVER["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield FILE_SERVER["url"]
+    server.shutdown()
+
+
 @pytest.fixture
 def context(
-    schema: dict[str, Any], tenant: Tenant, api: Any, settings: Any, client: Any
+    schema: dict[str, Any],
+    tenant: Tenant,
+    api: Any,
+    settings: Any,
+    client: Any,
+    file_server: str,
+    tmp_path: Any,
 ) -> Context:
+    settings.PICTOR_FETCH_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    settings.PICTOR_FETCH_ALLOWED_PORTS = [int(file_server.rsplit(":", 1)[1])]
+    settings.PICTOR_MODEL_CACHE_DIR = str(tmp_path / "model-cache")
+    AIModel.objects.create(
+        model_id=OWN_MODEL,
+        name=OWN_MODEL,
+        family=AIModel.Family.LORA,
+        base=AIModel.Base.SD15,
+        organization=tenant.org,
+        status=AIModel.Status.READY,
+    )
     settings.PICTOR_MAX_BODY_BYTES = MAX_BODY
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY
     # Should a request queue a job that nothing runs, a blocking format gives up soon.
@@ -732,9 +823,11 @@ def test_an_outage_of_redis_is_documented(client, context, dead_redis, monkeypat
     monkeypatch.setattr(Conf, "SYNC", False)
 
     def during_outage(op: Operation, ctx: Context) -> Call:
-        # Limits count in the database meanwhile; a submit cannot queue its job (503).
-        submits = GOOD[(op.template, op.method)].submits
-        return good_call(op, ctx, ctx.tenant.key, expect={503} if submits else {200})
+        # Limits count in the database meanwhile; a submit cannot queue its job (503), nor an
+        # own model its validation.
+        good = GOOD[(op.template, op.method)]
+        queues = good.submits or good.queues
+        return good_call(op, ctx, ctx.tenant.key, expect={503} if queues else {good.ok})
 
     run_case(client, context, during_outage)
 

@@ -106,6 +106,8 @@ class PlanLimits(serializers.Serializer):
     steps_list = serializers.ListField(child=serializers.IntegerField())
     retention_days = serializers.IntegerField()
     monthly_credits = serializers.IntegerField()
+    model_max_bytes = serializers.IntegerField(help_text="The largest own model; 0: none")
+    model_storage_bytes = serializers.IntegerField(help_text="Own models' storage quota")
 
 
 class AccountOrganization(serializers.Serializer):

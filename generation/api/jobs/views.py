@@ -18,6 +18,7 @@ from billing import ledger, limits
 from billing.models import CreditEntry
 from generation import estimates, jobs, media, quotas, retention
 from generation.answers import absolute, base_url_for, job_meta
+from generation.api import polling
 from generation.api.base import FormatView
 from generation.api.errors import Problem, modelslab_body
 from generation.api.jobs import serializers as shapes
@@ -174,6 +175,8 @@ class JobsView(FormatView):
 class JobListView(JobsView):
     """GET /api/v1/jobs: the organization's jobs, newest first, in cursor pages."""
 
+    poll_methods = ("GET", "HEAD")
+
     @extend_schema(
         tags=[TAG],
         summary="List this organization's jobs, newest first",
@@ -214,6 +217,8 @@ JOB_ID = OpenApiParameter("job_id", OpenApiTypes.INT, OpenApiParameter.PATH)
 class JobDetailView(JobsView):
     """GET /api/v1/jobs/<id>: one job."""
 
+    poll_methods = ("GET", "HEAD")
+
     @extend_schema(
         tags=[TAG],
         summary="One job",
@@ -222,7 +227,8 @@ class JobDetailView(JobsView):
         responses={200: shapes.JobAnswer, 404: shapes.JobsError},
     )
     def get(self, request: KeyRequest, job_id: int) -> Response:
-        return Response(job_body(own_job(request, job_id), base_url_for(request)))
+        job = own_job(request, job_id)
+        return polling.hinted(Response(job_body(job, base_url_for(request))), job)
 
 
 class JobCancelView(JobsView):
@@ -313,6 +319,8 @@ def account_body(organization: Organization) -> dict[str, Any]:
             "steps_list": plan.steps_list,
             "retention_days": plan.retention_days,
             "monthly_credits": plan.monthly_credits,
+            "model_max_bytes": plan.model_max_bytes,
+            "model_storage_bytes": plan.model_storage_bytes,
         },
         "credits": balance,
         "today": {

@@ -8,7 +8,7 @@ ModelsLab documents no v5 fetch, so ControlNet on v5 points at the v3 one.
 
 from django.urls import path
 
-from generation.api.modelslab import editing
+from generation.api.modelslab import editing, load_model
 from generation.api.modelslab import views as ml
 
 V3_DREAMBOOTH = {"model_required": True, "fetch_url_name": "api-v3-dreambooth-fetch"}
@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/v3/inpaint", ml.InpaintView.as_view(), name="api-v3-inpaint"),
     path("api/v3/fetch/<int:job_id>", ml.FetchView.as_view(), name="api-v3-fetch"),
     path("api/v3/system_load", ml.SystemLoadView.as_view(), name="api-v3-system-load"),
+    path("api/v3/load_model", load_model.LoadModelView.as_view(), name="api-v3-load-model"),
     path("api/v3/super_resolution", ml.LegacySuperResolutionView.as_view(), name="api-v3-sr"),
     # v3 dreambooth, the older name of v4 dreambooth: model_id required.
     path("api/v3/dreambooth", ml.Text2ImgView.as_view(**V3_DREAMBOOTH), name="api-v3-dreambooth"),

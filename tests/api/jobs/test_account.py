@@ -39,6 +39,8 @@ def test_it_answers_the_plan_balance_and_todays_usage(jobs_api, tenant, submit, 
         "steps_list": [21, 31, 41],
         "retention_days": 30,
         "monthly_credits": 20000,
+        "model_max_bytes": 2 * 1024**3,
+        "model_storage_bytes": 10 * 1024**3,
     }
     assert account["credits"] == ledger.balance(tenant.org)
     today = account["today"]
