@@ -60,8 +60,10 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Running]:
-    """A running web + worker: its URL, a premium key, and a function that times one API job."""
+def stack(
+    models_dir: Path, extra_env: dict[str, str], plan: str = "premium", threads: int = 4
+) -> Iterator[Running]:
+    """A running web + worker: its URL, a key on `plan`, and a function that times one API job."""
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp:
         port = free_port()
         env = {
@@ -79,7 +81,7 @@ def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Running]:
         manage(env, "migrate", "--noinput", "-v", "0")
         manage(env, "createcachetable")
         manage(env, "build_demo_models")
-        key = manage(env, "apikey", "create", "--org", "bench", "--plan", "premium").strip()
+        key = manage(env, "apikey", "create", "--org", "bench", "--plan", plan).strip()
         log = open(Path(tmp) / "stack.log", "wb")  # noqa: SIM115
         procs = [
             subprocess.Popen(
@@ -87,7 +89,7 @@ def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Running]:
             ),
             subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "sdplatform.wsgi"]
-                + ["--bind", f"127.0.0.1:{port}", "--threads", "4"],
+                + ["--bind", f"127.0.0.1:{port}", "--threads", str(threads)],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -117,7 +119,7 @@ def stack(models_dir: Path, extra_env: dict[str, str]) -> Iterator[Running]:
                 try:
                     requests.get(f"{base}/healthz", timeout=1)
                     break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # still starting
                     time.sleep(0.1)
             yield Running(base, key, job)
         finally:

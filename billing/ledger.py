@@ -12,8 +12,7 @@ import uuid
 from datetime import date
 from typing import Protocol
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from prometheus_client import Counter
 from rest_framework import status
@@ -65,25 +64,26 @@ def post(
     *,
     job_id: int | None = None,
     note: str = "",
+    new_key: bool = False,
 ) -> CreditEntry | None:
-    """Write one entry and move the balance by `amount`; None when `key` was already posted."""
-    if CreditEntry.objects.filter(key=key).exists():
+    """Write one entry and move the balance by `amount`; None when `key` was already posted.
+
+    `new_key`: no entry can hold `key` yet (the debit of a job created in the caller's
+    transaction), so there is nothing to look up first and no duplicate to undo with a savepoint.
+    """
+    if not new_key and CreditEntry.objects.filter(key=key).exists():
         return None
     try:
-        with transaction.atomic():
-            moved = Organization.objects.filter(pk=org_id, credit_balance__gte=-amount).update(
-                credit_balance=F("credit_balance") + amount
-            )
-            if not moved:
-                if CreditEntry.objects.filter(key=key).exists():
+        with transaction.atomic(savepoint=not new_key):
+            moved = move_balance(org_id, amount)
+            if moved is None:
+                if not new_key and CreditEntry.objects.filter(key=key).exists():
                     return None
                 if not Organization.objects.filter(pk=org_id).exists():
                     raise Organization.DoesNotExist(f"No organization {org_id}")
                 raise InsufficientCredits()
             # We hold the row lock since the UPDATE, so this is the balance our entry made.
-            balance_after, plan = Organization.objects.values_list(
-                "credit_balance", "plan__slug"
-            ).get(pk=org_id)
+            balance_after, plan = moved
             entry = CreditEntry.objects.create(
                 organization_id=org_id,
                 kind=kind,
@@ -99,10 +99,39 @@ def post(
                 transaction.on_commit(lambda: counted.inc(abs(amount)))
             return entry
     except IntegrityError:
+        if new_key:
+            raise
         # A concurrent post of the same key committed first; the savepoint undid our UPDATE.
         if CreditEntry.objects.filter(key=key).exists():
             return None
         raise
+
+
+def move_balance(org_id: int, amount: int) -> tuple[int, str] | None:
+    """Add `amount` unless the balance would go below zero: (new balance, plan slug), or None.
+
+    One statement: a conditional UPDATE that answers the balance it made (RETURNING, in
+    PostgreSQL and SQLite alike), instead of an UPDATE and a SELECT while the row is locked.
+    """
+    org, plan = Organization._meta, Plan._meta
+    table = quoted(org.db_table)
+    balance = quoted(org.get_field("credit_balance").column)
+    plan_slug = quoted(plan.get_field("slug").column)
+    sql = (
+        f"UPDATE {table} SET {balance} = {balance} + %s"
+        f" WHERE {quoted(org.pk.column)} = %s AND {balance} >= %s"
+        f" RETURNING {balance}, (SELECT {plan_slug} FROM {quoted(plan.db_table)}"
+        f" WHERE {quoted(plan.pk.column)} = {table}.{quoted(org.get_field('plan').column)})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [amount, org_id, -amount])
+        row = cursor.fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def quoted(name: str | None) -> str:
+    """A table or column name as the database's SQL spells it."""
+    return connection.ops.quote_name(str(name))
 
 
 def balance(org: Organization | int) -> int:
@@ -130,7 +159,9 @@ def debit_for_job(job: ChargedJob) -> CreditEntry | None:
     """Charge a new job its cost; raises InsufficientCredits when the balance is short."""
     if job.cost <= 0:
         return None
-    return post(job.organization_id, Kind.DEBIT, -job.cost, debit_key(job.pk), job_id=job.pk)
+    return post(
+        job.organization_id, Kind.DEBIT, -job.cost, debit_key(job.pk), job_id=job.pk, new_key=True
+    )
 
 
 def refund_job(job_id: int) -> CreditEntry | None:

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models.signals import post_migrate
 
 from generation.engine.config import EngineConfig, configure
+from generation.engine.device import DeviceSettings
 from sdplatform import metrics
 
 SWEEP_SCHEDULE = "pictor: sweep the job queue"
@@ -42,6 +43,18 @@ def engine_config() -> EngineConfig:
         cache_size=settings.PICTOR_PIPELINE_CACHE_SIZE,
         cache_bytes=settings.PICTOR_PIPELINE_CACHE_BYTES,
         torch_threads=settings.PICTOR_TORCH_THREADS,
+        device=DeviceSettings(
+            device=settings.PICTOR_DEVICE,
+            dtype=settings.PICTOR_DTYPE,
+            attention=settings.PICTOR_ATTENTION,
+            channels_last=settings.PICTOR_CHANNELS_LAST,
+            vae_tiling_side=settings.PICTOR_VAE_TILING_SIDE,
+            vae_slicing=settings.PICTOR_VAE_SLICING,
+            cpu_offload=settings.PICTOR_CPU_OFFLOAD,
+            compile=settings.PICTOR_COMPILE,
+            torch_threads=settings.PICTOR_TORCH_THREADS,
+            workers=settings.PICTOR_WORKERS,
+        ),
         on_cache_event=count,
     )
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
 
 from generation.engine.cache import default_cache
+from generation.engine.device import DeviceUnavailable
 from generation.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -17,6 +20,22 @@ log = logging.getLogger(__name__)
 BEAT_SECONDS = 15
 # A worker that has not beaten for this long is shown as gone.
 ALIVE_SECONDS = 4 * BEAT_SECONDS
+
+
+def engine_device() -> dict[str, Any]:
+    """The worker's device settings as they act on this host (for the heartbeat and /ops/).
+
+    Loads torch. A device the host lacks (PICTOR_DEVICE=cuda without a GPU) is a configuration
+    error: the worker stops at start-up rather than run every job somewhere else.
+    """
+    from generation.engine.loader import resolved_device
+
+    try:
+        return resolved_device().describe()
+    except DeviceUnavailable as error:
+        raise ImproperlyConfigured(str(error)) from None
+
+
 _started = threading.Event()
 
 
@@ -27,6 +46,7 @@ def beat(name: str, *, job_done: bool = False, current_job: int | None = None) -
         "models_loaded": default_cache.model_ids(),
         "cache_bytes": default_cache.bytes_used(),
         "current_job": current_job,
+        "engine": engine_device(),
     }
     if job_done:
         fields["jobs_done"] = F("jobs_done") + 1
@@ -41,7 +61,8 @@ def start(name: str) -> None:
         return
     _started.set()
     WorkerHeartbeat.objects.update_or_create(
-        name=name, defaults={"started_at": timezone.now(), "jobs_done": 0}
+        name=name,
+        defaults={"started_at": timezone.now(), "jobs_done": 0, "engine": engine_device()},
     )
 
     def loop() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django_q.conf import Conf
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
@@ -189,7 +190,14 @@ def prefer_wait(header: str) -> int | None:
 
 
 def wait_for(job: Job, seconds: float) -> Job:
-    """Wait up to `seconds` for the job to finish; returns it refreshed."""
+    """Wait up to `seconds` for the job to finish; returns it refreshed (as it is for none).
+
+    With no wait (`instant_response`) the job in hand is answered: it was just created or
+    read, so reading it again would only tell whether a worker took it in the last moment.
+    (Unless tasks run inline, where the job has already run by now.)
+    """
+    if seconds <= 0 and not Conf.SYNC:
+        return job
     deadline = time.monotonic() + seconds
     while True:
         status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +23,7 @@ from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organization
-from generation import heartbeat, previews, stopping, webhooks
+from generation import batching, heartbeat, previews, stopping, webhooks
 from generation.engine.request import GenerationRequest, ModelRef
 from generation.inputs import open_image
 from generation.jobs import finish, reap_expired_jobs
@@ -144,17 +144,34 @@ def run_next_job(hint_job_id: int | None = None) -> int | None:
     job = claim_next_job()
     if job is None:
         return None
+    jobs = [job, *companions_of(job)]
     report(current_job=job.pk)
-    announce(webhooks.job_started, job.pk)
+    for claimed in jobs:
+        announce(webhooks.job_started, claimed.pk)
     try:
         with logs.job_context(job):
-            log.info("job %s started (attempt %s)", job.pk, job.attempts)
-            execute(job)
+            if len(jobs) == 1:
+                log.info("job %s started (attempt %s)", job.pk, job.attempts)
+                execute(job)
+            else:
+                log.info("jobs %s started as one batch", ", ".join(str(j.pk) for j in jobs))
+                execute_batch(jobs)
     finally:
-        previews.clear(job.pk)
-        report(job_done=True)
+        for claimed in jobs:
+            previews.clear(claimed.pk)
+            report(job_done=True)
         wake_waiting_job()
     return job.pk
+
+
+def companions_of(job: Job) -> list[Job]:
+    """Queued jobs that can share the claimed job's diffusers call (generation/batching.py)."""
+    try:
+        return batching.claim_companions(job)
+    except Exception:
+        # Batching is an optimisation: a failure here must not strand the job already claimed.
+        log.exception("could not claim jobs to batch with job %s", job.pk)
+        return []
 
 
 def report(*, job_done: bool = False, current_job: int | None = None) -> None:
@@ -188,95 +205,168 @@ def wake_waiting_job() -> None:
 def execute(job: Job) -> None:
     """Generate a claimed job's images, store them and finish the job (fenced by attempt)."""
     from generation.engine import runner
-    from generation.engine.pngmeta import a1111_parameters, encode_image
 
-    mine = Job.objects.filter(pk=job.pk, status=Job.Status.PROCESSING, attempts=job.attempts)
-    req = GenerationRequest.from_params(job.params)
-    last_write = 0.0
-    wants_progress = bool(job.webhook) and WebhookEvent.PROGRESS in job.webhook_events
-    reached = 0  # quarters of the steps announced by a progress webhook
-
-    def progress(step: int, total: int) -> None:
-        nonlocal last_write, reached
-        if stopping.seconds_since_request() > settings.PICTOR_WORKER_STOP_GRACE:
-            raise HandedBack(job.pk)
-        now = time.monotonic()
-        passed = webhooks.quarter(step, total) if wants_progress else 0
-        # A quarter passed is written (and announced) at once, so no quarter's event is skipped.
-        if step < total and now - last_write < PROGRESS_WRITE_INTERVAL and passed <= reached:
-            return
-        last_write = now
-        if not mine.update(progress_step=step, progress_total=total):
-            raise JobLost(job.pk)
-        if passed > reached:
-            reached = passed
-            announce(webhooks.job_progressed, job.pk, passed)
-
+    run = _Running(job)
     started = time.monotonic()
     try:
-        with lease_kept(job, mine):
+        with lease_kept(job, run.mine):
             result = runner.generate(
-                req,
+                run.req,
                 job.model.ref(),
-                addons=addon_refs(job, req),
-                images=input_images(req),
-                progress=progress,
+                addons=addon_refs(job, run.req),
+                images=input_images(run.req),
+                progress=run.progress,
                 nsfw_threshold=settings.PICTOR_NSFW_THRESHOLD,
                 previews=previews.previewer(job.pk),
             )
-            outputs = []
-            for index, (image, seed, nsfw) in enumerate(
-                zip(result.images, result.seeds, result.nsfw, strict=True)
-            ):
-                path = job.output_path(index)
-                parameters = a1111_parameters(req, seed)
-                _store(
-                    path,
-                    encode_image(image, parameters, req.output_format, req.output_quality),
-                )
-                outputs.append(
-                    OutputImage(
-                        job=job,
-                        index=index,
-                        path=path,
-                        seed=seed,
-                        nsfw=nsfw,
-                        width=image.width,
-                        height=image.height,
-                    )
-                )
-    except JobLost:
-        log.warning("job %s was taken from this worker; its result is dropped", job.pk)
-        return
-    except HandedBack:
-        hand_back(mine, job.pk)
-        return
+            outputs = run.outputs(result)
     except Exception as exc:
-        log.exception("job %s failed", job.pk)
-        finish(mine, job.pk, status=Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+        run.end(exc)
         return
+    run.succeed(outputs, round(time.monotonic() - started, 3))
 
+
+def execute_batch(jobs: list[Job]) -> None:
+    """Run claimed jobs that share one diffusers call; each ends on its own (see batching.py).
+
+    One job's cancellation, lost lease or bad input ends that job alone: the engine runs the
+    others on, or alone (generation/engine/runner.py generate_batch).
+    """
+    from generation.engine import runner
+    from generation.engine.batch import BatchItem
+
+    runs = [_Running(job) for job in jobs]
+    started = time.monotonic()
+    with ExitStack() as leases:
+        for run in runs:
+            leases.enter_context(lease_kept(run.job, run.mine))
+        items: list[BatchItem] = []
+        ready: list[_Running] = []
+        for run in runs:
+            try:
+                addons = addon_refs(run.job, run.req)
+            except Exception as exc:
+                with logs.job_context(run.job):
+                    run.end(exc)
+                continue
+            items.append(BatchItem(run.req, addons, run.progress, previews.previewer(run.job.pk)))
+            ready.append(run)
+        try:
+            results: list[Any] = runner.generate_batch(
+                items, jobs[0].model.ref(), nsfw_threshold=settings.PICTOR_NSFW_THRESHOLD
+            )
+        except Exception as exc:
+            # generate_batch ends requests one by one; this is a bug or the model failing to load.
+            results = [exc] * len(ready)
+        stored: list[tuple[_Running, list[OutputImage]]] = []
+        for run, result in zip(ready, results, strict=True):
+            with logs.job_context(run.job):
+                try:
+                    if isinstance(result, BaseException):
+                        raise result
+                    stored.append((run, run.outputs(result)))
+                except Exception as exc:
+                    run.end(exc)
     seconds = round(time.monotonic() - started, 3)
-    with transaction.atomic():
-        finished = finish(
-            mine,
-            job.pk,
-            status=Job.Status.SUCCESS,
-            generation_time=seconds,
-            progress_step=req.steps,
-            progress_total=req.steps,
+    for run, outputs in stored:
+        with logs.job_context(run.job):
+            run.succeed(outputs, seconds)
+
+
+class _Running:
+    """One claimed job's side of a run: progress writes under its fence, outputs, its end."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.mine = Job.objects.filter(
+            pk=job.pk, status=Job.Status.PROCESSING, attempts=job.attempts
         )
-        if finished:
-            OutputImage.objects.bulk_create(outputs)
-            transaction.on_commit(
-                lambda: metrics.GENERATION.labels(kind=job.kind, model=job.model.model_id).observe(
-                    seconds
+        self.req = GenerationRequest.from_params(job.params)
+        self.last_write = 0.0
+        self.wants_progress = bool(job.webhook) and WebhookEvent.PROGRESS in job.webhook_events
+        self.reached = 0  # quarters of the steps announced by a progress webhook
+
+    def progress(self, step: int, total: int) -> None:
+        """Save progress (renewing nothing: the lease has its own thread); raise to leave."""
+        job = self.job
+        if stopping.seconds_since_request() > settings.PICTOR_WORKER_STOP_GRACE:
+            raise HandedBack(job.pk)
+        now = time.monotonic()
+        passed = webhooks.quarter(step, total) if self.wants_progress else 0
+        # A quarter passed is written (and announced) at once, so no quarter's event is skipped.
+        if (
+            step < total
+            and now - self.last_write < PROGRESS_WRITE_INTERVAL
+            and passed <= self.reached
+        ):
+            return
+        self.last_write = now
+        if not self.mine.update(progress_step=step, progress_total=total):
+            raise JobLost(job.pk)
+        if passed > self.reached:
+            self.reached = passed
+            announce(webhooks.job_progressed, job.pk, passed)
+
+    def outputs(self, result: Any) -> list[OutputImage]:
+        """Encode and store the result's images; the rows to create when the job succeeds."""
+        from generation.engine.pngmeta import a1111_parameters, encode_image
+
+        job, req = self.job, self.req
+        outputs = []
+        for index, (image, seed, nsfw) in enumerate(
+            zip(result.images, result.seeds, result.nsfw, strict=True)
+        ):
+            path = job.output_path(index)
+            parameters = a1111_parameters(req, seed)
+            _store(path, encode_image(image, parameters, req.output_format, req.output_quality))
+            outputs.append(
+                OutputImage(
+                    job=job,
+                    index=index,
+                    path=path,
+                    seed=seed,
+                    nsfw=nsfw,
+                    width=image.width,
+                    height=image.height,
                 )
             )
-    if finished:
-        log.info("job %s done in %.2f s", job.pk, seconds)
-    else:
-        log.warning("job %s finished after losing its lease; result dropped", job.pk)
+        return outputs
+
+    def end(self, exc: BaseException) -> None:
+        """The job stops early: lost (nothing to do), handed back, or failed and refunded."""
+        job = self.job
+        if isinstance(exc, JobLost):
+            log.warning("job %s was taken from this worker; its result is dropped", job.pk)
+        elif isinstance(exc, HandedBack):
+            hand_back(self.mine, job.pk)
+        else:
+            log.error("job %s failed", job.pk, exc_info=exc)
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            finish(self.mine, job.pk, status=Job.Status.FAILED, error=error)
+
+    def succeed(self, outputs: list[OutputImage], seconds: float) -> None:
+        """Mark the job a success with its outputs, unless it is no longer ours."""
+        job, req = self.job, self.req
+        with transaction.atomic():
+            finished = finish(
+                self.mine,
+                job.pk,
+                status=Job.Status.SUCCESS,
+                generation_time=seconds,
+                progress_step=req.steps,
+                progress_total=req.steps,
+            )
+            if finished:
+                OutputImage.objects.bulk_create(outputs)
+                transaction.on_commit(
+                    lambda: metrics.GENERATION.labels(
+                        kind=job.kind, model=job.model.model_id
+                    ).observe(seconds)
+                )
+        if finished:
+            log.info("job %s done in %.2f s", job.pk, seconds)
+        else:
+            log.warning("job %s finished after losing its lease; result dropped", job.pk)
 
 
 def hand_back(rows: QuerySet[Job], job_id: int) -> None:
@@ -384,6 +474,8 @@ def warm_worker(sender: object, proc_name: str = "", **kwargs: object) -> None:
     """
     from django_q.conf import Conf
 
+    # Before anything else: a device this host lacks stops the worker with the reason.
+    heartbeat.engine_device()
     # In sync mode django-q2 "spawns" inside the caller (a web process, a test) for every
     # task: no heartbeat thread there, only the rows run_next_job writes.
     if not Conf.SYNC:

@@ -12,10 +12,17 @@ charged with nobody to answer.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+# A gthread thread serves request after request for its process's lifetime, so each keeps its
+# database connection (checked before reuse) instead of opening one per request, the default
+# that suits runserver's thread per request. Set before the settings read it; DB_CONN_MAX_AGE=0
+# in the environment still turns it off.
+os.environ.setdefault("DB_CONN_MAX_AGE", "300")
+
 # Imported first: it puts PROMETHEUS_MULTIPROC_DIR in the environment every process inherits.
-from sdplatform import settings as pictor
+from sdplatform import settings as pictor  # noqa: E402 - after the default above
 from sdplatform.env import envint, envstr
 
 bind = [envstr("PICTOR_BIND", "127.0.0.1:8000")]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from generation.engine.device import DeviceSettings
+
 # A cache event ("hit", "load" or "eviction") and the model id it concerns.
 CacheEventHook = Callable[[str, str], None]
 
@@ -22,8 +24,10 @@ class EngineConfig:
     cache_size: int = 2
     # Bytes of weights a worker keeps loaded; None: a share of the GPU's memory (or of RAM).
     cache_bytes: int | None = None
-    # CPU threads torch may use; None keeps torch's own default.
+    # PICTOR_TORCH_THREADS as set (None: unset); `device` carries it too, and applies it.
     torch_threads: int | None = None
+    # Device, dtype, attention, VAE tiling, offload, compile and the host's worker count.
+    device: DeviceSettings = DeviceSettings()
     # Told of every cache hit, load and eviction (the app counts them as metrics).
     on_cache_event: CacheEventHook | None = None
 

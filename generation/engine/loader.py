@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from generation.engine import config, ip_adapter
+from generation.engine import device as engine_device
 from generation.engine.pipelines import (
     CHECKPOINT_CLASSES,
     MODEL_CLASSES,
@@ -33,21 +34,14 @@ if TYPE_CHECKING:
 _ORIGINAL_SCHEDULER_CONFIG = "_pictor_original_scheduler_config"
 
 
+def resolved_device() -> engine_device.Resolved:
+    """The configured device settings as they act on this host (PICTOR_DEVICE, PICTOR_DTYPE...)."""
+    return engine_device.resolve(config.current().device)
+
+
 def pick_device() -> str:
-    """CUDA when a GPU is present, else CPU."""
-    import torch  # lazy: heavy, not loaded at Django start-up
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _configure_cpu_threads() -> None:
-    """Apply the configured torch thread count when set; otherwise keep torch's own default."""
-    threads = config.current().torch_threads
-    if threads is None:
-        return
-    import torch  # lazy: heavy, not loaded at Django start-up
-
-    torch.set_num_threads(threads)
+    """The configured device: by default CUDA when a GPU is present, else MPS, else the CPU."""
+    return resolved_device().device
 
 
 def _alias_clip_text_model(text_encoder: Any) -> None:
@@ -66,14 +60,13 @@ def _alias_clip_text_model(text_encoder: Any) -> None:
 
 
 def device_and_dtype() -> tuple[str, Any]:
-    """The device to run on and its dtype: fp16 on CUDA, fp32 on the CPU."""
-    import torch  # lazy: heavy, not loaded at Django start-up
+    """The device to run on and its dtype (by default fp16 on CUDA, fp32 on the CPU).
 
-    device = pick_device()
-    if device == "cuda":
-        return device, torch.float16
-    _configure_cpu_threads()
-    return device, torch.float32
+    Also gives torch its configured CPU threads: every load passes here first.
+    """
+    resolved = resolved_device()
+    engine_device.apply_threads(resolved)
+    return resolved.device, resolved.torch_dtype
 
 
 def load_model(ref: ModelRef) -> Any:
@@ -99,7 +92,7 @@ def load_pipeline(
     """Load the pipeline at path (a diffusers folder or a single file), ready to call."""
     import diffusers  # lazy: heavy, not loaded at Django start-up
 
-    device, dtype = device_and_dtype()
+    dtype = device_and_dtype()[1]
     if os.path.isfile(path):
         pipe = load_single_file(path, family, config_path, dtype)
     else:
@@ -107,19 +100,23 @@ def load_pipeline(
         extra = without_builtin_safety_checker(cls)
         # `dtype` is diffusers 0.42's name for the old `torch_dtype` (which now warns).
         pipe = cls.from_pretrained(path, local_files_only=True, dtype=dtype, **extra)
-    pipe.to(device)
-    if device == "cuda":
-        from diffusers.models.attention_processor import AttnProcessor2_0  # lazy: as above
-
-        # PyTorch scaled-dot-product attention (flash / memory-efficient kernels) on the GPU.
-        pipe.unet.set_attn_processor(AttnProcessor2_0())
-        pipe.vae.set_attn_processor(AttnProcessor2_0())
+    resolved = resolved_device()
+    # Device or CPU offload, attention processor, channels_last, torch.compile.
+    engine_device.prepare_pipeline(pipe, resolved)
     _alias_clip_text_model(getattr(pipe, "text_encoder", None))
     _alias_clip_text_model(getattr(pipe, "text_encoder_2", None))
     pipe.set_progress_bar_config(disable=True)
     # A FrozenDict: nothing can mutate it, and swapped-in schedulers get configs of their own.
     setattr(pipe, _ORIGINAL_SCHEDULER_CONFIG, pipe.scheduler.config)
+    if resolved.compile:
+        # Compile now, while loading (at worker start for the default model), not in a job.
+        engine_device.warm_up(pipe)
     return pipe
+
+
+def prepare_call(pipe: Any, width: int, height: int, images: int) -> None:
+    """Switch VAE tiling and slicing as configured for one call of `images` images."""
+    engine_device.apply_to_call(pipe, resolved_device(), width, height, images)
 
 
 def original_scheduler_config(pipe: DiffusionPipeline) -> Any:

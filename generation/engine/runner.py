@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from PIL import Image
 
 from generation.engine import addons as addon_rules
 from generation.engine import (
+    batch,
     controlnets,
     inpaint,
     ip_adapter,
@@ -20,7 +22,7 @@ from generation.engine import (
     weighting,
 )
 from generation.engine.cache import PipelineCache, default_cache
-from generation.engine.loader import original_scheduler_config
+from generation.engine.loader import original_scheduler_config, prepare_call
 from generation.engine.pipelines import (
     has_second_prompt,
     kind_error,
@@ -40,6 +42,7 @@ from generation.engine.request import MASK_BLUR as MASK_BLUR  # where the A1111 
 from generation.engine.schedulers import build_scheduler, usable_scheduler_error
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 # A request swaps the scheduler and add-ons of a pipeline shared by the whole process, so two
 # threads must not run at once; a worker saturates its CPU or GPU with one generation anyway.
@@ -313,6 +316,7 @@ class _Job:
         ):
             # A1111's weights, BREAK and long prompts: embeddings in place of the strings.
             call = weighting.embedded_call(pipe, call, req.clip_skip_2)
+            prepare_call(pipe, req.width, req.height, len(generators))
             output = pipe(
                 **call,
                 generator=generators,
@@ -399,3 +403,240 @@ class _Job:
             image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
             for image in output.images
         ]
+
+
+class _AllDropped(Exception):
+    """Every request of a batched call left it (canceled, lost): the call stops."""
+
+
+def generate_batch(
+    items: Sequence[batch.BatchItem],
+    model: ModelRef | str,
+    *,
+    cache: PipelineCache | None = None,
+    nsfw_threshold: float = 0.5,
+) -> list[GenerationResult | BaseException]:
+    """Generate several requests, in one diffusers call where they can share it.
+
+    Returns one entry per item, in order: its result, or the exception that ended it alone (a
+    bad request, or what its progress callback raised to leave the call). Items that cannot
+    join the first item's call (generation/engine/batch.py says which) run alone, as does every
+    item left when the shared call fails for a reason no single item raised, so one bad
+    request never fails the others.
+    """
+    cache = cache or default_cache
+    ref = model if isinstance(model, ModelRef) else ModelRef(items[0].req.model_id, model)
+    results: list[GenerationResult | BaseException | None] = [None] * len(items)
+    leader = items[0].req
+    key = batch.batch_key(leader.to_params())
+    family = pipeline_family(ref.family, ref.base)
+
+    def shares_call(item: batch.BatchItem) -> bool:
+        req = item.req
+        names = [name for name, _weight in req.loras] + [*req.embeddings, req.vae]
+        return (
+            family in batch.FAMILIES
+            and batch.batchable(req)
+            and batch.batch_key(req.to_params()) == key
+            and all(item.addons.get(n) == items[0].addons.get(n) for n in names if n)
+        )
+
+    together: list[int] = []
+    for index, item in enumerate(items):
+        try:
+            validate(item.req)
+        except Exception as exc:
+            results[index] = exc
+            continue
+        if shares_call(item):
+            together.append(index)
+    alone = [i for i in range(len(items)) if results[i] is None and i not in together]
+    if len(together) > 1:
+        try:
+            _BatchRun(items, together, ref, family, cache, results).run(nsfw_threshold)
+        except Exception:
+            # Not one request's doing (a request's own problem is caught per request): each
+            # one still waiting runs alone, where only its own problem can fail it.
+            log.exception("a batched call failed; its requests run alone")
+            alone.extend(i for i in together if results[i] is None)
+    else:
+        alone.extend(together)
+    for index in sorted(alone):
+        item = items[index]
+        try:
+            results[index] = generate(
+                item.req,
+                ref,
+                addons=item.addons,
+                cache=cache,
+                progress=item.progress,
+                nsfw_threshold=nsfw_threshold,
+                previews=item.previews,
+            )
+        except Exception as exc:
+            results[index] = exc
+    return [r if r is not None else RuntimeError("request not run") for r in results]
+
+
+def _checked(
+    req: GenerationRequest, images: list[Any], nsfw_threshold: float
+) -> tuple[list[Any], list[bool]]:
+    """The images after the request's safety check, and which were flagged (as generate())."""
+    if not req.safety_checker:
+        return images, [False] * len(images)
+    nsfw = safety.check(images, nsfw_threshold)
+    censored = [
+        safety.censor(image, req.safety_checker_type) if flagged else image
+        for image, flagged in zip(images, nsfw, strict=True)
+    ]
+    return censored, nsfw
+
+
+class _BatchRun:
+    """One shared text2img call for the requests `indexes` of `items` (see batch.py)."""
+
+    def __init__(
+        self,
+        items: Sequence[batch.BatchItem],
+        indexes: list[int],
+        ref: ModelRef,
+        family: str,
+        cache: PipelineCache,
+        results: list[GenerationResult | BaseException | None],
+    ) -> None:
+        self.items = items
+        self.indexes = indexes
+        self.ref = ref
+        self.family = family
+        self.cache = cache
+        self.results = results
+        # The first member's fields stand for all: the batch key says they share them.
+        self.leader = _Job(items[indexes[0]].req, ref, items[indexes[0]].addons, {}, cache, None)
+
+    def run(self, nsfw_threshold: float) -> None:
+        import torch  # lazy: heavy, not loaded at Django start-up
+
+        job, req = self.leader, self.leader.req
+        error = kind_error(self.family, req.kind)
+        if error:
+            raise ValueError(error)
+        refused = variations.problems(req, self.family)
+        if refused:
+            raise ValueError(" ".join(refused.values()))
+        with _generation_lock:
+            started = time.perf_counter()
+            base = self.cache.get(self.ref)
+            skip = diffusers_clip_skip(req.clip_skip)
+            layers = base.text_encoder.config.num_hidden_layers
+            if skip is not None and skip >= layers:
+                raise ValueError(
+                    f"clip_skip {req.clip_skip} is too large for a text encoder with {layers} "
+                    "layers"
+                )
+            components: dict[str, Any] = {}
+            if req.vae:
+                components["vae"] = self.cache.get(job.addon(req.vae))
+            pipe = variations.pipeline_for(base, self.family, req.kind, req, **components)
+            pipe.scheduler = build_scheduler(
+                original_scheduler_config(base),
+                req.scheduler,
+                req.use_karras_sigmas,
+                req.algorithm_type,
+            )
+            loras = [(job.addon(name), weight) for name, weight in req.loras]
+            embeddings = [job.addon(name) for name in req.embeddings]
+            tokens = [addon_rules.embedding_token(e.model_id) for e in embeddings]
+            finished: dict[int, list[Any]] = {}
+            with (
+                variations.applied(pipe, req),
+                addon_rules.applied(pipe, loras=loras, embeddings=embeddings, tomesd=False),
+                torch.inference_mode(),
+            ):
+                members = []
+                for index in self.indexes:
+                    item = self.items[index]
+                    try:
+                        prompt = with_tokens(item.req.prompt, item.req.negative_prompt, tokens)
+                        embeds = batch.encoded(pipe, item.req, prompt, skip)
+                    except Exception as exc:
+                        self.results[index] = exc
+                        continue
+                    seeds = [item.req.seed + i for i in range(item.req.samples)]
+                    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+                    members.append(batch._Member(index, item, 0, embeds, generators))
+                for group in batch.group_by_shape(members):
+                    finished.update(self.call(pipe, group))
+            seconds = time.perf_counter() - started
+        for index, images in finished.items():
+            item = self.items[index]
+            images, nsfw = _checked(item.req, images, nsfw_threshold)
+            self.results[index] = GenerationResult(
+                images=images,
+                seeds=[item.req.seed + i for i in range(item.req.samples)],
+                nsfw=nsfw,
+                inference_seconds=seconds,
+            )
+
+    def call(self, pipe: Any, group: list[batch._Member]) -> dict[int, list[Any]]:
+        """One diffusers call for `group`; {item index: its images} of those still in it."""
+        import torch  # lazy: heavy, not loaded at Django start-up
+
+        req = self.leader.req
+        offset = 0
+        for member in group:
+            member.offset = offset
+            offset += member.rows
+        embeds: dict[str, Any] = {}
+        for name in group[0].embeds:
+            parts = [m.embeds[name] for m in group]
+            embeds[name] = None if parts[0] is None else torch.cat(parts)
+        generators = [g for m in group for g in m.generators]
+        base_model = self.ref.base
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict) -> dict:
+            done, total = step + 1, pipeline.num_timesteps
+            latents = kwargs.get("latents")
+            for member in group:
+                if member.dropped is not None:
+                    continue
+                item = member.item
+                try:
+                    if item.previews is not None and latents is not None:
+                        rows = latents[member.offset : member.offset + member.rows]
+                        item.previews.step(done, total, rows, base_model)
+                    if item.progress is not None:
+                        item.progress(done, total)
+                except Exception as exc:
+                    # This request leaves the call (canceled, its lease lost); the rest go on.
+                    member.dropped = exc
+            if all(m.dropped is not None for m in group):
+                raise _AllDropped()
+            return kwargs
+
+        call: dict[str, Any] = {
+            **{k: v for k, v in embeds.items() if v is not None},
+            "num_inference_steps": req.steps,
+            "guidance_scale": req.guidance_scale,
+            "num_images_per_prompt": 1,
+            "width": req.width,
+            "height": req.height,
+            **variations.call_options(pipe, req, generators),
+        }
+        try:
+            with batch.rows_alone(pipe.unet, group):
+                latents = pipe(
+                    **call,
+                    generator=generators,
+                    callback_on_step_end=on_step_end,
+                    output_type="latent",
+                ).images
+        except _AllDropped:
+            latents = None
+        done: dict[int, list[Any]] = {}
+        for member in group:
+            if member.dropped is not None:
+                self.results[member.index] = member.dropped
+                continue
+            rows = latents[member.offset : member.offset + member.rows]
+            done[member.index] = batch.decode_alone(pipe, rows, member.generators)
+        return done

@@ -1,0 +1,128 @@
+"""Throughput with batching across requests off and on: many clients, one real worker.
+
+For each mode (PICTOR_MAX_BATCH_IMAGES=1, then the given value, "auto" by default) it starts web
+(gunicorn) and one worker with bench/overhead.py's `stack` (Redis broker and cache), times
+--lone jobs run one at a time (the lone-job cost of batching), then has --clients threads each
+submit single-image 256x256, 21-step jobs on demo-sd15 back to back for --seconds, waiting for
+each to succeed. Images/s count the images finished from the first submit to the last answer
+(jobs in flight at the deadline are waited for). Prints one JSON line: images/s per mode and the
+ratio, p50/p95 latency (submit to success) per mode, and the lone-job ratio (median on / off).
+
+    .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 3] [--on auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from overhead import CONFIGS, PROMPT, ROOT, SIZE, STEPS, Running, stack  # noqa: E402
+
+# A key on this plan runs 16 jobs at once and has no daily image cap.
+PLAN = "enterprise"
+
+
+def submit_and_wait(running: Running, seed: int) -> float:
+    """One single-image job through the ModelsLab API, submit to success; its latency."""
+    body = {
+        "key": running.key,
+        "prompt": f"{PROMPT}, take {seed}",
+        "width": SIZE,
+        "height": SIZE,
+        "num_inference_steps": STEPS,
+        "seed": seed,
+        "samples": 1,
+    }
+    start = time.perf_counter()
+    data = requests.post(f"{running.base_url}/api/v3/text2img", json=body, timeout=900).json()
+    while data.get("status") == "processing":
+        time.sleep(0.25)
+        fetch = f"{running.base_url}/api/v3/fetch/{data['id']}"
+        data = requests.post(fetch, json={"key": running.key}, timeout=60).json()
+    assert data["status"] == "success", data
+    return time.perf_counter() - start
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3)
+
+
+def measure(running: Running, seconds: float, clients: int, lone: int) -> dict[str, float]:
+    """Lone-job latency, then images/s and latency of `clients` closed-loop clients."""
+    submit_and_wait(running, 1)  # warm: the first job may still load the model
+    lone_s = [submit_and_wait(running, 10 + i) for i in range(lone)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    def client(number: int) -> None:
+        seed = 1000 + number * 100_000
+        while time.perf_counter() < deadline:
+            elapsed = submit_and_wait(running, seed)
+            seed += 1
+            with lock:
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    return {
+        "images": len(latencies),
+        "images_per_s": round(len(latencies) / wall, 4),
+        "p50_s": percentile(latencies, 0.5),
+        "p95_s": percentile(latencies, 0.95),
+        "lone_median_s": round(statistics.median(lone_s), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--lone", type=int, default=3)
+    parser.add_argument("--on", default="auto", help="PICTOR_MAX_BATCH_IMAGES when on")
+    args = parser.parse_args()
+    models_dir = Path(os.environ.get("PICTOR_MODELS_DIR", ROOT / "var" / "models"))
+    figures: dict[str, object] = {
+        "bench": "throughput",
+        "job": f"{SIZE}x{SIZE}, {STEPS} steps, UniPC, demo-sd15, 1 image",
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "batch_images_on": args.on,
+    }
+    modes = {"off": "1", "on": args.on}
+    for name, batch_images in modes.items():
+        env = {
+            **CONFIGS["redis"],
+            "PICTOR_MAX_BATCH_IMAGES": batch_images,
+            # Clients block for their image (polling past this), and nothing throttles them.
+            "PICTOR_SYNC_WAIT": "600",
+            "PICTOR_POLL_RATE_PER_MINUTE": "1000000",
+        }
+        with stack(models_dir, env, plan=PLAN, threads=args.clients + 4) as running:
+            figures[name] = measure(running, args.seconds, args.clients, args.lone)
+        print(f"{name}: {figures[name]}", file=sys.stderr)
+    off, on = figures["off"], figures["on"]
+    assert isinstance(off, dict) and isinstance(on, dict)
+    figures["ratio"] = round(on["images_per_s"] / off["images_per_s"], 3)
+    figures["lone_ratio"] = round(on["lone_median_s"] / off["lone_median_s"], 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Several compatible requests run as one diffusers call, each image exactly as it would be alone.
+
+A batch shares everything that shapes the call (model, size, steps, scheduler, guidance, add-ons,
+options) and differs only in what each image carries: prompts, seed and sample count. Each
+request's prompts are encoded on their own (with diffusers' encode_prompt, or the A1111 weighting
+of weighting.py), so the embeddings are the ones its lone run would use, and concatenated; each
+image draws its noise from its own generator, as a lone run does.
+
+Pixel identity needs more than that: a CPU matrix product or a group norm may sum in another
+order for another batch size, and so differ in the last bit. Measured on the demo UNet, only the
+two-dimensional linears (the timestep embedding and every ResNet's projection of it) do that,
+and the VAE decoder's convolutions and group norms; so within a batch those linears run once per
+request on that request's rows in its lone layout, and each request's latents are decoded on
+their own. (On CUDA, cuBLAS may also choose other kernels for other shapes: there the images of
+a batch can differ from lone ones in the last bit.)
+
+Prompts of other lengths (weighted prompts past 75 tokens run 77 × chunks) cannot share a call
+without padding, and A1111's padding changes the images; such requests form batches of their own
+length. Only plain text2img is batched: the kinds with input images would need per-request image
+batches, and hires fix, refiner, panorama, variation seeds and tomesd change the call's shape or
+draw shared random numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from generation.engine.preview import Previewer
+from generation.engine.request import GenerationRequest, ModelRef
+
+Progress = Callable[[int, int], None]
+
+# Fields that differ per image and never change the call's shape: left out of the batch key.
+PER_IMAGE_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "samples",
+    # How outputs are encoded, and a flag that only records an already enhanced prompt.
+    "output_format",
+    "output_quality",
+    "enhance_prompt",
+)
+# Checkpoint families whose text2img call the batch reproduces (SD 1.x and 2.x pipelines).
+FAMILIES = ("sd15", "sd2")
+
+
+def batchable(req: GenerationRequest) -> bool:
+    """Whether this request may share a diffusers call with others (see the module's doc)."""
+    return (
+        req.kind == "text2img"
+        and not req.input_images()
+        and req.hires_scale == 1
+        and not req.refiner
+        and not req.panorama
+        and not req.ip_adapter
+        and req.subseed_strength == 0
+        and not req.tomesd
+        and not req.prompt_2
+        and not req.negative_prompt_2
+    )
+
+
+def batch_key(params: Mapping[str, Any]) -> str:
+    """The stored params that must match for a shared call: all but the per-image ones."""
+    shared = {k: v for k, v in params.items() if k not in PER_IMAGE_FIELDS}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+@dataclass
+class BatchItem:
+    """One request of a batch, with its own progress report and live previews."""
+
+    req: GenerationRequest
+    addons: Mapping[str, ModelRef] = field(default_factory=dict)
+    progress: Progress | None = None
+    previews: Previewer | None = None
+
+
+@dataclass
+class _Member:
+    """A request admitted to the batched call: its rows, embeddings and generators."""
+
+    index: int
+    item: BatchItem
+    offset: int
+    embeds: dict[str, Any]
+    generators: list[Any]
+    dropped: BaseException | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.item.req.samples
+
+
+def encoded(pipe: Any, req: GenerationRequest, prompt: str, skip: int | None) -> dict[str, Any]:
+    """The request's prompt and negative embeddings, one row per sample, as its lone run has."""
+    from generation.engine import weighting
+
+    call = {
+        "prompt": prompt,
+        "negative_prompt": req.negative_prompt or None,
+        "clip_skip": skip,
+    }
+    weighted = weighting.embedded_call(pipe, call, req.clip_skip_2)
+    if "prompt_embeds" in weighted:
+        return weighting.repeated(weighted, req.samples)
+    positive, negative = pipe.encode_prompt(
+        prompt,
+        pipe._execution_device,
+        req.samples,
+        req.guidance_scale > 1,
+        req.negative_prompt or None,
+        clip_skip=skip,
+    )
+    return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+
+
+def group_by_shape(members: Sequence[_Member]) -> list[list[_Member]]:
+    """Members whose embeddings have one sequence length, each list in the batch's order."""
+    groups: dict[tuple[int, ...], list[_Member]] = {}
+    for member in members:
+        shape = tuple(member.embeds["prompt_embeds"].shape[1:])
+        groups.setdefault(shape, []).append(member)
+    return list(groups.values())
+
+
+@contextmanager
+def rows_alone(unet: Any, members: Sequence[_Member]) -> Iterator[None]:
+    """Run the UNet's 2-D linears per request on its rows in its lone layout (see module doc).
+
+    The UNet's batch is `copies` blocks of all requests' rows (unconditional, conditional, PAG's
+    perturbed); a request's lone run has the same blocks of its own rows only.
+    """
+    import torch  # lazy: heavy, not loaded at Django start-up
+    import torch.nn.functional as F
+
+    total = sum(m.rows for m in members)
+    picks = [
+        (m.offset, m.rows)
+        for m in members  # in batch order
+    ]
+
+    def forward(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[0] % total:
+            return F.linear(x, linear.weight, linear.bias)
+        copies = x.shape[0] // total
+        out = torch.empty(x.shape[0], linear.out_features, dtype=x.dtype, device=x.device)
+        for offset, rows in picks:
+            index = torch.cat(
+                [
+                    torch.arange(c * total + offset, c * total + offset + rows, device=x.device)
+                    for c in range(copies)
+                ]
+            )
+            out[index] = F.linear(x[index], linear.weight, linear.bias)
+        return out
+
+    patched = [m for m in unet.modules() if isinstance(m, torch.nn.Linear)]
+    for linear in patched:
+        linear.forward = functools.partial(forward, linear)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for linear in patched:
+            del linear.forward
+
+
+def decode_alone(pipe: Any, latents: Any, generators: list[Any]) -> list[Any]:
+    """PIL images of one request's latents, decoded as its lone pipeline call decodes them."""
+    vae = pipe.vae
+    image = vae.decode(
+        latents / vae.config.scaling_factor, return_dict=False, generator=generators
+    )[0]
+    return list(
+        pipe.image_processor.postprocess(
+            image, output_type="pil", do_denormalize=[True] * image.shape[0]
+        )
+    )

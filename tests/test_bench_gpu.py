@@ -1,0 +1,36 @@
+"""bench/gpu.py in its reduced CPU mode: it runs end to end and prints the figures it promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_it_prints_one_json_line_with_direct_api_and_batched_figures(models_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "bench/gpu.py", "--cpu", "--runs", "1", "--clients", "2"]
+        + ["--models-dir", str(models_dir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    figures = json.loads(lines[0])
+    assert figures["bench"] == "gpu" and figures["mode"] == "cpu-reduced"
+    assert (figures["size"], figures["steps"], figures["dtype"]) == (64, 21, "fp32")
+    off = figures["compile_off"]
+    assert {"direct_median_s", "api_median_s", "api_overhead_s", "batched", "unbatched"} <= set(off)
+    assert off["direct_median_s"] > 0 and off["api_median_s"] > 0
+    assert off["batched"]["images"] == 2 and off["batched"]["max_batch_images"] == 2
+    assert off["unbatched"]["max_batch_images"] == 1
+    assert "compile_on" not in figures  # compile is a GPU-only measurement
