@@ -7,6 +7,11 @@ urlpatterns = [
     path("app/keys/", pages.keys, name="app-keys"),
     path("app/keys/<int:key_id>/revoke/", pages.revoke_key, name="app-key-revoke"),
     path("app/settings/", pages.settings_page, name="app-settings"),
+    path(
+        "app/settings/webhooks/<int:delivery_id>/redeliver/",
+        pages.redeliver_webhook,
+        name="app-webhook-redeliver",
+    ),
     path("app/team/", team.team, name="app-team"),
     path("app/team/invite/", team.invite, name="app-team-invite"),
     path("app/team/<int:membership_id>/", team.change_member, name="app-team-member"),

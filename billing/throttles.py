@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from billing import counters
@@ -16,12 +17,19 @@ if TYPE_CHECKING:
 WINDOW_SECONDS = 60
 
 
+def is_poll(request: Request, view: APIView) -> bool:
+    """Whether the request only reads a job's state: its view lists the method in poll_methods."""
+    return request.method in getattr(view, "poll_methods", ())
+
+
 class PlanRateThrottle(BaseThrottle):
     """At most `plan.requests_per_minute` API requests per organization per clock minute.
 
     Counted in billing/counters.py, so the limit holds across every web process and host, and
     through a Redis outage too (the count moves to the database meanwhile; no 5xx from here).
     Requests without a valid key are not counted: they are refused (401) before this runs.
+    Polls (is_poll) have a count and a limit of their own, PICTOR_POLL_RATE_PER_MINUTE, so a
+    client waiting for its job never uses up the minute's generations.
     """
 
     def __init__(self) -> None:
@@ -31,9 +39,13 @@ class PlanRateThrottle(BaseThrottle):
         organization = getattr(request.user, "organization", None)
         if organization is None:
             return True
-        hit = counters.hit(f"rpm:{organization.pk}", WINDOW_SECONDS)
+        if is_poll(request, view):
+            name, limit = "poll", settings.PICTOR_POLL_RATE_PER_MINUTE
+        else:
+            name, limit = "rpm", organization.plan.requests_per_minute
+        hit = counters.hit(f"{name}:{organization.pk}", WINDOW_SECONDS)
         self.resets_in = hit.resets_in
-        return hit.count <= organization.plan.requests_per_minute
+        return hit.count <= limit
 
     def wait(self) -> float:
         """Seconds until the window ends (the answer's Retry-After)."""

@@ -25,6 +25,9 @@ USAGE_DAYS = 30
 LEDGER_PAGE_SIZE = 50
 CHART_WIDTH = 600
 CHART_HEIGHT = 150
+# Room around the bars for the axes' labels: values on the left, dates below.
+CHART_LEFT = 44
+CHART_BOTTOM = 34
 
 
 def days_back(today: date, n: int = USAGE_DAYS) -> list[date]:
@@ -47,7 +50,10 @@ def credits_per_day(org: Any, since: date) -> dict[date, int]:
 
 
 def bar_chart(days: list[date], values: dict[date, int]) -> dict[str, Any]:
-    """Bars for an inline SVG chart (no JavaScript, no library)."""
+    """Bars for an inline SVG chart (no JavaScript, no library), with labelled axes.
+
+    The y axis runs from 0 to the highest day; the x axis names the first, middle and last day.
+    """
     top = max([values.get(day, 0) for day in days] + [1])
     slot = CHART_WIDTH / len(days)
     bars = []
@@ -64,7 +70,31 @@ def bar_chart(days: list[date], values: dict[date, int]) -> dict[str, Any]:
                 "value": value,
             }
         )
-    return {"bars": bars, "top": top, "width": CHART_WIDTH, "height": CHART_HEIGHT}
+    ends = [(0, "start"), (len(days) // 2, "middle"), (len(days) - 1, "end")]
+    ticks = {i: anchor for i, anchor in ends if 0 <= i < len(days)}
+    x_labels = [
+        {
+            "x": round(i * slot + (slot / 2 if anchor == "middle" else 0 if i == 0 else slot), 1),
+            "day": days[i],
+            "anchor": anchor,
+        }
+        for i, anchor in ticks.items()
+    ]
+    return {
+        "bars": bars,
+        "top": top,
+        "top_y": 20,
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": CHART_LEFT,
+        "view_width": CHART_LEFT + CHART_WIDTH,
+        "view_height": CHART_HEIGHT + CHART_BOTTOM,
+        "x_labels": x_labels,
+        "date_y": CHART_HEIGHT + 14,
+        "title_y": CHART_HEIGHT + CHART_BOTTOM - 3,
+        "title_x": CHART_LEFT + CHART_WIDTH / 2,
+        "middle_y": CHART_HEIGHT / 2,
+    }
 
 
 @member_required

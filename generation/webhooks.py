@@ -20,15 +20,16 @@ from enum import Enum
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from accounts.models import WEBHOOK_SECRET_PREFIX
+from accounts.models import WEBHOOK_SECRET_PREFIX, Organization
 from generation import safe_http
 from generation.answers import job_answer
 from generation.engine.prompts import UNSTORABLE
-from generation.models import Job, WebhookAttempt, WebhookDelivery, WebhookEvent
+from generation.models import PING_EVENT, Job, WebhookAttempt, WebhookDelivery, WebhookEvent
 from sdplatform import metrics
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def record(job_id: int, event: WebhookEvent, progress: int = 0) -> None:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(
                 job=job,
+                organization_id=job.organization_id,
                 url=job.webhook,
                 event=event,
                 progress=progress,
@@ -145,6 +147,49 @@ def record(job_id: int, event: WebhookEvent, progress: int = 0) -> None:
         # again: that event's webhook is already on its way.
         return
     transaction.on_commit(lambda: enqueue_attempt(delivery.pk))
+
+
+def send_ping(organization: Organization, url: str) -> WebhookDelivery:
+    """A test delivery to `url`, signed and sent (and retried) like a job's webhook."""
+    webhook_id = new_webhook_id()
+    payload = {
+        "event": PING_EVENT,
+        "webhook_id": webhook_id,
+        "organization": organization.slug,
+        "message": "A test ping from Pictor; a job's webhook is signed the same way.",
+    }
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.create(
+            organization=organization,
+            url=url,
+            event=PING_EVENT,
+            webhook_id=webhook_id,
+            payload=payload,
+            next_attempt_at=timezone.now(),
+        )
+        transaction.on_commit(lambda: enqueue_attempt(delivery.pk))
+    return delivery
+
+
+def redeliver(delivery_id: int) -> bool:
+    """Send a finished delivery again, with the same id and body and a new round of retries.
+
+    False if it is still pending: its next attempt is on its way already.
+    """
+    with transaction.atomic():
+        moved = (
+            WebhookDelivery.objects.filter(pk=delivery_id)
+            .exclude(status=WebhookDelivery.Status.PENDING)
+            .update(
+                status=WebhookDelivery.Status.PENDING,
+                earlier_attempts=F("attempts"),
+                next_attempt_at=timezone.now(),
+                finished_at=None,
+            )
+        )
+        if moved:
+            transaction.on_commit(lambda: enqueue_attempt(delivery_id))
+    return bool(moved)
 
 
 def enqueue_attempt(delivery_id: int) -> None:
@@ -190,7 +235,11 @@ def deliver(delivery_id: int) -> None:
     number = _claim(delivery_id, lease=timedelta(seconds=policy.timeout) + ATTEMPT_LEASE_MARGIN)
     if number is None:
         return
-    delivery = WebhookDelivery.objects.select_related("job__organization").get(pk=delivery_id)
+    delivery = WebhookDelivery.objects.select_related("organization", "job__organization").get(
+        pk=delivery_id
+    )
+    # Deliveries from before the organization was recorded on them have a job that says it.
+    organization = delivery.organization or delivery.job.organization  # type: ignore[union-attr]
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
@@ -200,7 +249,7 @@ def deliver(delivery_id: int) -> None:
         "webhook-id": delivery.webhook_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(
-            delivery.job.organization.webhook_secret, delivery.webhook_id, timestamp, body
+            organization.webhook_secret, delivery.webhook_id, timestamp, body
         ),
     }
     attempt = WebhookAttempt(delivery=delivery, number=number, started_at=timezone.now())
@@ -255,7 +304,7 @@ def _excerpt(body: bytes) -> str:
 
 
 def max_attempts() -> int:
-    """Attempts a delivery gets in all: the first, then one per configured retry delay."""
+    """Attempts a delivery gets in all (per redelivery): the first, then one per retry delay."""
     return len(settings.PICTOR_WEBHOOK_RETRY_DELAYS) + 1
 
 
@@ -264,16 +313,16 @@ def _claim(delivery_id: int, lease: timedelta) -> int | None:
     now = timezone.now()
     row = (
         WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING)
-        .values_list("attempts", "next_attempt_at")
+        .values_list("attempts", "next_attempt_at", "earlier_attempts")
         .first()
     )
     if row is None:
         return None
-    attempts, due = row
+    attempts, due, earlier = row
     if due is None or due > now + DUE_SLACK:
         # Not due: a duplicate of a task whose attempt already ran or is running.
         return None
-    if attempts >= max_attempts():
+    if attempts - earlier >= max_attempts():
         # Every attempt was made, but the last one's outcome never got recorded (its worker
         # died, or its row could not be saved). The count is taken before each send, so this
         # bound holds whatever failed after it: give up rather than send again.
@@ -298,7 +347,9 @@ def _record(delivery: WebhookDelivery, attempt: WebhookAttempt, outcome: Outcome
     delays = settings.PICTOR_WEBHOOK_RETRY_DELAYS
     now = timezone.now()
     number = attempt.number
-    if outcome is Outcome.RETRY and number > len(delays):
+    # A redelivery starts a new round: its retries follow the delays from the first again.
+    in_round = number - delivery.earlier_attempts
+    if outcome is Outcome.RETRY and in_round > len(delays):
         outcome = Outcome.GIVE_UP
     mine = WebhookDelivery.objects.filter(
         pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=number
@@ -311,7 +362,7 @@ def _record(delivery: WebhookDelivery, attempt: WebhookAttempt, outcome: Outcome
         except DatabaseError:
             log.exception("webhook %s attempt %s could not be logged", delivery.webhook_id, number)
         if outcome is Outcome.RETRY:
-            delay = delays[number - 1]
+            delay = delays[in_round - 1]
             when = now + timedelta(seconds=delay)
             if not mine.update(next_attempt_at=when):
                 return

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import get_or_create_organization
+from billing import ledger
 from billing.models import CreditEntry, Plan
-from generation.models import Job
+from generation.models import AIModel, Job, OutputImage
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -154,3 +157,156 @@ def test_pages_carry_csrf_and_security_headers(client):
     assert page["X-Content-Type-Options"] == "nosniff"
     assert page["Referrer-Policy"] == "same-origin"
     assert "default-src 'self'" in page["Content-Security-Policy"]
+
+
+# The console's pages count in words ("1 credit", "2 jobs"), per key and per day.
+
+
+def verified_owner(slug: str, plan: str = "basic") -> tuple[User, Organization]:
+    org = get_or_create_organization(slug, plan)
+    user = User.objects.create_user(f"owner@{slug}.example", PASSWORD)
+    user.email_verified_at = timezone.now()
+    user.save()
+    Membership.objects.create(user=user, organization=org, role=Membership.Role.OWNER)
+    return user, org
+
+
+def page_model() -> AIModel:
+    return AIModel.objects.create(model_id="page-model", name="page-model", path="page-model")
+
+
+def charged_job(org, model, key=None, *, cost=1, samples=1, status=Job.Status.SUCCESS, **extra):
+    job = Job.objects.create(
+        organization=org,
+        api_key=key,
+        model=model,
+        status=status,
+        params={"prompt": "a lighthouse", "samples": samples, "width": 64, "height": 64},
+        cost=cost,
+        **extra,
+    )
+    ledger.debit_for_job(job)
+    return job
+
+
+def key_row(page: str, key: ApiKey) -> str:
+    row = page.split(f'data-key="{key.prefix}"')[1]
+    return row.split("</tr>")[0]
+
+
+@pytest.mark.django_db
+def test_the_keys_page_shows_each_keys_jobs_images_and_credits_for_30_days(client):
+    user, org = verified_owner("acme")
+    ledger.grant(org, 1000, "test-grant")
+    model = page_model()
+    busy, _ = ApiKey.objects.issue(org, name="busy")
+    single, _ = ApiKey.objects.issue(org, name="single")
+    idle, _ = ApiKey.objects.issue(org, name="idle")
+    charged_job(org, model, busy, cost=4, samples=2)
+    charged_job(org, model, busy, cost=3, samples=3)
+    failed = charged_job(org, model, busy, cost=5, samples=1, status=Job.Status.FAILED)
+    ledger.refund_job(failed.pk)
+    # Older than 30 days: not counted.
+    old = charged_job(org, model, busy, cost=7, samples=1)
+    Job.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    CreditEntry.objects.filter(job=old).update(created_at=timezone.now() - timedelta(days=31))
+    charged_job(org, model, single, cost=1, samples=1)
+    # Another organization's key and jobs never show.
+    _, globex = verified_owner("globex")
+    ledger.grant(globex, 100, "globex-grant")
+    theirs, _ = ApiKey.objects.issue(globex, name="theirs")
+    charged_job(globex, model, theirs, cost=9, samples=4)
+
+    client.force_login(user)
+    page = client.get("/app/keys/").content.decode()
+    busy_row = key_row(page, busy)
+    assert 'data-testid="key-jobs">3 jobs<' in busy_row
+    # The failed job's image never counts, and its credits came back.
+    assert 'data-testid="key-images">5 images<' in busy_row
+    assert 'data-testid="key-credits">7 credits<' in busy_row
+    single_row = key_row(page, single)
+    assert 'data-testid="key-jobs">1 job<' in single_row
+    assert 'data-testid="key-images">1 image<' in single_row
+    assert 'data-testid="key-credits">1 credit<' in single_row
+    idle_row = key_row(page, idle)
+    assert 'data-testid="key-jobs">0 jobs<' in idle_row
+    assert 'data-testid="key-credits">0 credits<' in idle_row
+    assert theirs.prefix not in page
+
+
+@pytest.mark.django_db
+def test_pages_count_in_words_singular_and_plural(client):
+    user, org = verified_owner("acme", "free")
+    ledger.set_balance(org, 1)
+    ApiKey.objects.issue(org, name="only")
+    client.force_login(user)
+    overview = client.get("/app/").content.decode()
+    assert 'data-testid="credits">1</span> credit</div>' in overview
+    assert "100 credits a month" in overview
+    assert 'data-testid="images-today">0 / 50</span> images' in overview
+    assert ">1 key<" in overview
+    billing = client.get("/app/billing/").content.decode()
+    assert 'data-testid="credits">1</span> credit</div>' in billing
+    assert "21-step image costs 1 credit." in billing
+    usage = client.get("/app/usage/").content.decode()
+    assert 'data-testid="images-total">0</span> images' in usage
+    assert 'data-testid="credits-total">0</span> credits' in usage
+
+    model = page_model()
+    charged_job(org, model, cost=1, samples=1)
+    usage = client.get("/app/usage/").content.decode()
+    assert 'data-testid="images-total">1</span> image)' in usage
+    assert 'data-testid="credits-total">1</span> credit)' in usage
+    assert ": 1 image</title>" in usage
+    assert ": 0 credits</title>" in usage
+
+
+@pytest.mark.django_db
+def test_the_usage_charts_label_both_axes(client):
+    user, org = verified_owner("acme")
+    client.force_login(user)
+    page = client.get("/app/usage/").content.decode()
+    today = timezone.now().date()
+    credits_chart = page.split('data-testid="chart-credits"')[1].split("</svg>")[0]
+    assert 'data-testid="y-title">credits<' in credits_chart
+    assert 'data-testid="x-title">date (UTC)<' in credits_chart
+    dates = re.findall(r'data-testid="x-label">([0-9-]+)<', credits_chart)
+    assert dates[0] == (today - timedelta(days=29)).isoformat()
+    assert dates[-1] == today.isoformat()
+    images_chart = page.split('data-testid="chart-images"')[1].split("</svg>")[0]
+    assert 'data-testid="y-title">images<' in images_chart
+
+
+@pytest.mark.django_db
+def test_the_overview_shows_thumbnails_of_recent_jobs(client):
+    user, org = verified_owner("acme")
+    model = page_model()
+    done = Job.objects.create(
+        organization=org, model=model, status=Job.Status.SUCCESS, params={"samples": 2}
+    )
+    for index in range(2):
+        OutputImage.objects.create(
+            job=done, index=index, path=done.output_path(index), seed=index, width=64, height=64
+        )
+    expired = Job.objects.create(
+        organization=org,
+        model=model,
+        status=Job.Status.SUCCESS,
+        params={"samples": 1},
+        expired_at=timezone.now(),
+    )
+    OutputImage.objects.create(
+        job=expired, index=0, path=expired.output_path(0), seed=1, width=64, height=64
+    )
+    client.force_login(user)
+    page = client.get("/app/").content.decode()
+    row = page.split(f'data-job="{done.pk}"')[1].split("</tr>")[0]
+    links = re.findall(r'<img src="([^"]+)"', row)
+    assert len(links) == 2
+    assert links[0].startswith(f"/files/{done.output_path(0)}?expires=")
+    assert "signature=" in links[0]
+    # The signed link serves (or 404s for the missing file), never 403.
+    assert client.get(links[0].replace("&amp;", "&")).status_code in (200, 404)
+    expired_row = page.split(f'data-job="{expired.pk}"')[1].split("</tr>")[0]
+    assert "<img" not in expired_row
+    assert "expired" in expired_row

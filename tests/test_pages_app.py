@@ -315,3 +315,188 @@ def test_history_pages_by_twenty(client, people, demo_model):
     filtered = client.get("/app/history/?q=number+0").content.decode()
     assert "prompt number 09" in filtered and "prompt number 10" not in filtered
     assert "Page 1 of" not in filtered
+
+
+def png_data_url(size: tuple[int, int] = (64, 64), color: str = "gray", box: bool = False) -> str:
+    """A PNG as a data: URL; `box` draws a white square in the middle (a mask, or an edge)."""
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, "black" if box else color)
+    if box:
+        w, h = size
+        ImageDraw.Draw(image).rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill="white")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def post_json(client, path, body):
+    return client.post(
+        path,
+        body,
+        content_type="application/json",
+        headers={"X-CSRFToken": client.cookies["csrftoken"].value},
+    )
+
+
+def test_it_offers_only_schedulers_that_can_run_a1111_names_first(client, people, demo_model):
+    from generation import pages
+
+    names = pages.schedulers()
+    for broken in ("KarrasVeScheduler", "ScoreSdeVeScheduler", "DDIMInverseScheduler"):
+        assert broken not in names
+    assert names[0] == "Euler"
+    assert names.index("DPM++ 2M Karras") < names.index("EulerDiscreteScheduler")
+    assert "UniPCMultistepScheduler" in names
+
+    as_user(client, people.member)
+    page = client.get("/app/playground/").content.decode()
+    options = re.findall(r'<select id="scheduler"[^>]*>(.*?)</select>', page, re.S)[0]
+    assert "KarrasVeScheduler" not in options and "DDIMInverseScheduler" not in options
+    assert "<option>Euler a</option>" in options
+
+
+def test_it_shows_only_the_models_the_organization_may_use(client, people, demo_models):
+    from tests.helpers import private_copy
+
+    theirs = private_copy("demo-lora-a", people.globex)
+    ours = private_copy("demo-sd15", people.acme)
+    as_user(client, people.member)
+    page = client.get("/app/playground/").content.decode()
+    assert f'data-lora="{theirs}"' not in page
+    assert 'data-lora="demo-lora-a"' in page and 'data-lora="demo-lora-b"' in page
+    assert 'data-embedding="demo-embedding"' in page
+    assert f'value="{ours}"' in page
+    assert 'value="demo-controlnet-canny"' in page
+    assert 'value="demo-sd15-inpaint"' in page
+
+    as_user(client, people.outsider)
+    page = client.get("/app/playground/").content.decode()
+    assert f'data-lora="{theirs}"' in page
+    assert f'value="{ours}"' not in page
+
+
+def test_the_playground_inpaints_with_a_drawn_mask_through_the_api_path(
+    client, people, demo_models, sync_queue
+):
+    as_user(client, people.member)
+    client.get("/app/playground/")
+    response = post_json(
+        client,
+        "/app/playground/submit/inpaint",
+        {
+            "prompt": "a red door",
+            "width": 64,
+            "height": 64,
+            "seed": 5,
+            "init_image": png_data_url(),
+            "mask_image": png_data_url(box=True),
+            "strength": 0.8,
+        },
+    )
+    assert response.status_code == 200, response.content
+    new = Job.objects.get(pk=response.json()["id"])
+    assert new.kind == "inpaint"
+    done = client.get(f"/app/playground/jobs/{new.pk}/").json()
+    assert done["status"] == "success", done
+    assert done["state"] == "success"
+
+    # The API's own checks answer the page too: no mask is a 400 naming the field.
+    missing = post_json(
+        client,
+        "/app/playground/submit/inpaint",
+        {"prompt": "a red door", "width": 64, "height": 64, "init_image": png_data_url()},
+    )
+    assert missing.status_code == 400
+    assert "mask_image" in missing.json()["message"]
+
+
+def test_the_preprocessor_preview_runs_canny_tile_shuffle_and_inpaint(client, people):
+    import base64
+    import io
+
+    from PIL import Image
+
+    as_user(client, people.member)
+    client.get("/app/playground/")
+    picture = png_data_url((48, 32), box=True)
+    for module in ("canny", "tile", "shuffle", "inpaint"):
+        body = {"module": module, "image": picture}
+        if module == "inpaint":
+            body["mask"] = png_data_url((48, 32), box=True)
+        response = post_json(client, "/app/playground/preprocess", body)
+        assert response.status_code == 200, (module, response.content)
+        data = response.json()["image"]
+        assert data.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1])))
+        assert image.size == (48, 32)
+        if module == "canny":
+            # Edges of the white square, nothing inside it or outside.
+            assert image.getpixel((24, 16)) == (0, 0, 0)
+            assert max(image.convert("L").getdata()) == 255
+        if module == "inpaint":
+            # The masked square is black, the rest keeps the picture (black here too, so
+            # the corner of the square that the mask covers is what changes from white).
+            assert image.getpixel((24, 16)) == (0, 0, 0)
+
+    bad_module = post_json(client, "/app/playground/preprocess", {"module": "depth", "image": ""})
+    assert bad_module.status_code == 400
+    not_image = post_json(
+        client,
+        "/app/playground/preprocess",
+        {"module": "canny", "image": "data:image/png;base64,bm90IGFuIGltYWdl"},
+    )
+    assert not_image.status_code == 400
+    assert "image" in str(not_image.json())
+
+    client.logout()
+    anonymous = client.post(
+        "/app/playground/preprocess", {"module": "canny"}, content_type="application/json"
+    )
+    assert anonymous.status_code == 401
+
+
+def test_the_page_polls_never_use_up_the_plans_requests_per_minute(client, people, demo_model):
+    from billing.models import Plan
+
+    Plan.objects.filter(slug="basic").update(requests_per_minute=3)
+    as_user(client, people.member)
+    client.get("/app/playground/")
+    # No worker runs here: the job stays queued while the page polls it.
+    submitted = post_json(client, "/app/playground/submit", {"prompt": "a kite", "width": 64})
+    assert submitted.status_code == 200, submitted.content
+    running = Job.objects.get(pk=submitted.json()["id"])
+    for _ in range(20):
+        response = client.get(f"/app/playground/jobs/{running.pk}/")
+        assert response.status_code == 200
+        assert response.json()["state"] == "queued"
+        assert 1 <= int(response["Retry-After"]) <= 10
+        states = client.get(f"/app/history/jobs.json?ids={running.pk}")
+        assert states.status_code == 200
+        assert states.json()["jobs"][0]["status"] == "queued"
+        assert "Retry-After" in states
+    # Twenty polls of each left the minute's other two requests.
+    again = post_json(client, "/app/playground/submit", {"prompt": "a second kite", "width": 64})
+    assert again.status_code == 200, again.content
+
+
+def test_the_history_refresh_reads_only_the_organizations_jobs(client, people, demo_model):
+    ours = job(people.acme, demo_model, steps=21)
+    done = job(people.acme, demo_model, steps=21)
+    Job.objects.filter(pk=done.pk).update(status=Job.Status.FAILED, error="out of memory")
+    theirs = job(people.globex, demo_model)
+    as_user(client, people.member)
+    page = client.get("/app/history/").content.decode()
+    assert "pictor/history_refresh.js" in page and 'data-states="/app/history/jobs.json"' in page
+
+    response = client.get(f"/app/history/jobs.json?ids={ours.pk},{done.pk},{theirs.pk},x")
+    assert response.status_code == 200
+    by_id = {row["id"]: row for row in response.json()["jobs"]}
+    assert set(by_id) == {ours.pk, done.pk}
+    assert by_id[done.pk]["status"] == "failed"
+    assert by_id[done.pk]["error"] == "out of memory"
+    many = ",".join(str(n) for n in range(1, 60))
+    assert client.get(f"/app/history/jobs.json?ids={many}").status_code == 400

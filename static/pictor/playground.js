@@ -1,99 +1,398 @@
-// The playground: submit through /app/playground/submit, poll the job, move the progress bar
-// and show the job's live preview while it runs.
+// The playground: every kind the API offers, submitted through the API's own views; the job is
+// polled with a growing interval (250 ms up to 2 s) and shown as it goes: state, progress bar,
+// live preview, then the images or the error. The same request is shown for each wire format
+// that can carry it, as curl and as Python (copied by copy.js's buttons).
 (function () {
   "use strict";
   const form = document.getElementById("playground");
   if (!form) return;
-  const result = document.getElementById("result");
-  const statusLine = document.getElementById("status");
-  const bar = document.getElementById("progress");
-  const preview = document.getElementById("preview");
-  const images = document.getElementById("images");
-  const curl = document.getElementById("curl");
-  const button = document.getElementById("generate");
+  const $ = (id) => document.getElementById(id);
+  const result = $("result");
+  const statusLine = $("status");
+  const jobLine = $("job-line");
+  const bar = $("progress");
+  const preview = $("preview");
+  const images = $("images");
+  const button = $("generate");
+  const initImage = $("init_image");
+  const maskImage = $("mask_image");
   const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
-  const POLL_MS = 200;
+  const base = form.dataset.base || window.location.origin;
+  const FIRST_POLL_MS = 250;
+  const MAX_POLL_MS = 2000;
+  const GROWTH = 1.5;
+  const IMAGE_PLACEHOLDER = "https://example.com/your-image.png";
+  const MASK_PLACEHOLDER = "https://example.com/your-mask.png";
+
+  function kind() {
+    const checked = form.querySelector("input[name=kind]:checked");
+    return checked ? checked.value : "text2img";
+  }
+
+  function matches(tokens) {
+    const current = kind();
+    const type = $("controlnet_type").value;
+    return tokens.split(/\s+/).some((token) => {
+      const [k, sub] = token.split(":");
+      return k === current && (!sub || sub === type);
+    });
+  }
+
+  function shown(element) {
+    for (let node = element; node && node !== form; node = node.parentElement) {
+      if (node.dataset && node.dataset.kinds !== undefined && !matches(node.dataset.kinds)) return false;
+    }
+    return true;
+  }
+
+  function applyKind() {
+    for (const node of form.querySelectorAll("[data-kinds]")) {
+      const on = matches(node.dataset.kinds);
+      node.hidden = !on;
+      if (node.tagName === "OPTION") node.disabled = !on;
+    }
+    for (const field of form.elements) {
+      if (field.name === "kind" || field.name === "csrfmiddlewaretoken") continue;
+      field.disabled = !shown(field);
+    }
+    for (const select of form.querySelectorAll("select")) {
+      const option = select.selectedOptions[0];
+      if (option && option.disabled) {
+        const first = [...select.options].find((o) => !o.disabled);
+        if (first) select.value = first.value;
+      }
+    }
+    showRequests();
+  }
+
+  function addons(data) {
+    if (!shown($("prompt"))) return;
+    const loras = [...form.querySelectorAll("[data-lora]:checked")].map((box) => box.dataset.lora);
+    if (loras.length) {
+      data.lora_model = loras.join(",");
+      data.lora_strength = loras
+        .map((name) => form.querySelector(`[data-lora-weight="${CSS.escape(name)}"]`).value || "1")
+        .join(",");
+    }
+    const embeddings = [...form.querySelectorAll("[data-embedding]:checked")].map((b) => b.dataset.embedding);
+    if (embeddings.length) data.embeddings_model = embeddings.join(",");
+  }
 
   function body() {
     const data = {};
     for (const field of form.elements) {
-      if (!field.name || field.name === "csrfmiddlewaretoken" || field.value === "") continue;
+      if (!field.name || field.disabled || field.hasAttribute("data-skip")) continue;
+      if (field.name === "csrfmiddlewaretoken" || field.value === "") continue;
       if (field.hasAttribute("data-int")) data[field.name] = parseInt(field.value, 10);
       else if (field.hasAttribute("data-number")) data[field.name] = parseFloat(field.value);
       else data[field.name] = field.value;
     }
+    addons(data);
     return data;
   }
 
-  function showCurl() {
-    const data = Object.assign({ key: "YOUR_API_KEY" }, body());
-    const json = JSON.stringify(data).replace(/'/g, "'\\''");
-    curl.textContent = "curl -s -X POST " + form.dataset.api +
-      " -H 'Content-Type: application/json' \\\n  -d '" + json + "'";
+  // ----- the same request in each format -------------------------------------------------
+
+  function shownImages(data) {
+    // Base64 images would fill the page: placeholders stand in for them.
+    const copy = Object.assign({}, data);
+    if (copy.init_image) copy.init_image = IMAGE_PLACEHOLDER;
+    if (copy.mask_image) copy.mask_image = MASK_PLACEHOLDER;
+    return copy;
+  }
+
+  function loraTags(data) {
+    if (!data.lora_model) return "";
+    const weights = data.lora_strength.split(",");
+    return data.lora_model.split(",").map((name, i) => ` <lora:${name}:${weights[i]}>`).join("");
+  }
+
+  // [format label, path, auth ("body" key or "bearer"), body] for each format that fits.
+  function formats(k, data) {
+    const d = shownImages(data);
+    const modelslabPath = {
+      text2img: "/api/v3/text2img",
+      img2img: "/api/v3/img2img",
+      inpaint: "/api/v3/inpaint",
+      controlnet: "/api/v5/controlnet",
+      super_resolution: "/api/v6/image_editing/super_resolution",
+    }[k];
+    const list = [["ModelsLab", modelslabPath, "body", d]];
+    if (k === "super_resolution" || k === "controlnet") return list;
+    const common = {
+      prompt: (d.prompt || "") + loraTags(d),
+      negative_prompt: d.negative_prompt || "",
+      width: d.width,
+      height: d.height,
+      steps: d.num_inference_steps,
+      cfg_scale: d.guidance_scale,
+      seed: d.seed === undefined ? -1 : d.seed,
+    };
+    const a1111 = Object.assign({}, common, {
+      sampler_name: d.scheduler,
+      batch_size: d.samples || 1,
+      override_settings: { sd_model_checkpoint: d.model_id },
+    });
+    if (k === "text2img") {
+      list.push(["AUTOMATIC1111", "/sdapi/v1/txt2img", "bearer", a1111]);
+      const hyperbolic = Object.assign({}, common, { model_name: d.model_id, sampler: d.scheduler });
+      delete hyperbolic.prompt;
+      hyperbolic.prompt = d.prompt || "";
+      if (d.lora_model) {
+        const weights = d.lora_strength.split(",");
+        hyperbolic.loras = Object.fromEntries(d.lora_model.split(",").map((n, i) => [n, parseFloat(weights[i])]));
+      }
+      list.push(["Hyperbolic", "/v1/image/generation", "bearer", hyperbolic]);
+      list.push(["Synapse", "/sd/" + d.model_id, "bearer", Object.assign({}, common, { sampler: d.scheduler })]);
+      if (d.num_inference_steps >= 20) {
+        list.push(["Dan", "/api/sd/txt2img", "bearer", Object.assign({}, common, {
+          model: d.model_id, sampler_name: d.scheduler, batch_size: d.samples || 1,
+        })]);
+      }
+      return list;
+    }
+    const img2img = Object.assign({}, a1111, {
+      init_images: ["<base64 of your image>"],
+      denoising_strength: d.strength,
+    });
+    if (k === "inpaint") img2img.mask = "<base64 of your mask>";
+    list.push(["AUTOMATIC1111", "/sdapi/v1/img2img", "bearer", img2img]);
+    if (k === "img2img") {
+      list.push(["Hyperbolic", "/v1/image/generation", "bearer", Object.assign({}, common, {
+        model_name: d.model_id, sampler: d.scheduler, image: "<base64 of your image>", strength: d.strength,
+      })]);
+    }
+    return list;
+  }
+
+  function curlFor(path, auth, data) {
+    const sent = auth === "body" ? Object.assign({ key: "YOUR_API_KEY" }, data) : data;
+    const json = JSON.stringify(sent).replace(/'/g, "'\\''");
+    const header = auth === "bearer" ? " -H 'Authorization: Bearer YOUR_API_KEY'" : "";
+    return "curl -s -X POST " + base + path + " -H 'Content-Type: application/json'" + header +
+      " \\\n  -d '" + json + "'";
+  }
+
+  function pythonFor(path, auth, data) {
+    const sent = auth === "body" ? Object.assign({ key: "YOUR_API_KEY" }, data) : data;
+    const json = JSON.stringify(sent, null, 4)
+      .replace(/\btrue\b/g, "True").replace(/\bfalse\b/g, "False").replace(/\bnull\b/g, "None");
+    const headers = auth === "bearer" ? ',\n    headers={"Authorization": "Bearer YOUR_API_KEY"}' : "";
+    return "import requests\n\nbody = " + json + "\nresponse = requests.post(\n    \"" + base + path +
+      "\",\n    json=body" + headers + ",\n    timeout=300,\n)\nprint(response.json())";
+  }
+
+  function snippet(parent, id, title, text) {
+    const heading = document.createElement("h3");
+    heading.className = "format";
+    heading.textContent = title;
+    const pre = document.createElement("pre");
+    pre.id = id;
+    pre.textContent = text;
+    const p = document.createElement("p");
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "secondary copy";
+    copy.dataset.copyTarget = id;
+    copy.textContent = "Copy";
+    p.append(copy);
+    parent.append(heading, pre, p);
+  }
+
+  function showRequests() {
+    const k = kind();
+    const [first, ...rest] = formats(k, body());
+    $("curl").textContent = curlFor(first[1], first[2], first[3]);
+    $("python").textContent = pythonFor(first[1], first[2], first[3]);
+    const others = $("other-formats");
+    others.replaceChildren();
+    for (const [label, path, auth, data] of rest) {
+      const slug = label.toLowerCase().replace(/\W+/g, "");
+      snippet(others, "curl-" + slug, label + " (curl)", curlFor(path, auth, data));
+      snippet(others, "python-" + slug, label + " (Python)", pythonFor(path, auth, data));
+    }
+  }
+
+  // ----- images: the chosen image, the mask, the control preview ------------------------
+
+  $("init_file").addEventListener("change", () => {
+    const file = $("init_file").files[0];
+    if (!file) return;
+    const reader = new FileReader();
+    reader.onload = () => {
+      initImage.value = reader.result;
+      const shownImage = $("init_preview");
+      shownImage.src = reader.result;
+      shownImage.hidden = false;
+      if (window.PictorMask) window.PictorMask.load(reader.result);
+      maskImage.value = "";
+      showRequests();
+    };
+    reader.readAsDataURL(file);
+  });
+
+  if (window.PictorMask) {
+    window.PictorMask.onChange(() => {
+      maskImage.value = window.PictorMask.isEmpty() ? "" : window.PictorMask.toDataURL();
+      showRequests();
+    });
   }
 
   function message(data) {
-    if (typeof data.message === "string") return data.message;
-    if (data.message && typeof data.message === "object") {
-      return Object.entries(data.message).map(([k, v]) => k + ": " + [].concat(v).join(" ")).join("; ");
+    if (!data) return "Something went wrong.";
+    const text = data.message || data.detail || data.error;
+    if (typeof text === "string") return text;
+    if (text && typeof text === "object") {
+      return Object.entries(text).map(([k, v]) => k + ": " + [].concat(v).join(" ")).join("; ");
     }
     return "Something went wrong.";
   }
+
+  async function post(url, data) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify(data),
+    });
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch (error) {
+      answer = { message: "The server answered " + response.status + "." };
+    }
+    return [response, answer];
+  }
+
+  $("control-preview-button").addEventListener("click", async () => {
+    const shownImage = $("control-preview");
+    const module = $("controlnet_type").value;
+    if (!initImage.value) {
+      statusLine.textContent = "Choose an image first.";
+      result.hidden = false;
+      return;
+    }
+    const data = { module: module, image: initImage.value };
+    if (module === "inpaint") data.mask = maskImage.value || window.PictorMask.toDataURL();
+    const [response, answer] = await post(form.dataset.preprocess, data);
+    if (response.ok) {
+      shownImage.src = answer.image;
+      shownImage.hidden = false;
+    } else {
+      result.hidden = false;
+      statusLine.textContent = "Preview failed: " + message(answer);
+    }
+  });
+
+  // ----- submit and poll -----------------------------------------------------------------
+
+  let polls = 0;
 
   function finish(data) {
     button.disabled = false;
     preview.hidden = true;
     preview.removeAttribute("src");
+    result.dataset.state = data.status;
     if (data.status === "success") {
       bar.value = 100;
-      statusLine.textContent = "Done in " + data.generationTime + " s (seed " + data.meta.seed + ", " + data.meta.credits + " credits).";
+      statusLine.textContent = "Succeeded. Done in " + data.generationTime + " s (seed " + data.meta.seed +
+        ", " + data.meta.credits + " credits).";
       images.replaceChildren(...data.output.map((url, i) => {
+        const link = document.createElement("a");
+        link.href = url;
         const img = document.createElement("img");
         img.src = url;
         img.alt = "Generated image " + (i + 1);
-        return img;
+        link.append(img);
+        return link;
       }));
     } else {
-      statusLine.textContent = "Failed: " + message(data);
+      const reason = data.error ? " (" + data.error + ")" : "";
+      statusLine.textContent = "Failed: " + message(data) + reason;
     }
   }
 
-  async function poll(id) {
-    const response = await fetch(form.dataset.job.replace(/0\/?$/, id + "/"), { credentials: "same-origin" });
-    const data = await response.json();
+  function describe(data) {
+    const parts = ["Job " + data.id, data.state || data.status];
+    if (data.steps) parts.push("step " + data.steps);
+    if (typeof data.eta === "number") parts.push("about " + Math.ceil(data.eta) + " s left");
+    parts.push(polls + (polls === 1 ? " poll" : " polls"));
+    return parts.join(" · ");
+  }
+
+  async function poll(id, delay) {
+    polls += 1;
+    let response;
+    let data;
+    try {
+      response = await fetch(form.dataset.job.replace(/0\/?$/, id + "/"), { credentials: "same-origin" });
+      data = await response.json();
+    } catch (error) {
+      statusLine.textContent = "Connection lost; retrying…";
+      setTimeout(() => poll(id, MAX_POLL_MS), MAX_POLL_MS);
+      return;
+    }
+    const next = Math.min(Math.round(delay * GROWTH), MAX_POLL_MS);
+    if (response.status === 429) {
+      const wait = (parseInt(response.headers.get("Retry-After") || "2", 10) || 2) * 1000;
+      statusLine.textContent = "Checking too often; next check in " + Math.round(wait / 1000) + " s.";
+      setTimeout(() => poll(id, MAX_POLL_MS), wait);
+      return;
+    }
+    if (!response.ok) {
+      finish({ status: "error", message: message(data) });
+      return;
+    }
+    jobLine.textContent = describe(data);
     if (data.status === "processing") {
+      result.dataset.state = data.state || "processing";
       bar.value = Math.round((data.progress || 0) * 100);
-      statusLine.textContent = data.progress ? "Generating… " + bar.value + "%" : "Waiting for a worker…";
+      if (data.state === "queued") statusLine.textContent = "Queued: waiting for a worker…";
+      else statusLine.textContent = data.progress ? "Generating… " + bar.value + "%" : "Starting…";
       if (data.preview) {
         preview.src = "data:image/png;base64," + data.preview;
         preview.hidden = false;
       }
-      setTimeout(() => poll(id), POLL_MS);
+      setTimeout(() => poll(id, next), delay);
     } else {
       finish(data);
     }
   }
 
-  form.addEventListener("input", showCurl);
+  form.addEventListener("change", (event) => {
+    if (event.target.name === "kind" || event.target.id === "controlnet_type") applyKind();
+    else showRequests();
+  });
+  form.addEventListener("input", showRequests);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const k = kind();
+    if ((k === "img2img" || k === "inpaint" || k === "controlnet" || k === "super_resolution") && !initImage.value) {
+      result.hidden = false;
+      statusLine.textContent = "Choose an image first.";
+      return;
+    }
+    if (shown(maskImage) && !maskImage.value) {
+      result.hidden = false;
+      statusLine.textContent = "Paint the area to repaint on the image first.";
+      return;
+    }
     button.disabled = true;
     result.hidden = false;
+    result.dataset.state = "submitting";
     bar.value = 0;
+    polls = 0;
+    jobLine.textContent = "";
     images.replaceChildren();
     statusLine.textContent = "Submitting…";
+    const url = k === "text2img" ? form.dataset.submit : form.dataset.submitKind.replace(/text2img$/, k);
     try {
-      const response = await fetch(form.dataset.submit, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-        body: JSON.stringify(body()),
-      });
-      const data = await response.json();
+      const [response, data] = await post(url, body());
       if (!response.ok) {
-        finish({ status: "error", message: data.message });
+        finish({ status: "error", message: message(data) });
       } else if (data.status === "processing") {
-        poll(data.id);
+        jobLine.textContent = describe(Object.assign({ state: "queued" }, data));
+        poll(data.id, FIRST_POLL_MS);
       } else {
         finish(data);
       }
@@ -101,5 +400,5 @@
       finish({ status: "error", message: String(error) });
     }
   });
-  showCurl();
+  applyKind();
 })();

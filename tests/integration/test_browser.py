@@ -192,7 +192,7 @@ def journey(stack: Any, ada: Visitor, browser: Any, shots: Path, mailbox: Path) 
 
     # History and usage show both jobs.
     ada.open("/app/history/")
-    rows = page.inner_text("table")
+    rows = page.inner_text("[data-testid=gallery]")
     assert "a lighthouse in the fog" in rows and "a paper lantern" in rows
     page.wait_for_function(
         "[...document.querySelectorAll('.thumbs img')].some(i => i.naturalWidth > 0)"

@@ -24,6 +24,7 @@ from rest_framework.response import Response
 
 from accounts.models import ApiKey
 from generation import estimates, jobs, previews, submission
+from generation.api import polling
 from generation.api.a1111.answers import (
     GENERATION_ERRORS,
     DetailAnswer,
@@ -188,6 +189,8 @@ class OptionsView(A1111View):
 class ProgressView(A1111View):
     """GET /sdapi/v1/progress: the caller's current job (made with this key), as webui's state."""
 
+    poll_methods = polling.POLL_METHODS
+
     @extend_schema(
         tags=[TAG],
         summary="Progress of this key's current job",
@@ -236,17 +239,16 @@ class ProgressView(A1111View):
             sampling_step=step,
             sampling_steps=total,
         )
-        return Response(
-            ProgressAnswer(
-                {
-                    "progress": round(step / total, 4) if total else 0.0,
-                    "eta_relative": estimates.eta(job),
-                    "state": state,
-                    "current_image": current_image,
-                    "textinfo": f"Step {step}/{total}" if running else "Waiting in the queue",
-                }
-            ).data
+        answer = ProgressAnswer(
+            {
+                "progress": round(step / total, 4) if total else 0.0,
+                "eta_relative": estimates.eta(job),
+                "state": state,
+                "current_image": current_image,
+                "textinfo": f"Step {step}/{total}" if running else "Waiting in the queue",
+            }
         )
+        return polling.hinted(Response(answer.data), job)
 
 
 class InterruptView(A1111View):

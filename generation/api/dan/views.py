@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from accounts.auth import AnonymousKeyAuthentication
 from generation import jobs, service
-from generation.api import base
+from generation.api import base, polling
 from generation.api.dan.answers import DanTaskAnswer, task_body
 from generation.api.dan.serializers import DanTxt2ImgSerializer
 from generation.api.errors import Problem
@@ -66,7 +66,7 @@ class DanView(base.FormatView):
         if job is None:
             raise NotFound(TASK_NOT_FOUND)
         job = jobs.refresh_lease_state(job)
-        return Response(DanTaskAnswer(task_body(job)).data)
+        return polling.hinted(Response(DanTaskAnswer(task_body(job)).data), job)
 
 
 class Txt2ImgView(DanView):
@@ -93,6 +93,8 @@ class Txt2ImgView(DanView):
 class TaskView(DanView):
     """GET /api/sd/txt2img/<taskId>: the caller's task."""
 
+    poll_methods = polling.POLL_METHODS
+
     @extend_schema(
         tags=["Dan"],
         summary="A text2img task's state (Dan)",
@@ -104,6 +106,8 @@ class TaskView(DanView):
 
 class TaskStatusView(DanView):
     """POST /api/sd/task/status with {"taskId": ...}: Dan's own poll, for its clients."""
+
+    poll_methods = polling.POLL_METHODS
 
     @extend_schema(
         tags=["Dan"],

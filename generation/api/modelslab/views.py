@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from accounts.requests import KeyRequest
 from generation import addons, estimates, jobs, service, submission
 from generation.answers import ModelsLabJob, base_url_for, job_answer
-from generation.api import schema
+from generation.api import polling, schema
 from generation.api.modelslab.answers import ModelsLabModel, SystemLoad, model_entry
 from generation.api.modelslab.serializers import (
     ControlNetSerializer,
@@ -237,6 +237,8 @@ class ModelReloadView(ModelsLabView):
 class FetchView(ModelsLabView):
     """POST (or GET) /api/v3/fetch/<id>: a job's state; another tenant's id is a 404."""
 
+    poll_methods = polling.POLL_METHODS
+
     @extend_schema(
         tags=["ModelsLab"],
         request=None,
@@ -252,7 +254,8 @@ class FetchView(ModelsLabView):
         if job is None:
             raise NotFound("Request not found")
         job = jobs.refresh_lease_state(job)
-        return Response(job_answer(job, base_url_for(request), self.fetch_url_name, preview=True))
+        answer = job_answer(job, base_url_for(request), self.fetch_url_name, preview=True)
+        return polling.hinted(Response(answer), job)
 
     get = post
 
