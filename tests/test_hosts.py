@@ -114,7 +114,7 @@ def test_the_pages_show_api_examples_on_the_base_url(forged):
     owner, _ = owner_of("acme")
     forged.force_login(owner)
     page = forged.get("/app/playground/").content.decode()
-    assert f'data-api="{BASE}/api/v3/text2img"' in page
+    assert f'data-base="{BASE}"' in page
     assert FORGED not in page
 
 
