@@ -61,6 +61,25 @@ def diffusers_clip_skip(clip_skip: int | None) -> int | None:
     return clip_skip - 1
 
 
+def checked_clip_skip(base: Any, req: GenerationRequest) -> int | None:
+    """diffusers' clip_skip for the request, refused when the base's text encoder is too short."""
+    skip = diffusers_clip_skip(req.clip_skip)
+    layers = base.text_encoder.config.num_hidden_layers
+    if skip is not None and skip >= layers:
+        raise ValueError(
+            f"clip_skip {req.clip_skip} is too large for a text encoder with {layers} layers"
+        )
+    return skip
+
+
+def fresh_scheduler(base: Any, req: GenerationRequest) -> Any:
+    """The request's scheduler, always built from the config the model was loaded with, so no
+    request inherits the last one's."""
+    return build_scheduler(
+        original_scheduler_config(base), req.scheduler, req.use_karras_sigmas, req.algorithm_type
+    )
+
+
 def validate(req: GenerationRequest) -> None:
     """Raise ValueError when the engine cannot honour the request as asked."""
     if req.kind not in KINDS:
@@ -224,12 +243,7 @@ class _Job:
             names = ", ".join(second_prompts)
             raise ValueError(f"{names} needs an SDXL model, not a {self.family} one")
         base = self.cache.get(self.ref)
-        skip = diffusers_clip_skip(req.clip_skip)
-        layers = base.text_encoder.config.num_hidden_layers
-        if skip is not None and skip >= layers:
-            raise ValueError(
-                f"clip_skip {req.clip_skip} is too large for a text encoder with {layers} layers"
-            )
+        skip = checked_clip_skip(base, req)
         components: dict[str, Any] = {}
         if req.vae:
             components["vae"] = self.cache.get(self.addon(req.vae))
@@ -241,13 +255,7 @@ class _Job:
         if adapter is not None:
             components.update(ip_adapter.components(self.cache.get(adapter)))
         pipe = variations.pipeline_for(base, self.family, req.kind, req, **components)
-        # Always from the config the model was loaded with, so no request inherits the last one's.
-        pipe.scheduler = build_scheduler(
-            original_scheduler_config(base),
-            req.scheduler,
-            req.use_karras_sigmas,
-            req.algorithm_type,
-        )
+        pipe.scheduler = fresh_scheduler(base, req)
         loras = [(self.addon(name), weight) for name, weight in req.loras]
         embeddings = [self.addon(name) for name in req.embeddings]
         tokens = [addon_rules.embedding_token(e.model_id) for e in embeddings]
@@ -526,23 +534,12 @@ class _BatchRun:
         with _generation_lock:
             started = time.perf_counter()
             base = self.cache.get(self.ref)
-            skip = diffusers_clip_skip(req.clip_skip)
-            layers = base.text_encoder.config.num_hidden_layers
-            if skip is not None and skip >= layers:
-                raise ValueError(
-                    f"clip_skip {req.clip_skip} is too large for a text encoder with {layers} "
-                    "layers"
-                )
+            skip = checked_clip_skip(base, req)
             components: dict[str, Any] = {}
             if req.vae:
                 components["vae"] = self.cache.get(job.addon(req.vae))
             pipe = variations.pipeline_for(base, self.family, req.kind, req, **components)
-            pipe.scheduler = build_scheduler(
-                original_scheduler_config(base),
-                req.scheduler,
-                req.use_karras_sigmas,
-                req.algorithm_type,
-            )
+            pipe.scheduler = fresh_scheduler(base, req)
             loras = [(job.addon(name), weight) for name, weight in req.loras]
             embeddings = [job.addon(name) for name in req.embeddings]
             tokens = [addon_rules.embedding_token(e.model_id) for e in embeddings]

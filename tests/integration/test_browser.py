@@ -49,8 +49,8 @@ def browser() -> Iterator[Any]:
 class Visitor:
     """One person's browser: a context of their own, with every browser error collected."""
 
-    def __init__(self, browser: Any, base_url: str, shots: Path, name: str) -> None:
-        self.context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+    def __init__(self, browser: Any, base_url: str, shots: Path, name: str, **options: Any) -> None:
+        self.context = browser.new_context(base_url=base_url, viewport=DESKTOP, **options)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))

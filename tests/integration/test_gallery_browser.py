@@ -11,12 +11,9 @@ and at 390 px none may be wider than the screen. Screenshots go to the test's te
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +21,16 @@ import pytest
 import requests
 
 from tests.integration.conftest import dump_logs
+from tests.integration.test_browser import (  # noqa: F401  (browser and shots are fixtures)
+    PHONE,
+    Visitor,
+    browser,
+    shots,
+)
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "a-long-gallery-password-7"
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
 # Every page a member of an organization sees, and those a visitor sees before logging in.
 MEMBER_PAGES = (
     ("/app/", "overview"),
@@ -52,67 +51,15 @@ VISITOR_PAGES = (
 )
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
+class GalleryVisitor(Visitor):
+    """A visitor whose downloads are kept and whose page may read the clipboard."""
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "screenshots"
-    folder.mkdir()
-    yield folder
-    keep = os.environ.get("PICTOR_SCREENSHOT_DIR")
-    if keep:
-        shutil.copytree(folder, keep, dirs_exist_ok=True)
-
-
-class Visitor:
-    """One browser context, with every browser error it logs collected."""
-
-    def __init__(self, browser: Any, base_url: str, shots: Path) -> None:
-        self.context = browser.new_context(
-            base_url=base_url, viewport=DESKTOP, accept_downloads=True
-        )
+    def __init__(self, chromium: Any, base_url: str, folder: Path) -> None:
+        super().__init__(chromium, base_url, folder, "gallery", accept_downloads=True)
         self.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-        self.page.on(
-            "console",
-            lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-        )
-        self.shots = shots
-
-    def open(self, path: str) -> Any:
-        response = self.page.goto(path)
-        self.page.wait_for_load_state("networkidle")
-        return response
-
-    def photograph(self, label: str) -> None:
-        """Screenshots at 1280 and 390 px; at 390 px the page is no wider than the screen."""
-        self.page.screenshot(path=self.shots / f"{label}.png", full_page=True)
-        self.page.set_viewport_size(PHONE)
-        width = self.page.evaluate("document.documentElement.scrollWidth")
-        self.page.screenshot(path=self.shots / f"{label}-phone.png", full_page=True)
-        self.page.set_viewport_size(DESKTOP)
-        assert width <= PHONE["width"], f"{label} is {width}px wide on a 390px phone"
 
     def clipboard(self) -> str:
         return self.page.evaluate("navigator.clipboard.readText()")
-
-    def close(self) -> None:
-        self.context.close()
 
 
 def wait_for_success(stack: Any, job_id: int) -> None:
@@ -138,9 +85,9 @@ def zip_pngs(download: Any) -> list[str]:
     return [n for n in names if n.endswith(".png")]
 
 
-def test_the_gallery_lightbox_downloads_and_copy_buttons(make_stack, browser, shots):
+def test_the_gallery_lightbox_downloads_and_copy_buttons(make_stack, browser, shots):  # noqa: F811
     stack = make_stack()
-    visitor = Visitor(browser, stack.base_url, shots)
+    visitor = GalleryVisitor(browser, stack.base_url, shots)
     try:
         gallery_journey(stack, visitor)
     except Exception:
