@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,35 @@ def dead_redis(settings: Any, monkeypatch: pytest.MonkeyPatch) -> int:
         {"host": "127.0.0.1", "port": port, "socket_connect_timeout": 0.5, "retry": retry},
     )
     return port
+
+
+@dataclass
+class People:
+    """Users of two organizations: acme's owner and member, and globex's owner (outsider)."""
+
+    owner: Any
+    member: Any
+    outsider: Any
+    acme: Any
+    globex: Any
+
+
+@pytest.fixture
+def people(db: None) -> People:
+    from django.utils import timezone
+
+    from accounts.models import Membership, User
+
+    acme = make_tenant("acme", "basic")
+    globex = make_tenant("globex", "basic")
+    users = {}
+    for name, tenant, role in (
+        ("owner", acme, Membership.Role.OWNER),
+        ("member", acme, Membership.Role.MEMBER),
+        ("outsider", globex, Membership.Role.OWNER),
+    ):
+        users[name] = User.objects.create_user(
+            f"{name}@example.com", "pw-123456789", email_verified_at=timezone.now()
+        )
+        Membership.objects.create(user=users[name], organization=tenant.org, role=role)
+    return People(users["owner"], users["member"], users["outsider"], acme.org, globex.org)

@@ -7,44 +7,14 @@ changes another organization's rows; owners and admins alone change the organiza
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, User
 from billing import ledger
 from generation.models import AIModel, Job, WorkerHeartbeat
-from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass
-class People:
-    owner: Any
-    member: Any
-    outsider: Any
-    acme: Any
-    globex: Any
-
-
-@pytest.fixture
-def people(db: None) -> People:
-    acme = make_tenant("acme", "basic")
-    globex = make_tenant("globex", "basic")
-    users = {}
-    for name, tenant, role in (
-        ("owner", acme, Membership.Role.OWNER),
-        ("member", acme, Membership.Role.MEMBER),
-        ("outsider", globex, Membership.Role.OWNER),
-    ):
-        users[name] = User.objects.create_user(
-            f"{name}@example.com", "pw-123456789", email_verified_at=timezone.now()
-        )
-        Membership.objects.create(user=users[name], organization=tenant.org, role=role)
-    return People(users["owner"], users["member"], users["outsider"], acme.org, globex.org)
 
 
 def as_user(client, user):

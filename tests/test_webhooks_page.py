@@ -17,10 +17,8 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from accounts.models import Membership, User
 from generation import webhooks
 from generation.models import AIModel, Job, WebhookDelivery, WebhookEvent
-from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,32 +66,6 @@ def receiver(settings: Any) -> Iterator[Receiver]:
     yield state
     server.shutdown()
     server.server_close()
-
-
-@dataclass
-class People:
-    owner: Any
-    member: Any
-    outsider: Any
-    acme: Any
-    globex: Any
-
-
-@pytest.fixture
-def people(db: None) -> People:
-    acme = make_tenant("acme", "basic").org
-    globex = make_tenant("globex", "basic").org
-    users = {}
-    for name, org, role in (
-        ("owner", acme, Membership.Role.OWNER),
-        ("member", acme, Membership.Role.MEMBER),
-        ("outsider", globex, Membership.Role.OWNER),
-    ):
-        users[name] = User.objects.create_user(
-            f"{name}@example.com", "pw-123456789", email_verified_at=timezone.now()
-        )
-        Membership.objects.create(user=users[name], organization=org, role=role)
-    return People(users["owner"], users["member"], users["outsider"], acme, globex)
 
 
 def ping(client: Any, url: str) -> Any:
