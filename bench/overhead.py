@@ -5,7 +5,7 @@ starts web (gunicorn) and one worker in a temporary folder, then alternates API 
 stored success, safety checker on as by default, and off) with the same diffusers call made
 directly on the same model folder, so drift on a noisy host hits both alike. Prints one JSON line.
 
-    .venv/bin/python bench/overhead.py [--runs 9] [--configs embedded,redis]
+    .venv/bin/python bench/overhead.py [--runs 9] [--configs embedded,redis] [--size 256]
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 @contextmanager
 def stack(
-    models_dir: Path, extra_env: dict[str, str], plan: str = "premium", threads: int = 4
+    models_dir: Path,
+    extra_env: dict[str, str],
+    plan: str = "premium",
+    threads: int = 4,
+    size: int = SIZE,
 ) -> Iterator[Running]:
     """A running web + worker: its URL, a key on `plan`, and a function that times one API job."""
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp:
@@ -102,8 +106,8 @@ def stack(
             body = {
                 "key": key,
                 "prompt": PROMPT,
-                "width": SIZE,
-                "height": SIZE,
+                "width": size,
+                "height": size,
                 "num_inference_steps": STEPS,
                 "seed": seed,
                 "safety_checker": safety,
@@ -129,7 +133,7 @@ def stack(
                 proc.wait(timeout=30)
 
 
-def direct_pipeline(model_path: Path) -> Callable[[int], float]:
+def direct_pipeline(model_path: Path, size: int = SIZE) -> Callable[[int], float]:
     """The same call made straight on diffusers, as a user of the library would."""
     import torch
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
@@ -145,8 +149,8 @@ def direct_pipeline(model_path: Path) -> Callable[[int], float]:
         with torch.inference_mode():
             pipe(
                 PROMPT,
-                width=SIZE,
-                height=SIZE,
+                width=size,
+                height=size,
                 num_inference_steps=STEPS,
                 guidance_scale=7.5,
                 generator=torch.Generator("cpu").manual_seed(seed),
@@ -164,17 +168,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--configs", default="embedded,redis")
+    parser.add_argument("--size", type=int, default=SIZE, help="output width and height")
     args = parser.parse_args()
     models_dir = Path(os.environ.get("PICTOR_MODELS_DIR", ROOT / "var" / "models"))
-    direct = direct_pipeline(models_dir / "demo-sd15")
+    direct = direct_pipeline(models_dir / "demo-sd15", args.size)
     figures: dict[str, object] = {
         "bench": "overhead",
-        "job": f"{SIZE}x{SIZE}, {STEPS} steps, UniPC, demo-sd15",
+        "job": f"{args.size}x{args.size}, {STEPS} steps, UniPC, demo-sd15",
         "runs": args.runs,
     }
     for name in args.configs.split(","):
         api, api_unsafe, plain = [], [], []
-        with stack(models_dir, CONFIGS[name]) as running:
+        with stack(models_dir, CONFIGS[name], size=args.size) as running:
             job = running.job
             for i in range(WARMUP + args.runs):
                 seed = 1000 + i

@@ -9,8 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from django.db.models import Q
+from django.db.models import Case, F, FloatField, Func, Q, Sum, Value, When
 from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Greatest
 
 from generation.models import Job
 
@@ -20,16 +21,8 @@ DEFAULT_SECONDS_PER_STEP = 0.05
 # it, and it moves slowly (a median of the last 50 jobs).
 RATE_CACHE_SECONDS = 5.0
 _rate: tuple[float, float] = (0.0, DEFAULT_SECONDS_PER_STEP)  # (read at, seconds per unit)
-# The queued jobs' fields that their ETA needs, read without the rest of the row.
-WORK_FIELDS = (
-    KT("params__width"),
-    KT("params__height"),
-    KT("params__samples"),
-    KT("params__steps"),
-    "status",
-    "progress_step",
-    "progress_total",
-)
+# At most this many jobs ahead of a queued one are added up for its ETA.
+AHEAD_BOUND = 200
 
 
 def _work_units(params: dict) -> float:
@@ -76,10 +69,26 @@ def _remaining(units: float, status: str, step: int, total: int) -> float:
     return units
 
 
-def _row_units(width: object, height: object, samples: object, steps: object) -> float:
-    params = {"width": int(str(width)), "height": int(str(height))}
-    params.update(samples=int(str(samples)), steps=int(str(steps)))
-    return _work_units(params)
+def _param(name: str) -> Cast:
+    return Cast(KT(f"params__{name}"), FloatField())
+
+
+def _units_left() -> Func:
+    """_work_units times what _remaining leaves, as SQL over a job's row."""
+    pixels = _param("width") * _param("height") / Value(512.0 * 512.0)
+    units = Greatest(Value(1.0), pixels) * _param("samples") * _param("steps")
+    share_left = Case(
+        When(
+            status=Job.Status.PROCESSING,
+            progress_total__gt=0,
+            then=Greatest(F("progress_total") - F("progress_step"), Value(0))
+            * Value(1.0)
+            / F("progress_total"),
+        ),
+        default=Value(1.0),
+        output_field=FloatField(),
+    )
+    return units * share_left
 
 
 def eta(job: Job) -> float:
@@ -94,11 +103,9 @@ def eta(job: Job) -> float:
             | Q(priority__gt=job.priority)
             | Q(priority=job.priority, created_at__lt=job.created_at)
         )
-        rows = before.values_list(*WORK_FIELDS)[:200]
-        ahead = per_unit * sum(
-            _remaining(_row_units(w, h, n, steps), status, step, total)
-            for w, h, n, steps, status, step, total in rows
-        )
+        # Summed by the database: one row comes back, however long the queue.
+        bounded = before.annotate(units=_units_left())[:AHEAD_BOUND]
+        ahead = per_unit * (bounded.aggregate(total=Sum("units"))["total"] or 0.0)
     return round(ahead + estimate_seconds(job, per_unit), 2)
 
 

@@ -1,0 +1,58 @@
+"""A queued job's ETA: the work of the jobs ahead of it (summed by the database), then its own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from generation import estimates
+from generation.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+def job(org, model, status=Job.Status.QUEUED, minutes_ago=0, priority=0, **fields):
+    params = {"width": 512, "height": 512, "samples": 1, "steps": 20}
+    params.update(fields.pop("params", {}))
+    made = Job.objects.create(
+        organization=org, model=model, params=params, status=status, priority=priority, **fields
+    )
+    Job.objects.filter(pk=made.pk).update(
+        created_at=timezone.now() - timedelta(minutes=minutes_ago)
+    )
+    made.refresh_from_db()
+    return made
+
+
+def test_a_queued_jobs_eta_adds_up_the_work_ahead_of_it(tenant, outsider, demo_model, monkeypatch):
+    monkeypatch.setattr(estimates, "seconds_per_unit", lambda: 0.5)
+    # Ahead: a half-done 1024x1024 job of 2 images (4 x 2 x 20 x 1/2 = 80 units), an older
+    # queued job of another tenant (20 units; a small image counts as 512x512) and a newer one
+    # of a higher priority (3 x 10 = 30 units).
+    job(
+        outsider.org,
+        demo_model,
+        Job.Status.PROCESSING,
+        params={"width": 1024, "height": 1024, "samples": 2},
+        progress_step=10,
+        progress_total=20,
+    )
+    job(outsider.org, demo_model, minutes_ago=5, params={"width": 64, "height": 64})
+    job(tenant.org, demo_model, priority=5, params={"samples": 3, "steps": 10})
+    # Not ahead: a newer job of the same priority, and finished ones.
+    job(tenant.org, demo_model)
+    job(tenant.org, demo_model, Job.Status.SUCCESS, minutes_ago=9)
+    mine = job(tenant.org, demo_model, minutes_ago=1, params={"steps": 4})
+    assert estimates.eta(mine) == pytest.approx(0.5 * (80 + 20 + 30 + 4))
+
+
+def test_a_processing_job_counts_only_what_it_has_left(tenant, demo_model, monkeypatch):
+    monkeypatch.setattr(estimates, "seconds_per_unit", lambda: 1.0)
+    running = job(
+        tenant.org, demo_model, Job.Status.PROCESSING, progress_step=15, progress_total=20
+    )
+    assert estimates.eta(running) == pytest.approx(5)
+    done = job(tenant.org, demo_model, Job.Status.SUCCESS)
+    assert estimates.eta(done) == 0
