@@ -90,6 +90,39 @@ def measure(running: Running, seconds: float, clients: int, lone: int) -> dict[s
     }
 
 
+def unet_ceiling(model_path: Path, images: int, repeats: int = 5) -> dict[str, float]:
+    """The UNet's own gain from batching: seconds per image of one call at 1 image vs `images`.
+
+    The most batching across requests can give on this host at this size, whatever the worker
+    does around the call: one denoising step with classifier-free guidance (two rows per image).
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from generation.engine.device import default_torch_threads
+
+    torch.set_num_threads(default_torch_threads(workers=1))  # as the bench's one worker has
+    unet = UNet2DConditionModel.from_pretrained(str(model_path / "unet"), local_files_only=True)
+    side = SIZE // 8
+    context = torch.randn(1, 77, unet.config.cross_attention_dim)
+    per_image = {}
+    for batch in (1, images):
+        latents = torch.randn(2 * batch, unet.config.in_channels, side, side)
+        embeds = context.repeat(2 * batch, 1, 1)
+        with torch.inference_mode():
+            unet(latents, 500, encoder_hidden_states=embeds)  # warm
+            start = time.perf_counter()
+            for _ in range(repeats):
+                unet(latents, 500, encoder_hidden_states=embeds)
+        per_image[batch] = (time.perf_counter() - start) / repeats / batch
+    return {
+        "images": images,
+        "step_ms_per_image_alone": round(per_image[1] * 1000, 2),
+        "step_ms_per_image_batched": round(per_image[images] * 1000, 2),
+        "gain": round(per_image[1] / per_image[images], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60)
@@ -121,6 +154,16 @@ def main() -> None:
     assert isinstance(off, dict) and isinstance(on, dict)
     figures["ratio"] = round(on["images_per_s"] / off["images_per_s"], 3)
     figures["lone_ratio"] = round(on["lone_median_s"] / off["lone_median_s"], 3)
+    # What the hardware allows: the throughput ratio cannot beat the UNet's own batching gain.
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sdplatform.settings")
+    import django
+
+    django.setup()
+    from generation.batching import CPU_BATCH_IMAGES
+
+    batched = CPU_BATCH_IMAGES if args.on == "auto" else int(args.on)
+    figures["unet_ceiling"] = unet_ceiling(models_dir / "demo-sd15", batched)
     print(json.dumps(figures))
 
 
