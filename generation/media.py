@@ -37,8 +37,19 @@ def lifetime(temp: bool = False) -> int:
 
 
 def job_lifetime(job: Any) -> int:
-    """Seconds a new link to one of the job's images stays valid."""
-    return lifetime(bool(job.params.get("temp")))
+    """Seconds a new link to one of the job's images stays valid.
+
+    A `temp` job's images are deleted PICTOR_MEDIA_TEMP_URL_EXPIRE after submission
+    (generation/retention.py), so its links end then, however late they are signed: shorter
+    than a kept job's, whose links last the full PICTOR_MEDIA_URL_EXPIRE from each fetch.
+    """
+    if not job.params.get("temp"):
+        return lifetime()
+    created = getattr(job, "created_at", None)
+    if created is None:
+        return lifetime(temp=True)
+    left = created.timestamp() + lifetime(temp=True) - time.time()
+    return max(1, min(lifetime(temp=True), math.ceil(left)))
 
 
 def is_local() -> bool:

@@ -384,3 +384,20 @@ def test_on_s3_each_fetch_presigns_again(api, tenant, sync_queue, s3_storage):
     second = fetch(api, tenant, job_id)["output"][0]
     assert first != second
     assert requests.get(first, timeout=10).content == requests.get(second, timeout=10).content
+
+
+def test_a_temp_jobs_links_end_when_its_images_are_deleted(tenant, demo_model):
+    # Defaults: both settings are 24 hours. A kept job's link lasts 24 hours from each fetch;
+    # a temp job 23 hours old has one hour left before retention deletes its images.
+    day_old = timezone.now() - timedelta(hours=23)
+    kept = Job.objects.create(organization=tenant.org, model=demo_model, params={})
+    temp = Job.objects.create(organization=tenant.org, model=demo_model, params={"temp": True})
+    Job.objects.filter(pk__in=[kept.pk, temp.pk]).update(created_at=day_old)
+    kept.refresh_from_db()
+    temp.refresh_from_db()
+    assert media.job_lifetime(kept) == 24 * 3600
+    assert 3590 <= media.job_lifetime(temp) <= 3601
+    # Past its deletion time, a link still gets the shortest lifetime, never a negative one.
+    Job.objects.filter(pk=temp.pk).update(created_at=timezone.now() - timedelta(days=2))
+    temp.refresh_from_db()
+    assert media.job_lifetime(temp) == 1

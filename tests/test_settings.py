@@ -25,7 +25,7 @@ SETUP = (
 PRINT_DEBUG = SETUP + "print(settings.DEBUG)"
 # Names this file's tests set themselves; anything else comes from the test run's environment.
 CHOSEN = {"SECRET_KEY", "DEBUG", "DJANGO_ENV", "ALLOWED_HOSTS", "PICTOR_BASE_URL"}
-CHOSEN_PREFIXES = ("PICTOR_TRUSTED_PROXY", "PICTOR_SSL_", "PICTOR_HSTS_")
+CHOSEN_PREFIXES = ("PICTOR_TRUSTED_PROXY", "PICTOR_SSL_", "PICTOR_HSTS_", "EMAIL_")
 # What production needs to start.
 PRODUCTION = {
     "DJANGO_ENV": "production",
@@ -136,6 +136,22 @@ def test_a_base_url_is_kept_as_scheme_and_host():
     result = django_check(print_base, PICTOR_BASE_URL="HTTPS://pictor.example.com:8443/")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "https://pictor.example.com:8443"
+
+
+def test_mail_goes_to_the_console_unless_an_smtp_host_is_set():
+    print_backend = (
+        SETUP + "print(settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT)"
+    )
+    result = django_check(print_backend)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "django.core.mail.backends.console.EmailBackend"
+    smtp = django_check(print_backend, EMAIL_HOST="mail.example.com", EMAIL_PORT="2525")
+    assert smtp.returncode == 0, smtp.stderr
+    assert smtp.stdout.split() == [
+        "django.core.mail.backends.smtp.EmailBackend",
+        "mail.example.com",
+        "2525",
+    ]
 
 
 def test_development_starts_with_no_configuration_and_debug_off():
