@@ -9,7 +9,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from django.db.models import Case, F, FloatField, Func, Q, Sum, Value, When
+from django.db.models import Case, F, FloatField, Q, Sum, Value, When
+from django.db.models.expressions import CombinedExpression
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Greatest
 
@@ -73,7 +74,7 @@ def _param(name: str) -> Cast:
     return Cast(KT(f"params__{name}"), FloatField())
 
 
-def _units_left() -> Func:
+def _units_left() -> CombinedExpression:
     """_work_units times what _remaining leaves, as SQL over a job's row."""
     pixels = _param("width") * _param("height") / Value(512.0 * 512.0)
     units = Greatest(Value(1.0), pixels) * _param("samples") * _param("steps")
