@@ -5,6 +5,9 @@ A scheduled task (generation/apps.py) deletes, for finished jobs older than the 
 worker, then marks the job `expired_at`. Jobs submitted with `temp` go the same way once
 PICTOR_MEDIA_TEMP_URL_EXPIRE has passed. A fetch of such a job still answers `success`, with
 no outputs and the message "Outputs expired".
+
+The same task deletes the test pings sent from the settings page (with their attempts) once
+they are older than the organization's plan keeps images; a job's own deliveries stay with it.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from django.utils import timezone
 
 from billing.models import Plan
 from generation.engine.request import input_images
-from generation.models import Job, OutputImage
+from generation.models import PING_EVENT, Job, OutputImage, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
-# Jobs expired per plan per run; the next run goes on where this one stopped.
+# Jobs expired (and test pings deleted) per plan per run; the next run goes on from there.
 BATCH_SIZE = 500
 
 
@@ -46,7 +49,36 @@ def expire_outputs(now: datetime | None = None) -> int:
     expired += _expire_oldest(temp_due, now, "temp job")
     if expired:
         log.info("retention: deleted the images of %s jobs", expired)
+    delete_old_pings(now)
     return expired
+
+
+def delete_old_pings(now: datetime | None = None) -> int:
+    """Delete finished test pings past their organization's plan retention; returns how many."""
+    now = now or timezone.now()
+    deleted = 0
+    for plan in Plan.objects.all():
+        # A pending ping may still have an attempt on its way: it goes once it has finished.
+        due = (
+            WebhookDelivery.objects.filter(
+                event=PING_EVENT,
+                organization__plan=plan,
+                created_at__lt=now - timedelta(days=plan.retention_days),
+            )
+            .exclude(status=WebhookDelivery.Status.PENDING)
+            .order_by("created_at")
+            .values_list("pk", flat=True)
+        )
+        ids = list(due[:BATCH_SIZE])
+        if ids:
+            # Their attempts go with them (on_delete=CASCADE); one redelivered meanwhile stays.
+            gone = WebhookDelivery.objects.filter(pk__in=ids).exclude(
+                status=WebhookDelivery.Status.PENDING
+            )
+            deleted += gone.delete()[1].get(WebhookDelivery._meta.label, 0)
+    if deleted:
+        log.info("retention: deleted %s test pings", deleted)
+    return deleted
 
 
 def _expire_oldest(due: QuerySet[Job], now: datetime, what: str) -> int:

@@ -1,4 +1,4 @@
-"""Output retention (generation/retention.py): images deleted after the plan's retention days."""
+"""Retention (generation/retention.py): images and test pings deleted past the plan's retention."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django_q.models import Schedule
 
 from billing.models import Plan
 from generation.apps import RETENTION_SCHEDULE
-from generation.models import Job, OutputImage
+from generation.models import PING_EVENT, Job, OutputImage, WebhookAttempt, WebhookDelivery
 from generation.retention import expire_outputs
 from tests.images import noise_image, png_base64
 
@@ -109,3 +109,40 @@ def test_migrate_registers_the_hourly_retention_schedule():
     schedule = Schedule.objects.get(name=RETENTION_SCHEDULE)
     assert schedule.func == "generation.retention.expire_outputs"
     assert (schedule.schedule_type, schedule.repeats) == (Schedule.HOURLY, -1)
+
+
+def test_it_deletes_finished_test_pings_past_the_plans_retention(free_tenant, tenant, demo_model):
+    def delivery(tenant, days, status=WebhookDelivery.Status.DELIVERED, event=PING_EVENT, job=None):
+        made = WebhookDelivery.objects.create(
+            organization=tenant.org,
+            job=job,
+            url="https://hooks.example.com/pictor",
+            event=event,
+            webhook_id=f"msg_{WebhookDelivery.objects.count()}",
+            payload={"event": event},
+            status=status,
+            created_at=timezone.now() - timedelta(days=days),
+        )
+        WebhookAttempt.objects.create(delivery=made, number=1, status_code=200)
+        return made
+
+    old_free = delivery(free_tenant, 1.1)
+    old_failed = delivery(free_tenant, 2, WebhookDelivery.Status.FAILED)
+    kept = [
+        delivery(free_tenant, 0.5),
+        # Still retrying: it goes on a later run, once it has finished.
+        delivery(free_tenant, 2, WebhookDelivery.Status.PENDING),
+        # premium keeps 30 days
+        delivery(tenant, 29),
+    ]
+    job = Job.objects.create(
+        organization=free_tenant.org, model=demo_model, params={}, status=Job.Status.SUCCESS
+    )
+    # A job's own deliveries are the job's history: retention keeps them.
+    kept.append(delivery(free_tenant, 2, event="completed", job=job))
+
+    expire_outputs()
+
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {d.pk for d in kept}
+    assert not WebhookAttempt.objects.filter(delivery__in=[old_free.pk, old_failed.pk]).exists()
+    assert WebhookAttempt.objects.count() == len(kept)

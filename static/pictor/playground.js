@@ -1,7 +1,8 @@
 // The playground: every kind the API offers, submitted through the API's own views; the job is
 // polled with a growing interval (250 ms up to 2 s) and shown as it goes: state, progress bar,
 // live preview, then the images or the error. The same request is shown for each wire format
-// that can carry it, as curl and as Python (copied by copy.js's buttons).
+// that can carry it, as curl and as Python, and for text2img and inpaint as a call of OpenAI's
+// Python SDK (copied by copy.js's buttons).
 (function () {
   "use strict";
   const form = document.getElementById("playground");
@@ -23,6 +24,8 @@
   const GROWTH = 1.5;
   const IMAGE_PLACEHOLDER = "https://example.com/your-image.png";
   const MASK_PLACEHOLDER = "https://example.com/your-mask.png";
+  // What the OpenAI routes use, having no guidance parameter (generation/api/base.py).
+  const DEFAULT_GUIDANCE = 7.5;
 
   function kind() {
     const checked = form.querySelector("input[name=kind]:checked");
@@ -182,6 +185,59 @@
       "\",\n    json=body" + headers + ",\n    timeout=300,\n)\nprint(response.json())";
   }
 
+  // The quality whose steps (the plan's fewest, middle or most, as generation/api/openai/
+  // serializers.py picks them) are the chosen steps; null when none is.
+  function quality(steps) {
+    const list = [...$("num_inference_steps").options].map((o) => parseInt(o.value, 10)).sort((a, b) => a - b);
+    const levels = { medium: list[(list.length - 1) >> 1], low: list[0], high: list[list.length - 1] };
+    return Object.keys(levels).find((level) => levels[level] === steps) || null;
+  }
+
+  // The OpenAI SDK's call for text2img (images.generate) and inpaint (images.edit with a mask
+  // file), or null for the other kinds. The OpenAI routes refuse a parameter they do not list,
+  // so what they cannot carry is named in a comment rather than sent.
+  function openaiFor(k, d) {
+    if (k !== "text2img" && k !== "inpaint") return null;
+    const level = quality(d.num_inference_steps);
+    const left = [];
+    if (d.negative_prompt) left.push("negative prompt");
+    if (d.seed !== undefined && d.seed !== -1) left.push("seed");
+    if (d.guidance_scale !== undefined && d.guidance_scale !== DEFAULT_GUIDANCE) left.push("guidance");
+    if (d.scheduler && d.scheduler !== form.dataset.defaultScheduler) left.push("scheduler");
+    if (level === null) left.push("steps");
+    if (d.lora_model) left.push("LoRAs");
+    if (d.embeddings_model) left.push("embeddings");
+    if (k === "inpaint" && d.strength !== 1) left.push("strength (a masked edit repaints at 1)");
+    const args = [];
+    if (k === "inpaint") args.push("image=image", "mask=mask");
+    if (d.model_id) args.push("model=" + JSON.stringify(d.model_id));
+    args.push("prompt=" + JSON.stringify(d.prompt || ""));
+    if (d.width && d.height) args.push(`size="${d.width}x${d.height}"`);
+    args.push("n=" + (d.samples || 1));
+    if (level) args.push(`quality="${level}"`);
+    const lines = ["from openai import OpenAI", ""];
+    if (left.length) {
+      lines.push("# Not in the OpenAI format, so Pictor's defaults stand in: " + left.join(", ") + ".");
+    }
+    lines.push(
+      "# max_retries=0: a retried request would be a second job.",
+      `client = OpenAI(base_url="${base}/v1", api_key="YOUR_API_KEY", max_retries=0)`,
+    );
+    if (k === "text2img") {
+      lines.push("result = client.images.generate(", ...args.map((a) => "    " + a + ","), ")");
+    } else {
+      lines.push(
+        "# The mask is a PNG of the image's size: its transparent pixels are repainted.",
+        'with open("your-image.png", "rb") as image, open("your-mask.png", "rb") as mask:',
+        "    result = client.images.edit(",
+        ...args.map((a) => "        " + a + ","),
+        "    )",
+      );
+    }
+    lines.push("for image in result.data:", "    print(image.url)");
+    return lines.join("\n");
+  }
+
   function snippet(parent, id, title, text) {
     const heading = document.createElement("h3");
     heading.className = "format";
@@ -211,6 +267,8 @@
       snippet(others, "curl-" + slug, label + " (curl)", curlFor(path, auth, data));
       snippet(others, "python-" + slug, label + " (Python)", pythonFor(path, auth, data));
     }
+    const sdk = openaiFor(k, body());
+    if (sdk) snippet(others, "python-openai", "OpenAI (Python SDK)", sdk);
   }
 
   // ----- images: the chosen image, the mask, the control preview ------------------------
