@@ -48,7 +48,7 @@ def job_lifetime(job: Any) -> int:
     created = getattr(job, "created_at", None)
     if created is None:
         return lifetime(temp=True)
-    left = created.timestamp() + lifetime(temp=True) - time.time()
+    left: float = created.timestamp() + lifetime(temp=True) - time.time()
     return max(1, min(lifetime(temp=True), math.ceil(left)))
 
 

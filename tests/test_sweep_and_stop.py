@@ -101,3 +101,32 @@ def test_a_stopping_worker_finishes_its_job_within_the_grace(
     execute(claimed)
     job.refresh_from_db()
     assert (job.status, job.outputs.count()) == (Job.Status.SUCCESS, 1)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_stop_never_waits_on_a_sentinel_killed_in_its_sleep():
+    # django-q2's sentinel sleeps in the stop event's wait() and dies at once on its own
+    # SIGTERM. Event.set() then waits for ever for it to wake; the worker command must not.
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    from generation.management.commands.worker import set_in_background
+
+    event = multiprocessing.get_context("fork").Event()
+    sleeper = multiprocessing.get_context("fork").Process(target=event.wait, args=(60,))
+    sleeper.start()
+    time.sleep(0.5)  # asleep in wait() by now
+    os.kill(sleeper.pid, signal.SIGKILL)
+    sleeper.join()
+
+    plain = threading.Thread(target=event.set, daemon=True)
+    plain.start()
+    plain.join(1)
+    assert plain.is_alive(), "Event.set() no longer blocks here: set_in_background may go"
+
+    started = time.monotonic()
+    set_in_background(event)
+    assert time.monotonic() - started < 0.5

@@ -1,4 +1,4 @@
-"""A worker host stops cleanly: SIGTERM to its parent or its whole process group.
+"""A worker host stops cleanly: SIGTERM to its parent, its process group, or every process.
 
 It claims nothing more, finishes its running job (or hands it back at once after the grace),
 and every one of its processes exits; nothing is left for a lease to recover.
@@ -114,3 +114,22 @@ def test_sigterm_to_the_process_group_hands_the_job_back_at_once(make_stack):
     )
     assert (outputs, refunds) == (2, 0)
     assert "reaped job" not in (stack.logs / "worker.log").read_text()
+
+
+def test_sigterm_to_every_process_at_once_never_leaves_the_parent_hanging(make_stack):
+    # `pkill -f "manage.py worker"` or systemd's KillMode=control-group: django-q2's sentinel
+    # and worker processes die at once, the sentinel while it sleeps on the stop event that the
+    # parent then sets. The running job is lost with its process; the lease brings it back.
+    stack = make_stack(PICTOR_SYNC_WAIT="0", PICTOR_WORKER_STOP_GRACE="0", PICTOR_JOB_LEASE="5")
+    worker = stack.processes["worker"]
+    job_id = stack.post("/api/v3/text2img", LONG_JOB).json()["id"]
+    wait_until_running(stack, job_id)
+    processes = {worker.pid} | descendants(worker.pid)
+
+    for pid in processes:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_for_exit(stack, processes, bound=30) < 15
+
+    stack.start_worker()
+    done = poll(stack, job_id, {"success", "failed"}, timeout=120)
+    assert done["status"] == "success", dump_logs(stack)

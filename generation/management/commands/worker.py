@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from typing import Any
@@ -37,6 +38,17 @@ log = logging.getLogger("generation.worker")
 # How long past the grace a stopping cluster may take to exit before it is killed.
 STOP_MARGIN = 30.0
 SWEEP_LOCK = "pictor:sweep"
+
+
+def set_in_background(event: Any) -> None:
+    """Set a multiprocessing Event without ever blocking the caller.
+
+    Event.set() waits until every process sleeping in its wait() has woken. django-q2's sentinel
+    sleeps there, and dies at once on a SIGTERM of its own (as every process gets from `pkill` or
+    systemd's KillMode=control-group): it never wakes, and set() would block this loop for good.
+    A daemon thread takes that wait instead; the loop sees the sentinel gone and exits.
+    """
+    threading.Thread(target=event.set, name="pictor-stop-cluster", daemon=True).start()
 
 
 def run_sentinel(stop_event: Any, start_event: Any, cluster_id: uuid.UUID) -> None:
@@ -83,7 +95,7 @@ class Command(BaseCommand):
             if stopping.requested():
                 if deadline is None:
                     log.info("stopping: no new jobs; the running job finishes or is handed back")
-                    stop_event.set()
+                    set_in_background(stop_event)
                     deadline = time.monotonic() + settings.PICTOR_WORKER_STOP_GRACE + STOP_MARGIN
                 elif time.monotonic() > deadline:
                     log.error("the cluster did not stop in time; killing it")
