@@ -2,7 +2,8 @@
 
 Owners and admins add a LoRA, embedding, VAE or checkpoint here by upload, or delete one; the
 work is generation/own_models.py's, the same as the job API's /api/v1/models and ModelsLab's
-load_model. Members see the list.
+load_model. Members see the list, each checkpoint with a sample image that a worker makes the
+first time the page shows it (generation/model_samples.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rest_framework.exceptions import APIException, ValidationError
 
 from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
-from generation import own_models
+from generation import model_samples, own_models
 from generation.api.jobs.model_views import local_file
 from generation.models import AIModel
 
@@ -50,13 +51,16 @@ def models_page(request: MemberRequest) -> HttpResponse:
     visible = AIModel.objects.filter(enabled=True).filter(
         Q(organization__isnull=True, status=AIModel.Status.READY) | Q(organization=org)
     )
+    own = list(visible.filter(organization=org).order_by("-created_at", "-pk"))
+    shared = list(visible.filter(organization__isnull=True).order_by("family", "model_id"))
+    model_samples.request_samples([*own, *shared])
     plan = org.plan
     return render(
         request,
         "generation/models.html",
         {
-            "own": visible.filter(organization=org).order_by("-created_at", "-pk"),
-            "shared": visible.filter(organization__isnull=True).order_by("family", "model_id"),
+            "own": with_samples(own),
+            "shared": with_samples(shared),
             "can_manage": can_manage,
             "allowed": plan.model_max_bytes > 0 and plan.model_storage_bytes > 0,
             "used": own_models.size_text(own_models.used_bytes(org)),
@@ -66,6 +70,11 @@ def models_page(request: MemberRequest) -> HttpResponse:
             "bases": AIModel.Base.values,
         },
     )
+
+
+def with_samples(models: list[AIModel]) -> list[tuple[AIModel, str]]:
+    """Each model with a signed link to its sample ("" for none); only for models on the page."""
+    return [(model, model_samples.sample_url(model)) for model in models]
 
 
 def add(request: MemberRequest) -> None:

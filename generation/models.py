@@ -112,6 +112,27 @@ class AIModel(models.Model):
         default=list, blank=True, help_text="A stored model's files: name, sha256, size"
     )
 
+    class SampleState(models.TextChoices):
+        NONE = "", "None yet"
+        PENDING = "pending", "Pending (a worker makes it)"
+        READY = "ready"
+        FAILED = "failed"
+
+    # A checkpoint's thumbnail on the models page, made once by a worker (model_samples.py).
+    sample_state = models.CharField(
+        max_length=8, choices=SampleState.choices, blank=True, default=SampleState.NONE
+    )
+    sample_path = models.CharField(
+        max_length=300, blank=True, help_text="Storage name of the sample image (private)"
+    )
+    sample_error = models.TextField(blank=True, help_text="Why the sample could not be made")
+    sample_attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Times a sample was queued (a lost task is queued again, capped)"
+    )
+    sample_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the sample was last queued, made or given up"
+    )
+
     objects = AIModelQuerySet.as_manager()
 
     class Meta:

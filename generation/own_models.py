@@ -26,7 +26,7 @@ from django_q.tasks import async_task
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 
-from generation import model_store, safe_http
+from generation import model_samples, model_store, safe_http
 from generation.models import AIModel, Job
 from generation.queue import check_broker
 
@@ -430,6 +430,7 @@ def delete_model(model: AIModel) -> None:
         else:
             locked.delete()
     model_store.delete_objects(model)
+    model_samples.delete_sample(locked)
 
 
 def model_body(model: AIModel) -> dict[str, Any]:
