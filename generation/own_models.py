@@ -16,12 +16,15 @@ import re
 import secrets
 import struct
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
+from django.utils import timezone
 from django_q.tasks import async_task
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
@@ -37,6 +40,16 @@ log = logging.getLogger(__name__)
 
 Family = AIModel.Family
 VALIDATE_TASK = "generation.own_models.validate_model"
+# One validation of a model at a time: a task queued again after its first seemed lost may meet
+# the first still running. The lock outlives any validation; a worker killed mid-way leaves it
+# to expire, and the model is queued again after that.
+VALIDATION_LOCK = "pictor:validating-model:{}"
+VALIDATION_LOCK_SECONDS = 3600
+# A model still `validating` this long after it was added has probably lost its task (a Redis
+# restart, a killed worker): the sweep queues it again, at most once per this interval...
+VALIDATION_STALE = timedelta(minutes=15)
+# ...and gives it up as failed when it has waited this long.
+VALIDATION_GIVE_UP = timedelta(hours=24)
 # What a client may call a category -> the family stored ("checkpoint": read from the file).
 CATEGORIES = {
     "lora": Family.LORA,
@@ -346,8 +359,51 @@ def attach_configs(model: AIModel, checkpoint: AIModel) -> None:
         model.size += entry["size"]
 
 
+def requeue_lost_validations(now: Any = None) -> int:
+    """Queue again the validations that seem lost; fail those waiting too long. Returns how many.
+
+    Run by the queue sweep (tasks.sweep). A second task for a model whose first is only late is
+    harmless: validate_model runs one at a time and leaves a model that is no longer validating.
+    """
+    now = now or timezone.now()
+    waiting = AIModel.objects.filter(status=AIModel.Status.VALIDATING)
+    given_up = waiting.filter(created_at__lt=now - VALIDATION_GIVE_UP)
+    for model in given_up:
+        if cache.get(VALIDATION_LOCK.format(model.pk)) is None:
+            model_store.delete_objects(model)
+            AIModel.objects.filter(pk=model.pk, status=AIModel.Status.VALIDATING).update(
+                status=AIModel.Status.FAILED,
+                error="Its validation never ran; add the model again.",
+                files=[],
+                size=0,
+            )
+    queued = 0
+    stale = waiting.filter(
+        created_at__lt=now - VALIDATION_STALE, created_at__gte=now - VALIDATION_GIVE_UP
+    )
+    for pk in stale.values_list("pk", flat=True):
+        running = cache.get(VALIDATION_LOCK.format(pk)) is not None
+        # At most once per interval per model, across every host's sweep.
+        interval = int(VALIDATION_STALE.total_seconds())
+        if not running and cache.add(f"pictor:requeued-validation:{pk}", 1, timeout=interval):
+            log.info("model %s: queueing its validation again", pk)
+            queue_validation(pk)
+            queued += 1
+    return queued
+
+
 def validate_model(model_pk: int) -> str:
     """Load a `validating` model on this worker and run one 64 px step; mark it ready or failed."""
+    lock = VALIDATION_LOCK.format(model_pk)
+    if not cache.add(lock, 1, timeout=VALIDATION_LOCK_SECONDS):
+        return "busy"  # another worker validates it now
+    try:
+        return _validate(model_pk)
+    finally:
+        cache.delete(lock)
+
+
+def _validate(model_pk: int) -> str:
     model = AIModel.objects.filter(pk=model_pk, status=AIModel.Status.VALIDATING).first()
     if model is None:
         return "gone"

@@ -23,7 +23,7 @@ from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organization
-from generation import batching, heartbeat, previews, stopping, webhooks
+from generation import batching, heartbeat, own_models, previews, stopping, webhooks
 from generation.engine.request import GenerationRequest, ModelRef
 from generation.inputs import open_image
 from generation.jobs import finish, reap_expired_jobs
@@ -432,7 +432,8 @@ def _store(path: str, data: bytes) -> None:
 
 
 def sweep() -> int:
-    """Reap expired leases, and give each runnable queued job a broker task if it lacks one.
+    """Reap expired leases, give each runnable queued job a broker task if it lacks one, and
+    queue again the own-model validations that seem lost (own_models.requeue_lost_validations).
 
     The Job table is the queue of record; broker tasks are only wake-ups. They are lost when
     Redis restarts without persistence or a killed worker took some in advance, and then queued
@@ -441,6 +442,10 @@ def sweep() -> int:
     from django_q.brokers import get_broker
 
     reap_expired_jobs()
+    try:
+        own_models.requeue_lost_validations()
+    except Exception:  # the job queue's sweep must go on
+        log.exception("could not queue lost model validations again")
     missing = max(runnable_queued_jobs() - get_broker().queue_size(), 0)
     for _ in range(missing):
         enqueue_job(None)

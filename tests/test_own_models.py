@@ -415,3 +415,57 @@ def test_a_plan_without_own_models_says_so_on_the_page(client, free_tenant, demo
     member_client(client, free_tenant, Membership.Role.OWNER)
     page = client.get("/app/models/").content.decode()
     assert "plan does not include own models" in page
+
+
+def test_a_validation_whose_task_was_lost_is_queued_again_and_runs_once(
+    client, tenant, demo_models, lora_file, model_cache, media_dir
+):
+    from datetime import timedelta
+
+    from django.core.cache import cache
+    from django.utils import timezone
+    from django_q.models import OrmQ
+
+    from generation import own_models
+    from generation.tasks import sweep
+
+    status, data = upload(client, tenant, lora_file)
+    assert status == 202, data
+    model = AIModel.objects.get(model_id="my-lora")
+    assert model.status == AIModel.Status.VALIDATING
+    OrmQ.objects.all().delete()  # the broker lost its task (a Redis restart, a killed worker)
+    assert own_models.requeue_lost_validations() == 0  # too recent to call it lost
+
+    AIModel.objects.filter(pk=model.pk).update(created_at=timezone.now() - timedelta(minutes=20))
+    lock = own_models.VALIDATION_LOCK.format(model.pk)
+    cache.add(lock, 1)  # a worker validates it right now: nothing is queued
+    assert own_models.requeue_lost_validations() == 0
+    assert own_models.validate_model(model.pk) == "busy"
+    cache.delete(lock)
+
+    sweep()
+    assert [task.func() for task in OrmQ.objects.all()] == [own_models.VALIDATE_TASK]
+    sweep()  # once per interval, whichever host sweeps
+    assert OrmQ.objects.count() == 1
+    assert own_models.validate_model(model.pk) == "ready"
+    assert own_models.validate_model(model.pk) == "gone"  # a late duplicate changes nothing
+    assert AIModel.objects.get(pk=model.pk).status == AIModel.Status.READY
+
+
+def test_a_validation_that_never_ran_in_a_day_fails_the_model(
+    client, tenant, demo_models, lora_file
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation import own_models
+
+    status, data = upload(client, tenant, lora_file)
+    assert status == 202, data
+    model = AIModel.objects.get(model_id="my-lora")
+    AIModel.objects.filter(pk=model.pk).update(created_at=timezone.now() - timedelta(hours=25))
+    assert own_models.requeue_lost_validations() == 0
+    model.refresh_from_db()
+    assert (model.status, model.files, model.size) == (AIModel.Status.FAILED, [], 0)
+    assert "never ran" in model.error
