@@ -239,7 +239,7 @@ def deliver(delivery_id: int) -> None:
         pk=delivery_id
     )
     # Deliveries from before the organization was recorded on them have a job that says it.
-    organization = delivery.organization or delivery.job.organization  # type: ignore[union-attr]
+    organization = delivery.organization or delivery.job.organization  # type: ignore[union-attr]  # only a ping has no job, and it has the organization
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import io
 import uuid
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from accounts.auth import ANONYMOUS_KEY
 from billing import ledger
 from billing.models import CreditEntry
 from generation.models import Job
+from tests.images import noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,3 +258,144 @@ def test_a1111_answers_a_bad_key_in_its_error_shape(api, tenant, demo_model, syn
     assert data["error"] == "ValidationError"
     assert "Idempotency-Key" in data["detail"]
     assert not Job.objects.exists()
+
+
+# OpenAI: generations take JSON; edits and variations a form, keyed on its fields and files -----
+
+
+def png_upload(image: Image.Image) -> io.BytesIO:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    buffer.seek(0)
+    buffer.name = "image.png"
+    return buffer
+
+
+def openai_form(client: Any, path: str, key: str, tenant: Any, **fields: Any) -> tuple[int, Any]:
+    """(status, body) of a multipart POST with an Idempotency-Key; image values are PIL images."""
+    data = {
+        name: png_upload(value) if isinstance(value, Image.Image) else value
+        for name, value in fields.items()
+    }
+    headers = {**bearer(tenant.key), **key_header(key)}
+    response = client.post(path, data=data, headers=headers)
+    return response.status_code, response.json()
+
+
+REUSED_IN_OPENAI_SHAPE = {
+    "error": {
+        "message": "This Idempotency-Key was used for a different request; send a new key for "
+        "a new request.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "idempotency_key_reused",
+    }
+}
+
+
+def test_openai_generations_answers_a_retry_with_the_same_images(
+    api, tenant, demo_model, sync_queue
+):
+    headers = {**bearer(tenant.key), **key_header("oai-1")}
+    body = {"prompt": "a fox", "size": "64x64", "quality": "low", "response_format": "b64_json"}
+    status, first = api.post("/v1/images/generations", body, **headers)
+    status2, again = api.post("/v1/images/generations", body, **headers)
+
+    assert (status, status2) == (200, 200), again
+    assert again["data"] == first["data"]
+    assert again["created"] == first["created"]
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+    status, data = api.post("/v1/images/generations", {**body, "prompt": "a cat"}, **headers)
+
+    assert (status, data) == (422, REUSED_IN_OPENAI_SHAPE)
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/v1/images/edits", {"prompt": "a stone bridge", "quality": "low"}),
+        ("/v1/images/variations", {}),
+    ],
+    ids=["edits", "variations"],
+)
+def test_openai_uploads_answer_a_retry_with_the_same_job(
+    client, tenant, demo_model, sync_queue, path, fields
+):
+    form = {**fields, "size": "64x64"}
+    status, first = openai_form(client, path, "up-1", tenant, image=noise_image(64, 64), **form)
+    status2, again = openai_form(client, path, "up-1", tenant, image=noise_image(64, 64), **form)
+
+    assert (status, status2) == (200, 200), again
+    assert again["data"] == first["data"]
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+    # The same fields with another picture: the key names another request.
+    status, data = openai_form(client, path, "up-1", tenant, image=noise_image(64, 64, 1), **form)
+
+    assert (status, data) == (422, REUSED_IN_OPENAI_SHAPE)
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+
+# A1111 extras: an upscaler model's jobs, one per image of a batch ("key", then "key#1", ...) ----
+
+
+def test_a1111_extra_single_image_answers_a_retry_with_the_same_image(
+    api, tenant, demo_models, sync_queue
+):
+    headers = {**bearer(tenant.key), **key_header("extras-1")}
+    body = {"image": png_base64(noise_image(40, 24)), "upscaler_1": "demo-upscaler-x4"}
+    status, first = api.post("/sdapi/v1/extra-single-image", body, **headers)
+    status2, again = api.post("/sdapi/v1/extra-single-image", body, **headers)
+
+    assert (status, status2) == (200, 200), again
+    assert again["image"] == first["image"]
+    assert Job.objects.get().idempotency_key == "extras-1"
+    assert debits(tenant.org) == 1
+
+    other = {**body, "image": png_base64(noise_image(40, 24, seed=1))}
+    status, data = api.post("/sdapi/v1/extra-single-image", other, **headers)
+
+    assert status == 422, data
+    assert data["detail"] == (
+        "This Idempotency-Key was used for a different request; send a new key for a new request."
+    )
+    assert Job.objects.count() == 1
+    assert debits(tenant.org) == 1
+
+
+def test_a1111_extra_batch_images_answers_a_retry_with_the_same_jobs(
+    api, tenant, demo_models, sync_queue
+):
+    headers = {**bearer(tenant.key), **key_header("batch-1")}
+    images = [noise_image(40, 24, seed=1), noise_image(24, 24, seed=2)]
+    body = {
+        "imageList": [{"data": png_base64(im), "name": f"{n}.png"} for n, im in enumerate(images)],
+        "upscaler_1": "demo-upscaler-x4",
+    }
+    status, first = api.post("/sdapi/v1/extra-batch-images", body, **headers)
+    status2, again = api.post("/sdapi/v1/extra-batch-images", body, **headers)
+
+    assert (status, status2) == (200, 200), again
+    assert again["images"] == first["images"]
+    keys = list(Job.objects.order_by("pk").values_list("idempotency_key", flat=True))
+    assert keys == ["batch-1", "batch-1#1"]
+    assert debits(tenant.org) == 2
+
+    # Another batch under the key, whether its first image differs or only a later one.
+    items = body["imageList"]
+    third = {"data": png_base64(noise_image(24, 24, seed=3)), "name": "2.png"}
+    for other in ([items[1], items[0]], [items[0], third]):
+        status, data = api.post(
+            "/sdapi/v1/extra-batch-images", {**body, "imageList": other}, **headers
+        )
+
+        assert status == 422, data
+        assert Job.objects.count() == 2
+        assert debits(tenant.org) == 2
+    assert set(Job.objects.values_list("status", flat=True)) == {Job.Status.SUCCESS}

@@ -168,6 +168,16 @@ def bounded_float(value: Any, low: float, high: float) -> float | None:
     return number if math.isfinite(number) and low <= number <= high else None
 
 
+class FiniteFloatField(serializers.FloatField):
+    """A float that is a number (JSON has no NaN, but "nan" as text would pass min/max)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
+
+
 def bounded_int(value: Any, low: int, high: int) -> int | None:
     """`value` (an integer, a whole float, or digits as text) in [low, high]; else None."""
     if isinstance(value, bool):

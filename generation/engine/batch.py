@@ -163,7 +163,7 @@ def rows_alone(unet: Any, members: Sequence[_Member]) -> Iterator[None]:
 
     patched = [m for m in unet.modules() if isinstance(m, torch.nn.Linear)]
     for linear in patched:
-        linear.forward = functools.partial(forward, linear)  # type: ignore[method-assign]
+        linear.forward = functools.partial(forward, linear)  # type: ignore[method-assign]  # per instance, deleted in finally
     try:
         yield
     finally:

@@ -61,6 +61,26 @@ PIPELINES = {
     ("inpaint-sdxl", "controlnet-inpaint"): "StableDiffusionXLControlNetInpaintPipeline",
 }
 
+# (checkpoint family, request kind) -> the diffusers PAG pipeline for it (variations.py).
+PAG_PIPELINES = {
+    **{
+        (family, kind): name
+        for family in ("sd15", "sd2")
+        for kind, name in (
+            ("text2img", "StableDiffusionPAGPipeline"),
+            ("img2img", "StableDiffusionPAGImg2ImgPipeline"),
+            ("inpaint", "StableDiffusionPAGInpaintPipeline"),
+            ("controlnet", "StableDiffusionControlNetPAGPipeline"),
+        )
+    },
+    ("sdxl", "text2img"): "StableDiffusionXLPAGPipeline",
+    ("sdxl", "img2img"): "StableDiffusionXLPAGImg2ImgPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLPAGInpaintPipeline",
+    ("sdxl", "controlnet"): "StableDiffusionXLControlNetPAGPipeline",
+    ("inpaint", "inpaint"): "StableDiffusionPAGInpaintPipeline",
+    ("inpaint-sdxl", "inpaint"): "StableDiffusionXLPAGInpaintPipeline",
+}
+
 
 def pipeline_family(family: str, base: str) -> str:
     """The key of PIPELINES and CHECKPOINT_CLASSES: inpainting checkpoints differ by base."""

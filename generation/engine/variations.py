@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from generation.engine.pipelines import PAG_PIPELINES
 from generation.engine.pipelines import pipeline_for as plain_pipeline_for
 from generation.engine.request import GenerationRequest
 
@@ -28,25 +29,6 @@ from generation.engine.request import GenerationRequest
 PAG_LAYERS = ["mid"]
 # The scale a plain "yes" stands for (diffusers' default and the PAG paper's usual value).
 DEFAULT_PAG_SCALE = 3.0
-# (checkpoint family, request kind) -> the diffusers PAG pipeline for it.
-PAG_PIPELINES = {
-    **{
-        (family, kind): name
-        for family in ("sd15", "sd2")
-        for kind, name in (
-            ("text2img", "StableDiffusionPAGPipeline"),
-            ("img2img", "StableDiffusionPAGImg2ImgPipeline"),
-            ("inpaint", "StableDiffusionPAGInpaintPipeline"),
-            ("controlnet", "StableDiffusionControlNetPAGPipeline"),
-        )
-    },
-    ("sdxl", "text2img"): "StableDiffusionXLPAGPipeline",
-    ("sdxl", "img2img"): "StableDiffusionXLPAGImg2ImgPipeline",
-    ("sdxl", "inpaint"): "StableDiffusionXLPAGInpaintPipeline",
-    ("sdxl", "controlnet"): "StableDiffusionXLControlNetPAGPipeline",
-    ("inpaint", "inpaint"): "StableDiffusionPAGInpaintPipeline",
-    ("inpaint-sdxl", "inpaint"): "StableDiffusionXLPAGInpaintPipeline",
-}
 # diffusers' MultiDiffusion pipeline is written for the SD 1.x/2.x UNet and text encoder only.
 PANORAMA_FAMILIES = ("sd15", "sd2")
 PANORAMA_PIPELINE = "StableDiffusionPanoramaPipeline"

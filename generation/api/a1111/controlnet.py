@@ -26,7 +26,6 @@ not offer), several images in one unit, and a drawn mask.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,7 @@ from generation.api import base
 from generation.api.a1111.answers import DetailAnswer
 from generation.api.a1111.errors import A1111View, Unprocessable, refuse_unstorable_names
 from generation.api.a1111.tables import CHECKSUM_SUFFIX, TAG
-from generation.api.base import MAX_IMAGE_FIELD
+from generation.api.base import MAX_IMAGE_FIELD, FiniteFloatField
 from generation.engine.control import MAX_TILE_RATE
 from generation.engine.control import shuffle as content_shuffle
 from generation.engine.control import tile as tile_resample
@@ -133,16 +132,6 @@ UNIT_NOT_HONOURED: dict[str, tuple[tuple[Any, ...], str]] = {
 }
 
 
-class FiniteFloat(serializers.FloatField):
-    """A float that is a number ("nan" as text would pass min/max)."""
-
-    def to_internal_value(self, data: Any) -> float:
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            self.fail("invalid")
-        return value
-
-
 class ImagesField(serializers.Field):
     """`image`: base64 text, {"image", "mask"}, [image, mask], or a list of such dicts."""
 
@@ -205,7 +194,7 @@ class UnitBody(serializers.Serializer):
     enabled = serializers.BooleanField(default=True)
     module = serializers.CharField(max_length=100, allow_blank=True, default="none")
     model = serializers.CharField(max_length=300, allow_blank=True, default="None")
-    weight = FiniteFloat(min_value=0, max_value=MAX_WEIGHT, default=1.0)
+    weight = FiniteFloatField(min_value=0, max_value=MAX_WEIGHT, default=1.0)
     image = ImagesField(required=False)
     # The extension's older name for image.
     input_image = ImagesField(required=False)
@@ -217,12 +206,12 @@ class UnitBody(serializers.Serializer):
     low_vram = serializers.BooleanField(default=False)
     lowvram = serializers.BooleanField(required=False)
     processor_res = serializers.IntegerField(min_value=-1, max_value=RESOLUTION["max"], default=-1)
-    threshold_a = FiniteFloat(min_value=-1, max_value=255, default=-1)
-    threshold_b = FiniteFloat(min_value=-1, max_value=255, default=-1)
-    guidance_start = FiniteFloat(min_value=0, max_value=1, default=0.0)
-    guidance_end = FiniteFloat(min_value=0, max_value=1, required=False)
+    threshold_a = FiniteFloatField(min_value=-1, max_value=255, default=-1)
+    threshold_b = FiniteFloatField(min_value=-1, max_value=255, default=-1)
+    guidance_start = FiniteFloatField(min_value=0, max_value=1, default=0.0)
+    guidance_end = FiniteFloatField(min_value=0, max_value=1, required=False)
     # The extension's older name for guidance_end.
-    guidance = FiniteFloat(min_value=0, max_value=1, required=False)
+    guidance = FiniteFloatField(min_value=0, max_value=1, required=False)
     pixel_perfect = serializers.BooleanField(default=False)
     control_mode = ControlModeField(default=0)
     hr_option = serializers.ChoiceField(choices=HR_OPTIONS, default="Both")

@@ -51,9 +51,9 @@ from generation.api.a1111.answers import (
 )
 from generation.api.a1111.errors import A1111View, Unprocessable
 from generation.api.a1111.listings import NO_UPSCALER, PIL_UPSCALERS, upscaler_models
-from generation.api.a1111.serializers import FiniteFloatField, read_body
+from generation.api.a1111.serializers import read_body
 from generation.api.a1111.tables import MAX_N_ITER, TAG
-from generation.api.base import MAX_IMAGE_FIELD
+from generation.api.base import MAX_IMAGE_FIELD, FiniteFloatField
 from generation.models import AIModel, Job
 
 if TYPE_CHECKING:

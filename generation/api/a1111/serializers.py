@@ -10,7 +10,6 @@ GenerationRequest's fields and resolves the checkpoint and its add-ons, in webui
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +52,7 @@ from generation.api.a1111.tables import (
     SCHEDULERS_NOT_OFFERED,
     WEIGHT_SUFFIXES,
 )
-from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED
+from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED, FiniteFloatField
 from generation.engine.request import (
     MASK_BLUR,
     MAX_INPAINT_PADDING,
@@ -77,16 +76,6 @@ ADDON_FIELDS = {
     "vae": "override_settings.sd_vae",
 }
 CLIP_SKIP_FIELD = "override_settings.CLIP_stop_at_last_layers"
-
-
-class FiniteFloatField(serializers.FloatField):
-    """A float that is a number (JSON has no NaN, but "nan" as text would pass min/max)."""
-
-    def to_internal_value(self, data: Any) -> float:
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            self.fail("invalid")
-        return value
 
 
 def prompt_field() -> serializers.CharField:
