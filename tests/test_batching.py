@@ -9,6 +9,7 @@ from django.core.files.storage import default_storage
 
 from billing.models import CreditEntry, Plan
 from generation import batching, jobs, service
+from generation.engine import runner
 from generation.engine.request import GenerationRequest
 from generation.models import Job
 from generation.tasks import claim_next_job, run_next_job
@@ -47,6 +48,27 @@ def test_a_batch_gives_every_image_the_bytes_it_gets_alone(tenant, demo_model, s
     for one, other in zip(alone, batched, strict=True):
         assert stored_pngs(other) == stored_pngs(one)
     assert [len(stored_pngs(job)) for job in batched] == [1, 2, 1]
+    assert len({job.worker for job in Job.objects.filter(pk__in=[j.pk for j in batched])}) == 1
+
+
+def test_an_sdxl_batch_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_models, settings, monkeypatch
+):
+    # Two text encoders and pooled embeddings per request; a weighted prompt among them.
+    sdxl = demo_models["demo-sdxl"]
+    varied = [replace(req, model_id="demo-sdxl", steps=8) for req in VARIED]
+    settings.PICTOR_MAX_BATCH_IMAGES = 1
+    alone = [service.submit(req, tenant.org, sdxl) for req in varied]
+    for _ in alone:
+        run_next_job()
+    settings.PICTOR_MAX_BATCH_IMAGES = 8
+    batched = [service.submit(req, tenant.org, sdxl) for req in varied]
+    alone_calls = []
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: alone_calls.append(a))
+    run_next_job()
+    assert alone_calls == []  # one shared call, none run alone
+    for one, other in zip(alone, batched, strict=True):
+        assert stored_pngs(other) == stored_pngs(one)
     assert len({job.worker for job in Job.objects.filter(pk__in=[j.pk for j in batched])}) == 1
 
 

@@ -14,6 +14,8 @@ request on that request's rows in its lone layout, and each request's latents ar
 their own. (On CUDA, cuBLAS may also choose other kernels for other shapes: there the images of
 a batch can differ from lone ones in the last bit.)
 
+SDXL requests carry pooled embeddings from the second encoder too, concatenated the same way.
+
 Prompts of other lengths (weighted prompts past 75 tokens run 77 × chunks) cannot share a call
 without padding, and A1111's padding changes the images; such requests form batches of their own
 length. Only plain text2img is batched: the kinds with input images would need per-request image
@@ -46,8 +48,8 @@ PER_IMAGE_FIELDS = (
     "output_quality",
     "enhance_prompt",
 )
-# Checkpoint families whose text2img call the batch reproduces (SD 1.x and 2.x pipelines).
-FAMILIES = ("sd15", "sd2")
+# Checkpoint families whose text2img call the batch reproduces (SD 1.x, 2.x and XL pipelines).
+FAMILIES = ("sd15", "sd2", "sdxl")
 
 
 def batchable(req: GenerationRequest) -> bool:
@@ -110,6 +112,22 @@ def encoded(pipe: Any, req: GenerationRequest, prompt: str, skip: int | None) ->
     weighted = weighting.embedded_call(pipe, call, req.clip_skip_2)
     if "prompt_embeds" in weighted:
         return weighting.repeated(weighted, req.samples)
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: two encoders, pooled outputs
+        names = weighting.EMBED_FIELDS
+        return dict(
+            zip(
+                names,
+                pipe.encode_prompt(
+                    prompt,
+                    device=pipe._execution_device,
+                    num_images_per_prompt=req.samples,
+                    do_classifier_free_guidance=req.guidance_scale > 1,
+                    negative_prompt=req.negative_prompt or None,
+                    clip_skip=skip,
+                ),
+                strict=True,
+            )
+        )
     positive, negative = pipe.encode_prompt(
         prompt,
         pipe._execution_device,
