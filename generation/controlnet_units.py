@@ -9,15 +9,20 @@ the worker reads them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rest_framework.exceptions import ValidationError
 
 from generation.engine import control
 from generation.engine.request import ControlNetUnit
 
-if TYPE_CHECKING:
-    from generation.submission import Inputs
+
+class Inputs(Protocol):
+    """Where a request's input images are decoded and stored (submission.Inputs)."""
+
+    def load(self, field: str, value: Any) -> Any: ...
+
+    def store(self, image: Any, name: str) -> str: ...
 
 
 def default_type(controlnet_type: str, model_id: str) -> str:

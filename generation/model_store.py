@@ -17,10 +17,10 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 from django.conf import settings
 from django.core.files import File
@@ -28,8 +28,23 @@ from django.core.files.storage import default_storage
 
 from generation.engine.request import ModelRef
 
-if TYPE_CHECKING:
-    from generation.models import AIModel
+
+class StoredModel(Protocol):
+    """What this module reads of a model (an AIModel; typed here so models may import this)."""
+
+    pk: Any
+    model_id: str
+    family: str
+    base: str
+    path: str
+    config_path: str
+    storage_prefix: str
+    files: list[dict[str, Any]]
+    size: int
+
+
+# Every model whose files are in the store (AIModel's stored_models): what a cache may keep.
+Stored = Callable[[], Iterable[StoredModel]]
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +78,11 @@ def manifest_digest(files: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def entry_name(model: AIModel) -> str:
+def entry_name(model: StoredModel) -> str:
     return f"{model.pk}-{manifest_digest(model.files)[:32]}"
 
 
-def upload(model: AIModel, name: str, path: Path) -> dict[str, Any]:
+def upload(model: StoredModel, name: str, path: Path) -> dict[str, Any]:
     """Put one local file into the model's storage folder; returns its files entry."""
     entry = file_entry(name, path)
     with path.open("rb") as fh:
@@ -75,7 +90,7 @@ def upload(model: AIModel, name: str, path: Path) -> dict[str, Any]:
     return entry
 
 
-def delete_objects(model: AIModel) -> None:
+def delete_objects(model: StoredModel) -> None:
     """Remove the model's files from the object store and this host's cache entries."""
     for entry in model.files:
         default_storage.delete(f"{model.storage_prefix}/{entry['name']}")
@@ -90,13 +105,13 @@ def cache_dir() -> Path:
     return Path(settings.PICTOR_MODEL_CACHE_DIR)
 
 
-def local_ref(model: AIModel) -> ModelRef:
+def local_ref(model: StoredModel, stored: Stored) -> ModelRef:
     """The engine's ref of a stored model: its files in this host's cache, fetched if missing.
 
     `path` and `config_path` of a stored model are relative to its cache entry ("" is the
     entry folder itself).
     """
-    folder = ensure_local(model)
+    folder = ensure_local(model, stored)
     return ModelRef(
         model_id=model.model_id,
         path=str(folder / model.path) if model.path else str(folder),
@@ -117,7 +132,7 @@ def host_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_local(model: AIModel) -> Path:
+def ensure_local(model: StoredModel, stored: Stored) -> Path:
     """The model's cache entry on this host, fetched and verified first if it is missing."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -129,7 +144,7 @@ def ensure_local(model: AIModel) -> Path:
         if (entry / COMPLETE).is_file():
             _touch(entry)
             return entry
-        sweep(root)
+        sweep(stored(), root)
         make_room(root, model.size, keep=entry.name)
         temp = root / f"{TEMP_PREFIX}{entry.name}"
         shutil.rmtree(temp, ignore_errors=True)
@@ -202,21 +217,15 @@ def make_room(root: Path, needed: int, keep: str = "") -> None:
         used -= size
 
 
-def sweep(root: Path | None = None) -> int:
+def sweep(stored: Iterable[StoredModel], root: Path | None = None) -> int:
     """Drop entries whose model is gone or now has other files, and leftovers of fetches.
 
     Call it holding host_lock (ensure_local does), so that no fetch of this host is under way.
     """
-    from generation.models import AIModel
-
     root = root or cache_dir()
     if not root.is_dir():
         return 0
-    wanted = {
-        entry_name(model)
-        for model in AIModel.objects.exclude(storage_prefix="").only("pk", "files")
-        if model.files
-    }
+    wanted = {entry_name(model) for model in stored if model.files}
     removed = 0
     for child in root.iterdir():
         if not child.is_dir():
@@ -227,10 +236,10 @@ def sweep(root: Path | None = None) -> int:
     return removed
 
 
-def sweep_cache() -> int:
+def sweep_cache(stored: Stored) -> int:
     """sweep() under this host's lock, for a periodic task or a command."""
     root = cache_dir()
     if not root.is_dir():
         return 0
     with host_lock(root):
-        return sweep(root)
+        return sweep(stored(), root)

@@ -161,7 +161,7 @@ class AIModel(models.Model):
         if self.storage_prefix:
             from generation import model_store  # fetches a stored model into this host's cache
 
-            return model_store.local_ref(self)
+            return model_store.local_ref(self, stored_models)
         config = (
             str(Path(settings.PICTOR_MODELS_DIR) / self.config_path) if self.config_path else ""
         )
@@ -177,6 +177,11 @@ class AIModel(models.Model):
 def default_webhook_events() -> list[str]:
     """A job's webhook events unless the client chose: completion only, as before events."""
     return [WebhookEvent.COMPLETED.value]
+
+
+def stored_models() -> models.QuerySet[AIModel]:
+    """Every model whose files are in the object store (generation/model_store.py)."""
+    return AIModel.objects.exclude(storage_prefix="").only("pk", "files")
 
 
 class WebhookEvent(models.TextChoices):

@@ -12,13 +12,32 @@ torch is loaded inside the functions that run a job.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from generation.engine.loader import original_scheduler_config
 from generation.engine.schedulers import build_scheduler
 
 if TYPE_CHECKING:
-    from generation.engine.runner import _Job
+    from collections.abc import Callable
+
+    from generation.engine.cache import PipelineCache
+    from generation.engine.request import GenerationRequest, ModelRef
+
+
+class _Job(Protocol):
+    """What a refiner reads of the job it finishes (runner._Job)."""
+
+    req: GenerationRequest
+    family: str
+    cache: PipelineCache
+    seeds: list[int]
+
+    def addon(self, model_id: str) -> ModelRef: ...
+
+    def generators(self) -> list[Any]: ...
+
+    def callback(self, offset: int = 0, later: int = 0) -> Callable[..., dict] | None: ...
+
 
 # The request kinds a refiner can finish: the base must stop mid-schedule on pure noise.
 KINDS = ("text2img",)

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from generation import model_store
-from generation.models import AIModel
+from generation.models import AIModel, stored_models
 
 
 def local_files(root: Path) -> list[tuple[str, Path]]:
@@ -45,8 +45,8 @@ class Command(BaseCommand):
         previous = AIModel(pk=model.pk, storage_prefix=model.storage_prefix, files=model.files)
         if model.storage_prefix:
             # Published before: its files come from the cache entry of the current version.
-            source = Path(model_store.local_ref(model).path)
-            entry = model_store.ensure_local(model)
+            source = Path(model_store.local_ref(model, stored_models).path)
+            entry = model_store.ensure_local(model, stored_models)
             config = entry / model.config_path if model.config_path else None
             weights = source
         else:
