@@ -87,13 +87,18 @@ def start_of_day(now: datetime | None = None) -> datetime:
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def queue_cap(plan: Plan) -> int:
+    """How many of an organization's jobs may wait in the queue at once."""
+    return QUEUED_PER_CONCURRENT_JOB * plan.concurrent_jobs
+
+
 def check_queue(plan: Plan, queued: int) -> None:
     """Raise LimitExceeded when `queued` waiting jobs already fill the plan's queue."""
-    queue_cap = QUEUED_PER_CONCURRENT_JOB * plan.concurrent_jobs
-    if queued >= queue_cap:
+    cap = queue_cap(plan)
+    if queued >= cap:
         raise LimitExceeded(
             "Too many queued jobs",
-            f"The {plan.name} plan allows {queue_cap} jobs waiting in the queue; "
+            f"The {plan.name} plan allows {cap} jobs waiting in the queue; "
             "retry when some have finished.",
             wait=5,
         )

@@ -28,9 +28,10 @@ def images_sum() -> Sum:
     return Sum(Cast(KT("params__samples"), IntegerField()))
 
 
-def queued_jobs(organization: Organization) -> int:
-    """Jobs of this organization waiting for a worker."""
-    return Job.objects.for_org(organization).filter(status=Job.Status.QUEUED).count()
+def queued_jobs(organization: Organization, up_to: int | None = None) -> int:
+    """Jobs of this organization waiting for a worker (counted no further than `up_to`)."""
+    queued = Job.objects.for_org(organization).filter(status=Job.Status.QUEUED)
+    return (queued if up_to is None else queued[:up_to]).count()
 
 
 def images_today(organization: Organization) -> int:
@@ -58,7 +59,8 @@ def check_submit(organization: Organization, samples: int) -> None:
     """
     Organization.objects.select_for_update().values_list("pk", flat=True).get(pk=organization.pk)
     plan = organization.plan
-    limits.check_queue(plan, queued_jobs(organization))
+    # Counting stops at the cap: a deep queue costs a submit no more than a full one.
+    limits.check_queue(plan, queued_jobs(organization, up_to=limits.queue_cap(plan)))
     # No daily cap: the day's images are not counted at all.
     if plan.images_per_day is not None:
         limits.check_daily_images(plan, images_today(organization), samples)

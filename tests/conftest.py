@@ -57,6 +57,14 @@ _torch_threads()
 DEMO_DIR_ENV = "PICTOR_TEST_MODELS_DIR"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_queue_sums() -> None:
+    """Each test's database starts empty: no ETA sum read in another test's may be reused."""
+    from generation import estimates
+
+    estimates._fresh_ahead.clear()
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with every demo model, built once per session (or reused from the env)."""

@@ -56,3 +56,24 @@ def test_a_processing_job_counts_only_what_it_has_left(tenant, demo_model, monke
     assert estimates.eta(running) == pytest.approx(5)
     done = job(tenant.org, demo_model, Job.Status.SUCCESS)
     assert estimates.eta(done) == 0
+
+
+def test_jobs_submitted_in_the_same_moment_share_one_read_of_the_queue(tenant, demo_model):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    job(tenant.org, demo_model, minutes_ago=5, params={"steps": 10})
+    first = job(tenant.org, demo_model)
+    second = job(tenant.org, demo_model)
+    estimates.seconds_per_unit()  # its own cache: out of the count
+    with CaptureQueriesContext(connection) as queries:
+        first_eta = estimates.eta(first)
+    assert len(queries.captured_queries) == 1
+    with CaptureQueriesContext(connection) as queries:
+        assert estimates.eta(second) == first_eta  # the same queue ahead, read once
+    assert queries.captured_queries == []
+    # An older job's place is its own: it is summed for it.
+    older = Job.objects.order_by("created_at").first()
+    with CaptureQueriesContext(connection) as queries:
+        estimates.eta(older)
+    assert len(queries.captured_queries) == 1

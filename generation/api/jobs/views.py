@@ -302,7 +302,7 @@ def account_body(organization: Organization) -> dict[str, Any]:
         .annotate(n=Count("id"))
         .values_list("status", "n")
     )
-    queue_cap = limits.QUEUED_PER_CONCURRENT_JOB * plan.concurrent_jobs
+    queue_cap = limits.queue_cap(plan)
     queued = waiting.get(Job.Status.QUEUED, 0)
     balance = ledger.balance(organization)
     return {
