@@ -65,3 +65,39 @@ def test_the_installed_packages_are_the_locked_versions():
         if installed != version:
             drifted[name] = f"{installed} installed, {version} locked"
     assert not drifted, f"the venv is not the lock (run `make install`): {drifted}"
+
+
+def lock_graph() -> dict[str, set[str]]:
+    """{pinned package: the names uv's comments say it is there for}; the project is "pictor"."""
+    graph: dict[str, set[str]] = {}
+    current = ""
+    for raw in (ROOT / "requirements.lock").read_text().splitlines():
+        pin = PIN.match(raw.split("#", 1)[0].strip())
+        if pin:
+            current = canonicalize_name(pin["name"])
+            graph[current] = set()
+            via = raw.partition("# via")[2].strip()  # "# via x" on the pin's own line
+        else:
+            via = raw.strip().removeprefix("#").strip().removeprefix("via").strip()
+        if current and via and not via.startswith("-c "):
+            graph[current].add(canonicalize_name(via.split(" (", 1)[0]))
+    return graph
+
+
+def test_every_pin_is_there_for_a_declared_dependency():
+    """A dependency dropped from pyproject (without `make lock`) leaves no pin behind."""
+    graph = lock_graph()
+    wanted = {canonicalize_name(r.name) for r in declared()}
+    said_direct = {name for name, via in graph.items() if "pictor" in via}
+    assert said_direct == wanted, (
+        f"the lock says these come from pyproject: {sorted(said_direct ^ wanted)} disagree; "
+        "run `make lock`"
+    )
+    needed, todo = set(wanted), list(wanted)
+    while todo:
+        name = todo.pop()
+        for child, via in graph.items():
+            if name in via and child not in needed:
+                needed.add(child)
+                todo.append(child)
+    assert set(graph) == needed, f"pinned but needed by nothing declared: {set(graph) - needed}"
