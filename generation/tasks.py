@@ -245,11 +245,13 @@ def execute_batch(jobs: list[Job]) -> None:
         for run in runs:
             try:
                 addons = addon_refs(run.job, run.req)
+                images = input_images(run.req)
             except Exception as exc:
                 with logs.job_context(run.job):
                     run.end(exc)
                 continue
-            items.append(BatchItem(run.req, addons, run.progress, previews.previewer(run.job.pk)))
+            preview = previews.previewer(run.job.pk)
+            items.append(BatchItem(run.req, addons, run.progress, preview, images))
             ready.append(run)
         try:
             results: list[Any] = runner.generate_batch(

@@ -8,12 +8,13 @@ import pytest
 from django.core.files.storage import default_storage
 
 from billing.models import CreditEntry, Plan
-from generation import batching, jobs, service
+from generation import batching, inputs, jobs, service
 from generation.engine import runner
 from generation.engine.request import GenerationRequest
 from generation.models import Job
 from generation.tasks import claim_next_job, run_next_job
 from tests.helpers import make_tenant
+from tests.images import noise_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,8 +27,8 @@ VARIED = (
 )
 
 
-def submit_all(tenant, demo_model, requests):
-    return [service.submit(req, tenant.org, demo_model) for req in requests]
+def submit_all(tenant, demo_model, requests, kind="text2img"):
+    return [service.submit(req, tenant.org, demo_model, kind=kind) for req in requests]
 
 
 def stored_pngs(job: Job) -> list[bytes]:
@@ -70,6 +71,33 @@ def test_an_sdxl_batch_gives_every_image_the_bytes_it_gets_alone(
     for one, other in zip(alone, batched, strict=True):
         assert stored_pngs(other) == stored_pngs(one)
     assert len({job.worker for job in Job.objects.filter(pk__in=[j.pk for j in batched])}) == 1
+
+
+@pytest.mark.parametrize("model_id", ["demo-sd15", "demo-sdxl"])
+def test_an_img2img_batch_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_models, settings, monkeypatch, model_id
+):
+    demo_model = demo_models[model_id]
+
+    # Each job its own picture (of another size: each is resized as its lone run resizes it).
+    def with_picture(req, seed):
+        picture = inputs.store_image(noise_image(48 + 8 * seed, 64, seed), tenant.org.pk, "init")
+        return replace(req, model_id=model_id, kind="img2img", init_image=picture, strength=0.6)
+
+    varied = [with_picture(replace(req, steps=8), n) for n, req in enumerate(VARIED)]
+    settings.PICTOR_MAX_BATCH_IMAGES = 1
+    alone = submit_all(tenant, demo_model, varied, kind="img2img")
+    for _ in alone:
+        run_next_job()
+    settings.PICTOR_MAX_BATCH_IMAGES = 8
+    batched = submit_all(tenant, demo_model, varied, kind="img2img")
+    alone_calls = []
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: alone_calls.append(a))
+    run_next_job()
+    assert alone_calls == []  # one shared call, none run alone
+    for one, other in zip(alone, batched, strict=True):
+        assert stored_pngs(other) == stored_pngs(one)
+    assert [len(stored_pngs(job)) for job in batched] == [1, 2, 1]
 
 
 def test_a_batch_is_bounded_by_its_image_count(tenant, demo_model, settings):

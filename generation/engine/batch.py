@@ -18,9 +18,10 @@ SDXL requests carry pooled embeddings from the second encoder too, concatenated 
 
 Prompts of other lengths (weighted prompts past 75 tokens run 77 × chunks) cannot share a call
 without padding, and A1111's padding changes the images; such requests form batches of their own
-length. Only plain text2img is batched: the kinds with input images would need per-request image
-batches, and hires fix, refiner, panorama, variation seeds and tomesd change the call's shape or
-draw shared random numbers.
+length. Plain text2img and img2img are batched (img2img's pictures go in as a batch of their own,
+see size_or_images); inpaint, ControlNet and upscale would need more than a batch of pictures,
+and hires fix, refiner, panorama, variation seeds and tomesd change the call's shape or draw
+shared random numbers.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ PER_IMAGE_FIELDS = (
     "negative_prompt",
     "seed",
     "samples",
+    # An img2img request's own picture (its stored name): each image of the call has its own.
+    "init_image",
     # How outputs are encoded, and a flag that only records an already enhanced prompt.
     "output_format",
     "output_quality",
@@ -54,9 +57,9 @@ FAMILIES = ("sd15", "sd2", "sdxl")
 
 def batchable(req: GenerationRequest) -> bool:
     """Whether this request may share a diffusers call with others (see the module's doc)."""
+    inputs = set(req.input_images())
     return (
-        req.kind == "text2img"
-        and not req.input_images()
+        (req.kind, inputs) in (("text2img", set()), ("img2img", {"init_image"}))
         and req.hires_scale == 1
         and not req.refiner
         and not req.panorama
@@ -76,12 +79,13 @@ def batch_key(params: Mapping[str, Any]) -> str:
 
 @dataclass
 class BatchItem:
-    """One request of a batch, with its own progress report and live previews."""
+    """One request of a batch, with its input images (decoded), progress report and previews."""
 
     req: GenerationRequest
     addons: Mapping[str, ModelRef] = field(default_factory=dict)
     progress: Progress | None = None
     previews: Previewer | None = None
+    images: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +141,23 @@ def encoded(pipe: Any, req: GenerationRequest, prompt: str, skip: int | None) ->
         clip_skip=skip,
     )
     return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
+
+
+def size_or_images(req: GenerationRequest, group: Sequence[_Member]) -> dict[str, Any]:
+    """The call's size (text2img), or its pictures and strength (img2img), for every image.
+
+    An img2img call gets each request's picture, resized as its lone run resizes it, once per
+    image it asks for: with one generator per image, diffusers encodes each picture alone and
+    draws its noise from that image's generator, so every latent is the one its lone run makes.
+    """
+    if req.kind == "text2img":
+        return {"width": req.width, "height": req.height}
+    size = (req.width, req.height)
+    pictures = []
+    for member in group:
+        picture = member.item.images["init_image"].convert("RGB").resize(size)
+        pictures += [picture] * member.rows
+    return {"image": pictures, "strength": req.strength}
 
 
 def group_by_shape(members: Sequence[_Member]) -> list[list[_Member]]:

@@ -445,6 +445,7 @@ def generate_batch(
         return (
             family in batch.FAMILIES
             and batch.batchable(req)
+            and (req.kind != "img2img" or item.images.get("init_image") is not None)
             and batch.batch_key(req.to_params()) == key
             and all(item.addons.get(n) == items[0].addons.get(n) for n in names if n)
         )
@@ -476,6 +477,7 @@ def generate_batch(
                 item.req,
                 ref,
                 addons=item.addons,
+                images=item.images,
                 cache=cache,
                 progress=item.progress,
                 nsfw_threshold=nsfw_threshold,
@@ -615,8 +617,7 @@ class _BatchRun:
             "num_inference_steps": req.steps,
             "guidance_scale": req.guidance_scale,
             "num_images_per_prompt": 1,
-            "width": req.width,
-            "height": req.height,
+            **batch.size_or_images(req, group),
             **variations.call_options(pipe, req, generators),
         }
         try:
