@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseForbidden
 from django.http.response import HttpResponseBase
@@ -29,6 +30,17 @@ from django.views.decorators.http import require_safe
 SIGNING_SALT = "pictor.generation.media.signed-url"
 # The largest expiry a link may carry: ten digits reach the year 2286.
 MAX_EXPIRES_DIGITS = 10
+
+
+def save_over(name: str, data: bytes) -> None:
+    """Store `data` under exactly `name`, replacing what is there.
+
+    Storage backends rename a clash instead; callers whose names are fixed (a job's n-th image,
+    a model's sample) write the same name again on a retry.
+    """
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    default_storage.save(name, ContentFile(data))
 
 
 def lifetime(temp: bool = False) -> int:

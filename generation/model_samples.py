@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db.models import F, Q
 from django.utils import timezone
@@ -212,7 +211,7 @@ def make_sample(model_pk: int, attempt: int) -> str:
     try:
         req = sample_request(model)
         image = render(model, req)
-        store(name, encode_image(image, a1111_parameters(req, req.seed)))
+        media.save_over(name, encode_image(image, a1111_parameters(req, req.seed)))
     except Exception as exc:
         log.warning("model %s: its sample failed: %s", model.model_id, exc)
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -226,12 +225,6 @@ def make_sample(model_pk: int, attempt: int) -> str:
         return "gone"
     log.info("model %s: sample made", model.model_id)
     return "ready"
-
-
-def store(name: str, data: bytes) -> None:
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    default_storage.save(name, ContentFile(data))
 
 
 def sample_url(model: AIModel) -> str:

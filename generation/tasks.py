@@ -16,14 +16,12 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import connection, connections, transaction
 from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Organization
-from generation import batching, heartbeat, own_models, previews, stopping, webhooks
+from generation import batching, heartbeat, media, own_models, previews, stopping, webhooks
 from generation.engine.request import GenerationRequest, ModelRef
 from generation.inputs import open_image
 from generation.jobs import finish, reap_expired_jobs
@@ -320,7 +318,10 @@ class _Running:
         ):
             path = job.output_path(index)
             parameters = a1111_parameters(req, seed)
-            _store(path, encode_image(image, parameters, req.output_format, req.output_quality))
+            # Paths are fixed per job and index, so a retried job overwrites its own files.
+            media.save_over(
+                path, encode_image(image, parameters, req.output_format, req.output_quality)
+            )
             outputs.append(
                 OutputImage(
                     job=job,
@@ -424,13 +425,6 @@ def lease_kept(job: Job, mine: QuerySet[Job]) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-
-
-def _store(path: str, data: bytes) -> None:
-    # Paths are deterministic per job and index, so a retried job overwrites its own files.
-    if default_storage.exists(path):
-        default_storage.delete(path)
-    default_storage.save(path, ContentFile(data))
 
 
 def sweep() -> int:
