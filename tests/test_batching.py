@@ -38,66 +38,54 @@ def stored_pngs(job: Job) -> list[bytes]:
     return [default_storage.open(path).read() for path in paths]
 
 
-def test_a_batch_gives_every_image_the_bytes_it_gets_alone(tenant, demo_model, settings):
+def alone_then_batched(tenant, model, requests, settings, monkeypatch, kind="text2img"):
+    """Run `requests` one job at a time, then again as one batch.
+
+    Each batched job's stored PNGs must be byte for byte its lone twin's, and the batch one
+    shared call: one task runs them all, and nothing in it falls back to running alone.
+    """
     settings.PICTOR_MAX_BATCH_IMAGES = 1
-    alone = submit_all(tenant, demo_model, VARIED)
+    alone = submit_all(tenant, model, requests, kind)
     for _ in alone:
         run_next_job()
     settings.PICTOR_MAX_BATCH_IMAGES = 8
-    batched = submit_all(tenant, demo_model, VARIED)
-    run_next_job()  # one task runs all three: they share the call
+    batched = submit_all(tenant, model, requests, kind)
+    alone_calls = []
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: alone_calls.append(a))
+    run_next_job()
+    assert alone_calls == []
     for one, other in zip(alone, batched, strict=True):
         assert stored_pngs(other) == stored_pngs(one)
-    assert [len(stored_pngs(job)) for job in batched] == [1, 2, 1]
+    assert [len(stored_pngs(job)) for job in batched] == [req.samples for req in requests]
     assert len({job.worker for job in Job.objects.filter(pk__in=[j.pk for j in batched])}) == 1
+
+
+def test_a_batch_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_model, settings, monkeypatch
+):
+    alone_then_batched(tenant, demo_model, VARIED, settings, monkeypatch)
 
 
 def test_an_sdxl_batch_gives_every_image_the_bytes_it_gets_alone(
     tenant, demo_models, settings, monkeypatch
 ):
     # Two text encoders and pooled embeddings per request; a weighted prompt among them.
-    sdxl = demo_models["demo-sdxl"]
     varied = [replace(req, model_id="demo-sdxl", steps=8) for req in VARIED]
-    settings.PICTOR_MAX_BATCH_IMAGES = 1
-    alone = [service.submit(req, tenant.org, sdxl) for req in varied]
-    for _ in alone:
-        run_next_job()
-    settings.PICTOR_MAX_BATCH_IMAGES = 8
-    batched = [service.submit(req, tenant.org, sdxl) for req in varied]
-    alone_calls = []
-    monkeypatch.setattr(runner, "generate", lambda *a, **k: alone_calls.append(a))
-    run_next_job()
-    assert alone_calls == []  # one shared call, none run alone
-    for one, other in zip(alone, batched, strict=True):
-        assert stored_pngs(other) == stored_pngs(one)
-    assert len({job.worker for job in Job.objects.filter(pk__in=[j.pk for j in batched])}) == 1
+    alone_then_batched(tenant, demo_models["demo-sdxl"], varied, settings, monkeypatch)
 
 
 @pytest.mark.parametrize("model_id", ["demo-sd15", "demo-sdxl"])
 def test_an_img2img_batch_gives_every_image_the_bytes_it_gets_alone(
     tenant, demo_models, settings, monkeypatch, model_id
 ):
-    demo_model = demo_models[model_id]
-
     # Each job its own picture (of another size: each is resized as its lone run resizes it).
     def with_picture(req, seed):
         picture = inputs.store_image(noise_image(48 + 8 * seed, 64, seed), tenant.org.pk, "init")
         return replace(req, model_id=model_id, kind="img2img", init_image=picture, strength=0.6)
 
     varied = [with_picture(replace(req, steps=8), n) for n, req in enumerate(VARIED)]
-    settings.PICTOR_MAX_BATCH_IMAGES = 1
-    alone = submit_all(tenant, demo_model, varied, kind="img2img")
-    for _ in alone:
-        run_next_job()
-    settings.PICTOR_MAX_BATCH_IMAGES = 8
-    batched = submit_all(tenant, demo_model, varied, kind="img2img")
-    alone_calls = []
-    monkeypatch.setattr(runner, "generate", lambda *a, **k: alone_calls.append(a))
-    run_next_job()
-    assert alone_calls == []  # one shared call, none run alone
-    for one, other in zip(alone, batched, strict=True):
-        assert stored_pngs(other) == stored_pngs(one)
-    assert [len(stored_pngs(job)) for job in batched] == [1, 2, 1]
+    model = demo_models[model_id]
+    alone_then_batched(tenant, model, varied, settings, monkeypatch, kind="img2img")
 
 
 def test_a_batch_is_bounded_by_its_image_count(tenant, demo_model, settings):
