@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,37 @@ def sign_up(visitor: Visitor, mailbox: Path, email: str, organization: str) -> N
     assert "Send the link again" in visitor.page.inner_text("main")
     visitor.open(mailed_link(mailbox, email, "/accounts/verify/"))
     visitor.page.wait_for_url("**/app/keys/")
+
+
+@contextmanager
+def signed_up_member(
+    make_stack: Callable[..., Any],
+    visitor_on: Callable[[str], Visitor],
+    mailbox: Path,
+    email: str,
+    organization: str,
+    **settings: str,
+) -> Iterator[tuple[Any, Visitor]]:
+    """A stack that mails into `mailbox`, and a visitor on it signed up as `email`.
+
+    `settings` go to the stack; its logs are printed when the body fails, and the page must
+    have logged no error by the end.
+    """
+    stack = make_stack(
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(mailbox),
+        **settings,
+    )
+    visitor = visitor_on(stack.base_url)
+    try:
+        sign_up(visitor, mailbox, email, organization)
+        yield stack, visitor
+    except Exception:
+        print(dump_logs(stack))
+        raise
+    finally:
+        visitor.close()
+    assert not visitor.errors, visitor.errors
 
 
 def test_a_new_tenant_signs_up_generates_and_sees_it(make_stack, browser, shots, tmp_path):

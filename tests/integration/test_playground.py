@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.integration.cluster import WebhookReceiver
 from tests.integration.conftest import dump_logs
-from tests.integration.test_browser import browser, sign_up  # noqa: F401  (a fixture)
+from tests.integration.test_browser import browser, signed_up_member  # noqa: F401  (a fixture)
 from tests.integration.test_gallery_browser import GalleryVisitor, zip_pngs
 from tests.processes import wait_until
 
@@ -43,33 +43,31 @@ def receiver() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def member(make_stack: Any, browser: Any, tmp_path: Path, receiver: WebhookReceiver) -> Any:  # noqa: F811
     """A stack whose webhooks may reach `receiver`, and a signed-up Free-plan member's browser."""
-    mailbox = tmp_path / "mail"
-    stack = make_stack(
-        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-        EMAIL_FILE_PATH=str(mailbox),
-        PICTOR_FETCH_ALLOWED_NETWORKS="127.0.0.1/32",
-        PICTOR_FETCH_ALLOWED_PORTS=f"80,443,{receiver.port}",
-    )
     shots = tmp_path / "shots"
     shots.mkdir()
-    visitor = GalleryVisitor(browser, stack.base_url, shots)
     polls: list[tuple[str, int]] = []
-    visitor.page.on(
-        "response",
-        lambda response: (
-            polls.append((response.url, response.status)) if JOB_POLL in response.url else None
-        ),
-    )
-    try:
-        sign_up(visitor, mailbox, "grace@example.com", "Hopper Labs")
+
+    def visitor_on(base_url: str) -> GalleryVisitor:
+        visitor = GalleryVisitor(browser, base_url, shots)
+        visitor.page.on(
+            "response",
+            lambda response: (
+                polls.append((response.url, response.status)) if JOB_POLL in response.url else None
+            ),
+        )
+        return visitor
+
+    with signed_up_member(
+        make_stack,
+        visitor_on,
+        tmp_path / "mail",
+        "grace@example.com",
+        "Hopper Labs",
+        PICTOR_FETCH_ALLOWED_NETWORKS="127.0.0.1/32",
+        PICTOR_FETCH_ALLOWED_PORTS=f"80,443,{receiver.port}",
+    ) as (stack, visitor):
         assert "Free plan" in visitor.page.inner_text("ul.messages")
         yield stack, visitor, polls
-    except Exception:
-        print(dump_logs(stack))
-        raise
-    finally:
-        visitor.close()
-    assert not visitor.errors, visitor.errors
 
 
 def stop_worker(stack: Any) -> None:

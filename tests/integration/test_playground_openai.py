@@ -18,8 +18,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.integration.conftest import dump_logs
-from tests.integration.test_browser import Visitor, browser, sign_up  # noqa: F401  (a fixture)
+from tests.integration.test_browser import Visitor, browser, signed_up_member  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -30,27 +29,20 @@ SNIPPET = "#python-openai"
 @pytest.fixture
 def member(make_stack: Any, browser: Any, tmp_path: Path) -> Any:  # noqa: F811
     """A stack, a signed-up Free-plan member's browser on it and the member's new API key."""
-    mailbox = tmp_path / "mail"
-    stack = make_stack(
-        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
-        EMAIL_FILE_PATH=str(mailbox),
-    )
     shots = tmp_path / "shots"
     shots.mkdir()
-    visitor = Visitor(browser, stack.base_url, shots, "member")
-    try:
-        sign_up(visitor, mailbox, "katherine@example.com", "Johnson Orbits")
+    with signed_up_member(
+        make_stack,
+        lambda base_url: Visitor(browser, base_url, shots, "member"),
+        tmp_path / "mail",
+        "katherine@example.com",
+        "Johnson Orbits",
+    ) as (stack, visitor):
         visitor.page.fill("#key-name", "sdk")
         visitor.page.click("text=Create key")
         visitor.page.wait_for_selector("[data-testid=new-key]")
         key = visitor.page.inner_text("[data-testid=new-key]").strip()
         yield stack, visitor, key
-    except Exception:
-        print(dump_logs(stack))
-        raise
-    finally:
-        visitor.close()
-    assert not visitor.errors, visitor.errors
 
 
 def run_snippet(snippet: str, key: str, folder: Path) -> list[str]:
