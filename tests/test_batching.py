@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 from django.core.files.storage import default_storage
+from PIL import Image
 
 from billing.models import CreditEntry, Plan
 from generation import batching, inputs, jobs, service
@@ -14,7 +15,7 @@ from generation.engine.request import GenerationRequest
 from generation.models import Job
 from generation.tasks import claim_next_job, run_next_job
 from tests.helpers import make_tenant
-from tests.images import noise_image
+from tests.images import centre_mask, noise_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,6 +87,59 @@ def test_an_img2img_batch_gives_every_image_the_bytes_it_gets_alone(
     varied = [with_picture(replace(req, steps=8), n) for n, req in enumerate(VARIED)]
     model = demo_models[model_id]
     alone_then_batched(tenant, model, varied, settings, monkeypatch, kind="img2img")
+
+
+def corner_mask(width: int, height: int) -> Image.Image:
+    """White (repaint) in a small box near the top-left corner, black (keep) elsewhere."""
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (4, 6, width // 3, height // 4))
+    return mask
+
+
+def inpainting(tenant, req, n, mask=centre_mask, **options):
+    """`req` as an inpaint of its own picture (of its own size) through `mask`."""
+    size = (48 + 8 * n, 64)
+    picture = inputs.store_image(noise_image(*size, n), tenant.org.pk, "init")
+    masked = inputs.store_image(mask(*size), tenant.org.pk, "mask")
+    return replace(
+        req, kind="inpaint", init_image=picture, mask_image=masked, strength=0.75, **options
+    )
+
+
+@pytest.mark.parametrize("only_masked", [False, True], ids=["whole", "only-masked"])
+@pytest.mark.parametrize("model_id", ["demo-sd15", "demo-sdxl", "demo-sd15-inpaint"])
+def test_an_inpaint_batch_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_models, settings, monkeypatch, model_id, only_masked
+):
+    # Each job its own picture and mask (one a small corner box, so "only masked" crops each
+    # elsewhere), pasted back into its own picture; demo-sd15-inpaint's UNet takes 9 channels.
+    masks = (centre_mask, corner_mask, centre_mask)
+    varied = [
+        inpainting(
+            tenant,
+            replace(req, model_id=model_id, steps=8, samples=1),
+            n,
+            masks[n],
+            inpaint_full_res=only_masked,
+            inpaint_padding=4 * only_masked,
+        )
+        for n, req in enumerate(VARIED)
+    ]
+    model = demo_models[model_id]
+    alone_then_batched(tenant, model, varied, settings, monkeypatch, kind="inpaint")
+
+
+def test_an_inpaint_of_several_samples_runs_alone(tenant, demo_model, settings):
+    # Alone it encodes its one picture with its first sample's generator: no batch does that.
+    settings.PICTOR_MAX_BATCH_IMAGES = 8
+    one, two = (inpainting(tenant, replace(BASE, samples=n), n) for n in (1, 2))
+    leader, several, single, last = submit_all(tenant, demo_model, [one, two, one, two], "inpaint")
+    assert claim_next_job().pk == leader.pk
+    companions = batching.claim_companions(Job.objects.get(pk=leader.pk))
+    assert [job.pk for job in companions] == [single.pk]
+    assert claim_next_job().pk == several.pk
+    assert batching.claim_companions(Job.objects.get(pk=several.pk)) == []
+    assert Job.objects.get(pk=last.pk).status == Job.Status.QUEUED
 
 
 def test_a_batch_is_bounded_by_its_image_count(tenant, demo_model, settings):

@@ -1,10 +1,10 @@
 """Several compatible requests run as one diffusers call, each image exactly as it would be alone.
 
 A batch shares everything that shapes the call (model, size, steps, scheduler, guidance, add-ons,
-options) and differs only in what each image carries: prompts, seed and sample count. Each
-request's prompts are encoded on their own (with diffusers' encode_prompt, or the A1111 weighting
-of weighting.py), so the embeddings are the ones its lone run would use, and concatenated; each
-image draws its noise from its own generator, as a lone run does.
+options) and differs only in what each image carries: prompts, seed, sample count and input
+pictures. Each request's prompts are encoded on their own (with diffusers' encode_prompt, or the
+A1111 weighting of weighting.py), so the embeddings are the ones its lone run would use, and
+concatenated; each image draws its noise from its own generator, as a lone run does.
 
 Pixel identity needs more than that: a CPU matrix product or a group norm may sum in another
 order for another batch size, and so differ in the last bit. Measured on the demo UNet, only the
@@ -18,10 +18,17 @@ SDXL requests carry pooled embeddings from the second encoder too, concatenated 
 
 Prompts of other lengths (weighted prompts past 75 tokens run 77 × chunks) cannot share a call
 without padding, and A1111's padding changes the images; such requests form batches of their own
-length. Plain text2img and img2img are batched (img2img's pictures go in as a batch of their own,
-see size_or_images); inpaint, ControlNet and upscale would need more than a batch of pictures,
-and hires fix, refiner, panorama, variation seeds and tomesd change the call's shape or draw
-shared random numbers.
+length. Plain text2img, img2img and inpaint are batched, on 4-channel and 9-channel (inpainting)
+checkpoints alike; img2img's and inpaint's pictures go in as a batch of their own (see
+size_or_images). With one generator per image, diffusers encodes picture i (and inpaint's masked
+picture i) alone with generator i, so every image of the call gets its lone latents. An inpaint
+request asking for several samples runs alone: its lone call encodes its one picture with the
+first sample's generator only, and a later sample's generator is never drawn from for it, which
+a batch of pictures (each encoded with its own image's generator) cannot reproduce. Each inpaint
+request's picture and mask are prepared (fill, "only masked" crop) and its images pasted back
+into its own picture, as its lone run does (generation/engine/inpaint.py). ControlNet and
+upscale need more than a batch of pictures, and hires fix, refiner, panorama, variation seeds
+and tomesd change the call's shape or draw shared random numbers.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from generation.engine.inpaint import Inpaint
 from generation.engine.preview import Previewer
 from generation.engine.request import GenerationRequest, ModelRef
 
@@ -44,22 +52,33 @@ PER_IMAGE_FIELDS = (
     "negative_prompt",
     "seed",
     "samples",
-    # An img2img request's own picture (its stored name): each image of the call has its own.
+    # An img2img or inpaint request's own picture and mask (stored names): each image of the
+    # call has its own.
     "init_image",
+    "mask_image",
     # How outputs are encoded, and a flag that only records an already enhanced prompt.
     "output_format",
     "output_quality",
     "enhance_prompt",
 )
-# Checkpoint families whose text2img call the batch reproduces (SD 1.x, 2.x and XL pipelines).
-FAMILIES = ("sd15", "sd2", "sdxl")
+# Checkpoint families (`pipeline_family` keys) whose calls the batch reproduces: SD 1.x, 2.x
+# and XL pipelines, and their 9-channel inpainting checkpoints (which run inpaint only).
+FAMILIES = ("sd15", "sd2", "sdxl", "inpaint", "inpaint-sdxl")
+# The kinds batched, each with the input images it takes (and needs).
+KIND_INPUTS: dict[str, set[str]] = {
+    "text2img": set(),
+    "img2img": {"init_image"},
+    "inpaint": {"init_image", "mask_image"},
+}
 
 
 def batchable(req: GenerationRequest) -> bool:
     """Whether this request may share a diffusers call with others (see the module's doc)."""
     inputs = set(req.input_images())
     return (
-        (req.kind, inputs) in (("text2img", set()), ("img2img", {"init_image"}))
+        KIND_INPUTS.get(req.kind) == inputs
+        # A lone inpaint of several samples encodes its picture with the first one's generator.
+        and (req.kind != "inpaint" or req.samples == 1)
         and req.hires_scale == 1
         and not req.refiner
         and not req.panorama
@@ -97,6 +116,8 @@ class _Member:
     offset: int
     embeds: dict[str, Any]
     generators: list[Any]
+    # An inpaint's prepared picture and mask, and where its images are pasted back.
+    painting: Inpaint | None = None
     dropped: BaseException | None = None
 
     @property
@@ -144,14 +165,27 @@ def encoded(pipe: Any, req: GenerationRequest, prompt: str, skip: int | None) ->
 
 
 def size_or_images(req: GenerationRequest, group: Sequence[_Member]) -> dict[str, Any]:
-    """The call's size (text2img), or its pictures and strength (img2img), for every image.
+    """The call's size (text2img), or its pictures (and masks) and strength, for every image.
 
     An img2img call gets each request's picture, resized as its lone run resizes it, once per
     image it asks for: with one generator per image, diffusers encodes each picture alone and
     draws its noise from that image's generator, so every latent is the one its lone run makes.
+    An inpaint call gets each request's prepared picture and mask (one image each, see
+    batchable), which diffusers encodes the same way, and the masked picture too.
     """
     if req.kind == "text2img":
         return {"width": req.width, "height": req.height}
+    if req.kind == "inpaint":
+        paintings = [m.painting for m in group if m.painting is not None]
+        if len(paintings) != len(group) or any(m.rows != 1 for m in group):
+            raise ValueError("every request of an inpaint batch needs its one prepared picture")
+        return {
+            "image": [p.image for p in paintings],
+            "mask_image": [p.mask for p in paintings],
+            "width": req.width,
+            "height": req.height,
+            "strength": req.strength,
+        }
     size = (req.width, req.height)
     pictures = []
     for member in group:

@@ -80,6 +80,19 @@ def fresh_scheduler(base: Any, req: GenerationRequest) -> Any:
     )
 
 
+def painting_for(req: GenerationRequest, init: Any, mask: Any) -> inpaint.Inpaint:
+    """The inpaint's picture and mask at the request's size, as A1111 prepares them."""
+    return inpaint.prepare(
+        init,
+        mask,
+        (req.width, req.height),
+        fill=req.inpaint_fill,
+        blur=(req.mask_blur_x, req.mask_blur_y),
+        only_masked=req.inpaint_full_res,
+        padding=req.inpaint_padding,
+    )
+
+
 def validate(req: GenerationRequest) -> None:
     """Raise ValueError when the engine cannot honour the request as asked."""
     if req.kind not in KINDS:
@@ -286,14 +299,8 @@ class _Job:
                 strength=req.strength,
             )
         elif base_kind == "inpaint":
-            painting = inpaint.prepare(
-                self.required_image("init_image"),
-                self.required_image("mask_image"),
-                size,
-                fill=req.inpaint_fill,
-                blur=(req.mask_blur_x, req.mask_blur_y),
-                only_masked=req.inpaint_full_res,
-                padding=req.inpaint_padding,
+            painting = painting_for(
+                req, self.required_image("init_image"), self.required_image("mask_image")
             )
             call.update(
                 image=painting.image,
@@ -444,8 +451,10 @@ def generate_batch(
         names = [name for name, _weight in req.loras] + [*req.embeddings, req.vae]
         return (
             family in batch.FAMILIES
+            and kind_error(family, req.kind) is None
             and batch.batchable(req)
-            and (req.kind != "img2img" or item.images.get("init_image") is not None)
+            # Every input picture it names is here (a missing one fails it alone).
+            and all(item.images.get(name) is not None for name in req.input_images())
             and batch.batch_key(req.to_params()) == key
             and all(item.addons.get(n) == items[0].addons.get(n) for n in names if n)
         )
@@ -503,7 +512,7 @@ def _checked(
 
 
 class _BatchRun:
-    """One shared text2img call for the requests `indexes` of `items` (see batch.py)."""
+    """One shared text2img, img2img or inpaint call for the requests `indexes` of `items`."""
 
     def __init__(
         self,
@@ -557,12 +566,21 @@ class _BatchRun:
                     try:
                         prompt = with_tokens(item.req.prompt, item.req.negative_prompt, tokens)
                         embeds = batch.encoded(pipe, item.req, prompt, skip)
+                        painting = (
+                            painting_for(
+                                item.req, item.images["init_image"], item.images["mask_image"]
+                            )
+                            if item.req.kind == "inpaint"
+                            else None
+                        )
                     except Exception as exc:
                         self.results[index] = exc
                         continue
                     seeds = [item.req.seed + i for i in range(item.req.samples)]
                     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-                    members.append(batch._Member(index, item, 0, embeds, generators))
+                    members.append(
+                        batch._Member(index, item, 0, embeds, generators, painting=painting)
+                    )
                 for group in batch.group_by_shape(members):
                     finished.update(self.call(pipe, group))
             seconds = time.perf_counter() - started
@@ -636,5 +654,9 @@ class _BatchRun:
                 self.results[member.index] = member.dropped
                 continue
             rows = latents[member.offset : member.offset + member.rows]
-            done[member.index] = batch.decode_alone(pipe, rows, member.generators)
+            images = batch.decode_alone(pipe, rows, member.generators)
+            if member.painting is not None:
+                # As a lone inpaint: only the masked area changes (see _Job.diffuse).
+                images = [member.painting.paste(image) for image in images]
+            done[member.index] = images
         return done
