@@ -4,16 +4,20 @@ For each mode (PICTOR_MAX_BATCH_IMAGES=1, then the given value, "auto" by defaul
 (gunicorn) and one worker with bench/overhead.py's `stack` (Redis broker and cache), times
 --lone jobs run one at a time (the lone-job cost of batching), then has --clients threads each
 submit single-image 256x256, 21-step jobs on demo-sd15 back to back for --seconds, waiting for
-each to succeed. Images/s count the images finished from the first submit to the last answer
-(jobs in flight at the deadline are waited for). Prints one JSON line: images/s per mode and the
-ratio, p50/p95 latency (submit to success) per mode, and the lone-job ratio (median on / off).
+each to succeed (with --kind inpaint, each job repaints a square of one shared picture).
+Images/s count the images finished from the first submit to the last answer (jobs in flight at
+the deadline are waited for). Prints one JSON line: images/s per mode and the ratio, p50/p95
+latency (submit to success) per mode, and the lone-job ratio (median on / off).
 
     .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 3] [--on auto]
+        [--kind text2img|inpaint]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import os
 import statistics
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 import requests
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -30,11 +35,27 @@ from overhead import CONFIGS, PROMPT, ROOT, SIZE, STEPS, Running, stack  # noqa:
 
 # A key on this plan runs 16 jobs at once and has no daily image cap.
 PLAN = "enterprise"
+ENDPOINTS = {"text2img": "/api/v3/text2img", "inpaint": "/api/v3/inpaint"}
 
 
-def submit_and_wait(running: Running, seed: int) -> float:
+def png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def inpaint_inputs() -> dict[str, str]:
+    """A picture (a gradient) and a mask whose white square is repainted, as base64 PNGs."""
+    picture = Image.linear_gradient("L").resize((SIZE, SIZE)).convert("RGB")
+    mask = Image.new("L", (SIZE, SIZE))
+    ImageDraw.Draw(mask).rectangle((SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4), 255)
+    return {"init_image": png_base64(picture), "mask_image": png_base64(mask)}
+
+
+def submit_and_wait(running: Running, seed: int, kind: str = "text2img") -> float:
     """One single-image job through the ModelsLab API, submit to success; its latency."""
     body = {
+        **(inpaint_inputs() if kind == "inpaint" else {}),
         "key": running.key,
         "prompt": f"{PROMPT}, take {seed}",
         "width": SIZE,
@@ -44,7 +65,7 @@ def submit_and_wait(running: Running, seed: int) -> float:
         "samples": 1,
     }
     start = time.perf_counter()
-    data = requests.post(f"{running.base_url}/api/v3/text2img", json=body, timeout=900).json()
+    data = requests.post(f"{running.base_url}{ENDPOINTS[kind]}", json=body, timeout=900).json()
     while data.get("status") == "processing":
         time.sleep(0.25)
         fetch = f"{running.base_url}/api/v3/fetch/{data['id']}"
@@ -58,10 +79,12 @@ def percentile(values: list[float], share: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3)
 
 
-def measure(running: Running, seconds: float, clients: int, lone: int) -> dict[str, float]:
+def measure(
+    running: Running, seconds: float, clients: int, lone: int, kind: str
+) -> dict[str, float]:
     """Lone-job latency, then images/s and latency of `clients` closed-loop clients."""
-    submit_and_wait(running, 1)  # warm: the first job may still load the model
-    lone_s = [submit_and_wait(running, 10 + i) for i in range(lone)]
+    submit_and_wait(running, 1, kind)  # warm: the first job may still load the model
+    lone_s = [submit_and_wait(running, 10 + i, kind) for i in range(lone)]
     latencies: list[float] = []
     lock = threading.Lock()
     start = time.perf_counter()
@@ -70,7 +93,7 @@ def measure(running: Running, seconds: float, clients: int, lone: int) -> dict[s
     def client(number: int) -> None:
         seed = 1000 + number * 100_000
         while time.perf_counter() < deadline:
-            elapsed = submit_and_wait(running, seed)
+            elapsed = submit_and_wait(running, seed, kind)
             seed += 1
             with lock:
                 latencies.append(elapsed)
@@ -129,11 +152,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--lone", type=int, default=3)
     parser.add_argument("--on", default="auto", help="PICTOR_MAX_BATCH_IMAGES when on")
+    parser.add_argument("--kind", default="text2img", choices=sorted(ENDPOINTS))
     args = parser.parse_args()
     models_dir = Path(os.environ.get("PICTOR_MODELS_DIR", ROOT / "var" / "models"))
     figures: dict[str, object] = {
         "bench": "throughput",
-        "job": f"{SIZE}x{SIZE}, {STEPS} steps, UniPC, demo-sd15, 1 image",
+        "job": f"{args.kind}, {SIZE}x{SIZE}, {STEPS} steps, UniPC, demo-sd15, 1 image",
         "clients": args.clients,
         "seconds": args.seconds,
         "batch_images_on": args.on,
@@ -148,7 +172,7 @@ def main() -> None:
             "PICTOR_POLL_RATE_PER_MINUTE": "1000000",
         }
         with stack(models_dir, env, plan=PLAN, threads=args.clients + 4) as running:
-            figures[name] = measure(running, args.seconds, args.clients, args.lone)
+            figures[name] = measure(running, args.seconds, args.clients, args.lone, args.kind)
         print(f"{name}: {figures[name]}", file=sys.stderr)
     off, on = figures["off"], figures["on"]
     assert isinstance(off, dict) and isinstance(on, dict)
