@@ -49,6 +49,12 @@ def problems(req: GenerationRequest, family: str) -> dict[str, str]:
             f"Perturbed-attention guidance (self_attention) does not run {req.kind} on a "
             f"{family} model" + (f"; it runs {', '.join(kinds)}." if kinds else ".")
         )
+    elif req.pag_scale > 0 and req.guess_mode:
+        # diffusers' PAG ControlNet pipeline feeds guess mode's conditional-only map to the
+        # ControlNet beside the three guidance blocks of latents: a shape error mid-call.
+        found["guess_mode"] = (
+            "Guess mode cannot be combined with perturbed-attention guidance (self_attention)."
+        )
     if req.panorama:
         if req.kind != "text2img":
             found["panorama"] = "A panorama is a text2img option only."

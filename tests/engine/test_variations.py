@@ -186,6 +186,8 @@ def test_tiling_restores_every_padding_mode_after_a_failed_job(demo_path, warm_c
         ("sd15", {"subseed_strength": 0.5, "kind": "img2img"}, "subseed_strength"),
         ("sd15", {"subseed_strength": 0.5, "kind": "inpaint"}, "subseed_strength"),
         ("upscaler", {"pag_scale": 3.0, "kind": "upscale"}, "pag_scale"),
+        ("sd15", {"pag_scale": 3.0, "kind": "controlnet", "guess_mode": True}, "guess_mode"),
+        ("sdxl", {"pag_scale": 3.0, "kind": "controlnet", "guess_mode": True}, "guess_mode"),
     ],
 )
 def test_it_names_what_it_cannot_run(family: str, changes: dict, field: str) -> None:
