@@ -24,7 +24,8 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from accounts.models import Organization
-from generation.engine.batch import batch_key, batchable
+from generation.engine.batch import batch_key, batchable, family_batches
+from generation.engine.pipelines import pipeline_family
 from generation.engine.request import GenerationRequest
 from generation.models import Job
 from sdplatform import metrics
@@ -71,6 +72,11 @@ def claim_companions(leader: Job, images: int | None = None) -> list[Job]:
     budget = (max_batch_images() if images is None else images) - leader.params.get("samples", 1)
     key = key_of(leader.params)
     if budget < 1 or key is None:
+        return []
+    # Companions share the leader's model: a family whose calls of this kind run one by one
+    # (SDXL ControlNet) would only hold them processing while they wait their turn.
+    model = leader.model
+    if not family_batches(leader.kind, pipeline_family(model.family, model.base)):
         return []
     with transaction.atomic():
         chosen = _choose(leader, key, budget)

@@ -10,12 +10,12 @@ from PIL import Image
 
 from billing.models import CreditEntry, Plan
 from generation import batching, inputs, jobs, service
-from generation.engine import runner
-from generation.engine.request import GenerationRequest
+from generation.engine import batch, runner
+from generation.engine.request import ControlNetUnit, GenerationRequest
 from generation.models import Job
 from generation.tasks import claim_next_job, run_next_job
 from tests.helpers import make_tenant
-from tests.images import centre_mask, noise_image
+from tests.images import centre_mask, noise_image, shapes_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,6 +73,14 @@ def test_an_sdxl_batch_gives_every_image_the_bytes_it_gets_alone(
     # Two text encoders and pooled embeddings per request; a weighted prompt among them.
     varied = [replace(req, model_id="demo-sdxl", steps=8) for req in VARIED]
     alone_then_batched(tenant, demo_models["demo-sdxl"], varied, settings, monkeypatch)
+
+
+def test_a_batch_without_guidance_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_model, settings, monkeypatch
+):
+    # Without classifier-free guidance a one-sample job's lone UNet runs on one row.
+    varied = [replace(req, guidance_scale=1.0, steps=8) for req in VARIED]
+    alone_then_batched(tenant, demo_model, varied, settings, monkeypatch)
 
 
 @pytest.mark.parametrize("model_id", ["demo-sd15", "demo-sdxl"])
@@ -140,6 +148,145 @@ def test_an_inpaint_of_several_samples_runs_alone(tenant, demo_model, settings):
     assert claim_next_job().pk == several.pk
     assert batching.claim_companions(Job.objects.get(pk=several.pk)) == []
     assert Job.objects.get(pk=last.pk).status == Job.Status.QUEUED
+
+
+# Where each ControlNet job's map comes from: its own control image, or computed from its own
+# init image (an "inpaint" ControlNet masks either with the job's mask).
+MAP_SOURCES = (("control_image",), ("init_image",), ("control_image", "init_image"))
+
+
+def controlling(tenant, req, n, net="canny", sources=("control_image",), **options):
+    """`req` as a one-ControlNet text2img job of `net` whose map comes from `sources`."""
+    stored = {
+        name: inputs.store_image(shapes_image(48 + 8 * n, 64, n + 3 * i), tenant.org.pk, name)
+        for i, name in enumerate(sources)
+    }
+    if net == "inpaint":
+        stored["mask_image"] = inputs.store_image(
+            centre_mask(48 + 8 * n, 64), tenant.org.pk, "mask"
+        )
+    return replace(
+        req,
+        kind="controlnet",
+        controlnet_model=f"demo-controlnet-{net}",
+        controlnet_type=net,
+        **stored,
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    ("net", "options"),
+    [
+        ("canny", {}),
+        ("canny", {"guess_mode": True, "controlnet_conditioning_scale": 0.7}),
+        ("shuffle", {"control_guidance_start": 0.2, "control_guidance_end": 0.8}),
+        ("inpaint", {}),
+    ],
+    ids=["canny", "canny-guess-mode", "shuffle-window", "inpaint"],
+)
+def test_a_controlnet_batch_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_models, settings, monkeypatch, net, options
+):
+    # Each job its own map: one its control image, one computed from its init image (a shuffle
+    # map drawn with its own seed), one with both (the control image wins); one of 2 samples.
+    varied = [
+        controlling(tenant, replace(req, steps=8), n, net, MAP_SOURCES[n], **options)
+        for n, req in enumerate(VARIED)
+    ]
+    assert all(batch.batchable(req) for req in varied)
+    model = demo_models["demo-sd15"]
+    alone_then_batched(tenant, model, varied, settings, monkeypatch, kind="controlnet")
+
+
+@pytest.mark.parametrize(
+    ("kind", "model_id"),
+    [
+        ("controlnet-img2img", "demo-sd15"),
+        ("controlnet-inpaint", "demo-sd15"),
+        ("controlnet-inpaint", "demo-sd15-inpaint"),
+    ],
+)
+def test_a_controlnet_img2img_or_inpaint_batch_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_models, settings, monkeypatch, kind, model_id
+):
+    # Each job its own picture (and mask); the first its own control image too, the others'
+    # maps computed from their pictures (an inpaint's as prepared).
+    def job(req, n):
+        if kind == "controlnet-inpaint":
+            req = inpainting(tenant, replace(req, samples=1), n)
+        else:
+            picture = inputs.store_image(noise_image(48 + 8 * n, 64, n), tenant.org.pk, "init")
+            req = replace(req, init_image=picture, strength=0.6)
+        hint = shapes_image(64, 64, n)
+        own = {"control_image": inputs.store_image(hint, tenant.org.pk, "hint")} if n == 0 else {}
+        return replace(
+            req,
+            model_id=model_id,
+            kind=kind,
+            steps=8,
+            controlnet_model="demo-controlnet-canny",
+            controlnet_type="canny",
+            **own,
+        )
+
+    varied = [job(req, n) for n, req in enumerate(VARIED)]
+    assert all(batch.batchable(req) for req in varied)
+    # As a plain inpaint, a ControlNet inpaint of several samples runs alone.
+    assert batch.batchable(replace(varied[0], samples=2)) == (kind == "controlnet-img2img")
+    alone_then_batched(tenant, demo_models[model_id], varied, settings, monkeypatch, kind=kind)
+
+
+def test_only_controlnet_jobs_that_share_the_call_join(tenant, demo_models, settings):
+    settings.PICTOR_MAX_BATCH_IMAGES = 16
+    leader = controlling(tenant, BASE, 0)
+    queued = submit_all(
+        tenant,
+        demo_models["demo-sd15"],
+        [
+            leader,
+            replace(leader, controlnet_model="demo-controlnet-tile"),
+            replace(leader, controlnet_type="tile"),
+            replace(leader, controlnet_conditioning_scale=0.5),
+            replace(leader, control_guidance_start=0.1),
+            replace(leader, control_guidance_end=0.9),
+            replace(leader, guess_mode=True),
+            controlling(tenant, replace(BASE, seed=4, prompt="b", samples=2), 1),  # joins
+            controlling(tenant, replace(BASE, seed=5), 2, sources=("init_image",)),  # joins
+        ],
+        "controlnet",
+    )
+    companions = batching.claim_companions(claim_next_job())
+    assert [job.pk for job in companions] == [queued[-2].pk, queued[-1].pk]
+
+
+def test_a_job_of_several_controlnets_runs_alone(tenant, demo_models, settings):
+    # Its call would take a list of maps per ControlNet, each unit's image its own field.
+    settings.PICTOR_MAX_BATCH_IMAGES = 8
+    unit = ControlNetUnit(model="demo-controlnet-tile", type="tile")
+    several = replace(
+        controlling(tenant, BASE, 0, sources=("init_image",)), controlnet_units=(unit,)
+    )
+    assert not batch.batchable(several)
+    leader, twin = submit_all(
+        tenant, demo_models["demo-sd15"], [several, replace(several, seed=9)], "controlnet"
+    )
+    assert claim_next_job().pk == leader.pk
+    assert batching.claim_companions(Job.objects.get(pk=leader.pk)) == []
+    assert Job.objects.get(pk=twin.pk).status == Job.Status.QUEUED
+
+
+def test_sdxl_controlnet_jobs_claim_no_companions(tenant, demo_models, settings):
+    # Their calls run one by one (no SDXL ControlNet batch), so companions would only wait.
+    settings.PICTOR_MAX_BATCH_IMAGES = 8
+    leader = replace(controlling(tenant, BASE, 0), model_id="demo-sdxl")
+    first, twin = submit_all(
+        tenant, demo_models["demo-sdxl"], [leader, replace(leader, seed=9)], "controlnet"
+    )
+    assert batch.batchable(leader)
+    assert claim_next_job().pk == first.pk
+    assert batching.claim_companions(Job.objects.get(pk=first.pk)) == []
+    assert Job.objects.get(pk=twin.pk).status == Job.Status.QUEUED
 
 
 def test_a_batch_is_bounded_by_its_image_count(tenant, demo_model, settings):

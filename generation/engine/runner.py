@@ -287,7 +287,6 @@ class _Job:
         if adapter is not None:
             call["ip_adapter_image"] = self.required_image("ip_adapter_image")
         size = (req.width, req.height)
-        init = self.image("init_image")
         painting: inpaint.Inpaint | None = None
         # A ControlNet kind runs as its base kind, with the ControlNets' arguments added.
         base_kind = controlnets.BASE_KINDS.get(req.kind, req.kind)
@@ -310,12 +309,7 @@ class _Job:
                 strength=req.strength,
             )
         if req.kind in CONTROLNET_KINDS:
-            source, mask = (
-                (painting.image, painting.mask)
-                if painting is not None
-                else (init, self.image("mask_image"))
-            )
-            call.update(controlnets.arguments(req, self.images, source, mask, size))
+            call.update(self.control_arguments(painting))
 
         # Variation seeds draw each image's seed noise from its generator, as diffusers would.
         generators = self.generators()
@@ -350,6 +344,20 @@ class _Job:
             # (with a soft edge) changes, and "only masked" returns the init image's size.
             images = [painting.paste(image) for image in images]
         return images
+
+    def control_arguments(self, painting: inpaint.Inpaint | None = None) -> dict[str, Any]:
+        """The ControlNet arguments of this request's call: its maps made from its own images.
+
+        A unit's map comes from its own image or else from the init image (an inpaint job's as
+        prepared in `painting`), an inpaint unit masked by the job's mask.
+        """
+        source, mask = (
+            (painting.image, painting.mask)
+            if painting is not None
+            else (self.image("init_image"), self.image("mask_image"))
+        )
+        size = (self.req.width, self.req.height)
+        return controlnets.arguments(self.req, self.images, source, mask, size)
 
     def hires_pass(
         self, base: Any, first: Any, call: dict[str, Any], latents: Any, components: dict
@@ -448,9 +456,10 @@ def generate_batch(
 
     def shares_call(item: batch.BatchItem) -> bool:
         req = item.req
-        names = [name for name, _weight in req.loras] + [*req.embeddings, req.vae]
+        names = [name for name, _weight in req.loras]
+        names += [*req.embeddings, req.vae, req.controlnet_model]
         return (
-            family in batch.FAMILIES
+            batch.family_batches(req.kind, family)
             and kind_error(family, req.kind) is None
             and batch.batchable(req)
             # Every input picture it names is here (a missing one fails it alone).
@@ -512,7 +521,7 @@ def _checked(
 
 
 class _BatchRun:
-    """One shared text2img, img2img or inpaint call for the requests `indexes` of `items`."""
+    """One shared text2img, img2img, inpaint or ControlNet call for the requests `indexes`."""
 
     def __init__(
         self,
@@ -549,6 +558,10 @@ class _BatchRun:
             components: dict[str, Any] = {}
             if req.vae:
                 components["vae"] = self.cache.get(job.addon(req.vae))
+            if req.kind in CONTROLNET_KINDS:
+                components["controlnet"] = controlnets.models(
+                    req, lambda name: self.cache.get(job.addon(name))
+                )
             pipe = variations.pipeline_for(base, self.family, req.kind, req, **components)
             pipe.scheduler = fresh_scheduler(base, req)
             loras = [(job.addon(name), weight) for name, weight in req.loras]
@@ -570,7 +583,15 @@ class _BatchRun:
                             painting_for(
                                 item.req, item.images["init_image"], item.images["mask_image"]
                             )
-                            if item.req.kind == "inpaint"
+                            if controlnets.BASE_KINDS.get(item.req.kind, item.req.kind) == "inpaint"
+                            else None
+                        )
+                        # Its maps made as alone (its own images, its seed for "shuffle").
+                        control = (
+                            _Job(
+                                item.req, self.ref, item.addons, item.images, self.cache, None
+                            ).control_arguments(painting)
+                            if item.req.kind in CONTROLNET_KINDS
                             else None
                         )
                     except Exception as exc:
@@ -579,7 +600,9 @@ class _BatchRun:
                     seeds = [item.req.seed + i for i in range(item.req.samples)]
                     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
                     members.append(
-                        batch._Member(index, item, 0, embeds, generators, painting=painting)
+                        batch._Member(
+                            index, item, 0, embeds, generators, painting=painting, control=control
+                        )
                     )
                 for group in batch.group_by_shape(members):
                     finished.update(self.call(pipe, group))
@@ -639,7 +662,10 @@ class _BatchRun:
             **variations.call_options(pipe, req, generators),
         }
         try:
-            with batch.rows_alone(pipe.unet, group):
+            # A ControlNet runs on the batch in every step, beside the UNet.
+            controlnet = getattr(pipe, "controlnet", None)
+            modules = [pipe.unet] if controlnet is None else [pipe.unet, controlnet]
+            with batch.rows_alone(modules, group):
                 latents = pipe(
                     **call,
                     generator=generators,
