@@ -93,6 +93,16 @@ def painting_for(req: GenerationRequest, init: Any, mask: Any) -> inpaint.Inpain
     )
 
 
+def refuse_unrunnable(req: GenerationRequest, family: str) -> None:
+    """Raise ValueError when a checkpoint of `family` cannot run the request's kind or options."""
+    error = kind_error(family, req.kind)
+    if error:
+        raise ValueError(error)
+    refused = variations.problems(req, family)
+    if refused:
+        raise ValueError(" ".join(refused.values()))
+
+
 def validate(req: GenerationRequest) -> None:
     """Raise ValueError when the engine cannot honour the request as asked."""
     if req.kind not in KINDS:
@@ -244,12 +254,7 @@ class _Job:
         import torch  # lazy: heavy, not loaded at Django start-up
 
         req = self.req
-        error = kind_error(self.family, req.kind)
-        if error:
-            raise ValueError(error)
-        refused = variations.problems(req, self.family)
-        if refused:
-            raise ValueError(" ".join(refused.values()))
+        refuse_unrunnable(req, self.family)
         texts = {"prompt_2": req.prompt_2, "negative_prompt_2": req.negative_prompt_2}
         second_prompts = {name: text for name, text in texts.items() if text}
         if second_prompts and not has_second_prompt(self.family):
@@ -545,12 +550,7 @@ class _BatchRun:
         import torch  # lazy: heavy, not loaded at Django start-up
 
         job, req = self.leader, self.leader.req
-        error = kind_error(self.family, req.kind)
-        if error:
-            raise ValueError(error)
-        refused = variations.problems(req, self.family)
-        if refused:
-            raise ValueError(" ".join(refused.values()))
+        refuse_unrunnable(req, self.family)
         with _generation_lock:
             started = time.perf_counter()
             base = self.cache.get(self.ref)
