@@ -4,13 +4,14 @@ For each mode (PICTOR_MAX_BATCH_IMAGES=1, then the given value, "auto" by defaul
 (gunicorn) and one worker with bench/overhead.py's `stack` (Redis broker and cache), times
 --lone jobs run one at a time (the lone-job cost of batching), then has --clients threads each
 submit single-image 256x256, 21-step jobs on demo-sd15 back to back for --seconds, waiting for
-each to succeed (with --kind inpaint, each job repaints a square of one shared picture).
+each to succeed (with --kind inpaint, each job repaints a square of one shared picture; with
+--kind controlnet, each follows the canny map of one shared picture).
 Images/s count the images finished from the first submit to the last answer (jobs in flight at
 the deadline are waited for). Prints one JSON line: images/s per mode and the ratio, p50/p95
 latency (submit to success) per mode, and the lone-job ratio (median on / off).
 
     .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 3] [--on auto]
-        [--kind text2img|inpaint]
+        [--kind text2img|inpaint|controlnet]
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ from overhead import CONFIGS, PROMPT, ROOT, SIZE, STEPS, Running, stack  # noqa:
 
 # A key on this plan runs 16 jobs at once and has no daily image cap.
 PLAN = "enterprise"
-ENDPOINTS = {"text2img": "/api/v3/text2img", "inpaint": "/api/v3/inpaint"}
+ENDPOINTS = {
+    "text2img": "/api/v3/text2img",
+    "inpaint": "/api/v3/inpaint",
+    "controlnet": "/api/v5/controlnet",
+}
 
 
 def png_base64(image: Image.Image) -> str:
@@ -44,18 +49,29 @@ def png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def inpaint_inputs() -> dict[str, str]:
-    """A picture (a gradient) and a mask whose white square is repainted, as base64 PNGs."""
+def inputs(kind: str) -> dict[str, str]:
+    """The job's own fields: an inpaint's picture (a gradient) and mask (a white square to
+    repaint), a ControlNet's picture that its canny map is computed from; base64 PNGs."""
     picture = Image.linear_gradient("L").resize((SIZE, SIZE)).convert("RGB")
-    mask = Image.new("L", (SIZE, SIZE))
-    ImageDraw.Draw(mask).rectangle((SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4), 255)
-    return {"init_image": png_base64(picture), "mask_image": png_base64(mask)}
+    square = (SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4)
+    if kind == "controlnet":
+        ImageDraw.Draw(picture).rectangle(square, fill=(200, 40, 40))
+        return {
+            "init_image": png_base64(picture),
+            "controlnet_model": "demo-controlnet-canny",
+            "controlnet_type": "canny",
+        }
+    if kind == "inpaint":
+        mask = Image.new("L", (SIZE, SIZE))
+        ImageDraw.Draw(mask).rectangle(square, 255)
+        return {"init_image": png_base64(picture), "mask_image": png_base64(mask)}
+    return {}
 
 
 def submit_and_wait(running: Running, seed: int, kind: str = "text2img") -> float:
     """One single-image job through the ModelsLab API, submit to success; its latency."""
     body = {
-        **(inpaint_inputs() if kind == "inpaint" else {}),
+        **inputs(kind),
         "key": running.key,
         "prompt": f"{PROMPT}, take {seed}",
         "width": SIZE,
