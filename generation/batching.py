@@ -74,7 +74,8 @@ def claim_companions(leader: Job, images: int | None = None) -> list[Job]:
     if budget < 1 or key is None:
         return []
     # Companions share the leader's model: a family whose calls of this kind run one by one
-    # (SDXL ControlNet) would only hold them processing while they wait their turn.
+    # (ControlNet on an SDXL inpainting checkpoint) would only hold them processing while they
+    # wait their turn.
     model = leader.model
     if not family_batches(leader.kind, pipeline_family(model.family, model.base)):
         return []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
@@ -12,7 +14,7 @@ from billing.models import CreditEntry, Plan
 from generation import batching, inputs, jobs, service
 from generation.engine import batch, runner
 from generation.engine.request import ControlNetUnit, GenerationRequest
-from generation.models import Job
+from generation.models import AIModel, Job
 from generation.tasks import claim_next_job, run_next_job
 from tests.helpers import make_tenant
 from tests.images import centre_mask, noise_image, shapes_image
@@ -175,6 +177,88 @@ def controlling(tenant, req, n, net="canny", sources=("control_image",), **optio
     )
 
 
+# A canny ControlNet for demo-sdxl, built by sdxl_controlnet (not a demo model: see its doc).
+SDXL_CONTROLNET = "test-controlnet-sdxl-canny"
+
+
+@pytest.fixture(scope="module")
+def sdxl_controlnet_dir(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ControlNet for demo-sdxl, made from its UNet as demo_addons makes demo-sd15's ones."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(models_dir / "demo-sdxl", subfolder="unet")
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 16))
+    seeded = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        # As demo_addons._write_controlnet: a gain of 2 per conditioning conv keeps the map near
+        # unit scale, and the zero convolutions get seeded noise so the ControlNet acts.
+        for conv in net.controlnet_cond_embedding.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.normal_(0.0, 2.0 / math.sqrt(conv.weight[0].numel()), generator=seeded)
+                conv.bias.zero_()
+        zero_convs = [block.weight for block in net.controlnet_down_blocks]
+        for weight in [*zero_convs, net.controlnet_mid_block.weight]:
+            weight.normal_(0.0, 0.3, generator=seeded)
+    folder = tmp_path_factory.mktemp("sdxl-controlnet")
+    net.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture
+def sdxl_controlnet(demo_models: dict, sdxl_controlnet_dir: Path) -> AIModel:
+    """The SDXL ControlNet registered as an add-on for demo-sdxl.
+
+    Built here rather than among the demo models (demo.py, build_demo_models), which other
+    tests and the docs list.
+    """
+    return AIModel.objects.create(
+        model_id=SDXL_CONTROLNET,
+        name=SDXL_CONTROLNET,
+        family=AIModel.Family.CONTROLNET,
+        base=AIModel.Base.SDXL,
+        path=str(sdxl_controlnet_dir),
+        description="ControlNet for demo-sdxl, random weights (tests only)",
+    )
+
+
+def sdxl_controlling(tenant, req, n, sources=("control_image",), **options):
+    """`req` as a one-ControlNet canny text2img job on demo-sdxl, of the SDXL ControlNet."""
+    job = controlling(tenant, replace(req, model_id="demo-sdxl"), n, "canny", sources, **options)
+    return replace(job, controlnet_model=SDXL_CONTROLNET)
+
+
+def test_an_sdxl_controlnet_job_changes_the_image(tenant, demo_models, sdxl_controlnet, settings):
+    # The lone path first: the ControlNet acts on demo-sdxl (its map computed from the picture).
+    settings.PICTOR_MAX_BATCH_IMAGES = 1
+    plain = replace(BASE, model_id="demo-sdxl", steps=8, seed=5)
+    controlled = sdxl_controlling(tenant, plain, 0, sources=("init_image",))
+    model = demo_models["demo-sdxl"]
+    plain_job = service.submit(plain, tenant.org, model, kind="text2img")
+    controlled_job = service.submit(controlled, tenant.org, model, kind="controlnet")
+    run_next_job()
+    run_next_job()
+    assert stored_pngs(controlled_job) != stored_pngs(plain_job)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"guess_mode": True, "controlnet_conditioning_scale": 0.7}],
+    ids=["canny", "canny-guess-mode"],
+)
+def test_an_sdxl_controlnet_batch_gives_every_image_the_bytes_it_gets_alone(
+    tenant, demo_models, sdxl_controlnet, settings, monkeypatch, options
+):
+    # Pooled embeddings and SDXL's time ids reach the ControlNet too; one job of 2 samples.
+    varied = [
+        sdxl_controlling(tenant, replace(req, steps=8), n, MAP_SOURCES[n], **options)
+        for n, req in enumerate(VARIED)
+    ]
+    assert all(batch.batchable(req) for req in varied)
+    model = demo_models["demo-sdxl"]
+    alone_then_batched(tenant, model, varied, settings, monkeypatch, kind="controlnet")
+
+
 @pytest.mark.parametrize(
     ("net", "options"),
     [
@@ -205,10 +289,12 @@ def test_a_controlnet_batch_gives_every_image_the_bytes_it_gets_alone(
         ("controlnet-img2img", "demo-sd15"),
         ("controlnet-inpaint", "demo-sd15"),
         ("controlnet-inpaint", "demo-sd15-inpaint"),
+        ("controlnet-img2img", "demo-sdxl"),
+        ("controlnet-inpaint", "demo-sdxl"),
     ],
 )
 def test_a_controlnet_img2img_or_inpaint_batch_gives_every_image_the_bytes_it_gets_alone(
-    tenant, demo_models, settings, monkeypatch, kind, model_id
+    tenant, demo_models, sdxl_controlnet, settings, monkeypatch, kind, model_id
 ):
     # Each job its own picture (and mask); the first its own control image too, the others'
     # maps computed from their pictures (an inpaint's as prepared).
@@ -218,6 +304,7 @@ def test_a_controlnet_img2img_or_inpaint_batch_gives_every_image_the_bytes_it_ge
         else:
             picture = inputs.store_image(noise_image(48 + 8 * n, 64, n), tenant.org.pk, "init")
             req = replace(req, init_image=picture, strength=0.6)
+        net = SDXL_CONTROLNET if model_id == "demo-sdxl" else "demo-controlnet-canny"
         hint = shapes_image(64, 64, n)
         own = {"control_image": inputs.store_image(hint, tenant.org.pk, "hint")} if n == 0 else {}
         return replace(
@@ -225,7 +312,7 @@ def test_a_controlnet_img2img_or_inpaint_batch_gives_every_image_the_bytes_it_ge
             model_id=model_id,
             kind=kind,
             steps=8,
-            controlnet_model="demo-controlnet-canny",
+            controlnet_model=net,
             controlnet_type="canny",
             **own,
         )
@@ -276,13 +363,26 @@ def test_a_job_of_several_controlnets_runs_alone(tenant, demo_models, settings):
     assert Job.objects.get(pk=twin.pk).status == Job.Status.QUEUED
 
 
-def test_sdxl_controlnet_jobs_claim_no_companions(tenant, demo_models, settings):
-    # Their calls run one by one (no SDXL ControlNet batch), so companions would only wait.
+def test_controlnet_jobs_on_an_sdxl_inpainting_checkpoint_claim_no_companions(
+    tenant, demo_models, sdxl_controlnet, settings
+):
+    # No test checkpoint proves their batch (batch.KIND_FAMILIES): their calls run one by one,
+    # so companions would only wait. The row is never run, only claimed.
     settings.PICTOR_MAX_BATCH_IMAGES = 8
-    leader = replace(controlling(tenant, BASE, 0), model_id="demo-sdxl")
-    first, twin = submit_all(
-        tenant, demo_models["demo-sdxl"], [leader, replace(leader, seed=9)], "controlnet"
+    model = AIModel.objects.create(
+        model_id="sdxl-inpainting",
+        name="sdxl-inpainting",
+        family=AIModel.Family.INPAINT,
+        base=AIModel.Base.SDXL,
+        path="demo-sdxl",
     )
+    leader = replace(
+        inpainting(tenant, replace(BASE, model_id="sdxl-inpainting"), 0),
+        kind="controlnet-inpaint",
+        controlnet_model=SDXL_CONTROLNET,
+        controlnet_type="canny",
+    )
+    first, twin = submit_all(tenant, model, [leader, replace(leader, seed=9)], "controlnet-inpaint")
     assert batch.batchable(leader)
     assert claim_next_job().pk == first.pk
     assert batching.claim_companions(Job.objects.get(pk=first.pk)) == []

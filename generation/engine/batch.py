@@ -33,16 +33,19 @@ request's picture and mask are prepared (fill, "only masked" crop) and its image
 into its own picture, as its lone run does (generation/engine/inpaint.py).
 
 A request with one ControlNet (kinds "controlnet", "controlnet-img2img", "controlnet-inpaint")
-is batched on SD 1.x and 2.x (and 9-channel inpainting checkpoints) as its base kind above, with
-its condition map made as alone (controlnets.arguments: from its own control image, or computed
-from its init image, or an inpaint's prepared picture, with its own seed); the call gets one map
-per image, which diffusers preprocesses map by map as it does a lone run's one map repeated per
-sample. The ControlNet, its type, scale, guidance window and guess mode are in the batch key.
+is batched on SD 1.x, 2.x and XL (and SD's 9-channel inpainting checkpoints) as its base kind
+above, with its condition map made as alone (controlnets.arguments: from its own control image,
+or computed from its init image, or an inpaint's prepared picture, with its own seed); the call
+gets one map per image, which diffusers preprocesses map by map as it does a lone run's one map
+repeated per sample. The ControlNet, its type, scale, guidance window and guess mode are in the batch key.
 The ControlNet runs on the whole batch in every step, so rows_alone treats it as the UNet
 (measured: without that, its timestep linears change the last bit of some pixels). Several
 ControlNets per job (controlnet_units) stay alone: the call would take a list of maps per
-ControlNet, and each unit's image and scale would need its own place in the key. SDXL
-ControlNet stays alone: no demo SDXL ControlNet proves its identity in the tests.
+ControlNet, and each unit's image and scale would need its own place in the key. An SDXL
+ControlNet also takes the UNet's pooled embeddings (each request's own, concatenated) and time
+ids (one size for the call); the tests prove its identity with a ControlNet built from
+demo-sdxl's UNet (text2img, img2img, inpaint; with and without guess mode). A ControlNet
+request on a 9-channel SDXL inpainting checkpoint stays alone: no test checkpoint proves it.
 
 Upscale needs more than a batch of pictures, and hires fix, refiner, panorama, variation seeds
 and tomesd change the call's shape or draw shared random numbers.
@@ -96,12 +99,14 @@ KIND_INPUTS: dict[str, set[str]] = {
 # for an "inpaint" ControlNet, a mask: controlnets.arguments makes its map as alone either way.
 CONTROLNET_INPUTS = {"control_image", "init_image", "mask_image"}
 CONTROLNET_SOURCES = {"control_image", "init_image"}
-# The families whose ControlNet calls the batch reproduces (no demo SDXL ControlNet proves
-# identity there); other kinds batch on every family of FAMILIES.
+# The families whose ControlNet calls the batch reproduces: not 9-channel SDXL inpainting
+# checkpoints ("inpaint-sdxl"), which no test checkpoint proves (SDXL's are proven with a
+# ControlNet the tests build from demo-sdxl's UNet); other kinds batch on every family of
+# FAMILIES.
 KIND_FAMILIES = {
-    "controlnet": ("sd15", "sd2"),
-    "controlnet-img2img": ("sd15", "sd2"),
-    "controlnet-inpaint": ("sd15", "sd2", "inpaint"),
+    "controlnet": ("sd15", "sd2", "sdxl"),
+    "controlnet-img2img": ("sd15", "sd2", "sdxl"),
+    "controlnet-inpaint": ("sd15", "sd2", "sdxl", "inpaint"),
 }
 
 
