@@ -37,9 +37,9 @@ is batched on SD 1.x, 2.x and XL (and SD's 9-channel inpainting checkpoints) as 
 above, with its condition map made as alone (controlnets.arguments: from its own control image,
 or computed from its init image, or an inpaint's prepared picture, with its own seed); the call
 gets one map per image, which diffusers preprocesses map by map as it does a lone run's one map
-repeated per sample. The ControlNet, its type, scale, guidance window and guess mode are in the batch key.
-The ControlNet runs on the whole batch in every step, so rows_alone treats it as the UNet
-(measured: without that, its timestep linears change the last bit of some pixels). Several
+repeated per sample. The ControlNet, its type, scale, guidance window and guess mode are in
+the batch key. The ControlNet runs on the whole batch in every step, so rows_alone treats it as
+the UNet (measured: without that, its timestep linears change the last bit of some pixels). Several
 ControlNets per job (controlnet_units) stay alone: the call would take a list of maps per
 ControlNet, and each unit's image and scale would need its own place in the key. An SDXL
 ControlNet also takes the UNet's pooled embeddings (each request's own, concatenated) and time
