@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django_q.brokers import get_broker
+from django_q.brokers import Broker, get_broker
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.tasks import async_task
@@ -28,6 +28,24 @@ class QueueUnavailable(APIException):
     wait = BROKER_RETRY_AFTER
 
 
+# This process's broker and the configuration it was made from (see broker()).
+_broker: tuple[tuple[object, ...], Broker] | None = None
+
+
+def broker() -> Broker:
+    """This process's django-q2 broker, made once and shared by its threads.
+
+    django-q2's get_broker() builds a new one (a Redis client) on every call, which a submit made
+    twice (the check and the enqueue). A Redis client is safe to share: each command borrows a
+    connection from the pool. Made again if the configuration changes (tests point it elsewhere).
+    """
+    global _broker
+    config = (Conf.CLUSTER_NAME, Conf.ORM, Conf.REDIS)
+    if _broker is None or _broker[0] != config:
+        _broker = (config, get_broker())
+    return _broker[1]
+
+
 def check_broker() -> None:
     """Raise QueueUnavailable unless the broker answers, before a job is created or charged.
 
@@ -36,12 +54,11 @@ def check_broker() -> None:
     """
     if Conf.SYNC:
         return  # tasks run inline: there is no broker to reach
-    broker = get_broker()
-    if isinstance(broker, ORM):
+    if isinstance(broker(), ORM):
         return  # the database is the broker, and it has just answered this request
     error: Exception | None = None
     try:
-        if broker.ping():  # True, or raises (Redis); a False is as bad as an error
+        if broker().ping():  # True, or raises (Redis); a False is as bad as an error
             return
     except Exception as exc:  # any client error: the task cannot be handed over
         error = exc
@@ -52,4 +69,4 @@ def check_broker() -> None:
 def enqueue_job(job_id: int | None) -> None:
     """Ask a worker to run the best queued job; `job_id` is a hint for the logs, if any."""
     name = f"job-{job_id}" if job_id is not None else "wake-up"
-    async_task(RUN_TASK, job_id, task_name=name, group="generation")
+    async_task(RUN_TASK, job_id, task_name=name, group="generation", broker=broker())

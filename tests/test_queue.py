@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -9,7 +11,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from billing.models import Plan
-from generation import service
+from generation import queue, service
 from generation.engine.request import GenerationRequest
 from generation.jobs import reap_expired_jobs
 from generation.models import Job
@@ -17,6 +19,7 @@ from generation.tasks import claim_next_job, execute, run_next_job
 from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
+REDIS = os.environ.get("PICTOR_TEST_REDIS", "redis://127.0.0.1:6379") + "/0"
 
 
 def queue_job(tenant, demo_model, seed=1):
@@ -111,3 +114,29 @@ def test_migrate_registers_the_sweep_schedule():
     schedule = Schedule.objects.get(func="generation.tasks.sweep")
     assert schedule.schedule_type == Schedule.MINUTES
     assert schedule.repeats == -1
+
+
+def test_submits_share_one_broker_per_process_and_their_tasks_reach_redis(
+    tenant, demo_model, monkeypatch
+):
+    import redis
+    from django_q.conf import Conf
+
+    pool = redis.ConnectionPool.from_url(REDIS, socket_timeout=2)
+    # The broker as sdplatform/settings.py makes it with REDIS_URL set, on a list of its own.
+    monkeypatch.setattr(Conf, "SYNC", False)
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", {"connection_pool": pool})
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", f"test-{uuid.uuid4().hex}")
+    made = []
+    real = queue.get_broker
+    monkeypatch.setattr(queue, "get_broker", lambda: made.append(1) or real())
+    tasks = redis.Redis(connection_pool=pool)
+    list_key = f"django_q:{Conf.CLUSTER_NAME}:q"
+    try:
+        jobs = [queue_job(tenant, demo_model, seed) for seed in (1, 2, 3)]
+        # One broker for the check and the enqueue of all three: django-q2 made one per call.
+        assert made == [1]
+        assert tasks.llen(list_key) == len(jobs)
+    finally:
+        tasks.delete(list_key)
