@@ -241,45 +241,36 @@ def test_an_sdxl_controlnet_job_changes_the_image(tenant, demo_models, sdxl_cont
     assert stored_pngs(controlled_job) != stored_pngs(plain_job)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{}, {"guess_mode": True, "controlnet_conditioning_scale": 0.7}],
-    ids=["canny", "canny-guess-mode"],
-)
-def test_an_sdxl_controlnet_batch_gives_every_image_the_bytes_it_gets_alone(
-    tenant, demo_models, sdxl_controlnet, settings, monkeypatch, options
-):
-    # Pooled embeddings and SDXL's time ids reach the ControlNet too; one job of 2 samples.
-    varied = [
-        sdxl_controlling(tenant, replace(req, steps=8), n, MAP_SOURCES[n], **options)
-        for n, req in enumerate(VARIED)
-    ]
-    assert all(batch.batchable(req) for req in varied)
-    model = demo_models["demo-sdxl"]
-    alone_then_batched(tenant, model, varied, settings, monkeypatch, kind="controlnet")
+GUESS_MODE = {"guess_mode": True, "controlnet_conditioning_scale": 0.7}
 
 
 @pytest.mark.parametrize(
-    ("net", "options"),
+    ("model_id", "net", "options"),
     [
-        ("canny", {}),
-        ("canny", {"guess_mode": True, "controlnet_conditioning_scale": 0.7}),
-        ("shuffle", {"control_guidance_start": 0.2, "control_guidance_end": 0.8}),
-        ("inpaint", {}),
+        ("demo-sd15", "canny", {}),
+        ("demo-sd15", "canny", GUESS_MODE),
+        ("demo-sd15", "shuffle", {"control_guidance_start": 0.2, "control_guidance_end": 0.8}),
+        ("demo-sd15", "inpaint", {}),
+        # Pooled embeddings and SDXL's time ids reach the ControlNet too.
+        ("demo-sdxl", "canny", {}),
+        ("demo-sdxl", "canny", GUESS_MODE),
     ],
-    ids=["canny", "canny-guess-mode", "shuffle-window", "inpaint"],
+    ids=["canny", "canny-guess-mode", "shuffle-window", "inpaint", "sdxl", "sdxl-guess-mode"],
 )
 def test_a_controlnet_batch_gives_every_image_the_bytes_it_gets_alone(
-    tenant, demo_models, settings, monkeypatch, net, options
+    tenant, demo_models, sdxl_controlnet, settings, monkeypatch, model_id, net, options
 ):
     # Each job its own map: one its control image, one computed from its init image (a shuffle
     # map drawn with its own seed), one with both (the control image wins); one of 2 samples.
-    varied = [
-        controlling(tenant, replace(req, steps=8), n, net, MAP_SOURCES[n], **options)
-        for n, req in enumerate(VARIED)
-    ]
+    def job(req, n):
+        req = replace(req, steps=8)
+        if model_id == "demo-sdxl":
+            return sdxl_controlling(tenant, req, n, MAP_SOURCES[n], **options)
+        return controlling(tenant, req, n, net, MAP_SOURCES[n], **options)
+
+    varied = [job(req, n) for n, req in enumerate(VARIED)]
     assert all(batch.batchable(req) for req in varied)
-    model = demo_models["demo-sd15"]
+    model = demo_models[model_id]
     alone_then_batched(tenant, model, varied, settings, monkeypatch, kind="controlnet")
 
 

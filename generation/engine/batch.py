@@ -40,8 +40,9 @@ gets one map per image, which diffusers preprocesses map by map as it does a lon
 repeated per sample. The ControlNet, its type, scale, guidance window and guess mode are in
 the batch key. The ControlNet runs on the whole batch in every step, so rows_alone treats it as
 the UNet (measured: without that, its timestep linears change the last bit of some pixels). Several
-ControlNets per job (controlnet_units) stay alone: the call would take a list of maps per
-ControlNet, and each unit's image and scale would need its own place in the key. An SDXL
+ControlNets per job (controlnet_units) stay alone: diffusers refuses a batch of maps for each of
+several ControlNets ("A single batch of multiple conditionings are supported at the moment") in
+every pipeline but SD 1.x/2.x text2img. An SDXL
 ControlNet also takes the UNet's pooled embeddings (each request's own, concatenated) and time
 ids (one size for the call); the tests prove its identity with a ControlNet built from
 demo-sdxl's UNet (text2img, img2img, inpaint; with and without guess mode). A ControlNet
