@@ -190,7 +190,7 @@ def set_balance(
     with transaction.atomic():
         # The lock keeps a concurrent debit from slipping between reading and adjusting.
         current = (
-            Organization.objects.select_for_update()
+            Organization.objects.select_for_update(no_key=True)
             .values_list("credit_balance", flat=True)
             .get(pk=org_id)
         )

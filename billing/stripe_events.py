@@ -228,7 +228,8 @@ def _locked_org(org_id: object) -> Organization | None:
         pk = int(str(org_id))
     except ValueError:
         return None
-    return Organization.objects.select_for_update().select_related("plan").filter(pk=pk).first()
+    locked = Organization.objects.select_for_update(no_key=True)
+    return locked.select_related("plan").filter(pk=pk).first()
 
 
 def _subscription_row(subscription: dict[str, Any]) -> Subscription | None:

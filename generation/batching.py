@@ -163,8 +163,9 @@ def _lock_and_take(chosen: list[tuple[int, int, int]]) -> list[int]:
     )
     if connection.features.has_select_for_update_skip_locked:
         # Skip what another worker is claiming right now instead of waiting on it (and never
-        # deadlock on two tenants' rows locked in opposite orders).
-        locked_orgs = locked_orgs.select_for_update(skip_locked=True, of=("self",))
+        # deadlock on two tenants' rows locked in opposite orders). FOR NO KEY UPDATE, as in
+        # tasks._has_free_slot: a submit's job INSERT does not hold it off.
+        locked_orgs = locked_orgs.select_for_update(skip_locked=True, of=("self",), no_key=True)
         locked_jobs = locked_jobs.select_for_update(skip_locked=True, of=("self",))
     limits = dict(locked_orgs.values_list("pk", "plan__concurrent_jobs"))
     queued = set(locked_jobs.values_list("pk", flat=True))

@@ -28,15 +28,27 @@ def images_sum() -> Sum:
     return Sum(Cast(KT("params__samples"), IntegerField()))
 
 
-def queued_jobs(organization: Organization, up_to: int | None = None) -> int:
-    """Jobs of this organization waiting for a worker (counted no further than `up_to`)."""
+def queued_jobs(
+    organization: Organization, up_to: int | None = None, besides: int | None = None
+) -> int:
+    """Jobs of this organization waiting for a worker (counted no further than `up_to`).
+
+    `besides`: a job left out (a submit's own, inserted before it counts the others).
+    """
     queued = Job.objects.for_org(organization).filter(status=Job.Status.QUEUED)
+    if besides is not None:
+        queued = queued.exclude(pk=besides)
     return (queued if up_to is None else queued[:up_to]).count()
 
 
-def images_today(organization: Organization) -> int:
-    """Images this organization asked for today (UTC), not counting failed or canceled jobs."""
+def images_today(organization: Organization, besides: int | None = None) -> int:
+    """Images this organization asked for today (UTC), not counting failed or canceled jobs.
+
+    `besides`: a job left out, as for queued_jobs.
+    """
     jobs = counted(Job.objects.for_org(organization).filter(created_at__gte=limits.start_of_day()))
+    if besides is not None:
+        jobs = jobs.exclude(pk=besides)
     return jobs.aggregate(n=images_sum())["n"] or 0
 
 
@@ -51,16 +63,25 @@ def images_per_day(organization: Organization, since: date) -> dict[date, int]:
     return {row["day"]: row["images"] or 0 for row in rows}
 
 
-def check_submit(organization: Organization, samples: int) -> None:
-    """Raise LimitExceeded unless the plan lets this organization queue `samples` more images.
+def check_submit(organization: Organization, job: Job, *, locked: bool) -> None:
+    """Raise LimitExceeded unless the plan lets this organization queue `job`, just inserted.
 
-    Call it inside the submit's transaction: it locks the organization's row, so concurrent
-    submits of one tenant are counted one after the other and the caps are exact.
+    Call it inside the submit's transaction, after the job's INSERT, holding the organization's
+    row lock (`locked`: its debit's UPDATE took it; else it is taken here), so that concurrent
+    submits of one tenant are counted one after the other and the caps are exact: each count is
+    a statement after the lock, which sees the jobs of every submit that held it before
+    (docs/architecture.md#the-request-path).
     """
-    Organization.objects.select_for_update().values_list("pk", flat=True).get(pk=organization.pk)
+    if not locked:
+        Organization.objects.select_for_update(no_key=True).values_list("pk", flat=True).get(
+            pk=organization.pk
+        )
     plan = organization.plan
     # Counting stops at the cap: a deep queue costs a submit no more than a full one.
-    limits.check_queue(plan, queued_jobs(organization, up_to=limits.queue_cap(plan)))
+    limits.check_queue(
+        plan, queued_jobs(organization, up_to=limits.queue_cap(plan), besides=job.pk)
+    )
     # No daily cap: the day's images are not counted at all.
     if plan.images_per_day is not None:
-        limits.check_daily_images(plan, images_today(organization), samples)
+        used = images_today(organization, besides=job.pk)
+        limits.check_daily_images(plan, used, job.params["samples"])

@@ -97,7 +97,8 @@ def submit(
             unique_body(organization, None if idempotency_key else fingerprint),
             transaction.atomic(),
         ):
-            check_submit(organization, req.samples)
+            # The job first, then the tenant's lock, so that the lock is held for as few statements
+            # as possible (docs/architecture.md#the-request-path); a refusal rolls both back.
             job = Job.objects.create(
                 organization=organization,
                 api_key=api_key,
@@ -117,8 +118,11 @@ def submit(
                 idempotency_key=idempotency_key,
                 request_hash=request_hash if idempotency_key else "",
             )
-            # Raises InsufficientCredits (402), which rolls the job back with the debit.
-            ledger.debit_for_job(job)
+            # Its conditional UPDATE takes the lock; raises InsufficientCredits (402), which rolls
+            # the job back.
+            debit = ledger.debit_for_job(job)
+            # Raises LimitExceeded (429), which rolls the job back with the debit.
+            check_submit(organization, job, locked=debit is not None)
             # robust: a broker that fails after the commit (past check_broker) is logged, not a
             # 500 to a client already charged; the job stays queued and the sweep enqueues it.
             transaction.on_commit(lambda: enqueue_job(job.pk), robust=True)

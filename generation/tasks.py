@@ -121,10 +121,12 @@ def _has_free_slot(organization_id: int) -> bool:
 
     Workers claiming for one organization queue on its row, and each counts after the one
     before it committed, so two workers never both take the last slot. (SQLite transactions
-    are IMMEDIATE: one writer at a time, which gives the same guarantee.)
+    are IMMEDIATE: one writer at a time, which gives the same guarantee.) The lock is FOR NO KEY
+    UPDATE, which the FOR KEY SHARE of a submit's job INSERT does not block: a tenant's stream
+    of submits never holds a claim off (docs/architecture.md#the-request-path).
     """
     limit = (
-        Organization.objects.select_for_update(of=("self",))
+        Organization.objects.select_for_update(of=("self",), no_key=True)
         .values_list("plan__concurrent_jobs", flat=True)
         .get(pk=organization_id)
     )
