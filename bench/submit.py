@@ -9,10 +9,12 @@ connection alive:
 - pickup: from a job's creation to a worker marking it `processing` (the job's own created_at
   and started_at), one job at a time with an idle worker, `--pickups` times.
 
-The bench organization's plan lifts the rate limit, the queue cap and the credits, so every
-request goes the whole way. Prints one JSON line.
+The bench organizations' plan lifts the rate limit, the queue cap and the credits, so every
+request goes the whole way. The submits come from one organization, or take turns among
+`--tenants` of them: one tenant's submits wait for each other on its row lock, different
+tenants' do not. Prints one JSON line.
 
-    .venv/bin/python bench/submit.py [--seconds 20] [--clients 8] [--pickups 20]
+    .venv/bin/python bench/submit.py [--seconds 20] [--clients 8] [--pickups 20] [--tenants 1]
 """
 
 from __future__ import annotations
@@ -64,10 +66,12 @@ plan = Plan.objects.create(
     images_per_day=None, max_samples=4, max_side=1024, retention_days=1,
     monthly_credits=2 * 10**9, priority=0, steps_list=[1, 21],
 )
-org = get_or_create_organization("bench", "bench")
-ledger.grant_monthly(org, plan)
-_, raw = ApiKey.objects.issue(org, name="bench")
-print(json.dumps({"key": raw}))
+keys = []
+for n in range({tenants}):
+    org = get_or_create_organization(f"bench-{{n}}", "bench")
+    ledger.grant_monthly(org, plan)
+    keys.append(ApiKey.objects.issue(org, name="bench")[1])
+print(json.dumps({{"keys": keys}}))
 """
 
 
@@ -224,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--pickups", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp, database() as db_url:
@@ -244,7 +249,8 @@ def main() -> None:
             "PICTOR_POLL_RATE_PER_MINUTE": str(10**9),
         }
         manage(env, "migrate", "--noinput", "-v", "0")
-        key = python_json(SETUP, env)["key"]
+        keys = python_json(SETUP.format(tenants=args.tenants), env)["keys"]
+        key = keys[0]
         log = Path(tmp) / "stack.log"
         web = spawn_web(env, log)
         procs = [web]
@@ -255,15 +261,13 @@ def main() -> None:
                 port,
                 args.clients,
                 args.seconds,
-                lambda c, n: c.post(path, text2img(key, n))[::2],
+                lambda c, n: c.post(path, text2img(keys[n % len(keys)], n))[::2],
             )
             # Nothing left for the worker but the pickup jobs.
             import psycopg
 
             with psycopg.connect(db_url, autocommit=True) as conn:
-                conn.execute(
-                    "UPDATE generation_job SET status = 'canceled' WHERE status = 'queued'"
-                )
+                conn.execute(CANCEL_QUEUED)
             redis.Redis.from_url(REDIS_URL).flushdb()
             procs.append(spawn(env, log, "manage.py", "worker"))
             picked = pickup(port, key, db_url, args.pickups)
@@ -282,6 +286,7 @@ def main() -> None:
                 "bench": "submit",
                 "web": "gunicorn 2 processes x 8 threads, PostgreSQL, Redis",
                 "clients": args.clients,
+                "tenants": args.tenants,
                 "seconds": args.seconds,
                 "submit": submit,
                 "fetch": fetch,

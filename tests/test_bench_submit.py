@@ -31,7 +31,10 @@ def test_it_prints_submit_fetch_and_pickup_figures():
             pytest.fail("PostgreSQL or Redis is not reachable")
         pytest.skip("PostgreSQL or Redis is not reachable")
     result = subprocess.run(
-        [sys.executable, "bench/submit.py", "--seconds", "2", "--clients", "2", "--pickups", "2"],
+        [
+            *[sys.executable, "bench/submit.py", "--seconds", "2", "--clients", "2"],
+            *["--pickups", "2", "--tenants", "2"],
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -40,6 +43,7 @@ def test_it_prints_submit_fetch_and_pickup_figures():
     assert result.returncode == 0, result.stderr[-5000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["bench"] == "submit"
+    assert figures["tenants"] == 2
     for name in ("submit", "fetch"):
         assert set(figures[name]) == {"per_s", "p50_ms", "p99_ms", "ok", "errors"}
         assert figures[name]["ok"] > 0
