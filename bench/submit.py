@@ -1,13 +1,15 @@
 """The submit path under load: gunicorn (2 processes x 8 threads), PostgreSQL and Redis.
 
-Three figures, each against 127.0.0.1 only, from `--clients` threads that each keep one HTTP/1.1
+Four figures, each against 127.0.0.1 only, from `--clients` threads that each keep one HTTP/1.1
 connection alive:
 
 - submit: ModelsLab text2img with `instant_response` (validate, charge, enqueue, answer) for
   `--seconds`, with no worker running, so nothing but the web tier's own path is measured;
 - fetch: the ModelsLab fetch of one finished job, for `--seconds`;
 - pickup: from a job's creation to a worker marking it `processing` (the job's own created_at
-  and started_at), one job at a time with an idle worker, `--pickups` times.
+  and started_at), one job at a time with an idle worker, `--pickups` times;
+- floor: GET /healthz for `--seconds`, which passes every middleware and makes one database
+  round trip and nothing else: what no API request on this stack can beat.
 
 The bench organizations' plan lifts the rate limit, the queue cap and the credits, so every
 request goes the whole way. The submits come from one organization, or take turns among
@@ -89,17 +91,25 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
-        data = json.dumps(body).encode()
+        return self.request("POST", path, json.dumps(body).encode())
+
+    def get(self, path: str) -> tuple[int, dict[str, Any], float]:
+        return self.request("GET", path, None)
+
+    def request(
+        self, method: str, path: str, data: bytes | None
+    ) -> tuple[int, dict[str, Any], float]:
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         start = time.perf_counter()
         try:
-            self.conn.request("POST", path, data, {"Content-Type": "application/json"})
+            self.conn.request(method, path, data, headers)
             response = self.conn.getresponse()
             raw = response.read()
         except (http.client.HTTPException, OSError):
             # The server closed the kept-alive connection: one fresh try.
             self.conn.close()
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            self.conn.request("POST", path, data, {"Content-Type": "application/json"})
+            self.conn.request(method, path, data, headers)
             response = self.conn.getresponse()
             raw = response.read()
         elapsed = time.perf_counter() - start
@@ -275,6 +285,7 @@ def main() -> None:
             fetch = hammer(
                 port, args.clients, args.seconds, lambda c, n: c.post(fetch_path, {"key": key})[::2]
             )
+            floor = hammer(port, args.clients, args.seconds, lambda c, n: c.get("/healthz")[::2])
         except BaseException:
             sys.stderr.write(log.read_text()[-5000:])
             raise
@@ -291,6 +302,7 @@ def main() -> None:
                 "submit": submit,
                 "fetch": fetch,
                 "pickup": picked,
+                "floor": floor,
             }
         )
     )
