@@ -37,6 +37,9 @@ log = logging.getLogger("generation.worker")
 
 # How long past the grace a stopping cluster may take to exit before it is killed.
 STOP_MARGIN = 30.0
+# Seconds a worker process keeps its database connection between jobs, as gunicorn's threads do
+# between requests (sdplatform/gunicorn.py).
+KEPT_CONNECTION_SECONDS = 300
 SWEEP_LOCK = "pictor:sweep"
 
 
@@ -49,6 +52,22 @@ def set_in_background(event: Any) -> None:
     A daemon thread takes that wait instead; the loop sees the sentinel gone and exits.
     """
     threading.Thread(target=event.set, name="pictor-stop-cluster", daemon=True).start()
+
+
+def keep_connections() -> None:
+    """Let every worker process keep its database connection from one job to the next.
+
+    A worker process runs task after task, and django-q2 closes its connections around each one
+    unless CONN_MAX_AGE keeps them; the default, 0, suits runserver's thread per request and
+    here made every job open a new PostgreSQL connection before it could be claimed (about half
+    of a job's pickup). A kept connection is checked before reuse (conn_health_checks), so a
+    restarted database costs one failed check, not a job. DB_CONN_MAX_AGE in the environment
+    still decides, 0 included.
+    """
+    if "DB_CONN_MAX_AGE" in os.environ:
+        return
+    for alias in db.connections:
+        db.connections[alias].settings_dict["CONN_MAX_AGE"] = KEPT_CONNECTION_SECONDS
 
 
 def run_sentinel(stop_event: Any, start_event: Any, cluster_id: uuid.UUID) -> None:
@@ -77,6 +96,7 @@ class Command(BaseCommand):
             args=(stop_event, start_event, uuid.uuid4()),
             name="pictor-sentinel",
         )
+        keep_connections()
         # Forked children must not share this process's database connections.
         db.connections.close_all()
         sentinel.start()

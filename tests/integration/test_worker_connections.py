@@ -1,0 +1,99 @@
+"""A worker process keeps its PostgreSQL connection from one job to the next.
+
+django-q2 closes a worker's connections around each task unless CONN_MAX_AGE keeps them, and a
+new connection before every claim was about half of a job's pickup. PostgreSQL counts the
+sessions opened on a database (`pg_stat_database.sessions`): a warm worker running several jobs
+should open none, while one told to connect per job (DB_CONN_MAX_AGE=0) opens at least one per
+job in its worker process, and another in django-q2's monitor, which records each task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.integration.conftest import migrated_database, redis_db
+from tests.processes import python_json, spawn, stop
+
+pytestmark = pytest.mark.integration
+
+JOBS = 4
+
+
+def run_jobs(count: int) -> None:
+    """The subprocess: `count` jobs of one tenant, one after another, each waited for."""
+    import json
+
+    import django
+
+    django.setup()
+    from accounts.services import get_or_create_organization
+    from generation import service
+    from generation.engine.request import GenerationRequest
+    from generation.models import AIModel, Job
+
+    org = get_or_create_organization("kept", "premium")
+    model, _ = AIModel.objects.get_or_create(
+        model_id="demo-sd15", defaults={"name": "demo-sd15", "path": "demo-sd15"}
+    )
+    statuses = []
+    for index in range(count):
+        req = GenerationRequest(
+            prompt=f"job {index}", model_id="demo-sd15", width=64, height=64, steps=1
+        )
+        job = service.submit(req, org, model)
+        deadline = time.monotonic() + 120
+        while job.status in (Job.Status.QUEUED, Job.Status.PROCESSING):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+            job.refresh_from_db()
+        statuses.append(job.status)
+    print(json.dumps(statuses))
+
+
+@pytest.fixture
+def database(tmp_path: Path, models_dir: Path) -> Iterator[dict[str, str]]:
+    with migrated_database(
+        tmp_path,
+        REDIS_URL=redis_db(),
+        PICTOR_MODELS_DIR=str(models_dir),
+        PICTOR_WORKERS="1",
+        PICTOR_TORCH_THREADS="1",
+        PICTOR_SYNC_WAIT="0",
+        PICTOR_Q_SYNC=None,
+    ) as env:
+        yield env
+
+
+def sessions_opened(env: dict[str, str], tmp_path: Path) -> int:
+    """Sessions the worker opened on the database while it ran JOBS jobs, once warm."""
+    worker = spawn(env, tmp_path / "worker.log", "manage.py", "worker")
+    code = "from tests.integration.test_worker_connections import run_jobs; run_jobs({})"
+    name = env["DATABASE_URL"].rsplit("/", 1)[1]
+    count = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
+    try:
+        # The first job loads the model; its sessions are not counted.
+        assert python_json(code.format(1), env) == ["success"]
+        with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+            before = conn.execute(count, [name]).fetchone()[0]
+            assert python_json(code.format(JOBS), env) == ["success"] * JOBS
+            # A closed session is counted as its backend exits, a moment after the client.
+            time.sleep(1)
+            after = conn.execute(count, [name]).fetchone()[0]
+    finally:
+        stop([worker])
+    # The subprocess that submitted the jobs opened one.
+    return after - before - 1
+
+
+def test_a_warm_worker_runs_jobs_on_the_connections_it_has(database, tmp_path):
+    assert sessions_opened(database, tmp_path) <= 1
+
+
+def test_db_conn_max_age_0_still_makes_it_connect_for_every_job(database, tmp_path):
+    assert sessions_opened({**database, "DB_CONN_MAX_AGE": "0"}, tmp_path) >= JOBS
