@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -22,6 +23,9 @@ from tests.processes import python_json, spawn, stop
 pytestmark = pytest.mark.integration
 
 JOBS = 4
+
+
+RUN = "from tests.integration.test_worker_connections import run_jobs; run_jobs({})"
 
 
 def run_jobs(count: int) -> None:
@@ -70,23 +74,27 @@ def database(tmp_path: Path, models_dir: Path) -> Iterator[dict[str, str]]:
         yield env
 
 
-def sessions_opened(env: dict[str, str], tmp_path: Path) -> int:
-    """Sessions the worker opened on the database while it ran JOBS jobs, once warm."""
+@contextmanager
+def warm_worker(env: dict[str, str], tmp_path: Path) -> Iterator[None]:
+    """A worker that has run one job (which loads the model), stopped on exit."""
     worker = spawn(env, tmp_path / "worker.log", "manage.py", "worker")
-    code = "from tests.integration.test_worker_connections import run_jobs; run_jobs({})"
-    name = env["DATABASE_URL"].rsplit("/", 1)[1]
-    count = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
     try:
-        # The first job loads the model; its sessions are not counted.
-        assert python_json(code.format(1), env) == ["success"]
-        with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
-            before = conn.execute(count, [name]).fetchone()[0]
-            assert python_json(code.format(JOBS), env) == ["success"] * JOBS
-            # A closed session is counted as its backend exits, a moment after the client.
-            time.sleep(1)
-            after = conn.execute(count, [name]).fetchone()[0]
+        assert python_json(RUN.format(1), env) == ["success"]
+        yield
     finally:
         stop([worker])
+
+
+def sessions_opened(env: dict[str, str], tmp_path: Path) -> int:
+    """Sessions the worker opened on the database while it ran JOBS jobs, once warm."""
+    name = env["DATABASE_URL"].rsplit("/", 1)[1]
+    count = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
+    with warm_worker(env, tmp_path), psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        before = conn.execute(count, [name]).fetchone()[0]
+        assert python_json(RUN.format(JOBS), env) == ["success"] * JOBS
+        # A closed session is counted as its backend exits, a moment after the client.
+        time.sleep(1)
+        after = conn.execute(count, [name]).fetchone()[0]
     # The subprocess that submitted the jobs opened one.
     return after - before - 1
 
@@ -97,3 +105,27 @@ def test_a_warm_worker_runs_jobs_on_the_connections_it_has(database, tmp_path):
 
 def test_db_conn_max_age_0_still_makes_it_connect_for_every_job(database, tmp_path):
     assert sessions_opened({**database, "DB_CONN_MAX_AGE": "0"}, tmp_path) >= JOBS
+
+
+def test_a_kept_connection_the_database_dropped_costs_no_job(database, tmp_path):
+    """A restart or failover ends every session: the next job finds its kept one dead.
+
+    Every kept connection is checked before a task, the monitor or the sweep reuses it, so the
+    worker opens a new one instead of failing on the dead one.
+    """
+    name = database["DATABASE_URL"].rsplit("/", 1)[1]
+    with warm_worker(database, tmp_path):
+        with psycopg.connect(database["DATABASE_URL"], autocommit=True) as conn:
+            dropped = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            ).fetchone()[0]
+        assert dropped >= 1
+        assert python_json(RUN.format(2), database) == ["success"] * 2
+    # Without the check the jobs would still succeed, a sweep later: the first task, the
+    # monitor's record of it and the sweep each fail on a dead connection first.
+    errors = [
+        line for line in (tmp_path / "worker.log").read_text().splitlines() if "ERROR" in line
+    ]
+    assert errors == []
