@@ -1,8 +1,10 @@
 """Throughput with batching across requests off and on: many clients, one real worker.
 
-For each mode (PICTOR_MAX_BATCH_IMAGES=1, then the given value, "auto" by default) it starts web
-(gunicorn) and one worker with bench/overhead.py's `stack` (Redis broker and cache), times
---lone jobs run one at a time (the lone-job cost of batching), then has --clients threads each
+For each mode (PICTOR_MAX_BATCH_IMAGES=1, and the given value, "auto" by default) it starts web
+(gunicorn) and one worker with bench/overhead.py's `stack` (Redis broker and cache, one Redis
+database per mode), both at once. It times --lone jobs run one at a time (the lone-job cost of
+batching), taking turns between the modes so that the host's drift falls on both, then, one mode
+after the other while the other stack idles, has --clients threads each
 submit single-image 256x256, 21-step jobs on demo-sd15 back to back for --seconds, waiting for
 each to succeed (with --kind inpaint, each job repaints a square of one shared picture; with
 --kind controlnet, each follows the canny map of one shared picture).
@@ -10,7 +12,7 @@ Images/s count the images finished from the first submit to the last answer (job
 the deadline are waited for). Prints one JSON line: images/s per mode and the ratio, p50/p95
 latency (submit to success) per mode, and the lone-job ratio (median on / off).
 
-    .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 3] [--on auto]
+    .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 5] [--on auto]
         [--kind text2img|inpaint|controlnet]
 """
 
@@ -25,6 +27,7 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import requests
@@ -95,12 +98,24 @@ def percentile(values: list[float], share: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3)
 
 
-def measure(
-    running: Running, seconds: float, clients: int, lone: int, kind: str
-) -> dict[str, float]:
-    """Lone-job latency, then images/s and latency of `clients` closed-loop clients."""
-    submit_and_wait(running, 1, kind)  # warm: the first job may still load the model
-    lone_s = [submit_and_wait(running, 10 + i, kind) for i in range(lone)]
+def lone_jobs(stacks: dict[str, Running], count: int, kind: str) -> dict[str, float]:
+    """Median latency of `count` jobs per stack, each alone on the host, the stacks in turn.
+
+    Run one mode after the other, the lone medians of two identical stacks differed by up to
+    40% on a noisy host; taken in turn (and in alternating order) they share its drift.
+    """
+    for running in stacks.values():
+        submit_and_wait(running, 1, kind)  # warm: the first job may still load the model
+    times: dict[str, list[float]] = {name: [] for name in stacks}
+    names = list(stacks)
+    for i in range(count):
+        for name in names if i % 2 == 0 else reversed(names):
+            times[name].append(submit_and_wait(stacks[name], 10 + i, kind))
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+
+
+def measure(running: Running, seconds: float, clients: int, kind: str) -> dict[str, float]:
+    """Images/s and latency of `clients` closed-loop clients."""
     latencies: list[float] = []
     lock = threading.Lock()
     start = time.perf_counter()
@@ -125,7 +140,6 @@ def measure(
         "images_per_s": round(len(latencies) / wall, 4),
         "p50_s": percentile(latencies, 0.5),
         "p95_s": percentile(latencies, 0.95),
-        "lone_median_s": round(statistics.median(lone_s), 3),
     }
 
 
@@ -166,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--lone", type=int, default=3)
+    parser.add_argument("--lone", type=int, default=5)
     parser.add_argument("--on", default="auto", help="PICTOR_MAX_BATCH_IMAGES when on")
     parser.add_argument("--kind", default="text2img", choices=sorted(ENDPOINTS))
     args = parser.parse_args()
@@ -179,17 +193,28 @@ def main() -> None:
         "batch_images_on": args.on,
     }
     modes = {"off": "1", "on": args.on}
-    for name, batch_images in modes.items():
-        env = {
-            **CONFIGS["redis"],
-            "PICTOR_MAX_BATCH_IMAGES": batch_images,
-            # Clients block for their image (polling past this), and nothing throttles them.
-            "PICTOR_SYNC_WAIT": "600",
-            "PICTOR_POLL_RATE_PER_MINUTE": "1000000",
-        }
-        with stack(models_dir, env, plan=PLAN, threads=args.clients + 4) as running:
-            figures[name] = measure(running, args.seconds, args.clients, args.lone, args.kind)
-        print(f"{name}: {figures[name]}", file=sys.stderr)
+    # Each stack its own Redis database: one broker queue would hand its jobs to both workers.
+    redis_base, redis_db = CONFIGS["redis"]["REDIS_URL"].rsplit("/", 1)
+    with ExitStack() as stacks:
+        running = {}
+        for offset, (name, batch_images) in enumerate(modes.items()):
+            env = {
+                "REDIS_URL": f"{redis_base}/{int(redis_db) + offset}",
+                "PICTOR_MAX_BATCH_IMAGES": batch_images,
+                # Clients block for their image (polling past this), and nothing throttles them.
+                "PICTOR_SYNC_WAIT": "600",
+                "PICTOR_POLL_RATE_PER_MINUTE": "1000000",
+            }
+            running[name] = stacks.enter_context(
+                stack(models_dir, env, plan=PLAN, threads=args.clients + 4)
+            )
+        lone = lone_jobs(running, args.lone, args.kind)
+        for name in modes:
+            figures[name] = {
+                **measure(running[name], args.seconds, args.clients, args.kind),
+                "lone_median_s": lone[name],
+            }
+            print(f"{name}: {figures[name]}", file=sys.stderr)
     off, on = figures["off"], figures["on"]
     assert isinstance(off, dict) and isinstance(on, dict)
     figures["ratio"] = round(on["images_per_s"] / off["images_per_s"], 3)
