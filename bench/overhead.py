@@ -89,7 +89,12 @@ def stack(
         log = open(Path(tmp) / "stack.log", "wb")  # noqa: SIM115
         procs = [
             subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=log
+                # The worker command production runs (make run, deploy/), not bare qcluster.
+                [sys.executable, "manage.py", "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
             ),
             subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "sdplatform.wsgi"]

@@ -143,7 +143,7 @@ def measure(running: Running, seconds: float, clients: int, kind: str) -> dict[s
     }
 
 
-def unet_ceiling(model_path: Path, images: int, repeats: int = 5) -> dict[str, float]:
+def unet_ceiling(model_path: Path, images: int, repeats: int = 9) -> dict[str, float]:
     """The UNet's own gain from batching: seconds per image of one call at 1 image vs `images`.
 
     The most batching across requests can give on this host at this size, whatever the worker
@@ -158,16 +158,21 @@ def unet_ceiling(model_path: Path, images: int, repeats: int = 5) -> dict[str, f
     unet = UNet2DConditionModel.from_pretrained(str(model_path / "unet"), local_files_only=True)
     side = SIZE // 8
     context = torch.randn(1, 77, unet.config.cross_attention_dim)
-    per_image = {}
+    inputs = {}
     for batch in (1, images):
-        latents = torch.randn(2 * batch, unet.config.in_channels, side, side)
         embeds = context.repeat(2 * batch, 1, 1)
-        with torch.inference_mode():
+        inputs[batch] = (torch.randn(2 * batch, unet.config.in_channels, side, side), embeds)
+    times: dict[int, list[float]] = {1: [], images: []}
+    with torch.inference_mode():
+        for latents, embeds in inputs.values():
             unet(latents, 500, encoder_hidden_states=embeds)  # warm
-            start = time.perf_counter()
-            for _ in range(repeats):
+        # In turns, medians: a busy moment of the host falls on one step, not on one size.
+        for _ in range(repeats):
+            for batch, (latents, embeds) in inputs.items():
+                start = time.perf_counter()
                 unet(latents, 500, encoder_hidden_states=embeds)
-        per_image[batch] = (time.perf_counter() - start) / repeats / batch
+                times[batch].append((time.perf_counter() - start) / batch)
+    per_image = {batch: statistics.median(values) for batch, values in times.items()}
     return {
         "images": images,
         "step_ms_per_image_alone": round(per_image[1] * 1000, 2),
@@ -219,7 +224,8 @@ def main() -> None:
     assert isinstance(off, dict) and isinstance(on, dict)
     figures["ratio"] = round(on["images_per_s"] / off["images_per_s"], 3)
     figures["lone_ratio"] = round(on["lone_median_s"] / off["lone_median_s"], 3)
-    # What the hardware allows: the throughput ratio cannot beat the UNet's own batching gain.
+    # What the hardware allows: the UNet is most of a job, so the throughput ratio stays near its
+    # own batching gain (a little above: the rest of a job batches too).
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sdplatform.settings")
     import django
