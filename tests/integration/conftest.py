@@ -1,4 +1,4 @@
-"""A real stack per test module: PostgreSQL, Redis broker, gunicorn, a qcluster worker, S3 (moto).
+"""A real stack per test module: PostgreSQL, Redis broker, gunicorn, a worker, S3 (moto).
 
 Locally a missing service skips these tests; in CI (CI=true) it fails them.
 """

@@ -1,6 +1,6 @@
 """The pages in a real browser (Debian's chromium via Playwright) on a real stack.
 
-gunicorn, a qcluster worker, PostgreSQL, Redis and S3 (moto) run as in test_stack.py; emails are
+gunicorn, a worker, PostgreSQL, Redis and S3 (moto) run as in test_stack.py; emails are
 written to files (Django's file backend) and read back from there. One journey: sign up, verify
 the email by its link, create a key (shown once), use it on the API, generate in the playground
 with the progress bar moving, find the job in history and usage; then a second tenant and staff.

@@ -1,6 +1,6 @@
 """The history gallery in a real browser (Debian's chromium via Playwright) on a real stack.
 
-gunicorn, a qcluster worker, PostgreSQL, Redis and S3 (moto) run as in test_stack.py. Jobs are
+gunicorn, a worker, PostgreSQL, Redis and S3 (moto) run as in test_stack.py. Jobs are
 generated through the API; a member opens the history, walks the lightbox with the keyboard,
 copies a seed, downloads a job's zip and a selection's zip (the PNGs are counted), and copies a
 new key. Then every page is photographed at 1280 and 390 px: no page may log a browser error,
