@@ -146,8 +146,9 @@ def measure(running: Running, seconds: float, clients: int, kind: str) -> dict[s
 def unet_ceiling(model_path: Path, images: int, repeats: int = 9) -> dict[str, float]:
     """The UNet's own gain from batching: seconds per image of one call at 1 image vs `images`.
 
-    The most batching across requests can give on this host at this size, whatever the worker
-    does around the call: one denoising step with classifier-free guidance (two rows per image).
+    About what batching across requests can give on this host at this size, since the UNet is
+    most of a job (the rest batches too, so the bench's ratio can stand a little above it): one
+    denoising step with classifier-free guidance (two rows per image).
     """
     import torch
     from diffusers import UNet2DConditionModel
@@ -162,7 +163,7 @@ def unet_ceiling(model_path: Path, images: int, repeats: int = 9) -> dict[str, f
     for batch in (1, images):
         embeds = context.repeat(2 * batch, 1, 1)
         inputs[batch] = (torch.randn(2 * batch, unet.config.in_channels, side, side), embeds)
-    times: dict[int, list[float]] = {1: [], images: []}
+    times: dict[int, list[float]] = {batch: [] for batch in inputs}
     with torch.inference_mode():
         for latents, embeds in inputs.values():
             unet(latents, 500, encoder_hidden_states=embeds)  # warm
