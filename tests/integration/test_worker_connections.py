@@ -38,7 +38,7 @@ def run_jobs(count: int) -> None:
     from accounts.services import get_or_create_organization
     from generation import service
     from generation.engine.request import GenerationRequest
-    from generation.models import AIModel, Job
+    from generation.models import AIModel
 
     org = get_or_create_organization("kept", "premium")
     model, _ = AIModel.objects.get_or_create(
@@ -49,13 +49,7 @@ def run_jobs(count: int) -> None:
         req = GenerationRequest(
             prompt=f"job {index}", model_id="demo-sd15", width=64, height=64, steps=1
         )
-        job = service.submit(req, org, model)
-        deadline = time.monotonic() + 120
-        while job.status in (Job.Status.QUEUED, Job.Status.PROCESSING):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-            job.refresh_from_db()
+        job = service.wait_for(service.submit(req, org, model), 120)
         statuses.append(job.status)
     print(json.dumps(statuses))
 
@@ -85,9 +79,13 @@ def warm_worker(env: dict[str, str], tmp_path: Path) -> Iterator[None]:
         stop([worker])
 
 
+def database_name(env: dict[str, str]) -> str:
+    return env["DATABASE_URL"].rsplit("/", 1)[1]
+
+
 def sessions_opened(env: dict[str, str], tmp_path: Path) -> int:
     """Sessions the worker opened on the database while it ran JOBS jobs, once warm."""
-    name = env["DATABASE_URL"].rsplit("/", 1)[1]
+    name = database_name(env)
     count = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
     with warm_worker(env, tmp_path), psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
         before = conn.execute(count, [name]).fetchone()[0]
@@ -113,7 +111,7 @@ def test_a_kept_connection_the_database_dropped_costs_no_job(database, tmp_path)
     Every kept connection is checked before a task, the monitor or the sweep reuses it, so the
     worker opens a new one instead of failing on the dead one.
     """
-    name = database["DATABASE_URL"].rsplit("/", 1)[1]
+    name = database_name(database)
     with warm_worker(database, tmp_path):
         with psycopg.connect(database["DATABASE_URL"], autocommit=True) as conn:
             dropped = conn.execute(
