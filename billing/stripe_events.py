@@ -43,7 +43,11 @@ def verify(payload: bytes, header: str, secret: str, now: float | None = None) -
     fields = [part.split("=", 1) for part in header.split(",") if "=" in part]
     timestamps = [value.strip() for name, value in fields if name.strip() == "t"]
     signatures = [value.strip() for name, value in fields if name.strip() == "v1"]
-    if len(timestamps) != 1 or not timestamps[0].isdigit() or not signatures:
+    if (
+        len(timestamps) != 1
+        or not (timestamps[0].isascii() and timestamps[0].isdigit())
+        or not signatures
+    ):
         raise SignatureError("Stripe-Signature needs one t= and at least one v1=")
     signed = timestamps[0].encode() + b"." + payload
     expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()

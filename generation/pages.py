@@ -108,7 +108,7 @@ def rerun_prefill(request: HttpRequest, org: Any) -> dict[str, Any]:
     job_id = request.GET.get("from", "")
     job = (
         Job.objects.for_org(org).filter(pk=int(job_id)).first()
-        if job_id.isdigit() and len(job_id) < 19
+        if job_id.isascii() and job_id.isdigit() and len(job_id) < 19
         else None
     )
     if job is None:
@@ -250,7 +250,11 @@ class HistoryStatesView(APIView):
 
     def get(self, request: OrgRequest) -> Response:
         text = request.query_params.get("ids", "")
-        ids = [int(part) for part in text.split(",") if part.isdigit() and len(part) < 19]
+        ids = [
+            int(part)
+            for part in text.split(",")
+            if part.isascii() and part.isdigit() and len(part) < 19
+        ]
         if len(ids) > HISTORY_REFRESH_IDS:
             raise ValidationError({"ids": [f"At most {HISTORY_REFRESH_IDS} ids at once."]})
         rows = Job.objects.for_org(request.user.organization).filter(pk__in=ids)

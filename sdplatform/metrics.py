@@ -156,7 +156,7 @@ def remove_files_of_dead_processes() -> int:
     removed = 0
     for path in glob.glob(os.path.join(os.environ[DIR_ENV], "*.db")):
         pid = os.path.basename(path).removesuffix(".db").rpartition("_")[2]
-        if not pid.isdigit() or _running(int(pid)):
+        if not (pid.isascii() and pid.isdigit()) or _running(int(pid)):
             continue
         try:
             os.remove(path)

@@ -365,7 +365,9 @@ PICTOR_WORKER_STOP_GRACE = envfloat("PICTOR_WORKER_STOP_GRACE", 60.0)
 # Images one diffusers call may hold when a worker batches compatible queued jobs
 # (generation/batching.py): "auto" sizes it by the device, 1 turns batching off.
 _batch_images = envstr("PICTOR_MAX_BATCH_IMAGES", "auto").strip().lower()
-if _batch_images != "auto" and not (_batch_images.isdigit() and int(_batch_images) >= 1):
+if _batch_images != "auto" and not (
+    _batch_images.isascii() and _batch_images.isdigit() and int(_batch_images) >= 1
+):
     raise ImproperlyConfigured("PICTOR_MAX_BATCH_IMAGES must be auto or a positive integer")
 PICTOR_MAX_BATCH_IMAGES: int | str = "auto" if _batch_images == "auto" else int(_batch_images)
 
@@ -395,7 +397,7 @@ PICTOR_CPU_OFFLOAD = envstr("PICTOR_CPU_OFFLOAD", "off").strip().lower()
 PICTOR_COMPILE = envbool("PICTOR_COMPILE", False)
 _device_index = PICTOR_DEVICE.removeprefix("cuda:")
 if PICTOR_DEVICE not in ("auto", "cpu", "cuda", "mps") and not (
-    PICTOR_DEVICE.startswith("cuda:") and _device_index.isdigit()
+    PICTOR_DEVICE.startswith("cuda:") and _device_index.isascii() and _device_index.isdigit()
 ):
     raise ImproperlyConfigured(
         f"PICTOR_DEVICE must be auto, cpu, cuda, cuda:N or mps, not {PICTOR_DEVICE!r}"

@@ -171,6 +171,22 @@ def test_the_playground_submits_through_the_api_path_and_is_charged(
     assert client.get(f"/app/playground/jobs/{theirs.pk}/").status_code == 404
 
 
+def test_the_playground_prefills_only_from_the_organizations_own_job(client, people, demo_model):
+    ours = job(people.acme, demo_model, prompt="a harbour at dawn")
+    theirs = job(people.globex, demo_model, prompt="a secret garden")
+    as_user(client, people.member)
+
+    def prompt_box(query):
+        response = client.get(f"/app/playground/?from={query}")
+        assert response.status_code == 200
+        return re.search(r'<textarea id="prompt"[^>]*>([^<]*)<', response.content.decode())[1]
+
+    assert prompt_box(ours.pk) == "a harbour at dawn"
+    # "²" is a digit to str.isdigit(), not to int().
+    for query in (theirs.pk, "x", "²", f"{ours.pk}²", "9" * 30):
+        assert prompt_box(query) == ""
+
+
 def test_the_playground_needs_the_csrf_token(people, demo_model):
     from django.test import Client
 
@@ -462,7 +478,8 @@ def test_the_history_refresh_reads_only_the_organizations_jobs(client, people, d
     page = client.get("/app/history/").content.decode()
     assert "pictor/history_refresh.js" in page and 'data-states="/app/history/jobs.json"' in page
 
-    response = client.get(f"/app/history/jobs.json?ids={ours.pk},{done.pk},{theirs.pk},x")
+    # "²" is a digit to str.isdigit(), not to int(): skipped like any other junk.
+    response = client.get(f"/app/history/jobs.json?ids={ours.pk},{done.pk},{theirs.pk},x,²")
     assert response.status_code == 200
     by_id = {row["id"]: row for row in response.json()["jobs"]}
     assert set(by_id) == {ours.pk, done.pk}

@@ -29,7 +29,7 @@ def device_problem(value: str) -> str | None:
     if value in DEVICES:
         return None
     prefix, _, index = value.partition(":")
-    if prefix == "cuda" and index.isdigit():
+    if prefix == "cuda" and index.isascii() and index.isdigit():
         return None
     return f"PICTOR_DEVICE must be auto, cpu, cuda, cuda:N or mps, not {value!r}"
 

@@ -119,6 +119,8 @@ def test_it_defaults_to_auto_device_and_dtype_with_sdpa():
     [
         ("PICTOR_DEVICE", "gpu", "PICTOR_DEVICE must be auto, cpu, cuda, cuda:N or mps, not 'gpu'"),
         ("PICTOR_DEVICE", "cuda:x", "PICTOR_DEVICE must be auto, cpu, cuda, cuda:N or mps"),
+        ("PICTOR_DEVICE", "cuda:²", "PICTOR_DEVICE must be auto, cpu, cuda, cuda:N or mps"),
+        ("PICTOR_MAX_BATCH_IMAGES", "²", "PICTOR_MAX_BATCH_IMAGES must be auto or a positive"),
         ("PICTOR_DTYPE", "fp8", "PICTOR_DTYPE must be one of auto, fp16, bf16, fp32, not 'fp8'"),
         ("PICTOR_ATTENTION", "flash", "PICTOR_ATTENTION must be one of sdpa, default"),
         ("PICTOR_CPU_OFFLOAD", "sequential", "PICTOR_CPU_OFFLOAD must be one of off, model"),

@@ -61,7 +61,7 @@ class DanView(base.FormatView):
         """The caller's task by id; another tenant's or a malformed id is "not found" too."""
         text = str(task_id).strip()
         job = None
-        if text.isdigit() and len(text) < 19:
+        if text.isascii() and text.isdigit() and len(text) < 19:
             job = Job.objects.for_org(request.user.organization).filter(pk=int(text)).first()
         if job is None:
             raise NotFound(TASK_NOT_FOUND)

@@ -603,6 +603,6 @@ def request_id_from(data: Any) -> int:
     if value is None or value == "":
         raise ValidationError({"request_id": ["The request_id field is required."]})
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or len(text) > 18:
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ValidationError({"request_id": ["The request_id must be a request's numeric id."]})
     return int(text)

@@ -122,7 +122,10 @@ class MultiPartUploadParser(MultiPartParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         meta = (parser_context or {})["request"].META
         length = meta.get("CONTENT_LENGTH") or "0"
-        if not length.isdigit() or int(length) > settings.PICTOR_MAX_BODY_BYTES:
+        if (
+            not (length.isascii() and length.isdigit())
+            or int(length) > settings.PICTOR_MAX_BODY_BYTES
+        ):
             raise BodyTooLarge(too_large_message())
         return super().parse(stream, media_type, parser_context)
 

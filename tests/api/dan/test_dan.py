@@ -441,7 +441,8 @@ def test_another_tenants_task_answers_like_a_missing_one(
     _, data = post(api, outsider, width=64, height=64)
     theirs = data["data"]["taskId"]
 
-    for task_id in (theirs, "99999999", "not-a-number", "1" * 30):
+    # "²" is a digit to str.isdigit(), not to int().
+    for task_id in (theirs, "99999999", "not-a-number", "1" * 30, "²", "1²"):
         assert api.get(f"/api/sd/txt2img/{task_id}", **bearer(tenant.key)) == (404, MISSING)
         status, answer = api.post("/api/sd/task/status", {"taskId": task_id}, **bearer(tenant.key))
         assert (status, answer) == (404, MISSING)

@@ -131,6 +131,9 @@ def test_v6_fetch_takes_the_request_id_in_the_body(api, tenant, demo_models, syn
         ("abc", "The request_id must be a request's numeric id."),
         (-3, "The request_id must be a request's numeric id."),
         (True, "The request_id must be a request's numeric id."),
+        # A digit to str.isdigit(), not to int().
+        ("²", "The request_id must be a request's numeric id."),
+        ("1²", "The request_id must be a request's numeric id."),
     ],
 )
 def test_v6_fetch_names_a_bad_request_id(api, tenant, request_id, message):
