@@ -25,6 +25,7 @@ from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
 from accounts.views import check_email_page
 from billing.models import CreditEntry
 from generation import media, webhooks
+from generation.engine.prompts import UNSTORABLE_NAME, has_unstorable
 from generation.models import PING_EVENT, AIModel, Job, WebhookDelivery
 from generation.quotas import counted, images_sum, images_today
 
@@ -119,6 +120,8 @@ def keys(request: MemberRequest) -> HttpResponse:
         name = request.POST.get("name", "").strip()[:100]
         if not name:
             messages.error(request, "Give the key a name, so you know later where it is used.")
+        elif has_unstorable(name):
+            messages.error(request, UNSTORABLE_NAME)
         else:
             _key, raw = ApiKey.objects.issue(org, name=name)
             request.session[NEW_KEY_SESSION] = raw
@@ -167,6 +170,8 @@ def settings_page(request: MemberRequest) -> HttpResponse:
             name = request.POST.get("name", "").strip()
             if not name or len(name) > 200:
                 messages.error(request, "The name must be 1 to 200 characters.")
+            elif has_unstorable(name):
+                messages.error(request, UNSTORABLE_NAME)
             else:
                 org.name = name
                 org.save(update_fields=["name"])
@@ -225,8 +230,9 @@ def ping(request: MemberRequest) -> HttpResponse:
     url = request.POST.get("url", "").strip()
     back = redirect(reverse("app-settings") + "#webhooks")
     try:
-        if len(url) > MAX_WEBHOOK_URL:
-            raise ValidationError("too long")
+        # Django's URLValidator lets a NUL through in the path; PostgreSQL cannot store it.
+        if len(url) > MAX_WEBHOOK_URL or has_unstorable(url):
+            raise ValidationError("too long or unstorable")
         URLValidator(schemes=["http", "https"])(url)
     except ValidationError:
         messages.error(

@@ -44,6 +44,9 @@ def membership_for(request: UserRequest, slug: str = "") -> Membership:
         .select_related("organization__plan")
         .order_by("created_at", "pk")
     )
+    if "\x00" in slug:
+        # From a form field; PostgreSQL refuses NUL in a lookup, and no slug holds one.
+        raise Http404("No such organization")
     if slug:
         memberships = memberships.filter(organization__slug=slug)
     membership = memberships.first()

@@ -153,7 +153,8 @@ def apply_filters(jobs: QuerySet[Job], filters: Filters) -> QuerySet[Job]:
         jobs = jobs.filter(params__prompt__icontains=filters.q)
     if filters.date_from:
         jobs = jobs.filter(created_at__gte=day_start(filters.date_from))
-    if filters.date_to:
+    # No job is created after the last day a date can name (it has no next day to stop at).
+    if filters.date_to and filters.date_to < date.max:
         jobs = jobs.filter(created_at__lt=day_start(filters.date_to + timedelta(days=1)))
     return jobs
 

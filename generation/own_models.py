@@ -30,6 +30,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 
 from generation import model_samples, model_store, safe_http
+from generation.engine.prompts import UNSTORABLE_NAME, has_unstorable
 from generation.models import AIModel, Job
 from generation.queue import check_broker
 
@@ -255,14 +256,22 @@ def add_model(
 ) -> AIModel:
     """Check a local .safetensors file, store it and queue its validation; a `validating` model.
 
-    `fields` maps this function's argument names (file, model_id, category, base) to the
+    `fields` maps this function's argument names (file, model_id, category, base, name) to the
     caller's, so each 400 names what the client sent.
     """
-    names = {"file": "file", "model_id": "model_id", "category": "category", "base": "base"}
+    names = {
+        "file": "file",
+        "model_id": "model_id",
+        "category": "category",
+        "base": "base",
+        "name": "name",
+    }
     names.update(fields or {})
     check_plan(organization, None)
     check_broker()
     check_model_id(model_id, names["model_id"])
+    if has_unstorable(name):
+        raise ValidationError({names["name"]: [UNSTORABLE_NAME]})
     if base and base not in AIModel.Base.values:
         raise ValidationError(
             {names["base"]: [f"Choose one of: {', '.join(AIModel.Base.values)}."]}

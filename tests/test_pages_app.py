@@ -12,7 +12,7 @@ import pytest
 
 from accounts.models import ApiKey, Membership, User
 from billing import ledger
-from generation.models import AIModel, Job, WorkerHeartbeat
+from generation.models import AIModel, Job, WebhookDelivery, WorkerHeartbeat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -487,3 +487,36 @@ def test_the_history_refresh_reads_only_the_organizations_jobs(client, people, d
     assert by_id[done.pk]["error"] == "out of memory"
     many = ",".join(str(n) for n in range(1, 60))
     assert client.get(f"/app/history/jobs.json?ids={many}").status_code == 400
+
+
+def test_names_and_urls_holding_nul_are_refused_and_nothing_is_stored(client, people):
+    # PostgreSQL cannot store a NUL character (SQLite can): each is said on the page instead.
+    as_user(client, people.owner)
+    keys_before = ApiKey.objects.count()
+    response = client.post("/app/keys/", {"name": "lap\x00top"}, follow=True)
+    assert "holds a NUL character" in response.content.decode()
+    assert ApiKey.objects.count() == keys_before
+
+    response = client.post("/app/settings/", {"action": "rename", "name": "Ac\x00me"}, follow=True)
+    assert "holds a NUL character" in response.content.decode()
+    people.acme.refresh_from_db()
+    assert "\x00" not in people.acme.name
+
+    url = "https://hooks.example.com/a\x00b"
+    response = client.post("/app/settings/", {"action": "ping", "url": url}, follow=True)
+    assert "Give an http:// or https:// URL" in response.content.decode()
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_the_history_filters_up_to_the_last_day_a_date_can_name(client, people, demo_model):
+    job(people.acme, demo_model, prompt="a lighthouse at the end of time")
+    as_user(client, people.member)
+    response = client.get("/app/history/?date_to=9999-12-31")
+    assert response.status_code == 200
+    assert "a lighthouse at the end of time" in response.content.decode()
+
+
+def test_a_cookie_holding_nul_is_a_400_before_the_session_is_read(client, people):
+    # A quoted \000 in a Cookie header is read as NUL; the session's lookup would get it.
+    client.cookies["sessionid"] = "abc\x00def"
+    assert client.get("/accounts/login/").status_code == 400

@@ -483,6 +483,9 @@ def test_another_organization_looks_missing(client, stripe_on, fake_stripe, peop
     login(client, people.outsider)
     response = client.post("/billing/checkout/plan/basic/", {"org": "acme"})
     assert response.status_code == 404
+    # A NUL never reaches the lookup (PostgreSQL would refuse it: a 500, not this 404).
+    for path in ("/billing/checkout/plan/basic/", "/billing/portal/"):
+        assert client.post(path, {"org": "acme\x00"}).status_code == 404
     assert fake_stripe.requests == []
 
 

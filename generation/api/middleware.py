@@ -18,6 +18,7 @@ from generation.api import errors
 from generation.api.parsers import (
     LENGTH_REQUIRED,
     UNSTORABLE_MESSAGE,
+    cookie_is_unstorable,
     is_chunked_without_length,
     url_is_unstorable,
 )
@@ -31,7 +32,8 @@ class RequestInputMiddleware:
     (and its key as missing). gunicorn de-chunks the body and says so with
     `wsgi.input_terminated`: read it here, up to one byte past the limit, and give Django its
     length. A server that does not de-chunk gets 411. A NUL character in the path or the query
-    string (%00) would reach database lookups (model names, page filters): 400.
+    string (%00) would reach database lookups (model names, page filters): 400, and so would one
+    in a cookie (the session's key).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -40,6 +42,10 @@ class RequestInputMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if url_is_unstorable(request):
             message = f"The URL {UNSTORABLE_MESSAGE}."
+            return errors.error_page(request, status.HTTP_400_BAD_REQUEST, message)
+        if cookie_is_unstorable(request):
+            # The session's lookup would send it to the database before any view runs.
+            message = f"A cookie {UNSTORABLE_MESSAGE}."
             return errors.error_page(request, status.HTTP_400_BAD_REQUEST, message)
         if is_chunked_without_length(request):
             if not request.META.get("wsgi.input_terminated"):

@@ -52,6 +52,11 @@ def url_is_unstorable(request: HttpRequest) -> bool:
     )
 
 
+def cookie_is_unstorable(request: HttpRequest) -> bool:
+    """Whether a cookie's value holds unstorable text (a quoted \\000 is read as NUL)."""
+    return any(has_unstorable(value) for value in request.COOKIES.values())
+
+
 def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether the JSON text nests arrays and objects more than `limit` levels deep."""
     # Fewer opening brackets than the limit cannot nest past it, whatever the strings hold.

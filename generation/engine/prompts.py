@@ -18,6 +18,8 @@ MAX_WEIGHT_CHARS = 32
 # What no stored text may hold: PostgreSQL cannot store NUL, and an unpaired surrogate (only
 # reachable through a \ud800-style escape) cannot be encoded as UTF-8 at all.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What a page or an upload answers for a name that holds one.
+UNSTORABLE_NAME = "The name holds a NUL character or an unpaired surrogate, which cannot be stored."
 
 
 def has_unstorable(text: str) -> bool:
