@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+# A plan's step counts: a short list a client picks from; its largest bounds every format's steps.
+MAX_PLAN_STEPS = 150
+MAX_STEP_CHOICES = 20
 
 
 def default_steps_list() -> list[int]:
     return [21]
+
+
+def validate_steps_list(value: object) -> None:
+    """A plan's steps_list: 1 to MAX_STEP_CHOICES whole step counts, each 1 to MAX_PLAN_STEPS."""
+    # Every request of the plan's tenants reads it (max(), `in`): a wrong shape would fail them all.
+    if not (
+        isinstance(value, list)
+        and 0 < len(value) <= MAX_STEP_CHOICES
+        and all(type(steps) is int and 1 <= steps <= MAX_PLAN_STEPS for steps in value)
+    ):
+        raise ValidationError(
+            f"Give a list of 1 to {MAX_STEP_CHOICES} step counts, each a whole number from 1 to "
+            f"{MAX_PLAN_STEPS}, such as [21, 31]."
+        )
 
 
 class Plan(models.Model):
@@ -22,7 +41,7 @@ class Plan(models.Model):
     images_per_day = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no cap")
     max_samples = models.PositiveSmallIntegerField()
     max_side = models.PositiveIntegerField()
-    steps_list = models.JSONField(default=default_steps_list)
+    steps_list = models.JSONField(default=default_steps_list, validators=[validate_steps_list])
     priority = models.SmallIntegerField(default=0)
     retention_days = models.PositiveIntegerField()
     monthly_credits = models.PositiveIntegerField()

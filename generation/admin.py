@@ -30,6 +30,9 @@ class AIModelAdmin(admin.ModelAdmin):
     ]
     list_filter = ["family", "distillation", "enabled", "is_default"]
     search_fields = ["model_id", "name"]
+    # Written by the object store with the weights (generation/model_store.py), and checked
+    # against them on every fetch: not something to type.
+    readonly_fields = ["files", "sha256", "size", "storage_prefix"]
 
 
 class OutputImageInline(admin.TabularInline):

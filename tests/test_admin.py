@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 from django.apps import apps
+from django.forms.models import model_to_dict
 from django.urls import reverse
 
 from accounts.models import ApiKey, Organization, User
-from billing.models import CreditEntry
+from billing.models import CreditEntry, Plan
 from generation.models import Job
 from tests.helpers import make_tenant
 
@@ -92,3 +93,39 @@ def test_cancel_refunds_and_retry_queues_a_new_charged_job(staff, api, demo_mode
     assert retried.params == job.params
     tenant.org.refresh_from_db()
     assert tenant.org.credit_balance == charged
+
+
+def change_plan(client, plan, steps_list):
+    """POST the plan's admin form as it is, but for `steps_list` (the form's JSON text)."""
+    data = {name: "" if value is None else value for name, value in model_to_dict(plan).items()}
+    data["steps_list"] = steps_list
+    return client.post(reverse("admin:billing_plan_change", args=[plan.pk]), data)
+
+
+@pytest.mark.parametrize(
+    "steps_list",
+    ['["\\u0000"]', "[1e400]", '{"21": 1}', "[0]", "[21.5]", "[true]", "[151]", '"21"'],
+)
+def test_a_plans_steps_list_must_be_whole_step_counts(staff, steps_list):
+    # Every request of the plan's tenants reads it: a wrong shape would fail them all.
+    plan = Plan.objects.get(slug="free")
+    before = plan.steps_list
+    response = change_plan(staff, plan, steps_list)
+    assert response.status_code == 200
+    assert "Give a list of 1 to 20 step counts" in response.content.decode()
+    plan.refresh_from_db()
+    assert plan.steps_list == before
+
+
+def test_a_plans_steps_list_of_step_counts_is_saved(staff):
+    plan = Plan.objects.get(slug="free")
+    assert change_plan(staff, plan, "[21, 31, 50]").status_code == 302
+    plan.refresh_from_db()
+    assert (plan.steps_list, plan.max_steps) == ([21, 31, 50], 50)
+
+
+def test_a_stored_models_file_list_is_not_typed_in_the_admin(staff, demo_model):
+    page = staff.get(reverse("admin:generation_aimodel_change", args=[demo_model.pk]))
+    assert page.status_code == 200
+    for field in ("files", "sha256", "size", "storage_prefix"):
+        assert f'name="{field}"' not in page.content.decode()
