@@ -7,19 +7,25 @@ views use them without importing the worker's tasks module.
 
 from __future__ import annotations
 
+import functools
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing import ledger
 from generation import notify, webhooks
-from generation.models import Job
+from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
 from sdplatform import metrics
+from sdplatform.rows import Selected, set_prefetched
+
+if TYPE_CHECKING:
+    from accounts.models import Organization
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,49 @@ def reap_expired_jobs() -> int:
             log.warning("reaped job %s after its lease expired (attempt %s)", job_id, attempts)
             reaped += changed
     return reaped
+
+
+# A job id in a database's signed 64-bit key; a larger one from a URL finds nothing.
+MAX_JOB_ID = 2**63 - 1
+
+
+def polled(organization: Organization, job_id: int) -> Job | None:
+    """The tenant's job `job_id` with its model and outputs, as a poll answers it; else None.
+
+    `Job.objects.for_org(organization).select_related("model").prefetch_related("outputs")` in
+    one fixed statement: polls are the API's most frequent request, and the ORM's building of
+    those two queries cost more than PostgreSQL's answers (docs/benchmarks.md).
+    """
+    if not 0 < job_id <= MAX_JOB_ID:
+        return None
+    job, model, output, sql = polled_job_query()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [job_id, organization.pk])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    found = job.instance(rows[0])
+    found.model = model.instance(rows[0])
+    # A job without outputs has one row, its output columns NULL (the LEFT JOIN).
+    set_prefetched(
+        found, "outputs", [output.instance(row) for row in rows if not output.is_null(row)]
+    )
+    return found
+
+
+@functools.cache
+def polled_job_query() -> tuple[Selected[Job], Selected[AIModel], Selected[OutputImage], str]:
+    job = Selected(Job, "j")
+    model = Selected(AIModel, "m", after=job)
+    output = Selected(OutputImage, "o", after=model)
+    sql = (
+        f"SELECT {job.sql}, {model.sql}, {output.sql} FROM {Job._meta.db_table} j"
+        f" JOIN {AIModel._meta.db_table} m ON m.id = j.model_id"
+        f" LEFT JOIN {OutputImage._meta.db_table} o ON o.job_id = j.id"
+        f" WHERE j.id = %s AND j.organization_id = %s"
+        f" ORDER BY o.{connection.ops.quote_name('index')}"
+    )
+    return job, model, output, sql
 
 
 def refresh_lease_state(job: Job) -> Job:

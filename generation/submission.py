@@ -26,7 +26,7 @@ from generation.engine import control, variations
 from generation.engine.pipelines import kind_error, pipeline_family
 from generation.engine.prompts import enhance, with_tokens
 from generation.engine.request import CONTROLNET_KINDS, GenerationRequest
-from generation.models import AIModel, Job
+from generation.models import AIModel, Job, find_visible
 
 DEFAULT_SIDE = 512
 MIN_SIDE = 64
@@ -66,12 +66,7 @@ def resolve_model(
 
     `field` is the client's name for the model field, so a 400 names what it sent.
     """
-    visible = AIModel.objects.visible_to(request.user.organization)
-    model = (
-        visible.filter(model_id=model_id).first()
-        if model_id
-        else visible.filter(is_default=True).first()
-    )
+    model = find_visible(request.user.organization, model_id)
     if model is None:
         raise NotFound("Model id not found")
     if not model.is_checkpoint:

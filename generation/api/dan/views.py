@@ -22,7 +22,6 @@ from generation.api import base, polling
 from generation.api.dan.answers import DanTaskAnswer, task_body
 from generation.api.dan.serializers import DanTxt2ImgSerializer
 from generation.api.errors import Problem
-from generation.models import Job
 
 if TYPE_CHECKING:
     from accounts.requests import OrgRequest
@@ -62,7 +61,7 @@ class DanView(base.FormatView):
         text = str(task_id).strip()
         job = None
         if text.isascii() and text.isdigit() and len(text) < 19:
-            job = Job.objects.for_org(request.user.organization).filter(pk=int(text)).first()
+            job = jobs.polled(request.user.organization, int(text))
         if job is None:
             raise NotFound(TASK_NOT_FOUND)
         job = jobs.refresh_lease_state(job)

@@ -245,12 +245,7 @@ class FetchView(ModelsLabView):
         responses={200: ModelsLabJob, **schema.modelslab_errors(404)},
     )
     def post(self, request: KeyRequest, job_id: int) -> Response:
-        job = (
-            Job.objects.for_org(request.user.organization)
-            .select_related("model")
-            .filter(pk=job_id)
-            .first()
-        )
+        job = jobs.polled(request.user.organization, job_id)
         if job is None:
             raise NotFound("Request not found")
         job = jobs.refresh_lease_state(job)

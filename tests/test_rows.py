@@ -1,0 +1,158 @@
+"""The hand-written key, poll and model lookups give what the ORM gives (sdplatform/rows.py).
+
+`lookups_against_the_orm()` loads the same rows both ways and reports every difference; it runs
+here on SQLite and, in tests/integration/test_rows_postgres.py, on PostgreSQL, whose drivers hand
+back datetimes and JSON differently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Model
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+
+def values(instance: Model | None) -> dict[str, Any] | None:
+    """Every column's value with its type, to tell 1 from 1.0 and naive from aware datetimes."""
+    if instance is None:
+        return None
+    return {
+        field.attname: (type(value).__name__, value, getattr(value, "tzinfo", None))
+        for field in instance._meta.concrete_fields
+        for value in [getattr(instance, field.attname)]
+    }
+
+
+def differences(ours: Model | None, orm: Model | None) -> list[str]:
+    mine, theirs = values(ours) or {}, values(orm) or {}
+    return [
+        f"{name}: {mine.get(name)!r} != {theirs.get(name)!r}"
+        for name in theirs | mine
+        if mine.get(name) != theirs.get(name)
+    ]
+
+
+def lookups_against_the_orm() -> dict[str, Any]:
+    """Keys, polled jobs and models loaded by the fixed statements and by the ORM, and queries."""
+    from accounts.models import ApiKey
+    from accounts.services import get_or_create_organization
+    from generation import jobs
+    from generation.models import AIModel, Job, OutputImage, find_visible
+
+    now = timezone.now()
+    model = AIModel.objects.create(
+        model_id="demo-sd15", name="Demo", path="demo-sd15", is_default=True
+    )
+    org = get_or_create_organization("acme", "basic")
+    outsider = get_or_create_organization("other", "basic")
+    own = AIModel.objects.create(
+        model_id="acme-own", name="Own", path="own", organization=org, files=[{"name": "a"}]
+    )
+    AIModel.objects.create(model_id="theirs", name="Theirs", path="t", organization=outsider)
+    AIModel.objects.create(model_id="off", name="Off", path="off", enabled=False)
+    AIModel.objects.create(
+        model_id="checking", name="Checking", path="c", status=AIModel.Status.VALIDATING
+    )
+    key, raw = ApiKey.objects.issue(org, name="laptop")
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, expires_at=now + timedelta(days=1))
+    expired, expired_raw = ApiKey.objects.issue(org, name="old")
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=now - timedelta(seconds=1))
+    revoked, revoked_raw = ApiKey.objects.issue(org, name="gone")
+    ApiKey.objects.filter(pk=revoked.pk).update(revoked_at=now)
+
+    params = {"prompt": "a café at dusk ☕", "samples": 2, "guidance_scale": 7.5, "seed": None}
+    job = Job.objects.create(
+        organization=org,
+        api_key=key,
+        model=model,
+        status=Job.Status.SUCCESS,
+        params=params,
+        started_at=now,
+        finished_at=now + timedelta(seconds=2),
+        generation_time=1.25,
+    )
+    for index, nsfw in ((1, True), (0, False)):
+        OutputImage.objects.create(
+            job=job,
+            index=index,
+            path=f"generations/{index}.png",
+            seed=2**40 + index,
+            nsfw=nsfw,
+            width=64,
+            height=96,
+        )
+    bare = Job.objects.create(organization=org, model=model, params=params)
+    elsewhere = Job.objects.create(organization=outsider, model=model, params=params)
+
+    with CaptureQueriesContext(connection) as key_queries:
+        found = ApiKey.objects.for_raw_key(raw)
+        assert found is not None
+        plan = found.organization.plan
+    orm_key = ApiKey.objects.select_related("organization__plan").get(pk=key.pk)
+
+    with CaptureQueriesContext(connection) as poll_queries:
+        polled = jobs.polled(org, job.pk)
+        assert polled is not None
+        outputs = list(polled.outputs.all())
+        polled_model = polled.model
+        back = {output.job.pk for output in outputs}
+    orm_job = Job.objects.select_related("model").get(pk=job.pk)
+    orm_outputs = list(orm_job.outputs.all())
+    bare_polled = jobs.polled(org, bare.pk)
+    with CaptureQueriesContext(connection) as model_queries:
+        found_own, found_default = find_visible(org, "acme-own"), find_visible(org, None)
+
+    return {
+        "key": differences(found, orm_key),
+        "organization": differences(found.organization, orm_key.organization),
+        "plan": differences(plan, orm_key.organization.plan),
+        "key queries": len(key_queries),
+        "job": differences(polled, orm_job),
+        "model": differences(polled_model, orm_job.model),
+        "outputs": [index for output in outputs for index in [output.index]],
+        "output fields": [
+            d for a, b in zip(outputs, orm_outputs, strict=True) for d in differences(a, b)
+        ],
+        "outputs' job": sorted(back),
+        "job id": job.pk,
+        "poll queries": len(poll_queries),
+        "bare outputs": None if bare_polled is None else list(bare_polled.outputs.all()),
+        "own model": differences(found_own, AIModel.objects.get(pk=own.pk)),
+        "default model": differences(found_default, AIModel.objects.get(pk=model.pk)),
+        "model queries": len(model_queries),
+        "hidden models": [find_visible(org, name) for name in ("theirs", "off", "checking", "x")],
+        "refused keys": [ApiKey.objects.for_raw_key(k) for k in (expired_raw, revoked_raw)],
+        "refused jobs": [
+            jobs.polled(org, elsewhere.pk),
+            jobs.polled(outsider, job.pk),
+            jobs.polled(org, 0),
+            jobs.polled(org, 2**63),
+            jobs.polled(org, job.pk + 1000),
+        ],
+    }
+
+
+def check(outcome: dict[str, Any]) -> None:
+    """What both databases must show."""
+    assert outcome["key"] == outcome["organization"] == outcome["plan"] == [], outcome
+    assert outcome["key queries"] == 1, outcome
+    assert outcome["job"] == outcome["model"] == outcome["output fields"] == [], outcome
+    assert outcome["outputs"] == [0, 1], outcome
+    assert outcome["outputs' job"] == [outcome["job id"]], outcome
+    assert outcome["poll queries"] == 1, outcome
+    assert outcome["bare outputs"] == [], outcome
+    assert outcome["refused keys"] == [None, None], outcome
+    assert outcome["own model"] == outcome["default model"] == [], outcome
+    assert outcome["model queries"] == 2, outcome
+    assert outcome["hidden models"] == [None] * 4, outcome
+    assert outcome["refused jobs"] == [None] * 5, outcome
+
+
+@pytest.mark.django_db
+def test_the_fixed_lookups_load_what_the_orm_loads_in_one_query():
+    check(lookups_against_the_orm())
