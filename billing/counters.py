@@ -2,8 +2,9 @@
 
 Two stores, picked by the configured cache:
 
-- Redis (or any cache with an atomic `incr`, like memcached): `cache.add(key, 0)` starts a
-  window, `cache.incr(key)` counts in it; a claim is `cache.add(key, 1, ttl)` (Redis SET NX).
+- Redis (or any cache with an atomic `incr`, like memcached): `cache.incr(key)` counts in a
+  window, after `cache.add(key, 0)` where it found no key yet; a claim is `cache.add(key, 1,
+  ttl)` (Redis SET NX).
 - Django's database cache (the embedded default): its `incr` is a get and a set, so two
   processes can read the same count and both write count+1; and its `add` over an expired row
   is a SELECT then an UPDATE that two processes can both win. So instead of the cache table,
@@ -154,12 +155,14 @@ def _redis_hit(key: str, end: float, now: float) -> Hit:
     # The window's end in the key: each window is a fresh key that expires on its own.
     window_key = f"pictor:{key}:{int(end)}"
     timeout = math.ceil(end - now) + 1
+    # The count first: once a window has begun, a request costs one round trip, not two.
     for _ in range(3):
-        cache.add(window_key, 0, timeout)
         try:
             return Hit(int(cache.incr(window_key)), end - now)
         except ValueError:
-            continue  # evicted between add and incr (a full Redis); start it again
+            # The window's first request (or its key evicted from a full Redis): start it. Of
+            # two requests here at once, one add wins and both count on it.
+            cache.add(window_key, 0, timeout)
     raise RuntimeError(f"the cache keeps dropping the counter {window_key}")
 
 

@@ -158,3 +158,25 @@ def test_on_redis_counts_and_claims_live_in_redis(redis_cache, api, free_tenant,
     statuses = [api.post(LOAD, {"key": free_tenant.key})[0] for _ in range(3)]
     assert statuses == [200, 200, 429]
     assert not RateCounter.objects.exists()
+
+
+def test_on_redis_a_window_expires_with_its_minute_and_an_evicted_one_starts_again(
+    redis_cache, clock
+):
+    from django.core.cache import cache
+
+    window_key = f"pictor:rpm:e:{int(clock.now) + 60}"
+    assert counters.hit("rpm:e", 60).count == 1
+    assert 60 <= cache.ttl(window_key) <= 61
+    assert counters.hit("rpm:e", 60).count == 2
+    assert 60 <= cache.ttl(window_key) <= 61  # counting keeps the key's expiry
+    cache.delete(window_key)  # what a full Redis does to a key
+    assert [counters.hit("rpm:e", 60).count for _ in range(2)] == [1, 2]
+
+
+def test_on_redis_concurrent_first_hits_of_a_window_each_get_their_own_count(redis_cache, clock):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(lambda _: counters.hit("rpm:c", 60).count, range(200)))
+    assert sorted(counts) == list(range(1, 201))
