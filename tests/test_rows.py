@@ -114,7 +114,7 @@ def lookups_against_the_orm() -> dict[str, Any]:
         "key queries": len(key_queries),
         "job": differences(polled, orm_job),
         "model": differences(polled_model, orm_job.model),
-        "outputs": [index for output in outputs for index in [output.index]],
+        "outputs": [output.index for output in outputs],
         "output fields": [
             d for a, b in zip(outputs, orm_outputs, strict=True) for d in differences(a, b)
         ],
