@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import connection, models
 from django.utils import timezone
 
-from sdplatform.rows import Selected
+from sdplatform.rows import Selected, fixed_cursor
 
 if TYPE_CHECKING:
     from billing.models import Plan
@@ -197,7 +197,7 @@ class ApiKeyManager(models.Manager["ApiKey"]):
             return None
         digest = key_digest(raw)
         key, organization, plan, sql = live_key_query()
-        with connection.cursor() as cursor:
+        with fixed_cursor() as cursor:
             now = connection.ops.adapt_datetimefield_value(timezone.now())
             cursor.execute(sql, [raw[:KEY_LOOKUP_LENGTH], now])
             rows = cursor.fetchall()

@@ -22,7 +22,7 @@ from generation import notify, webhooks
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
 from sdplatform import metrics
-from sdplatform.rows import Selected, set_prefetched
+from sdplatform.rows import Selected, fixed_cursor, set_prefetched
 
 if TYPE_CHECKING:
     from accounts.models import Organization
@@ -99,7 +99,7 @@ def polled(organization: Organization, job_id: int) -> Job | None:
     if not 0 < job_id <= MAX_JOB_ID:
         return None
     job, model, output, sql = polled_job_query()
-    with connection.cursor() as cursor:
+    with fixed_cursor() as cursor:
         cursor.execute(sql, [job_id, organization.pk])
         rows = cursor.fetchall()
     if not rows:

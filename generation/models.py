@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Organization
 from generation.engine.request import OUTPUT_FORMATS, ModelRef
-from sdplatform.rows import Selected
+from sdplatform.rows import Selected, fixed_cursor
 
 
 class AIModelQuerySet(models.QuerySet["AIModel"]):
@@ -202,7 +202,7 @@ def find_visible(organization: Organization, model_id: str | None) -> AIModel | 
     """
     selected, sql = visible_model_query("model_id" if model_id else "is_default")
     value = model_id if model_id else True
-    with connection.cursor() as cursor:
+    with fixed_cursor() as cursor:
         cursor.execute(sql, [True, AIModel.Status.READY.value, organization.pk, value])
         row = cursor.fetchone()
     return None if row is None else selected.instance(row)

@@ -5,6 +5,8 @@ times PostgreSQL's answer: an API key with its organization and plan took 1.0 ms
 the ORM and 0.18 ms as one fixed statement (docs/benchmarks.md). `Selected` writes a model's
 column list once; its `instance()` turns a slice of a result row into the model, through the same
 converters and `Model.from_db` the ORM uses, so the instance is the one a queryset would give.
+`fixed_cursor()` runs such statements prepared on PostgreSQL, so the server plans each once per
+connection, not on every request.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
@@ -66,6 +69,16 @@ class Selected(Generic[M]):
                     found.append((index, chain))
             self.converters[conn] = found
         return found
+
+
+def fixed_cursor() -> CursorWrapper:
+    """A cursor for a fixed statement: prepared once per connection on PostgreSQL.
+
+    Its parameters are bound by the server (`%s` becomes `$1`), so a statement's text is the same
+    on every run. SQLite plans cheaply and gets the plain cursor.
+    """
+    prepared = getattr(connection, "prepared_cursor", None)  # sdplatform/postgres/base.py
+    return prepared() if prepared is not None else connection.cursor()
 
 
 def set_prefetched(instance: Model, related_name: str, objects: list[Any]) -> None:

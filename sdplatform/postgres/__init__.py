@@ -1,1 +1,1 @@
-"""PostgreSQL for Pictor: Django's backend, with a cheaper check of a kept connection (base.py)."""
+"""PostgreSQL for Pictor: Django's backend, kept connections checked cheaply, lookups prepared."""

@@ -100,3 +100,59 @@ def test_something_waiting_on_a_live_connection_gets_the_query_check_and_keeps_i
     # A notification was waiting: the check asked the server, which answered, so the
     # connection stayed (the same backend), not replaced.
     assert result["after"] == {"last_query": "SELECT 1", "pid": result["first"]}
+
+
+ALTERED = """
+import json, django
+django.setup()
+import psycopg
+from django.db import connection, transaction
+
+def names():
+    with connection.prepared_cursor() as cursor:
+        cursor.execute("SELECT name FROM pictor_named WHERE id = %s", [1])
+        return cursor.fetchone()[0]
+
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE pictor_named (id int PRIMARY KEY, name varchar(10))")
+    cursor.execute("INSERT INTO pictor_named VALUES (1, 'first')")
+before = [names(), names()]  # the second runs the prepared statement
+with psycopg.connect("{url}", autocommit=True) as other:
+    other.execute("ALTER TABLE pictor_named ALTER COLUMN name TYPE varchar(20)")
+after = names()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+    prepared = cursor.fetchone()[0]
+with psycopg.connect("{url}", autocommit=True) as other:
+    other.execute("ALTER TABLE pictor_named ALTER COLUMN name TYPE varchar(30)")
+try:
+    with transaction.atomic():
+        names()
+    in_transaction = "answered"
+except Exception as exc:
+    in_transaction = type(exc).__name__
+print(json.dumps({{
+    "before": before, "after": after, "prepared": prepared,
+    "in_transaction": in_transaction, "after_rollback": names(),
+}}))
+"""
+
+
+def test_a_column_type_changed_under_a_prepared_statement_costs_no_failed_request():
+    name = create_database()
+    url = f"{PG_URL}/{name}"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sdplatform.settings", "DATABASE_URL": url}
+    env.pop("REDIS_URL", None)
+    try:
+        result = python_json(ALTERED.format(url=url), env)
+    finally:
+        drop_database(name)
+    # A migration's ALTER ... TYPE makes PostgreSQL refuse the statement prepared before it, on
+    # that connection for good; outside a transaction it is prepared again and answers.
+    assert result["before"] == ["first", "first"]
+    assert result["after"] == "first"
+    assert result["prepared"] == 1
+    # Inside a transaction the refusal aborts it (nothing to retry in), and the rollback clears
+    # the prepared statements, so the next request's lookup answers.
+    assert result["in_transaction"] == "NotSupportedError"
+    assert result["after_rollback"] == "first"
