@@ -8,6 +8,7 @@ the check before its first query. A second connection watches the first one's ba
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -64,20 +65,26 @@ print(json.dumps({{"first": first, "quiet": quiet, "after": after}}))
 """
 
 
-def run(case: str) -> dict:
+def in_fresh_database(code: str, **env: str) -> dict:
+    """Run `code` (a template given the database's `url`) on a new database, dropped after."""
     name = create_database()
     url = f"{PG_URL}/{name}"
-    env = {
+    environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "sdplatform.settings",
         "DATABASE_URL": url,
-        "DB_CONN_MAX_AGE": "300",
+        **env,
     }
-    env.pop("REDIS_URL", None)
+    environment.pop("REDIS_URL", None)
     try:
-        return python_json(RUN.format(url=url, case=case), env)
+        return python_json(code.format(url=url), environment)
     finally:
         drop_database(name)
+
+
+@functools.cache  # two tests read the one run of a case
+def run(case: str) -> dict:
+    return in_fresh_database(RUN.replace("{case}", case), DB_CONN_MAX_AGE="300")
 
 
 def test_a_quiet_kept_connection_is_reused_without_a_query():
@@ -139,14 +146,7 @@ print(json.dumps({{
 
 
 def test_a_column_type_changed_under_a_prepared_statement_costs_no_failed_request():
-    name = create_database()
-    url = f"{PG_URL}/{name}"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sdplatform.settings", "DATABASE_URL": url}
-    env.pop("REDIS_URL", None)
-    try:
-        result = python_json(ALTERED.format(url=url), env)
-    finally:
-        drop_database(name)
+    result = in_fresh_database(ALTERED)
     # A migration's ALTER ... TYPE makes PostgreSQL refuse the statement prepared before it, on
     # that connection for good; outside a transaction it is prepared again and answers.
     assert result["before"] == ["first", "first"]
