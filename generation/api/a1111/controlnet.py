@@ -188,7 +188,7 @@ class ControlModeField(serializers.Field):
         return number
 
 
-class UnitBody(serializers.Serializer):
+class UnitBody(base.CopiedFields):
     """One ControlNet unit, with the bounds a value must be within (else 422)."""
 
     enabled = serializers.BooleanField(default=True)

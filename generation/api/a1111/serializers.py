@@ -84,7 +84,7 @@ def prompt_field() -> serializers.CharField:
     )
 
 
-class Txt2ImgBody(serializers.Serializer):
+class Txt2ImgBody(base.CopiedFields):
     """The txt2img fields this server reads, with the bounds a value must be within (else 422)."""
 
     # The field order is the order of a 422's entries (and of the schema's properties).

@@ -86,7 +86,7 @@ class LorasField(base.LorasField):
         return loras
 
 
-class DanControlNetUnitSerializer(serializers.Serializer):
+class DanControlNetUnitSerializer(base.CopiedFields):
     """One `control_net` unit; its errors are reported under `control_net`."""
 
     model = serializers.CharField(max_length=100)
@@ -193,7 +193,7 @@ def round_side(value: int) -> int:
     return max(ENGINE_MIN_SIDE, (value + 4) // 8 * 8)
 
 
-class DanTxt2ImgSerializer(serializers.Serializer):
+class DanTxt2ImgSerializer(base.CopiedFields):
     """POST /api/sd/txt2img: Dan's fields and ranges; the plan narrows sizes, steps and batch."""
 
     # (Comments, not the docstring: that is the schema's description.) Context: "org", "plan"

@@ -64,7 +64,7 @@ def controlnet_id(organization: Organization, model: AIModel | None, name: str) 
     return match.model_id if match else name
 
 
-class HyperbolicSerializer(serializers.Serializer):
+class HyperbolicSerializer(base.CopiedFields):
     """The body of POST /v1/image/generation; the plan narrows the bounds."""
 
     # (Comments, not the docstring: that is the schema's description.) Context: "org", "plan"

@@ -81,7 +81,7 @@ def is_default_value(name: str, value: Any) -> bool:
     return value is None
 
 
-class ModelsLabSerializer(serializers.Serializer):
+class ModelsLabSerializer(base.CopiedFields):
     """Gives every field ModelsLab's "The x field is required." wording."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -74,7 +74,7 @@ def checkpoint(request: Any, name: str | None, kind: str) -> AIModel:
         ) from None
 
 
-class OpenAISerializer(serializers.Serializer):
+class OpenAISerializer(base.CopiedFields):
     """What every image route takes; subclasses add theirs. Unknown parameters are a 400."""
 
     # (Comments, not the docstring: that is the schema's description.) Context: "org", "plan",

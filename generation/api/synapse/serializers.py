@@ -38,7 +38,7 @@ def visible_names(organization: Organization | None, *families: str) -> list[str
     )
 
 
-class SynapseSerializer(serializers.Serializer):
+class SynapseSerializer(base.CopiedFields):
     """The body of POST /sd/<model>, with Synapse's defaults; the plan narrows the bounds."""
 
     # (Comments, not the docstring: that is the schema's description.) Context: "org", "plan",
