@@ -1,4 +1,5 @@
-"""The hand-written key, poll and model lookups give what the ORM gives (sdplatform/rows.py).
+"""The hand-written key, poll, model and queue-count statements give what the ORM gives
+(sdplatform/rows.py).
 
 `lookups_against_the_orm()` loads the same rows both ways and reports every difference; it runs
 here on SQLite and, in tests/integration/test_rows_postgres.py, on PostgreSQL, whose drivers hand
@@ -38,10 +39,11 @@ def differences(ours: Model | None, orm: Model | None) -> list[str]:
 
 
 def lookups_against_the_orm() -> dict[str, Any]:
-    """Keys, polled jobs and models loaded by the fixed statements and by the ORM, and queries."""
+    """Keys, polled jobs and models loaded by the fixed statements and by the ORM, and queries;
+    a submit's count of queued jobs both ways."""
     from accounts.models import ApiKey
     from accounts.services import get_or_create_organization
-    from generation import jobs
+    from generation import jobs, quotas
     from generation.models import AIModel, Job, OutputImage, find_visible
 
     now = timezone.now()
@@ -107,6 +109,23 @@ def lookups_against_the_orm() -> dict[str, Any]:
     with CaptureQueriesContext(connection) as model_queries:
         found_own, found_default = find_visible(org, "acme-own"), find_visible(org, None)
 
+    # `bare` and three more wait in the queue; a running job and the outsider's do not count.
+    queued = [bare.pk] + [
+        Job.objects.create(organization=org, model=model, params=params).pk for _ in range(3)
+    ]
+    Job.objects.create(organization=org, model=model, params=params, status=Job.Status.PROCESSING)
+    counts = [(up_to, besides) for up_to in (1, 3, 4, 10) for besides in (queued[2], job.pk)]
+    queue_counts = [
+        (
+            quotas.queued_jobs(org, up_to, besides),
+            Job.objects.for_org(org)
+            .filter(status=Job.Status.QUEUED)
+            .exclude(pk=besides)[:up_to]
+            .count(),
+        )
+        for up_to, besides in counts
+    ]
+
     return {
         "key": differences(found, orm_key),
         "organization": differences(found.organization, orm_key.organization),
@@ -125,6 +144,7 @@ def lookups_against_the_orm() -> dict[str, Any]:
         "own model": differences(found_own, AIModel.objects.get(pk=own.pk)),
         "default model": differences(found_default, AIModel.objects.get(pk=model.pk)),
         "model queries": len(model_queries),
+        "queue counts": queue_counts,
         "hidden models": [find_visible(org, name) for name in ("theirs", "off", "checking", "x")],
         "refused keys": [ApiKey.objects.for_raw_key(k) for k in (expired_raw, revoked_raw)],
         "refused jobs": [
@@ -151,6 +171,9 @@ def check(outcome: dict[str, Any]) -> None:
     assert outcome["model queries"] == 2, outcome
     assert outcome["hidden models"] == [None] * 4, outcome
     assert outcome["refused jobs"] == [None] * 5, outcome
+    # (ours, the ORM's) for caps 1, 3, 4, 10, each leaving out a queued job, then a finished one.
+    expected = [[n, n] for n in (1, 1, 3, 3, 3, 4, 3, 4)]
+    assert [list(pair) for pair in outcome["queue counts"]] == expected, outcome
 
 
 @pytest.mark.django_db

@@ -1,4 +1,5 @@
-"""The hand-written key, poll and model lookups on PostgreSQL, whose driver converts values."""
+"""The hand-written key, poll, model and queue-count statements on PostgreSQL, whose driver
+converts values."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def test_the_fixed_lookups_load_what_the_orm_loads_on_postgresql(tmp_path):
     from accounts.models import live_key_query
     from generation.jobs import polled_job_query
     from generation.models import visible_model_query
+    from generation.quotas import queued_jobs_query
 
-    statements = [live_key_query()[3], polled_job_query()[3]]
+    statements = [live_key_query()[3], polled_job_query()[3], queued_jobs_query()]
     statements += [visible_model_query(column)[1] for column in ("model_id", "is_default")]
     numbered = [numbered_parameters(sql) for sql in statements]
     assert result["prepared"] == sorted(numbered)
