@@ -245,3 +245,64 @@ def test_the_data_migration_grants_organizations_from_before_the_ledger(tenant):
     assert ledger.balance(tenant.org) == 20_000
     # The monthly task sees the same key and grants nothing more this month.
     assert ledger.grant_monthly_credits() == 0
+
+
+def entries_as_written() -> dict[str, object]:
+    """Each way the ledger writes an entry, the entry it answers against the row it stored.
+
+    Runs here on SQLite (two statements) and, in tests/integration/test_credits_race.py, on
+    PostgreSQL (one statement: the balance's UPDATE in a WITH clause, the INSERT from its row).
+    """
+
+    def differences(entry: CreditEntry) -> list[str]:
+        stored = CreditEntry.objects.get(pk=entry.pk)
+        return [
+            f"{field.attname}: {getattr(entry, field.attname)!r}"
+            f" != {getattr(stored, field.attname)!r}"
+            for field in CreditEntry._meta.concrete_fields
+            if getattr(entry, field.attname) != getattr(stored, field.attname)
+        ]
+
+    org = get_or_create_organization("ledger-both", "basic")
+    ledger.set_balance(org, 10, "start")
+    model = AIModel.objects.create(model_id="ledger-demo", name="Demo", path="ledger-demo")
+    job = Job.objects.create(organization=org, model=model, params={}, cost=3)
+    written = {
+        "grant": ledger.grant(org, 5, "ledger:grant", note="a pack"),
+        "debit": ledger.debit_for_job(job),
+        "refund": ledger.refund_job(job.pk),
+    }
+    found: dict[str, object] = {
+        kind: differences(entry) for kind, entry in written.items() if entry is not None
+    }
+    found["balances after"] = [entry.balance_after for entry in written.values() if entry]
+    found["job ids"] = [entry.job_id for entry in written.values() if entry]
+    found["replayed"] = ledger.grant(org, 5, "ledger:grant")
+    try:
+        ledger.post(org.pk, CreditEntry.Kind.DEBIT, -16, "ledger:too-much")
+        found["too much"] = "charged"
+    except ledger.InsufficientCredits:
+        found["too much"] = "refused"
+    found["too much written"] = CreditEntry.objects.filter(key="ledger:too-much").exists()
+    found["balance"] = ledger.balance(org)
+    found["entries"] = CreditEntry.objects.filter(organization=org).count()
+    return found
+
+
+def check_entries(found: dict[str, object]) -> None:
+    """What both databases must show."""
+    assert found["grant"] == found["debit"] == found["refund"] == [], found
+    assert found["balances after"] == [15, 12, 15], found
+    assert found["job ids"][0] is None and found["job ids"][1] == found["job ids"][2], found
+    assert found["job ids"][1] is not None, found
+    assert (found["replayed"], found["too much"], found["too much written"]) == (
+        None,
+        "refused",
+        False,
+    ), found
+    # The plan's monthly grant, the start adjustment, and the three entries above.
+    assert (found["balance"], found["entries"]) == (15, 5), found
+
+
+def test_each_entry_answered_is_the_row_stored():
+    check_entries(entries_as_written())

@@ -214,3 +214,19 @@ def test_the_queue_cap_holds_under_concurrent_submits_that_never_wait_on_each_ot
     assert one(database, debits, org) == QUEUE
     balance = one(database, "SELECT credit_balance FROM accounts_organization WHERE id = %s", org)
     assert balance == 1000 - QUEUE
+
+
+LEDGER = """
+import json, django
+django.setup()
+from tests.test_ledger import entries_as_written
+print(json.dumps(entries_as_written(), default=str))
+"""
+
+
+def test_each_entry_answered_is_the_row_stored_on_postgresql(tmp_path):
+    # One statement there: the balance's UPDATE in a WITH clause, the INSERT from its row.
+    from tests.test_ledger import check_entries
+
+    with migrated_database(tmp_path) as env:
+        check_entries(python_json(LEDGER, env))

@@ -31,11 +31,14 @@ def test_the_fixed_lookups_load_what_the_orm_loads_on_postgresql(tmp_path):
     # Each fixed statement was prepared on the connection (the model's in its two forms: by id
     # and the default), so PostgreSQL planned it once, not on every request.
     from accounts.models import live_key_query
+    from billing.ledger import move_and_enter_query
     from generation.jobs import polled_job_query
     from generation.models import visible_model_query
     from generation.quotas import queued_jobs_query
 
     statements = [live_key_query()[3], polled_job_query()[3], queued_jobs_query()]
+    # The ledger's entries: each organization made starts with its plan's grant.
+    statements.append(move_and_enter_query())
     statements += [visible_model_query(column)[1] for column in ("model_id", "is_default")]
     numbered = [numbered_parameters(sql) for sql in statements]
     assert result["prepared"] == sorted(numbered)
