@@ -62,6 +62,12 @@ def normalize(text: str, *, one_as_l: bool = False) -> str:
 def blocked_terms() -> tuple[str, ...]:
     """The built-in terms plus PICTOR_BLOCKED_TERMS, normalised."""
     extra: Iterable[str] = settings.PICTOR_BLOCKED_TERMS
+    return normalized_terms(tuple(extra))
+
+
+@functools.lru_cache(maxsize=8)
+def normalized_terms(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The built-in terms plus `extra`, normalised once per list, not on every submit."""
     terms = (normalize(term) for term in (*BUILTIN_BLOCKED_TERMS, *extra))
     return tuple(dict.fromkeys(term for term in terms if term))
 
