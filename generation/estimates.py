@@ -30,6 +30,9 @@ AHEAD_BOUND = 200
 # job of its priority this recently (units_ahead). {priority: (read at, work units ahead)}
 FRESH_SECONDS = 1.0
 _fresh_ahead: dict[int, tuple[float, float]] = {}
+# Where a Job instance keeps its last estimate: (status and progress, read at, seconds).
+ETA_ATTRIBUTE = "_pictor_eta"
+ETA_REUSE_SECONDS = 1.0
 
 
 def _work_units(params: dict) -> float:
@@ -99,12 +102,24 @@ def _units_left() -> CombinedExpression:
 
 
 def eta(job: Job) -> float:
-    """Seconds until this job should be done: the jobs ahead of it, then itself."""
+    """Seconds until this job should be done: the jobs ahead of it, then itself.
+
+    An answer to a poll asks twice (its body's eta and its Retry-After): the instance keeps its
+    estimate for ETA_REUSE_SECONDS while its state is the same, so the queue ahead of a waiting
+    job is summed once per request, not twice.
+    """
     if job.is_finished:
         return 0.0
+    state = (job.status, job.progress_step, job.progress_total)
+    now = time.monotonic()
+    kept = job.__dict__.get(ETA_ATTRIBUTE)
+    if kept is not None and kept[0] == state and now - kept[1] <= ETA_REUSE_SECONDS:
+        return kept[2]
     per_unit = seconds_per_unit()
     ahead = per_unit * units_ahead(job) if job.status == Job.Status.QUEUED else 0.0
-    return round(ahead + estimate_seconds(job, per_unit), 2)
+    found = round(ahead + estimate_seconds(job, per_unit), 2)
+    job.__dict__[ETA_ATTRIBUTE] = (state, now, found)
+    return found
 
 
 def units_ahead(job: Job) -> float:

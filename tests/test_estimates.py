@@ -82,3 +82,33 @@ def test_jobs_submitted_in_the_same_moment_share_one_read_of_the_queue(
     with CaptureQueriesContext(connection) as queries:
         estimates.eta(older)
     assert len(queries.captured_queries) == 1
+
+
+def test_a_polled_job_keeps_its_estimate_for_the_rest_of_the_request(
+    tenant, demo_model, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from generation.api.polling import retry_after
+
+    monkeypatch.setattr(estimates, "seconds_per_unit", lambda: 1.0)
+    job(tenant.org, demo_model, minutes_ago=5, params={"steps": 10})
+    mine = job(tenant.org, demo_model, minutes_ago=1, params={"steps": 4})
+    # The answer's eta, then its Retry-After: the queue ahead is summed once.
+    with CaptureQueriesContext(connection) as queries:
+        assert estimates.eta(mine) == pytest.approx(14)
+        assert retry_after(mine) == 10
+    assert len(queries.captured_queries) == 1
+    # A change of state, or a second later, is estimated afresh.
+    mine.progress_step = 1
+    mine.status = Job.Status.PROCESSING
+    mine.progress_total = 4
+    assert estimates.eta(mine) == pytest.approx(3)
+    mine.status = Job.Status.QUEUED
+    with CaptureQueriesContext(connection) as queries:
+        assert estimates.eta(mine) == pytest.approx(14)
+        now = estimates.time.monotonic()
+        monkeypatch.setattr(estimates.time, "monotonic", lambda: now + 1.5)
+        assert estimates.eta(mine) == pytest.approx(14)
+    assert len(queries.captured_queries) == 2
