@@ -5,6 +5,8 @@ connection alive:
 
 - submit: ModelsLab text2img with `instant_response` (validate, charge, enqueue, answer) for
   `--seconds`, with no worker running, so nothing but the web tier's own path is measured;
+- poll_waiting: the ModelsLab fetch of a queued job with the submit phase's jobs ahead of it
+  (its answer sums the queue ahead for its ETA), for `--seconds`;
 - fetch: the ModelsLab fetch of one finished job, for `--seconds`;
 - pickup: from a job's creation to a worker marking it `processing` (the job's own created_at
   and started_at), one job at a time with an idle worker, `--pickups` times;
@@ -273,6 +275,16 @@ def main() -> None:
                 args.seconds,
                 lambda c, n: c.post(path, text2img(keys[n % len(keys)], n))[::2],
             )
+            # A poll of a waiting job: the newest, with every job of the submit phase ahead.
+            status, answer, _ = Client(port).post(path, text2img(key, 2 * 10**9))
+            assert status == 200, answer
+            waiting_path = f"/api/v3/fetch/{answer['id']}"
+            poll_waiting = hammer(
+                port,
+                args.clients,
+                args.seconds,
+                lambda c, n: c.post(waiting_path, {"key": key})[::2],
+            )
             # Nothing left for the worker but the pickup jobs.
             import psycopg
 
@@ -301,6 +313,7 @@ def main() -> None:
                 "seconds": args.seconds,
                 "submit": submit,
                 "fetch": fetch,
+                "poll_waiting": poll_waiting,
                 "pickup": picked,
                 "floor": floor,
             }

@@ -25,7 +25,7 @@ def reachable(url: str) -> bool:
     return True
 
 
-def test_it_prints_submit_fetch_pickup_and_floor_figures():
+def test_it_prints_submit_poll_fetch_pickup_and_floor_figures():
     if not reachable(os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")):
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL or Redis is not reachable")
@@ -44,7 +44,7 @@ def test_it_prints_submit_fetch_pickup_and_floor_figures():
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["bench"] == "submit"
     assert figures["tenants"] == 2
-    for name in ("submit", "fetch", "floor"):
+    for name in ("submit", "poll_waiting", "fetch", "floor"):
         assert set(figures[name]) == {"per_s", "p50_ms", "p99_ms", "ok", "errors"}
         assert figures[name]["ok"] > 0
         assert figures[name]["errors"] == {}
