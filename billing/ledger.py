@@ -152,7 +152,7 @@ def move_and_enter(entry: CreditEntry) -> str | None:
 @functools.cache
 def move_and_enter_query() -> str:
     """What move_and_enter runs on PostgreSQL: moved balance, then the entry, in one statement."""
-    org, plan, entry = Organization._meta, Plan._meta, CreditEntry._meta
+    org, entry = Organization._meta, CreditEntry._meta
     balance = quoted(org.get_field("credit_balance").column)
     org_id, plan_id = quoted(org.pk.column), quoted(org.get_field("plan").column)
     names = ("organization", "kind", "amount", "balance_after", "key", "job", "note", "created_at")
@@ -161,13 +161,11 @@ def move_and_enter_query() -> str:
     # A job id sent as NULL has no type of its own for the SELECT list: it gets the column's.
     job = entry.get_field("job").db_type(connection)
     return (
-        f"WITH moved AS (UPDATE {quoted(org.db_table)} SET {balance} = {balance} + %s"
-        f" WHERE {org_id} = %s AND {balance} >= %s RETURNING {org_id}, {balance}, {plan_id})"
+        f"WITH moved AS ({balance_update(f'{org_id}, {balance}, {plan_id}')})"
         f" INSERT INTO {quoted(entry.db_table)} ({columns})"
         f" SELECT moved.{org_id}, %s, %s, moved.{balance}, %s, %s::{job}, %s, %s FROM moved"
         f" RETURNING {quoted(entry.pk.column)}, {quoted(column_of['balance_after'])},"
-        f" (SELECT {quoted(plan.get_field('slug').column)} FROM {quoted(plan.db_table)}"
-        f" WHERE {quoted(plan.pk.column)} = (SELECT {plan_id} FROM moved))"
+        f" {plan_slug(f'(SELECT {plan_id} FROM moved)')}"
     )
 
 
@@ -177,20 +175,35 @@ def move_balance(org_id: int, amount: int) -> tuple[int, str] | None:
     One statement: a conditional UPDATE that answers the balance it made (RETURNING, in
     PostgreSQL and SQLite alike), instead of an UPDATE and a SELECT while the row is locked.
     """
-    org, plan = Organization._meta, Plan._meta
-    table = quoted(org.db_table)
+    org = Organization._meta
     balance = quoted(org.get_field("credit_balance").column)
-    plan_slug = quoted(plan.get_field("slug").column)
-    sql = (
-        f"UPDATE {table} SET {balance} = {balance} + %s"
-        f" WHERE {quoted(org.pk.column)} = %s AND {balance} >= %s"
-        f" RETURNING {balance}, (SELECT {plan_slug} FROM {quoted(plan.db_table)}"
-        f" WHERE {quoted(plan.pk.column)} = {table}.{quoted(org.get_field('plan').column)})"
-    )
+    plan_id = f"{quoted(org.db_table)}.{quoted(org.get_field('plan').column)}"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [amount, org_id, -amount])
+        cursor.execute(
+            balance_update(f"{balance}, {plan_slug(plan_id)}"), [amount, org_id, -amount]
+        )
         row = cursor.fetchone()
     return (int(row[0]), str(row[1])) if row else None
+
+
+def balance_update(returning: str) -> str:
+    """The conditional UPDATE that moves a balance unless it would go below zero, answering
+    `returning`. Its parameters: the signed amount, the organization's id, the amount negated."""
+    org = Organization._meta
+    balance = quoted(org.get_field("credit_balance").column)
+    return (
+        f"UPDATE {quoted(org.db_table)} SET {balance} = {balance} + %s"
+        f" WHERE {quoted(org.pk.column)} = %s AND {balance} >= %s RETURNING {returning}"
+    )
+
+
+def plan_slug(plan_id: str) -> str:
+    """SQL for the slug of the plan whose id is the SQL `plan_id`."""
+    plan = Plan._meta
+    return (
+        f"(SELECT {quoted(plan.get_field('slug').column)} FROM {quoted(plan.db_table)}"
+        f" WHERE {quoted(plan.pk.column)} = {plan_id})"
+    )
 
 
 def quoted(name: str | None) -> str:

@@ -36,7 +36,7 @@ def queued_jobs(organization: Organization, up_to: int, besides: int) -> int:
     `besides`: a job left out (a submit's own, inserted before it counts the others). One
     fixed statement, as the request path's lookups are (sdplatform/rows.py): the ORM's count
     of a sliced queryset built the same SQL on every submit at several times the server's
-    cost. tests/test_limits.py holds it equal to the queryset it replaces.
+    cost. tests/test_rows.py holds it equal to the queryset it replaces.
     """
     with fixed_cursor() as cursor:
         cursor.execute(queued_jobs_query(), [organization.pk, Job.Status.QUEUED, besides, up_to])
