@@ -6,17 +6,21 @@ progress), so it depends on the job table only.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from datetime import timedelta
+from typing import Any
 
-from django.db.models import Case, F, FloatField, Q, Sum, Value, When
+from django.db import connection
+from django.db.models import Case, F, FloatField, Value, When
 from django.db.models.expressions import CombinedExpression
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
 from generation.models import Job
+from sdplatform.rows import fixed_cursor
 
 # Seconds of generation per image-step at 512x512 when nothing has been measured yet.
 DEFAULT_SECONDS_PER_STEP = 0.05
@@ -135,17 +139,45 @@ def units_ahead(job: Job) -> float:
         read_at, units = _fresh_ahead.get(job.priority, (0.0, 0.0))
         if read_at and now - read_at <= FRESH_SECONDS:
             return units
-    before = Job.objects.waiting().filter(
-        Q(status=Job.Status.PROCESSING)
-        | Q(priority__gt=job.priority)
-        | Q(priority=job.priority, created_at__lt=job.created_at)
-    )
-    # Summed by the database: one row comes back, however long the queue.
-    bounded = before.annotate(units=_units_left())[:AHEAD_BOUND]
-    units = bounded.aggregate(total=Sum("units"))["total"] or 0.0
+    created_at = Job._meta.get_field("created_at").get_db_prep_value(job.created_at, connection)
+    sql, units_params = units_ahead_query()
+    waiting = [Job.Status.QUEUED, Job.Status.PROCESSING]
+    ahead = [Job.Status.PROCESSING, job.priority, job.priority, created_at, AHEAD_BOUND]
+    with fixed_cursor() as cursor:
+        cursor.execute(sql, [*units_params, *waiting, *ahead])
+        units = float(cursor.fetchone()[0] or 0.0)
     if fresh:
         _fresh_ahead[job.priority] = (now, units)
     return units
+
+
+@functools.cache
+def units_ahead_query() -> tuple[str, tuple[Any, ...]]:
+    """What `units_ahead` runs, and the parameters of its work-units expression.
+
+    A fixed statement, as the request path's lookups are (sdplatform/rows.py): the ORM built
+    this sum anew on every poll of a waiting job, at several times the server's cost. The
+    expression is still `_units_left()`, compiled once for this database (its JSON reads differ
+    between PostgreSQL and SQLite); the jobs it adds up are those of
+
+        Job.objects.waiting().filter(
+            Q(status=PROCESSING) | Q(priority__gt=p) | Q(priority=p, created_at__lt=t)
+        )[:AHEAD_BOUND]
+
+    which tests/test_rows.py holds equal to this statement.
+    """
+    query = Job.objects.all().query
+    units_sql, units_params = query.get_compiler(connection=connection).compile(
+        _units_left().resolve_expression(query)
+    )
+    table = connection.ops.quote_name(Job._meta.db_table)
+    sql = (
+        f"SELECT SUM(units) FROM (SELECT {units_sql} AS units FROM {table}"
+        " WHERE status IN (%s, %s)"
+        " AND (status = %s OR priority > %s OR (priority = %s AND created_at < %s))"
+        " LIMIT %s) ahead"
+    )
+    return sql, tuple(units_params)
 
 
 def system_load() -> dict[str, object]:

@@ -1,5 +1,5 @@
-"""The hand-written key, poll, model and queue-count statements give what the ORM gives
-(sdplatform/rows.py).
+"""The hand-written key, poll, model, queue-count and queue-ahead statements give what the ORM
+gives (sdplatform/rows.py).
 
 `lookups_against_the_orm()` loads the same rows both ways and reports every difference; it runs
 here on SQLite and, in tests/integration/test_rows_postgres.py, on PostgreSQL, whose drivers hand
@@ -43,7 +43,7 @@ def lookups_against_the_orm() -> dict[str, Any]:
     a submit's count of queued jobs both ways."""
     from accounts.models import ApiKey
     from accounts.services import get_or_create_organization
-    from generation import jobs, quotas
+    from generation import estimates, jobs, quotas
     from generation.models import AIModel, Job, OutputImage, find_visible
 
     now = timezone.now()
@@ -126,7 +126,35 @@ def lookups_against_the_orm() -> dict[str, Any]:
         for up_to, besides in counts
     ]
 
+    # What a queued job's ETA adds up: jobs of other priorities, ages and states, one running.
+    ahead = [
+        Job.objects.create(
+            organization=outsider,
+            model=model,
+            params={"width": side, "height": 512, "samples": samples, "steps": steps},
+            priority=priority,
+            status=status,
+            progress_step=step,
+            progress_total=steps,
+        )
+        for side, samples, steps, priority, status, step in [
+            (1024, 2, 21, 0, Job.Status.PROCESSING, 7),
+            (64, 1, 31, 0, Job.Status.QUEUED, 0),
+            (768, 3, 41, 2, Job.Status.QUEUED, 0),
+            (512, 4, 21, 1, Job.Status.SUCCESS, 21),
+        ]
+    ]
+    # Each a minute older than the next, so that none is "just submitted" (units_ahead's reuse).
+    waiting = [*queued, ahead[1].pk, ahead[2].pk]
+    sized = {"width": 512, "height": 640, "samples": 1, "steps": 21}
+    Job.objects.filter(pk__in=queued).update(params=sized)
+    for age, pk in enumerate(reversed(waiting), start=1):
+        Job.objects.filter(pk=pk).update(created_at=now - timedelta(minutes=age))
+    waiting = [Job.objects.get(pk=pk) for pk in waiting]
+    units_ahead = [(estimates.units_ahead(job), orm_units_ahead(job)) for job in waiting]
+
     return {
+        "units ahead": units_ahead,
         "key": differences(found, orm_key),
         "organization": differences(found.organization, orm_key.organization),
         "plan": differences(plan, orm_key.organization.plan),
@@ -157,6 +185,23 @@ def lookups_against_the_orm() -> dict[str, Any]:
     }
 
 
+def orm_units_ahead(job: Any) -> float:
+    """The ETA's sum of the work ahead of `job`, as the ORM wrote it before it became a fixed
+    statement (generation/estimates.py: units_ahead_query)."""
+    from django.db.models import Q, Sum
+
+    from generation import estimates
+    from generation.models import Job
+
+    before = Job.objects.waiting().filter(
+        Q(status=Job.Status.PROCESSING)
+        | Q(priority__gt=job.priority)
+        | Q(priority=job.priority, created_at__lt=job.created_at)
+    )
+    bounded = before.annotate(units=estimates._units_left())[: estimates.AHEAD_BOUND]
+    return bounded.aggregate(total=Sum("units"))["total"] or 0.0
+
+
 def check(outcome: dict[str, Any]) -> None:
     """What both databases must show."""
     assert outcome["key"] == outcome["organization"] == outcome["plan"] == [], outcome
@@ -174,6 +219,10 @@ def check(outcome: dict[str, Any]) -> None:
     # (ours, the ORM's) for caps 1, 3, 4, 10, each leaving out a queued job, then a finished one.
     expected = [[n, n] for n in (1, 1, 3, 3, 3, 4, 3, 4)]
     assert [list(pair) for pair in outcome["queue counts"]] == expected, outcome
+    # Each (ours, the ORM's); every job ahead counted somewhere, the sums not all alike.
+    sums = [tuple(pair) for pair in outcome["units ahead"]]
+    assert all(ours == pytest.approx(orm) for ours, orm in sums), sums
+    assert len({round(ours, 6) for ours, _ in sums}) >= 3, sums
 
 
 @pytest.mark.django_db

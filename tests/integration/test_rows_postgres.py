@@ -1,5 +1,5 @@
-"""The hand-written key, poll, model and queue-count statements on PostgreSQL, whose driver
-converts values."""
+"""The hand-written key, poll, model, queue-count and queue-ahead statements on PostgreSQL, whose
+driver converts values."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ RUN = """
 import json, django
 django.setup()
 from django.db import connection
+from generation.estimates import units_ahead_query
 from tests.test_rows import lookups_against_the_orm
 found = lookups_against_the_orm()
 with connection.cursor() as cursor:
     cursor.execute("SELECT statement FROM pg_prepared_statements")
     prepared = sorted(row[0] for row in cursor.fetchall())
-print(json.dumps({"found": found, "prepared": prepared}, default=str))
+# Compiled for PostgreSQL: its JSON reads are not SQLite's, which this test's process may use.
+units_sql = units_ahead_query()[0]
+print(json.dumps({"found": found, "prepared": prepared, "units_sql": units_sql}, default=str))
 """
 
 
@@ -39,6 +42,7 @@ def test_the_fixed_lookups_load_what_the_orm_loads_on_postgresql(tmp_path):
     statements = [live_key_query()[3], polled_job_query()[3], queued_jobs_query()]
     # The ledger's entries: each organization made starts with its plan's grant.
     statements.append(move_and_enter_query())
+    statements.append(result["units_sql"])
     statements += [visible_model_query(column)[1] for column in ("model_id", "is_default")]
     numbered = [numbered_parameters(sql) for sql in statements]
     assert result["prepared"] == sorted(numbered)
