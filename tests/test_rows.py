@@ -1,5 +1,5 @@
-"""The hand-written key, poll, model, queue-count and queue-ahead statements give what the ORM
-gives (sdplatform/rows.py).
+"""The hand-written key, poll, model, queue-count, daily-images and queue-ahead statements give
+what the ORM gives (sdplatform/rows.py).
 
 `lookups_against_the_orm()` loads the same rows both ways and reports every difference; it runs
 here on SQLite and, in tests/integration/test_rows_postgres.py, on PostgreSQL, whose drivers hand
@@ -43,6 +43,7 @@ def lookups_against_the_orm() -> dict[str, Any]:
     a submit's count of queued jobs both ways."""
     from accounts.models import ApiKey
     from accounts.services import get_or_create_organization
+    from billing import limits
     from generation import estimates, jobs, quotas
     from generation.models import AIModel, Job, OutputImage, find_visible
 
@@ -153,7 +154,24 @@ def lookups_against_the_orm() -> dict[str, Any]:
     waiting = [Job.objects.get(pk=pk) for pk in waiting]
     units_ahead = [(estimates.units_ahead(job), orm_units_ahead(job)) for job in waiting]
 
+    # Today's images: failed, canceled, yesterday's and the outsider's jobs do not count.
+    for status in (Job.Status.FAILED, Job.Status.CANCELED):
+        Job.objects.create(organization=org, model=model, params=params, status=status)
+    yesterday = Job.objects.create(organization=org, model=model, params=params)
+    last_night = limits.start_of_day() - timedelta(hours=1)
+    Job.objects.filter(pk=yesterday.pk).update(created_at=last_night)
+    daily = [
+        (
+            quotas.images_today(org, besides),
+            quotas.counted(Job.objects.for_org(org).filter(created_at__gte=limits.start_of_day()))
+            .exclude(pk=besides)
+            .aggregate(n=quotas.images_sum())["n"],
+        )
+        for besides in (None, job.pk, queued[1])
+    ]
+
     return {
+        "images today": daily,
         "units ahead": units_ahead,
         "key": differences(found, orm_key),
         "organization": differences(found.organization, orm_key.organization),
@@ -219,6 +237,10 @@ def check(outcome: dict[str, Any]) -> None:
     # (ours, the ORM's) for caps 1, 3, 4, 10, each leaving out a queued job, then a finished one.
     expected = [[n, n] for n in (1, 1, 3, 3, 3, 4, 3, 4)]
     assert [list(pair) for pair in outcome["queue counts"]] == expected, outcome
+    # (ours, the ORM's) with nothing left out, the success of 2 images, a queued one of 1.
+    daily = [tuple(pair) for pair in outcome["images today"]]
+    assert [ours for ours, _ in daily] == [orm for _, orm in daily], daily
+    assert daily[0][0] - daily[1][0] == 2 and daily[0][0] - daily[2][0] == 1, daily
     # Each (ours, the ORM's); every job ahead counted somewhere, the sums not all alike.
     sums = [tuple(pair) for pair in outcome["units ahead"]]
     assert all(ours == pytest.approx(orm) for ours, orm in sums), sums

@@ -1,5 +1,5 @@
-"""The hand-written key, poll, model, queue-count and queue-ahead statements on PostgreSQL, whose
-driver converts values."""
+"""The hand-written key, poll, model, queue-count, daily-images and queue-ahead statements on
+PostgreSQL, whose driver converts values."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ import json, django
 django.setup()
 from django.db import connection
 from generation.estimates import units_ahead_query
+from generation.quotas import images_today_query
 from tests.test_rows import lookups_against_the_orm
 found = lookups_against_the_orm()
 with connection.cursor() as cursor:
     cursor.execute("SELECT statement FROM pg_prepared_statements")
     prepared = sorted(row[0] for row in cursor.fetchall())
-# Compiled for PostgreSQL: its JSON reads are not SQLite's, which this test's process may use.
-units_sql = units_ahead_query()[0]
-print(json.dumps({"found": found, "prepared": prepared, "units_sql": units_sql}, default=str))
+# Compiled for PostgreSQL: their JSON reads are not SQLite's, which this test's process may use.
+compiled = [units_ahead_query()[0], images_today_query()[0]]
+print(json.dumps({"found": found, "prepared": prepared, "compiled": compiled}, default=str))
 """
 
 
@@ -42,7 +43,7 @@ def test_the_fixed_lookups_load_what_the_orm_loads_on_postgresql(tmp_path):
     statements = [live_key_query()[3], polled_job_query()[3], queued_jobs_query()]
     # The ledger's entries: each organization made starts with its plan's grant.
     statements.append(move_and_enter_query())
-    statements.append(result["units_sql"])
+    statements += result["compiled"]
     statements += [visible_model_query(column)[1] for column in ("model_id", "is_default")]
     numbered = [numbered_parameters(sql) for sql in statements]
     assert result["prepared"] == sorted(numbered)
