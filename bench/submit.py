@@ -14,11 +14,14 @@ connection alive:
   round trip and nothing else: what no API request on this stack can beat.
 
 The bench organizations' plan lifts the rate limit, the queue cap and the credits, so every
-request goes the whole way. The submits come from one organization, or take turns among
+request goes the whole way. It has no daily image cap unless `--daily-cap` gives it one too high
+to reach, so that each submit sums the tenant's images today, as those of the free, basic and
+premium plans do. The submits come from one organization, or take turns among
 `--tenants` of them: one tenant's submits wait for each other on its row lock, different
 tenants' do not. Prints one JSON line.
 
     .venv/bin/python bench/submit.py [--seconds 20] [--clients 8] [--pickups 20] [--tenants 1]
+        [--daily-cap]
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ demo.build_demo_sd15(str(Path(settings.PICTOR_MODELS_DIR) / "demo-sd15"))
 AIModel.objects.create(model_id="demo-sd15", name="demo-sd15", path="demo-sd15", is_default=True)
 plan = Plan.objects.create(
     slug="bench", name="Bench", requests_per_minute=10**9, concurrent_jobs=10**8,
-    images_per_day=None, max_samples=4, max_side=1024, retention_days=1,
+    images_per_day={images_per_day}, max_samples=4, max_side=1024, retention_days=1,
     monthly_credits=2 * 10**9, priority=0, steps_list=[1, 21],
 )
 keys = []
@@ -242,6 +245,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--pickups", type=int, default=20)
+    parser.add_argument("--daily-cap", action="store_true", help="count today's images too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp, database() as db_url:
         import redis
@@ -261,7 +265,8 @@ def main() -> None:
             "PICTOR_POLL_RATE_PER_MINUTE": str(10**9),
         }
         manage(env, "migrate", "--noinput", "-v", "0")
-        keys = python_json(SETUP.format(tenants=args.tenants), env)["keys"]
+        daily = 10**9 if args.daily_cap else None
+        keys = python_json(SETUP.format(tenants=args.tenants, images_per_day=daily), env)["keys"]
         key = keys[0]
         log = Path(tmp) / "stack.log"
         web = spawn_web(env, log)
@@ -310,6 +315,7 @@ def main() -> None:
                 "web": "gunicorn 2 processes x 8 threads, PostgreSQL, Redis",
                 "clients": args.clients,
                 "tenants": args.tenants,
+                "daily_cap": args.daily_cap,
                 "seconds": args.seconds,
                 "submit": submit,
                 "fetch": fetch,
