@@ -20,7 +20,7 @@ from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 
 from generation.models import Job
-from sdplatform.rows import fixed_cursor
+from sdplatform.rows import compiled, db_value, fixed_cursor
 
 # Seconds of generation per image-step at 512x512 when nothing has been measured yet.
 DEFAULT_SECONDS_PER_STEP = 0.05
@@ -139,7 +139,7 @@ def units_ahead(job: Job) -> float:
         read_at, units = _fresh_ahead.get(job.priority, (0.0, 0.0))
         if read_at and now - read_at <= FRESH_SECONDS:
             return units
-    created_at = Job._meta.get_field("created_at").get_db_prep_value(job.created_at, connection)
+    created_at = db_value(Job, "created_at", job.created_at)
     sql, units_params = units_ahead_query()
     waiting = [Job.Status.QUEUED, Job.Status.PROCESSING]
     ahead = [Job.Status.PROCESSING, job.priority, job.priority, created_at, AHEAD_BOUND]
@@ -166,10 +166,7 @@ def units_ahead_query() -> tuple[str, tuple[Any, ...]]:
 
     which tests/test_rows.py holds equal to this statement.
     """
-    query = Job.objects.all().query
-    units_sql, units_params = query.get_compiler(connection=connection).compile(
-        _units_left().resolve_expression(query)
-    )
+    units_sql, units_params = compiled(Job, _units_left())
     table = connection.ops.quote_name(Job._meta.db_table)
     sql = (
         f"SELECT SUM(units) FROM (SELECT {units_sql} AS units FROM {table}"
@@ -177,7 +174,7 @@ def units_ahead_query() -> tuple[str, tuple[Any, ...]]:
         " AND (status = %s OR priority > %s OR (priority = %s AND created_at < %s))"
         " LIMIT %s) ahead"
     )
-    return sql, tuple(units_params)
+    return sql, units_params
 
 
 def system_load() -> dict[str, object]:

@@ -19,7 +19,7 @@ from django.db.models.functions import Cast, TruncDate
 from accounts.models import Organization
 from billing import limits
 from generation.models import Job, JobQuerySet
-from sdplatform.rows import fixed_cursor
+from sdplatform.rows import compiled, db_value, fixed_cursor
 
 
 def counted(jobs: JobQuerySet) -> JobQuerySet:
@@ -64,7 +64,7 @@ def images_today(organization: Organization, besides: int | None = None) -> int:
         counted(Job.objects.for_org(organization).filter(created_at__gte=start_of_day()))
         .exclude(pk=besides).aggregate(n=images_sum())
     """
-    start = Job._meta.get_field("created_at").get_db_prep_value(limits.start_of_day(), connection)
+    start = db_value(Job, "created_at", limits.start_of_day())
     sql, samples_params = images_today_query()
     not_counted = [Job.Status.FAILED, Job.Status.CANCELED]
     with fixed_cursor() as cursor:
@@ -78,16 +78,13 @@ def images_today_query() -> tuple[str, tuple[Any, ...]]:
     """What `images_today` runs (served by generation_job_org_idx), and the parameters of its
     samples expression: images_sum()'s, compiled once for the database in use, whose JSON
     reads differ between PostgreSQL and SQLite."""
-    query = Job.objects.all().query
-    samples_sql, samples_params = query.get_compiler(connection=connection).compile(
-        images_sum().resolve_expression(query)
-    )
+    samples_sql, samples_params = compiled(Job, images_sum())
     sql = (
         f"SELECT {samples_sql} FROM {connection.ops.quote_name(Job._meta.db_table)}"
         " WHERE organization_id = %s AND created_at >= %s AND status NOT IN (%s, %s)"
         " AND id <> %s"
     )
-    return sql, tuple(samples_params)
+    return sql, samples_params
 
 
 def images_per_day(organization: Organization, since: date) -> dict[date, int]:

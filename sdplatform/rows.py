@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models import Model
+from django.db.models import Field, Model
 
 M = TypeVar("M", bound=Model)
 Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
@@ -79,6 +79,26 @@ def fixed_cursor() -> CursorWrapper:
     """
     prepared = getattr(connection, "prepared_cursor", None)  # sdplatform/postgres/base.py
     return prepared() if prepared is not None else connection.cursor()
+
+
+def compiled(model: type[Model], expression: Any) -> tuple[str, tuple[Any, ...]]:
+    """An ORM expression over `model`'s table as SQL for the database in use, with its parameters.
+
+    For a fixed statement that reads what only the ORM writes the same way on every database
+    (a JSON field's keys, say): compile it once, then reuse the text on every run.
+    """
+    query = model._default_manager.all().query
+    sql, params = query.get_compiler(connection=connection).compile(
+        expression.resolve_expression(query)
+    )
+    return sql, tuple(params)
+
+
+def db_value(model: type[Model], field: str, value: Any) -> Any:
+    """`value` as the ORM would send it for `model.field` in a lookup (a datetime on SQLite)."""
+    column = model._meta.get_field(field)
+    assert isinstance(column, Field), f"{field} is a relation, not a column"
+    return column.get_db_prep_value(value, connection)
 
 
 def set_prefetched(instance: Model, related_name: str, objects: list[Any]) -> None:
