@@ -141,10 +141,9 @@ def units_ahead(job: Job) -> float:
             return units
     created_at = db_value(Job, "created_at", job.created_at)
     sql, units_params = units_ahead_query()
-    waiting = [Job.Status.QUEUED, Job.Status.PROCESSING]
     ahead = [Job.Status.PROCESSING, job.priority, job.priority, created_at, AHEAD_BOUND]
     with fixed_cursor() as cursor:
-        cursor.execute(sql, [*units_params, *waiting, *ahead])
+        cursor.execute(sql, [*units_params, *Job.WAITING, *ahead])
         units = float(cursor.fetchone()[0] or 0.0)
     if fresh:
         _fresh_ahead[job.priority] = (now, units)

@@ -143,5 +143,5 @@ def cancel(job: Job) -> bool:
     A worker running it notices at its next progress write (the row is no longer `processing`)
     and drops the result.
     """
-    rows = Job.objects.filter(pk=job.pk, status__in=(Job.Status.QUEUED, Job.Status.PROCESSING))
+    rows = Job.objects.filter(pk=job.pk, status__in=Job.WAITING)
     return finish(rows, job.pk, status=Job.Status.CANCELED, error="Canceled by the client")

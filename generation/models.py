@@ -231,7 +231,7 @@ class JobQuerySet(models.QuerySet["Job"]):
         return self.filter(organization=organization)
 
     def waiting(self) -> JobQuerySet:
-        return self.filter(status__in=[Job.Status.QUEUED, Job.Status.PROCESSING])
+        return self.filter(status__in=Job.WAITING)
 
 
 class Job(models.Model):
@@ -244,6 +244,7 @@ class Job(models.Model):
         FAILED = "failed"
         CANCELED = "canceled"
 
+    WAITING = (Status.QUEUED, Status.PROCESSING)
     FINISHED = (Status.SUCCESS, Status.FAILED, Status.CANCELED)
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="jobs")

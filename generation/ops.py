@@ -55,7 +55,7 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 def queue_by_priority() -> list[Mapping[str, object]]:
     rows = (
-        Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.PROCESSING])
+        Job.objects.waiting()
         .values("priority")
         .annotate(
             queued=Count("pk", filter=Q(status=Job.Status.QUEUED)),

@@ -21,10 +21,13 @@ from billing import limits
 from generation.models import Job, JobQuerySet
 from sdplatform.rows import compiled, db_value, fixed_cursor
 
+# Jobs in these states never count as images used.
+NOT_COUNTED = (Job.Status.FAILED, Job.Status.CANCELED)
+
 
 def counted(jobs: JobQuerySet) -> JobQuerySet:
     """The jobs that count as images used: all but failed and canceled ones."""
-    return jobs.exclude(status__in=[Job.Status.FAILED, Job.Status.CANCELED])
+    return jobs.exclude(status__in=NOT_COUNTED)
 
 
 def images_sum() -> Sum:
@@ -66,10 +69,9 @@ def images_today(organization: Organization, besides: int | None = None) -> int:
     """
     start = db_value(Job, "created_at", limits.start_of_day())
     sql, samples_params = images_today_query()
-    not_counted = [Job.Status.FAILED, Job.Status.CANCELED]
     with fixed_cursor() as cursor:
         # Job ids start at 1: 0 leaves none out.
-        cursor.execute(sql, [*samples_params, organization.pk, start, *not_counted, besides or 0])
+        cursor.execute(sql, [*samples_params, organization.pk, start, *NOT_COUNTED, besides or 0])
         return int(cursor.fetchone()[0] or 0)
 
 
