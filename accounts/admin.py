@@ -20,7 +20,7 @@ from accounts.models import (
 from accounts.verification import email_digest
 from billing import ledger
 from billing.models import Plan
-from sdplatform.admin_actions import ask
+from sdplatform.admin_actions import ReadOnlyAdmin, ask
 
 
 class GrantCreditsForm(forms.Form):
@@ -217,19 +217,10 @@ class FreeCreditClaimAdmin(admin.ModelAdmin):
 
 
 @admin.register(Strike)
-class StrikeAdmin(admin.ModelAdmin):
+class StrikeAdmin(ReadOnlyAdmin):
     """Read-only: a strike is history; lifting a suspension resets the count, not the log."""
 
     list_display = ["created_at", "organization", "api_key", "reason"]
     list_select_related = ["organization", "api_key"]
     search_fields = ["organization__slug", "reason", "prompt"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

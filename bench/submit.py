@@ -15,8 +15,8 @@ connection alive:
 
 The bench organizations' plan lifts the rate limit, the queue cap and the credits, so every
 request goes the whole way. It has no daily image cap unless `--daily-cap` gives it one too high
-to reach, so that each submit sums the tenant's images today, as those of the free, basic and
-premium plans do. The submits come from one organization, or take turns among
+to reach, so that each submit checks the tenant's images today against it, as those of the free,
+basic and premium plans do. The submits come from one organization, or take turns among
 `--tenants` of them: one tenant's submits wait for each other on its row lock, different
 tenants' do not. Prints one JSON line.
 
@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--pickups", type=int, default=20)
-    parser.add_argument("--daily-cap", action="store_true", help="count today's images too")
+    parser.add_argument("--daily-cap", action="store_true", help="check a daily image cap too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp, database() as db_url:
         import redis

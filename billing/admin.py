@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from billing.models import CreditEntry, Plan, RateCounter, StripeEvent, Subscription
+from sdplatform.admin_actions import ReadOnlyAdmin
 
 
 @admin.register(Plan)
@@ -24,7 +25,7 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(CreditEntry)
-class CreditEntryAdmin(admin.ModelAdmin):
+class CreditEntryAdmin(ReadOnlyAdmin):
     """The ledger, read-only: it is append-only, so balances change through billing/ledger.py."""
 
     list_display = ["created_at", "organization", "kind", "amount", "balance_after", "key", "job"]
@@ -33,15 +34,6 @@ class CreditEntryAdmin(admin.ModelAdmin):
     list_select_related = ["organization", "job"]
     raw_id_fields = ["organization", "job"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: CreditEntry | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: CreditEntry | None = None) -> bool:
-        return False
 
 
 @admin.register(Subscription)

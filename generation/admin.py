@@ -9,12 +9,14 @@ from generation import jobs, service
 from generation.engine.request import GenerationRequest
 from generation.models import (
     AIModel,
+    DailyImages,
     Job,
     OutputImage,
     WebhookAttempt,
     WebhookDelivery,
     WorkerHeartbeat,
 )
+from sdplatform.admin_actions import ReadOnlyAdmin
 
 
 @admin.register(AIModel)
@@ -147,3 +149,13 @@ class WebhookAttemptAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+@admin.register(DailyImages)
+class DailyImagesAdmin(ReadOnlyAdmin):
+    """Read-only: submits and finish() keep the totals (generation/quotas.py)."""
+
+    list_display = ["organization", "day", "images"]
+    search_fields = ["organization__slug"]
+    date_hierarchy = "day"
+    list_select_related = ["organization"]

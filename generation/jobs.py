@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing import ledger
-from generation import notify, webhooks
+from generation import notify, quotas, webhooks
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
 from sdplatform import metrics
@@ -34,13 +34,15 @@ def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
     """Put the job in a final state if `rows` still selects it; wake its waiters on commit.
 
     A failed or canceled job gets its credits back in the same transaction (once: the refund
-    has a unique ledger key, and only the caller whose update changed the row gets here).
+    has a unique ledger key, and only the caller whose update changed the row gets here), and
+    its images stop counting against the day's cap. `rows` selects only a waiting job.
     """
     with transaction.atomic():
         changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
         if changed:
-            if fields.get("status") in (Job.Status.FAILED, Job.Status.CANCELED):
+            if fields.get("status") in quotas.NOT_COUNTED:
                 ledger.refund_job(job_id)
+                quotas.uncount_images(job_id)
             kind, model = Job.objects.values_list("kind", "model__model_id").get(pk=job_id)
             counted = metrics.JOBS_FINISHED.labels(status=fields["status"], kind=kind, model=model)
             transaction.on_commit(counted.inc)

@@ -357,6 +357,33 @@ class Job(models.Model):
         return timezone.now() + timedelta(seconds=settings.PICTOR_JOB_LEASE)
 
 
+class DailyImages(models.Model):
+    """The images a tenant's jobs of one UTC day asked for, failed and canceled ones left out.
+
+    A running total of the jobs table, so that a submit checks the plan's daily cap by reading
+    one row instead of summing the day's jobs (generation/quotas.py): each submit adds its job's
+    images in its own transaction, and finish() takes them off again when a job fails or is
+    canceled. tests/test_rows.py holds it equal to the sum over the jobs.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="daily_images"
+    )
+    day = models.DateField(help_text="UTC, the day its jobs were created")
+    images = models.IntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "daily images"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "day"], name="generation_dailyimages_unique_org_day"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.day}: {self.images}"
+
+
 class OutputImage(models.Model):
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outputs")
     index = models.PositiveSmallIntegerField()

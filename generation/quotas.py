@@ -8,18 +8,18 @@ plain counts, and the counting happens here because billing never imports genera
 from __future__ import annotations
 
 import functools
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import IntegerField, Sum
+from django.db.models import F, IntegerField, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncDate
 
 from accounts.models import Organization
 from billing import limits
-from generation.models import Job, JobQuerySet
-from sdplatform.rows import compiled, db_value, fixed_cursor
+from generation.models import DailyImages, Job, JobQuerySet
+from sdplatform.rows import db_value, fixed_cursor
 
 # Jobs in these states never count as images used.
 NOT_COUNTED = (Job.Status.FAILED, Job.Status.CANCELED)
@@ -57,36 +57,90 @@ def queued_jobs_query() -> str:
     )
 
 
-def images_today(organization: Organization, besides: int | None = None) -> int:
+def images_today(organization: Organization) -> int:
     """Images this organization asked for today (UTC), not counting failed or canceled jobs.
 
-    `besides`: a job left out, as for queued_jobs. One fixed statement, as queued_jobs is: a
-    submit of a tenant with a daily cap sums it after taking the tenant's lock, and the ORM
-    built the aggregate anew each time. tests/test_rows.py holds it equal to
-
-        counted(Job.objects.for_org(organization).filter(created_at__gte=start_of_day()))
-        .exclude(pk=besides).aggregate(n=images_sum())
+    Summed over the jobs, for the pages that show it; a submit reads its DailyImages row instead
+    (count_submit), which tests/test_rows.py holds equal to this sum.
     """
-    start = db_value(Job, "created_at", limits.start_of_day())
-    sql, samples_params = images_today_query()
+    today = counted(Job.objects.for_org(organization).filter(created_at__gte=limits.start_of_day()))
+    return today.aggregate(n=images_sum())["n"] or 0
+
+
+def usage_day(created_at: datetime) -> date:
+    """The UTC day a job created at `created_at` counts on."""
+    return created_at.astimezone(UTC).date()
+
+
+def count_images(job: Job) -> int:
+    """Add the just-inserted `job`'s images to its organization's day; the day's total after.
+
+    An upsert of the day's DailyImages row: a submit used to sum the day's jobs here, which took
+    longer with each job of the day. Every submit adds its images, capped or not, so that a plan
+    given a cap later in the day finds the day already counted.
+    """
     with fixed_cursor() as cursor:
-        # Job ids start at 1: 0 leaves none out.
-        cursor.execute(sql, [*samples_params, organization.pk, start, *NOT_COUNTED, besides or 0])
-        return int(cursor.fetchone()[0] or 0)
+        cursor.execute(count_images_query(), count_images_params(job))
+        return int(cursor.fetchone()[0])
 
 
 @functools.cache
-def images_today_query() -> tuple[str, tuple[Any, ...]]:
-    """What `images_today` runs (served by generation_job_org_idx), and the parameters of its
-    samples expression: images_sum()'s, compiled once for the database in use, whose JSON
-    reads differ between PostgreSQL and SQLite."""
-    samples_sql, samples_params = compiled(Job, images_sum())
-    sql = (
-        f"SELECT {samples_sql} FROM {connection.ops.quote_name(Job._meta.db_table)}"
-        " WHERE organization_id = %s AND created_at >= %s AND status NOT IN (%s, %s)"
-        " AND id <> %s"
+def count_images_query() -> str:
+    """What `count_images` runs (served by generation_dailyimages_unique_org_day)."""
+    table = connection.ops.quote_name(DailyImages._meta.db_table)
+    return (
+        f"INSERT INTO {table} (organization_id, day, images) VALUES (%s, %s, %s)"
+        " ON CONFLICT (organization_id, day)"
+        f" DO UPDATE SET images = {table}.images + EXCLUDED.images RETURNING images"
     )
-    return sql, samples_params
+
+
+def count_images_params(job: Job) -> list[Any]:
+    day = db_value(DailyImages, "day", usage_day(job.created_at))
+    return [job.organization_id, day, job.params["samples"]]
+
+
+def count_submit(organization: Organization, job: Job, up_to: int) -> tuple[int, int]:
+    """A submit's counts, once it holds the tenant's lock: its organization's queued jobs but
+    `job` (queued_jobs), and its images today with `job`'s added (count_images).
+
+    On PostgreSQL one prepared statement, the upsert in a WITH clause: the lock is held to the
+    commit, and each round trip inside it is one more that the tenant's next submit waits for.
+    The count reads a snapshot taken after the lock, as it did alone. SQLite has no INSERT in a
+    WITH clause: the two statements, one after the other.
+    """
+    if connection.vendor != "postgresql":
+        return queued_jobs(organization, up_to, job.pk), count_images(job)
+    with fixed_cursor() as cursor:
+        cursor.execute(
+            count_submit_query(),
+            [*count_images_params(job), organization.pk, Job.Status.QUEUED, job.pk, up_to],
+        )
+        queued, images = cursor.fetchone()
+    return int(queued), int(images)
+
+
+@functools.cache
+def count_submit_query() -> str:
+    """What `count_submit` runs on PostgreSQL: the upsert, then both counts, in one statement."""
+    queued = queued_jobs_query()
+    return f"WITH day AS ({count_images_query()}) SELECT ({queued}), day.images FROM day"
+
+
+def uncount_images(job_id: int) -> None:
+    """Take the images of a job that just failed or was canceled off its organization's day.
+
+    finish() calls it once per such job, in the transaction of its update: it only ever ends a
+    job that is still waiting, so the job was counted until then.
+    """
+    organization_id, created_at, samples = (
+        Job.objects.filter(pk=job_id)
+        .values_list("organization_id", "created_at", "params__samples")
+        .get()
+    )
+    DailyImages.objects.filter(organization_id=organization_id, day=usage_day(created_at)).update(
+        images=F("images") - samples
+    )
 
 
 def images_per_day(organization: Organization, since: date) -> dict[date, int]:
@@ -115,10 +169,8 @@ def check_submit(organization: Organization, job: Job, *, locked: bool) -> None:
         )
     plan = organization.plan
     # Counting stops at the cap: a deep queue costs a submit no more than a full one.
-    limits.check_queue(
-        plan, queued_jobs(organization, up_to=limits.queue_cap(plan), besides=job.pk)
-    )
-    # No daily cap: the day's images are not counted at all.
+    queued, images = count_submit(organization, job, up_to=limits.queue_cap(plan))
+    limits.check_queue(plan, queued)
     if plan.images_per_day is not None:
-        used = images_today(organization, besides=job.pk)
-        limits.check_daily_images(plan, used, job.params["samples"])
+        samples = job.params["samples"]
+        limits.check_daily_images(plan, images - samples, samples)

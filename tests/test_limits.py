@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from billing import counters, limits
 from billing.models import Plan
-from generation import tasks
-from generation.models import Job
+from generation import jobs, tasks
+from generation.models import DailyImages, Job
 from generation.tasks import claim_next_job, run_next_job
 from tests.helpers import make_tenant
 
@@ -65,19 +65,32 @@ def test_it_counts_images_not_requests_against_the_daily_limit(api, free_tenant,
 
 
 @pytest.mark.django_db
-def test_failed_jobs_and_yesterdays_do_not_count(api, free_tenant, demo_model):
+def test_failed_canceled_and_yesterdays_jobs_do_not_count(api, free_tenant, demo_model):
     plan("free", images_per_day=2)
     first = api.post(TEXT2IMG, body(free_tenant))[1]["id"]
     second = api.post(TEXT2IMG, body(free_tenant))[1]["id"]
     assert api.post(TEXT2IMG, body(free_tenant))[0] == 429
 
-    Job.objects.filter(pk=first).update(status=Job.Status.FAILED)
+    # The worker gives up on one (tasks.py fails a job through finish()), a client cancels one.
+    jobs.finish(Job.objects.filter(pk=first), first, status=Job.Status.FAILED, error="broken")
     third = api.post(TEXT2IMG, body(free_tenant))[1]["id"]
     assert api.post(TEXT2IMG, body(free_tenant))[0] == 429
+    jobs.cancel(Job.objects.get(pk=third))
+    assert api.post(TEXT2IMG, body(free_tenant))[0] == 200
+    assert api.post(TEXT2IMG, body(free_tenant))[0] == 429
 
-    yesterday = limits.start_of_day() - timedelta(seconds=1)
-    Job.objects.filter(pk__in=[second, third]).update(created_at=yesterday)
+    # Midnight passes: the day's jobs, and its count, are yesterday's.
+    a_day_passes(free_tenant.org)
     assert [api.post(TEXT2IMG, body(free_tenant))[0] for _ in range(3)] == [200, 200, 429]
+    assert statuses([second]) == [Job.Status.QUEUED]
+
+
+def a_day_passes(org) -> None:
+    """Move the organization's jobs and its daily counts a day back, as the clock would."""
+    for job in Job.objects.for_org(org):
+        Job.objects.filter(pk=job.pk).update(created_at=job.created_at - timedelta(days=1))
+    for row in DailyImages.objects.filter(organization=org).order_by("day"):
+        DailyImages.objects.filter(pk=row.pk).update(day=row.day - timedelta(days=1))
 
 
 @pytest.mark.django_db

@@ -45,7 +45,7 @@ def lookups_against_the_orm() -> dict[str, Any]:
     from accounts.services import get_or_create_organization
     from billing import limits
     from generation import estimates, jobs, quotas
-    from generation.models import AIModel, Job, OutputImage, find_visible
+    from generation.models import AIModel, DailyImages, Job, OutputImage, find_visible
 
     now = timezone.now()
     model = AIModel.objects.create(
@@ -154,21 +154,30 @@ def lookups_against_the_orm() -> dict[str, Any]:
     waiting = [Job.objects.get(pk=pk) for pk in waiting]
     units_ahead = [(estimates.units_ahead(job), orm_units_ahead(job)) for job in waiting]
 
-    # Today's images: failed, canceled, yesterday's and the outsider's jobs do not count.
-    for status in (Job.Status.FAILED, Job.Status.CANCELED):
-        Job.objects.create(organization=org, model=model, params=params, status=status)
-    yesterday = Job.objects.create(organization=org, model=model, params=params)
+    # Today's images as submits add them up (the DailyImages row), a canceled and a failed job
+    # taken off again by finish(); last night's job counts on its own day.
+    tenant = get_or_create_organization("daily", "basic")
     last_night = limits.start_of_day() - timedelta(hours=1)
-    Job.objects.filter(pk=yesterday.pk).update(created_at=last_night)
-    daily = [
-        (
-            quotas.images_today(org, besides),
-            quotas.counted(Job.objects.for_org(org).filter(created_at__gte=limits.start_of_day()))
-            .exclude(pk=besides)
-            .aggregate(n=quotas.images_sum())["n"],
+    made, counts = [], []
+    for samples, created_at in ((1, now), (2, now), (4, last_night), (3, now), (4, now)):
+        made.append(
+            Job.objects.create(
+                organization=tenant,
+                model=model,
+                params={**params, "samples": samples},
+                created_at=created_at,
+            )
         )
-        for besides in (None, job.pk, queued[1])
-    ]
+        counts.append(quotas.count_submit(tenant, made[-1], up_to=3))
+    jobs.cancel(made[1])
+    jobs.finish(Job.objects.filter(pk=made[3].pk), made[3].pk, status=Job.Status.FAILED)
+    days = dict(DailyImages.objects.filter(organization=tenant).values_list("day", "images"))
+    daily = {
+        "counts": counts,
+        "today": days.get(quotas.usage_day(now)),
+        "last night": days.get(quotas.usage_day(last_night)),
+        "summed": quotas.images_today(tenant),
+    }
 
     return {
         "images today": daily,
@@ -237,10 +246,11 @@ def check(outcome: dict[str, Any]) -> None:
     # (ours, the ORM's) for caps 1, 3, 4, 10, each leaving out a queued job, then a finished one.
     expected = [[n, n] for n in (1, 1, 3, 3, 3, 4, 3, 4)]
     assert [list(pair) for pair in outcome["queue counts"]] == expected, outcome
-    # (ours, the ORM's) with nothing left out, the success of 2 images, a queued one of 1.
-    daily = [tuple(pair) for pair in outcome["images today"]]
-    assert [ours for ours, _ in daily] == [orm for _, orm in daily], daily
-    assert daily[0][0] - daily[1][0] == 2 and daily[0][0] - daily[2][0] == 1, daily
+    # Each submit's (queued jobs but its own, up to 3; its day's images with its own), each day
+    # a total of its own; then today's less the canceled 2 and the failed 3: the jobs' sum.
+    daily = outcome["images today"]
+    assert [list(pair) for pair in daily["counts"]] == [[0, 1], [1, 3], [2, 4], [3, 6], [3, 10]]
+    assert (daily["today"], daily["last night"], daily["summed"]) == (5, 4, 5), daily
     # Each (ours, the ORM's); every job ahead counted somewhere, the sums not all alike.
     sums = [tuple(pair) for pair in outcome["units ahead"]]
     assert all(ours == pytest.approx(orm) for ours, orm in sums), sums

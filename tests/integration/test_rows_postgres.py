@@ -16,14 +16,14 @@ import json, django
 django.setup()
 from django.db import connection
 from generation.estimates import units_ahead_query
-from generation.quotas import images_today_query
+from generation.quotas import count_submit_query
 from tests.test_rows import lookups_against_the_orm
 found = lookups_against_the_orm()
 with connection.cursor() as cursor:
     cursor.execute("SELECT statement FROM pg_prepared_statements")
     prepared = sorted(row[0] for row in cursor.fetchall())
-# Compiled for PostgreSQL: their JSON reads are not SQLite's, which this test's process may use.
-compiled = [units_ahead_query()[0], images_today_query()[0]]
+# Compiled for PostgreSQL: the ETA's JSON reads are not SQLite's, which this test's process may use.
+compiled = [units_ahead_query()[0], count_submit_query()]
 print(json.dumps({"found": found, "prepared": prepared, "compiled": compiled}, default=str))
 """
 
