@@ -57,7 +57,16 @@ class JobAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "kind", "model"]
     search_fields = ["id", "organization__slug", "track_id"]
-    readonly_fields = ["params", "created_at", "started_at", "finished_at", "lease_expires_at"]
+    # A state changes through the actions (cancel refunds, and uncounts the day's images), never
+    # through the form, which would do neither.
+    readonly_fields = [
+        "status",
+        "params",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
+    ]
     inlines = [OutputImageInline]
     list_select_related = ["organization", "model"]
     date_hierarchy = "created_at"

@@ -95,6 +95,16 @@ def test_cancel_refunds_and_retry_queues_a_new_charged_job(staff, api, demo_mode
     assert tenant.org.credit_balance == charged
 
 
+def test_a_jobs_state_changes_only_through_the_actions(staff, api, demo_model, no_wait):
+    tenant = make_tenant("acme", "free")
+    data = api.post("/api/v3/text2img", {"key": tenant.key, "prompt": "x", "width": 64})[1]
+    job = Job.objects.get(pk=data["id"])
+    page = staff.get(reverse("admin:generation_job_change", args=[job.pk])).content.decode()
+    # The form would fail or cancel a job without its refund, and leave its images counted.
+    assert 'name="status"' not in page
+    assert "Cancel (and refund)" in staff.get(reverse("admin:generation_job_changelist")).text
+
+
 def change_plan(client, plan, steps_list):
     """POST the plan's admin form as it is, but for `steps_list` (the form's JSON text)."""
     data = {name: "" if value is None else value for name, value in model_to_dict(plan).items()}
