@@ -16,12 +16,13 @@ connection alive:
 The bench organizations' plan lifts the rate limit, the queue cap and the credits, so every
 request goes the whole way. It has no daily image cap unless `--daily-cap` gives it one too high
 to reach, so that each submit checks the tenant's images today against it, as those of the free,
-basic and premium plans do. The submits come from one organization, or take turns among
-`--tenants` of them: one tenant's submits wait for each other on its row lock, different
-tenants' do not. Prints one JSON line.
+basic and premium plans do. `--jobs-today N` starts each tenant with N finished one-image jobs of
+the day, as a busy tenant has by the evening (premium allows 10,000 images a day). The submits
+come from one organization, or take turns among `--tenants` of them: one tenant's submits wait
+for each other on its row lock, different tenants' do not. Prints one JSON line.
 
     .venv/bin/python bench/submit.py [--seconds 20] [--clients 8] [--pickups 20] [--tenants 1]
-        [--daily-cap]
+        [--daily-cap] [--jobs-today 0]
 """
 
 from __future__ import annotations
@@ -63,11 +64,15 @@ from accounts.models import ApiKey
 from accounts.services import get_or_create_organization
 from billing import ledger
 from billing.models import Plan
+from django.utils import timezone
+from generation import quotas
 from generation.engine import demo
-from generation.models import AIModel
+from generation.models import AIModel, DailyImages, Job
 
 demo.build_demo_sd15(str(Path(settings.PICTOR_MODELS_DIR) / "demo-sd15"))
-AIModel.objects.create(model_id="demo-sd15", name="demo-sd15", path="demo-sd15", is_default=True)
+model = AIModel.objects.create(
+    model_id="demo-sd15", name="demo-sd15", path="demo-sd15", is_default=True
+)
 plan = Plan.objects.create(
     slug="bench", name="Bench", requests_per_minute=10**9, concurrent_jobs=10**8,
     images_per_day={images_per_day}, max_samples=4, max_side=1024, retention_days=1,
@@ -78,6 +83,13 @@ for n in range({tenants}):
     org = get_or_create_organization(f"bench-{{n}}", "bench")
     ledger.grant_monthly(org, plan)
     keys.append(ApiKey.objects.issue(org, name="bench")[1])
+    if {jobs_today}:
+        done = dict(status=Job.Status.SUCCESS, organization=org, model=model, params={params})
+        Job.objects.bulk_create([Job(**done) for _ in range({jobs_today})], batch_size=2000)
+        # As each of their submits would have counted them.
+        DailyImages.objects.create(
+            organization=org, day=quotas.usage_day(timezone.now()), images={jobs_today}
+        )
 print(json.dumps({{"keys": keys}}))
 """
 
@@ -246,6 +258,9 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--pickups", type=int, default=20)
     parser.add_argument("--daily-cap", action="store_true", help="check a daily image cap too")
+    parser.add_argument(
+        "--jobs-today", type=int, default=0, help="finished jobs each tenant made today already"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp, database() as db_url:
         import redis
@@ -266,7 +281,13 @@ def main() -> None:
         }
         manage(env, "migrate", "--noinput", "-v", "0")
         daily = 10**9 if args.daily_cap else None
-        keys = python_json(SETUP.format(tenants=args.tenants, images_per_day=daily), env)["keys"]
+        setup = SETUP.format(
+            tenants=args.tenants,
+            images_per_day=daily,
+            jobs_today=args.jobs_today,
+            params=repr({"prompt": PROMPT, "width": 512, "height": 512, "samples": 1, "steps": 21}),
+        )
+        keys = python_json(setup, env)["keys"]
         key = keys[0]
         log = Path(tmp) / "stack.log"
         web = spawn_web(env, log)
@@ -316,6 +337,7 @@ def main() -> None:
                 "clients": args.clients,
                 "tenants": args.tenants,
                 "daily_cap": args.daily_cap,
+                "jobs_today": args.jobs_today,
                 "seconds": args.seconds,
                 "submit": submit,
                 "fetch": fetch,

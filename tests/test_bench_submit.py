@@ -33,7 +33,7 @@ def test_it_prints_submit_poll_fetch_pickup_and_floor_figures():
     result = subprocess.run(
         [
             *[sys.executable, "bench/submit.py", "--seconds", "2", "--clients", "2"],
-            *["--pickups", "2", "--tenants", "2", "--daily-cap"],
+            *["--pickups", "2", "--tenants", "2", "--daily-cap", "--jobs-today", "30"],
         ],
         cwd=ROOT,
         capture_output=True,
@@ -44,7 +44,7 @@ def test_it_prints_submit_poll_fetch_pickup_and_floor_figures():
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["bench"] == "submit"
     assert figures["tenants"] == 2
-    assert figures["daily_cap"] is True
+    assert (figures["daily_cap"], figures["jobs_today"]) == (True, 30)
     for name in ("submit", "poll_waiting", "fetch", "floor"):
         assert set(figures[name]) == {"per_s", "p50_ms", "p99_ms", "ok", "errors"}
         assert figures[name]["ok"] > 0
