@@ -258,9 +258,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=1)
     parser.add_argument("--pickups", type=int, default=20)
     parser.add_argument("--daily-cap", action="store_true", help="check a daily image cap too")
-    parser.add_argument(
-        "--jobs-today", type=int, default=0, help="finished jobs each tenant made today already"
-    )
+    parser.add_argument("--jobs-today", type=int, default=0, help="each tenant's jobs so far today")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pictor-bench-") as tmp, database() as db_url:
         import redis
