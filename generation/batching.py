@@ -79,10 +79,12 @@ def claim_companions(leader: Job, images: int | None = None) -> list[Job]:
     model = leader.model
     if not family_batches(leader.kind, pipeline_family(model.family, model.base)):
         return []
+    # Chosen unlocked, outside the transaction: a lone job (nothing to choose) costs one read,
+    # not a transaction; _lock_and_take checks the chosen ones again under their locks.
+    chosen = _choose(leader, key, budget)
+    if not chosen:
+        return []
     with transaction.atomic():
-        chosen = _choose(leader, key, budget)
-        if not chosen:
-            return []
         taken = _lock_and_take(chosen)
         if not taken:
             return []
@@ -121,6 +123,8 @@ def _choose(leader: Job, key: str, budget: int) -> list[tuple[int, int, int]]:
         .order_by("-priority", "created_at", "id")
         .values("pk", "organization_id", "priority", "model_id", "kind", "params")[:SCAN]
     )
+    if not rows:
+        return []
     orgs = {row["organization_id"] for row in rows}
     limits = dict(
         Organization.objects.filter(pk__in=orgs).values_list("pk", "plan__concurrent_jobs")

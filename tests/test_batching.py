@@ -395,6 +395,19 @@ def test_batching_off_claims_no_companion(tenant, demo_model, settings):
     assert batching.claim_companions(claim_next_job()) == []
 
 
+def test_a_lone_job_pays_one_read_of_the_queue_for_batching(
+    tenant, demo_model, settings, django_assert_num_queries
+):
+    # What batching costs a job with nobody to share its call: no transaction (its BEGIN is a
+    # query here), no lookup of tenants or running jobs.
+    settings.PICTOR_MAX_BATCH_IMAGES = 4
+    submit_all(tenant, demo_model, [BASE])
+    leader = claim_next_job()
+    assert leader.model == demo_model  # read for the job's run in any case
+    with django_assert_num_queries(1):
+        assert batching.claim_companions(leader) == []
+
+
 def test_only_jobs_that_share_the_call_join(tenant, demo_model, settings):
     settings.PICTOR_MAX_BATCH_IMAGES = 8
     leader_job, *others = submit_all(
