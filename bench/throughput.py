@@ -10,9 +10,12 @@ each to succeed (with --kind inpaint, each job repaints a square of one shared p
 --kind controlnet, each follows the canny map of one shared picture).
 Images/s count the images finished from the first submit to the last answer (jobs in flight at
 the deadline are waited for). Prints one JSON line: images/s per mode and the ratio, p50/p95
-latency (submit to success) per mode, and the lone-job ratio (median on / off).
+latency (submit to success) per mode, and the lone-job ratio (the median, over the turns, of a
+turn's on / off). A lone job's time is also split into the worker's generation (its
+generationTime: the diffusers call and storing) and the rest (submit, pickup, claim, answer),
+where batching adds its work for a lone job: looking for companions.
 
-    .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 5] [--on auto]
+    .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 15] [--on auto]
         [--kind text2img|inpaint|controlnet]
 """
 
@@ -28,6 +31,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -71,8 +75,9 @@ def inputs(kind: str) -> dict[str, str]:
     return {}
 
 
-def submit_and_wait(running: Running, seed: int, kind: str = "text2img") -> float:
-    """One single-image job through the ModelsLab API, submit to success; its latency."""
+def submit_and_wait(running: Running, seed: int, kind: str = "text2img") -> tuple[float, float]:
+    """One single-image job through the ModelsLab API, submit to success: its latency, and the
+    worker's generationTime within it."""
     body = {
         **inputs(kind),
         "key": running.key,
@@ -90,7 +95,7 @@ def submit_and_wait(running: Running, seed: int, kind: str = "text2img") -> floa
         fetch = f"{running.base_url}/api/v3/fetch/{data['id']}"
         data = requests.post(fetch, json={"key": running.key}, timeout=60).json()
     assert data["status"] == "success", data
-    return time.perf_counter() - start
+    return time.perf_counter() - start, data["generationTime"]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -98,20 +103,43 @@ def percentile(values: list[float], share: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3)
 
 
-def lone_jobs(stacks: dict[str, Running], count: int, kind: str) -> dict[str, float]:
-    """Median latency of `count` jobs per stack, each alone on the host, the stacks in turn.
+@dataclass
+class Lone:
+    """A stack's lone jobs: each turn's latency, and the medians."""
+
+    turns: list[float]
+    median_s: float
+    generation_s: float
+    rest_ms: float
+
+
+def lone_jobs(stacks: dict[str, Running], count: int, kind: str) -> dict[str, Lone]:
+    """`count` jobs per stack, each alone on the host, the stacks in turn.
 
     Run one mode after the other, the lone medians of two identical stacks differed by up to
     40% on a noisy host; taken in turn (and in alternating order) they share its drift.
     """
     for running in stacks.values():
         submit_and_wait(running, 1, kind)  # warm: the first job may still load the model
-    times: dict[str, list[float]] = {name: [] for name in stacks}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in stacks}
     names = list(stacks)
     for i in range(count):
         for name in names if i % 2 == 0 else reversed(names):
             times[name].append(submit_and_wait(stacks[name], 10 + i, kind))
-    return {name: round(statistics.median(values), 3) for name, values in times.items()}
+    return {
+        name: Lone(
+            turns=[latency for latency, _ in values],
+            median_s=round(statistics.median(latency for latency, _ in values), 3),
+            generation_s=round(statistics.median(generation for _, generation in values), 3),
+            rest_ms=round(statistics.median(1000 * (lat - gen) for lat, gen in values), 1),
+        )
+        for name, values in times.items()
+    }
+
+
+def paired_ratio(on: list[float], off: list[float]) -> float:
+    """The median of each turn's on / off: a drift of the host between turns cancels out."""
+    return round(statistics.median(a / b for a, b in zip(on, off, strict=True)), 3)
 
 
 def measure(running: Running, seconds: float, clients: int, kind: str) -> dict[str, float]:
@@ -124,7 +152,7 @@ def measure(running: Running, seconds: float, clients: int, kind: str) -> dict[s
     def client(number: int) -> None:
         seed = 1000 + number * 100_000
         while time.perf_counter() < deadline:
-            elapsed = submit_and_wait(running, seed, kind)
+            elapsed, _generation = submit_and_wait(running, seed, kind)
             seed += 1
             with lock:
                 latencies.append(elapsed)
@@ -186,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--lone", type=int, default=5)
+    parser.add_argument("--lone", type=int, default=15)
     parser.add_argument("--on", default="auto", help="PICTOR_MAX_BATCH_IMAGES when on")
     parser.add_argument("--kind", default="text2img", choices=sorted(ENDPOINTS))
     args = parser.parse_args()
@@ -218,13 +246,17 @@ def main() -> None:
         for name in modes:
             figures[name] = {
                 **measure(running[name], args.seconds, args.clients, args.kind),
-                "lone_median_s": lone[name],
+                "lone_median_s": lone[name].median_s,
+                "lone_generation_s": lone[name].generation_s,
+                "lone_rest_ms": lone[name].rest_ms,
             }
             print(f"{name}: {figures[name]}", file=sys.stderr)
     off, on = figures["off"], figures["on"]
     assert isinstance(off, dict) and isinstance(on, dict)
     figures["ratio"] = round(on["images_per_s"] / off["images_per_s"], 3)
-    figures["lone_ratio"] = round(on["lone_median_s"] / off["lone_median_s"], 3)
+    figures["lone_ratio"] = paired_ratio(lone["on"].turns, lone["off"].turns)
+    # What batching adds to a lone job's time outside the diffusers call (looking for companions).
+    figures["lone_rest_added_ms"] = round(on["lone_rest_ms"] - off["lone_rest_ms"], 1)
     # What the hardware allows: the UNet is most of a job, so the throughput ratio stays near its
     # own batching gain (a little above: the rest of a job batches too).
     sys.path.insert(0, str(ROOT))

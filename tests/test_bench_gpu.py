@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benches import run_bench
 
 
 def test_it_prints_one_json_line_with_direct_api_and_batched_figures(models_dir):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "bench/gpu.py", "--cpu", "--runs", "1", "--clients", "2"]
-        + ["--models-dir", str(models_dir)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    figures = run_bench(
+        *["gpu.py", "--cpu", "--runs", "1", "--clients", "2", "--models-dir", str(models_dir)]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    figures = json.loads(lines[0])
     assert figures["bench"] == "gpu" and figures["mode"] == "cpu-reduced"
     assert (figures["size"], figures["steps"], figures["dtype"]) == (64, 21, "fp32")
     off = figures["compile_off"]
