@@ -40,10 +40,12 @@ def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
     with transaction.atomic():
         changed = rows.update(finished_at=timezone.now(), lease_expires_at=None, **fields)
         if changed:
+            kind, model, organization_id, created_at, samples = Job.objects.values_list(
+                "kind", "model__model_id", "organization_id", "created_at", "params__samples"
+            ).get(pk=job_id)
             if fields.get("status") in quotas.NOT_COUNTED:
                 ledger.refund_job(job_id)
-                quotas.uncount_images(job_id)
-            kind, model = Job.objects.values_list("kind", "model__model_id").get(pk=job_id)
+                quotas.uncount_images(organization_id, created_at, samples)
             counted = metrics.JOBS_FINISHED.labels(status=fields["status"], kind=kind, model=model)
             transaction.on_commit(counted.inc)
             transaction.on_commit(lambda: notify.job_finished(job_id))

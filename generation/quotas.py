@@ -127,17 +127,14 @@ def count_submit_query() -> str:
     return f"WITH day AS ({count_images_query()}) SELECT ({queued}), day.images FROM day"
 
 
-def uncount_images(job_id: int) -> None:
-    """Take the images of a job that just failed or was canceled off its organization's day.
+def uncount_images(organization_id: int, created_at: datetime, samples: int) -> None:
+    """Take the `samples` images of a job created at `created_at` that just failed or was
+    canceled off its organization's day.
 
-    finish() calls it once per such job, in the transaction of its update: it only ever ends a
-    job that is still waiting, so the job was counted until then.
+    finish() calls it once per such job, in the transaction of its update, with the job's row
+    it has read anyway: it only ever ends a job that is still waiting, so the job was counted
+    until then.
     """
-    organization_id, created_at, samples = (
-        Job.objects.filter(pk=job_id)
-        .values_list("organization_id", "created_at", "params__samples")
-        .get()
-    )
     DailyImages.objects.filter(organization_id=organization_id, day=usage_day(created_at)).update(
         images=F("images") - samples
     )
