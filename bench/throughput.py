@@ -13,7 +13,8 @@ the deadline are waited for). Prints one JSON line: images/s per mode and the ra
 latency (submit to success) per mode, and the lone-job ratio (the median, over the turns, of a
 turn's on / off). A lone job's time is also split into the worker's generation (its
 generationTime: the diffusers call and storing) and the rest (submit, pickup, claim, answer),
-where batching adds its work for a lone job: looking for companions.
+where batching adds its work for a lone job: looking for companions. Both stacks take the worker
+settings from the environment (PICTOR_DTYPE=bf16 runs both in bf16, and the UNet's figure too).
 
     .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 15] [--on auto]
         [--kind text2img|inpaint|controlnet]
@@ -171,8 +172,11 @@ def measure(running: Running, seconds: float, clients: int, kind: str) -> dict[s
     }
 
 
-def unet_ceiling(model_path: Path, images: int, repeats: int = 9) -> dict[str, float]:
-    """The UNet's own gain from batching: seconds per image of one call at 1 image vs `images`.
+def unet_ceiling(
+    model_path: Path, images: int, dtype: str, repeats: int = 9
+) -> dict[str, float | str]:
+    """The UNet's own gain from batching: seconds per image of one call at 1 image vs `images`,
+    in the worker's dtype (PICTOR_DTYPE as it resolves on this host).
 
     About what batching across requests can give on this host at this size, since the UNet is
     most of a job (the rest batches too, so the bench's ratio can stand a little above it): one
@@ -184,13 +188,17 @@ def unet_ceiling(model_path: Path, images: int, repeats: int = 9) -> dict[str, f
     from generation.engine.device import default_torch_threads
 
     torch.set_num_threads(default_torch_threads(workers=1))  # as the bench's one worker has
-    unet = UNet2DConditionModel.from_pretrained(str(model_path / "unet"), local_files_only=True)
+    torch_dtype = getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}.get(dtype, "float32"))
+    unet = UNet2DConditionModel.from_pretrained(
+        str(model_path / "unet"), local_files_only=True, torch_dtype=torch_dtype
+    )
     side = SIZE // 8
-    context = torch.randn(1, 77, unet.config.cross_attention_dim)
+    context = torch.randn(1, 77, unet.config.cross_attention_dim, dtype=torch_dtype)
     inputs = {}
     for batch in (1, images):
         embeds = context.repeat(2 * batch, 1, 1)
-        inputs[batch] = (torch.randn(2 * batch, unet.config.in_channels, side, side), embeds)
+        latents = torch.randn(2 * batch, unet.config.in_channels, side, side, dtype=torch_dtype)
+        inputs[batch] = (latents, embeds)
     times: dict[int, list[float]] = {batch: [] for batch in inputs}
     with torch.inference_mode():
         for latents, embeds in inputs.values():
@@ -204,6 +212,7 @@ def unet_ceiling(model_path: Path, images: int, repeats: int = 9) -> dict[str, f
     per_image = {batch: statistics.median(values) for batch, values in times.items()}
     return {
         "images": images,
+        "dtype": dtype,
         "step_ms_per_image_alone": round(per_image[1] * 1000, 2),
         "step_ms_per_image_batched": round(per_image[images] * 1000, 2),
         "gain": round(per_image[1] / per_image[images], 3),
@@ -265,9 +274,11 @@ def main() -> None:
 
     django.setup()
     from generation.batching import CPU_BATCH_IMAGES
+    from generation.engine.loader import resolved_device
 
     batched = CPU_BATCH_IMAGES if args.on == "auto" else int(args.on)
-    figures["unet_ceiling"] = unet_ceiling(models_dir / "demo-sd15", batched)
+    dtype = resolved_device().dtype  # the workers' too: they run with this environment
+    figures["unet_ceiling"] = unet_ceiling(models_dir / "demo-sd15", batched, dtype)
     print(json.dumps(figures))
 
 

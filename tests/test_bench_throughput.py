@@ -13,7 +13,8 @@ def test_it_prints_throughput_latency_and_lone_job_figures_for_both_modes(models
     require_services()
     figures = run_bench(
         *["throughput.py", "--seconds", "1", "--clients", "2", "--lone", "3", "--on", "2"],
-        env={"PICTOR_MODELS_DIR": str(models_dir)},
+        # Both stacks' workers and the UNet's figure take the dtype from the environment.
+        env={"PICTOR_MODELS_DIR": str(models_dir), "PICTOR_DTYPE": "bf16"},
     )
     assert figures["bench"] == "throughput" and figures["batch_images_on"] == "2"
     for mode in ("off", "on"):
@@ -25,7 +26,7 @@ def test_it_prints_throughput_latency_and_lone_job_figures_for_both_modes(models
     assert figures["ratio"] > 0 and figures["lone_ratio"] > 0
     rest_added = figures["on"]["lone_rest_ms"] - figures["off"]["lone_rest_ms"]
     assert figures["lone_rest_added_ms"] == pytest.approx(rest_added, abs=0.11)
-    assert figures["unet_ceiling"]["images"] == 2
+    assert figures["unet_ceiling"]["images"] == 2 and figures["unet_ceiling"]["dtype"] == "bf16"
 
 
 def test_the_lone_job_ratio_is_the_median_of_each_turns_ratio():
