@@ -13,8 +13,7 @@ def test_it_prints_throughput_latency_and_lone_job_figures_for_both_modes(models
     require_services()
     figures = run_bench(
         *["throughput.py", "--seconds", "1", "--clients", "2", "--lone", "3", "--on", "2"],
-        # Both stacks' workers and the UNet's figure take the dtype from the environment.
-        env={"PICTOR_MODELS_DIR": str(models_dir), "PICTOR_DTYPE": "bf16"},
+        env={"PICTOR_MODELS_DIR": str(models_dir)},
     )
     assert figures["bench"] == "throughput" and figures["batch_images_on"] == "2"
     for mode in ("off", "on"):
@@ -26,7 +25,16 @@ def test_it_prints_throughput_latency_and_lone_job_figures_for_both_modes(models
     assert figures["ratio"] > 0 and figures["lone_ratio"] > 0
     rest_added = figures["on"]["lone_rest_ms"] - figures["off"]["lone_rest_ms"]
     assert figures["lone_rest_added_ms"] == pytest.approx(rest_added, abs=0.11)
-    assert figures["unet_ceiling"]["images"] == 2 and figures["unet_ceiling"]["dtype"] == "bf16"
+    # Timed in the dtype PICTOR_DTYPE resolves to for the workers: fp32 on a CPU by default.
+    assert figures["unet_ceiling"]["images"] == 2 and figures["unet_ceiling"]["dtype"] == "fp32"
+
+
+def test_the_unets_gain_is_timed_in_the_dtype_it_is_given(models_dir):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from throughput import unet_ceiling
+
+    figures = unet_ceiling(models_dir / "demo-sd15", 2, "bf16", repeats=1)
+    assert figures["dtype"] == "bf16" and figures["gain"] > 0
 
 
 def test_the_lone_job_ratio_is_the_median_of_each_turns_ratio():
