@@ -94,6 +94,32 @@ def a_day_passes(org) -> None:
 
 
 @pytest.mark.django_db
+def test_the_pages_show_the_days_running_totals_without_reading_the_jobs(
+    api, free_tenant, demo_model
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from generation import quotas
+
+    plan("free", concurrent_jobs=10)
+    assert [api.post(TEXT2IMG, body(free_tenant))[0] for _ in range(2)] == [200, 200]
+    a_day_passes(free_tenant.org)
+    assert api.post(TEXT2IMG, body(free_tenant))[0] == 200
+    today = quotas.usage_day(timezone.now())
+    yesterday = today - timedelta(days=1)
+    with CaptureQueriesContext(connection) as queries:
+        shown = quotas.images_today(free_tenant.org)
+        per_day = quotas.images_per_day(free_tenant.org, yesterday)
+    assert (shown, per_day) == (1, {yesterday: 2, today: 1})
+    # A busy tenant's month is thousands of jobs: the pages read one row per day instead.
+    assert len(queries) == 2
+    assert not any(Job._meta.db_table in query["sql"] for query in queries), (
+        queries.captured_queries
+    )
+
+
+@pytest.mark.django_db
 def test_a_plan_without_a_daily_cap_is_not_counted(api, free_tenant, demo_model):
     plan("free", images_per_day=None)
     Plan.objects.filter(slug="free").update(concurrent_jobs=10)

@@ -13,6 +13,7 @@ from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import get_or_create_organization
 from billing import ledger
 from billing.models import CreditEntry, Plan
+from generation import quotas
 from generation.models import AIModel, Job, OutputImage
 
 PASSWORD = "correct-horse-battery-9"
@@ -186,6 +187,9 @@ def charged_job(org, model, key=None, *, cost=1, samples=1, status=Job.Status.SU
         **extra,
     )
     ledger.debit_for_job(job)
+    # The day's running total, as its submit raises it (and finish() lowers it for a failure).
+    if status not in quotas.NOT_COUNTED:
+        quotas.count_images(job)
     return job
 
 

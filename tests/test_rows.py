@@ -176,7 +176,12 @@ def lookups_against_the_orm() -> dict[str, Any]:
         "counts": counts,
         "today": days.get(quotas.usage_day(now)),
         "last night": days.get(quotas.usage_day(last_night)),
-        "summed": quotas.images_today(tenant),
+        "summed": quotas.counted(Job.objects.for_org(tenant))
+        .filter(created_at__gte=limits.start_of_day())
+        .aggregate(n=quotas.images_sum())["n"],
+        # What the pages and the account API show: the row, read back.
+        "shown": quotas.images_today(tenant),
+        "shown per day": quotas.images_per_day(tenant, quotas.usage_day(last_night)) == days,
     }
 
     return {
@@ -251,6 +256,7 @@ def check(outcome: dict[str, Any]) -> None:
     daily = outcome["images today"]
     assert [list(pair) for pair in daily["counts"]] == [[0, 1], [1, 3], [2, 4], [3, 6], [3, 10]]
     assert (daily["today"], daily["last night"], daily["summed"]) == (5, 4, 5), daily
+    assert daily["shown"] == 5 and daily["shown per day"], daily
     # Each (ours, the ORM's); every job ahead counted somewhere, the sums not all alike.
     sums = [tuple(pair) for pair in outcome["units ahead"]]
     assert all(ours == pytest.approx(orm) for ours, orm in sums), sums
