@@ -189,11 +189,12 @@ def direct_timings(
     import torch
     from diffusers.models.attention_processor import AttnProcessor2_0
 
+    from generation.engine.device import torch_dtype
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     cls = diffusers.StableDiffusionXLPipeline if sdxl else diffusers.StableDiffusionPipeline
     extra: dict[str, Any] = {} if sdxl else {"safety_checker": None}
-    pipe = cls.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype, **extra)
+    pipe = cls.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype(dtype), **extra)
     pipe.scheduler = diffusers.UniPCMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.to(device)
     pipe.unet.set_attn_processor(AttnProcessor2_0())

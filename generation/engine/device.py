@@ -24,6 +24,13 @@ CPU_OFFLOADS = ("off", "model")
 _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
+def torch_dtype(name: str) -> Any:
+    """The torch dtype a PICTOR_DTYPE value other than auto names (fp16, bf16, fp32)."""
+    import torch  # lazy: heavy, not loaded at Django start-up
+
+    return getattr(torch, _TORCH_DTYPES[name])
+
+
 def device_problem(value: str) -> str | None:
     """Why value is not a PICTOR_DEVICE (auto, cpu, cuda, cuda:N, mps), or None if it is one."""
     if value in DEVICES:
@@ -126,9 +133,7 @@ class Resolved:
     @property
     def torch_dtype(self) -> Any:
         """The torch dtype for `dtype`."""
-        import torch  # lazy: heavy, not loaded at Django start-up
-
-        return getattr(torch, _TORCH_DTYPES[self.dtype])
+        return torch_dtype(self.dtype)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready figures for the heartbeat and the ops dashboard."""
