@@ -13,7 +13,9 @@ the deadline are waited for). Prints one JSON line: images/s per mode and the ra
 latency (submit to success) per mode, and the lone-job ratio (the median, over the turns, of a
 turn's on / off). A lone job's time is also split into the worker's generation (its
 generationTime: the diffusers call and storing) and the rest (submit, pickup, claim, answer),
-where batching adds its work for a lone job: looking for companions. Both stacks take the worker
+where batching adds its work for a lone job: looking for companions. Last, `unet_ceiling`: the
+UNet's own gain from a batch of that many images, with the share of a lone step spent in
+attention and the gains of attention and of the rest apart. Both stacks take the worker
 settings from the environment (PICTOR_DTYPE=bf16 runs both in bf16, and the UNet's figure too).
 
     .venv/bin/python bench/throughput.py [--seconds 60] [--clients 16] [--lone 15] [--on auto]
@@ -34,6 +36,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from PIL import Image, ImageDraw
@@ -180,9 +183,13 @@ def unet_ceiling(
 
     About what batching across requests can give on this host at this size, since the UNet is
     most of a job (the rest batches too, so the bench's ratio can stand a little above it): one
-    denoising step with classifier-free guidance (two rows per image).
+    denoising step with classifier-free guidance (two rows per image). The step's attention
+    (every scaled_dot_product_attention call, timed where diffusers makes it) is reported apart
+    from the rest, with its share of a lone step and each part's own gain: attention whose work
+    grows with the images at the same speed gains nothing from a batch, and bounds the whole.
     """
     import torch
+    import torch.nn.functional as F
     from diffusers import UNet2DConditionModel
 
     from generation.engine.device import default_torch_threads, torch_dtype
@@ -201,22 +208,48 @@ def unet_ceiling(
         latents = torch.randn(2 * batch, unet.config.in_channels, side, side, dtype=weights)
         inputs[batch] = (latents, embeds)
     times: dict[int, list[float]] = {batch: [] for batch in inputs}
+    attention: dict[int, list[float]] = {batch: [] for batch in inputs}
+    in_attention = [0.0, 0]  # seconds, calls: of the step being timed
+    sdpa = F.scaled_dot_product_attention
+
+    def timed_sdpa(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return sdpa(*args, **kwargs)
+        finally:  # a CPU kernel has finished when it returns
+            in_attention[0] += time.perf_counter() - start
+            in_attention[1] += 1
+
     with torch.inference_mode():
         for latents, embeds in inputs.values():
             unet(latents, 500, encoder_hidden_states=embeds)  # warm
-        # In turns, medians: a busy moment of the host falls on one step, not on one size.
-        for _ in range(repeats):
-            for batch, (latents, embeds) in inputs.items():
-                start = time.perf_counter()
-                unet(latents, 500, encoder_hidden_states=embeds)
-                times[batch].append((time.perf_counter() - start) / batch)
+        F.scaled_dot_product_attention = timed_sdpa
+        try:
+            # In turns, medians: a busy moment of the host falls on one step, not on one size.
+            for _ in range(repeats):
+                for batch, (latents, embeds) in inputs.items():
+                    in_attention[0] = 0.0
+                    start = time.perf_counter()
+                    unet(latents, 500, encoder_hidden_states=embeds)
+                    times[batch].append((time.perf_counter() - start) / batch)
+                    attention[batch].append(in_attention[0] / batch)
+        finally:
+            F.scaled_dot_product_attention = sdpa
+    # diffusers calls attention through torch.nn.functional; a version that stops doing so
+    # must not report an attention-free UNet.
+    assert in_attention[1], "no attention call was timed"
     per_image = {batch: statistics.median(values) for batch, values in times.items()}
+    in_attn = {batch: statistics.median(values) for batch, values in attention.items()}
+    rest = {batch: per_image[batch] - in_attn[batch] for batch in inputs}
     return {
         "images": images,
         "dtype": dtype,
         "step_ms_per_image_alone": round(per_image[1] * 1000, 2),
         "step_ms_per_image_batched": round(per_image[images] * 1000, 2),
         "gain": round(per_image[1] / per_image[images], 3),
+        "attention_share_alone": round(in_attn[1] / per_image[1], 3),
+        "attention_gain": round(in_attn[1] / in_attn[images], 3),
+        "rest_gain": round(rest[1] / rest[images], 3),
     }
 
 

@@ -26,7 +26,11 @@ def test_it_prints_throughput_latency_and_lone_job_figures_for_both_modes(models
     rest_added = figures["on"]["lone_rest_ms"] - figures["off"]["lone_rest_ms"]
     assert figures["lone_rest_added_ms"] == pytest.approx(rest_added, abs=0.11)
     # Timed in the dtype PICTOR_DTYPE resolves to for the workers: fp32 on a CPU by default.
-    assert figures["unet_ceiling"]["images"] == 2 and figures["unet_ceiling"]["dtype"] == "fp32"
+    ceiling = figures["unet_ceiling"]
+    assert ceiling["images"] == 2 and ceiling["dtype"] == "fp32"
+    # The step's attention apart from the rest: the demo UNet attends at its top level.
+    assert 0 < ceiling["attention_share_alone"] < 1
+    assert ceiling["attention_gain"] > 0 and ceiling["rest_gain"] > 0
 
 
 def test_the_unets_gain_is_timed_in_the_dtype_it_is_given(models_dir):
