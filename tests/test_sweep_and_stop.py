@@ -7,17 +7,19 @@ from django_q.models import OrmQ
 
 from billing.ledger import refund_key
 from billing.models import CreditEntry, Plan
-from generation import service, stopping
+from generation import batching, service, stopping
 from generation.engine.request import GenerationRequest
 from generation.models import Job
-from generation.tasks import claim_next_job, execute, run_next_job, sweep
+from generation.tasks import claim_next_job, execute, execute_batch, run_next_job, sweep
 from tests.helpers import make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def queue_job(tenant, demo_model, steps=2):
-    req = GenerationRequest(prompt="a", model_id="demo-sd15", width=64, height=64, steps=steps)
+def queue_job(tenant, demo_model, steps=2, seed=0):
+    req = GenerationRequest(
+        prompt="a", model_id="demo-sd15", width=64, height=64, steps=steps, seed=seed
+    )
     return service.submit(req, tenant.org, demo_model)
 
 
@@ -90,6 +92,35 @@ def test_a_stopping_worker_hands_its_running_job_back_after_the_grace(
     assert run_next_job() == job.pk
     job.refresh_from_db()
     assert (job.status, job.attempts, job.outputs.count()) == (Job.Status.SUCCESS, 2, 1)
+
+
+def test_a_stopping_worker_hands_back_every_job_of_its_batch(
+    tenant, demo_model, settings, monkeypatch
+):
+    settings.PICTOR_WORKER_STOP_GRACE = 0
+    settings.PICTOR_MAX_BATCH_IMAGES = 4
+    queued = [queue_job(tenant, demo_model, steps=4, seed=seed) for seed in (1, 2, 3)]
+    OrmQ.objects.all().delete()
+    leader = claim_next_job()
+    batch = [leader, *batching.claim_companions(leader)]
+    assert sorted(job.pk for job in batch) == sorted(job.pk for job in queued)
+    monkeypatch.setattr(stopping, "_requested_at", None)
+    stopping.install()
+    stopping.request()
+    execute_batch(batch)
+
+    for job in queued:
+        job.refresh_from_db()
+        assert (job.status, job.worker, job.lease_expires_at) == (Job.Status.QUEUED, "", None)
+        assert job.outputs.count() == 0
+        assert not CreditEntry.objects.filter(key=refund_key(job.pk)).exists()
+    assert OrmQ.objects.count() == 3  # each handed back at once, not after its lease
+
+    monkeypatch.setattr(stopping, "_requested_at", None)  # another worker, not stopping
+    run_next_job()
+    for job in queued:
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.outputs.count()) == (Job.Status.SUCCESS, 2, 1)
 
 
 def test_a_stopping_worker_finishes_its_job_within_the_grace(
