@@ -14,7 +14,7 @@ from billing.models import CreditEntry, Plan
 from generation import batching, inputs, jobs, service
 from generation.engine import batch, runner
 from generation.engine.request import ControlNetUnit, GenerationRequest
-from generation.models import AIModel, Job
+from generation.models import AIModel, Job, WebhookDelivery
 from generation.tasks import claim_next_job, run_next_job
 from tests.helpers import make_tenant
 from tests.images import centre_mask, noise_image, shapes_image
@@ -515,6 +515,45 @@ def test_a_job_canceled_mid_batch_ends_alone(tenant, demo_model, settings, monke
     for job in (first, last):
         assert len(stored_pngs(job)) == job.params["samples"]
         assert not refunded(job)
+
+
+def test_each_job_of_a_batch_keeps_its_own_progress_and_webhook_events(
+    tenant, demo_model, settings, monkeypatch
+):
+    settings.PICTOR_MAX_BATCH_IMAGES = 8
+    every_event = ["start", "progress", "completed"]
+    queued = [
+        service.submit(
+            req,
+            tenant.org,
+            demo_model,
+            webhook=f"https://hooks.example.com/pictor/{n}",
+            webhook_events=every_event,
+        )
+        for n, req in enumerate(VARIED)
+    ]
+    alone_calls = []
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: alone_calls.append(a))
+    run_next_job()
+    assert alone_calls == []  # one shared call
+
+    for n, job in enumerate(queued):
+        job.refresh_from_db()
+        assert job.status == Job.Status.SUCCESS, job.error
+        assert (job.progress_step, job.progress_total) == (21, 21)
+        deliveries = WebhookDelivery.objects.filter(job=job).order_by("pk")
+        assert [(d.event, d.progress) for d in deliveries] == [
+            ("start", 0),
+            ("progress", 25),
+            ("progress", 50),
+            ("progress", 75),
+            ("completed", 0),
+        ]
+        assert {d.url for d in deliveries} == {f"https://hooks.example.com/pictor/{n}"}
+        assert {d.payload["id"] for d in deliveries} == {job.pk}
+        completed = deliveries.last().payload
+        assert completed["status"] == "success"
+        assert len(completed["output"]) == job.params["samples"]
 
 
 def test_a_job_with_bad_input_fails_alone(tenant, demo_model, settings):
