@@ -102,3 +102,26 @@ def test_the_batch_key_ignores_only_what_each_image_carries():
         {"tiling": True},
     ):
         assert batch_key(replace(BASE, **changed).to_params()) != key, changed
+
+
+def test_a_shared_call_that_fails_runs_each_request_alone(demo_path, warm_cache, monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    requests = [replace(BASE, seed=1), replace(BASE, seed=2, prompt="a boat", samples=2)]
+    alone = [generate(req, demo_path, cache=warm_cache) for req in requests]
+    real = StableDiffusionPipeline.__call__
+    refused = []
+
+    def no_room_for_two(self, *args, **kwargs):
+        embeds = kwargs.get("prompt_embeds")
+        if embeds is not None and embeds.shape[0] > 1:  # a card too small for the batch
+            refused.append(embeds.shape[0])
+            raise RuntimeError("out of memory")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionPipeline, "__call__", no_room_for_two)
+    results = generate_batch([BatchItem(req) for req in requests], demo_path, cache=warm_cache)
+    assert refused == [3]  # the shared call of both requests' three images was tried first
+    for one, other in zip(alone, results, strict=True):
+        assert not isinstance(other, BaseException), other
+        assert all(np.array_equal(a, b) for a, b in zip(pixels(one), pixels(other), strict=True))
