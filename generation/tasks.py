@@ -140,7 +140,17 @@ def run_next_job(hint_job_id: int | None = None) -> int | None:
         # This host is stopping: a task it had prefetched goes back for another worker.
         enqueue_job(hint_job_id)
         return None
-    reap_expired_jobs()
+    try:
+        return run_claimed_jobs()
+    finally:
+        # After the task, not before its claim: a client's job waits for no one else's lease
+        # (two queries on every pickup). The sweep reaps as well, and each reaped job gets a
+        # wake-up of its own.
+        reap_expired_jobs()
+
+
+def run_claimed_jobs() -> int | None:
+    """Claim the best queued job, with the companions that can share its call, and run them."""
     job = claim_next_job()
     if job is None:
         return None

@@ -85,6 +85,21 @@ def test_a_worker_that_lost_its_lease_does_not_finish_the_job(tenant, demo_model
     assert job.outputs.count() == 1
 
 
+def test_a_task_reaps_expired_leases_after_its_own_job(tenant, demo_model):
+    # A worker died holding `lost`. The next task claims the waiting job first, so no pickup
+    # waits on the reaper, then queues `lost` again, which the task after it runs.
+    lost = queue_job(tenant, demo_model)
+    claim_next_job()
+    Job.objects.filter(pk=lost.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    waiting = queue_job(tenant, demo_model, seed=2)
+    assert run_next_job() == waiting.pk
+    lost.refresh_from_db()
+    assert (lost.status, lost.lease_expires_at, lost.worker) == (Job.Status.QUEUED, None, "")
+    assert run_next_job() == lost.pk
+    lost.refresh_from_db()
+    assert (lost.status, lost.attempts) == (Job.Status.SUCCESS, 2)
+
+
 def test_progress_is_saved_while_a_job_runs(tenant, demo_model, monkeypatch):
     import generation.tasks as tasks
     from generation.engine import runner
