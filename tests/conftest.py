@@ -16,7 +16,17 @@ import pytest
 from tests.helpers import Tenant, make_tenant
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PICTOR_TORCH_THREADS", "2")
+# Two torch threads for the run, shared by its pytest-xdist workers (`make test` starts two):
+# torch with more threads than free cores runs many times slower (docs/benchmarks.md). The
+# first pytest process sets the two unless the caller chose, and marks them as its own; a
+# worker inherits both, and takes its share.
+if "PICTOR_TORCH_THREADS" not in os.environ:
+    os.environ["PICTOR_TORCH_THREADS"] = os.environ["PICTOR_TEST_RUN_THREADS"] = "2"
+if os.environ.get("PICTOR_TEST_RUN_THREADS") and "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = int(os.environ["PICTOR_TEST_RUN_THREADS"]) // int(
+        os.environ["PYTEST_XDIST_WORKER_COUNT"]
+    )
+    os.environ["PICTOR_TORCH_THREADS"] = str(max(1, _share))
 
 
 def _own_metrics_dir() -> None:

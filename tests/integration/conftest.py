@@ -93,9 +93,18 @@ def migrated_database(tmp: Path, **env: str | None) -> Iterator[dict[str, str]]:
 
 
 def redis_db() -> str:
+    """A Redis database (8-15) of this pytest process's own, emptied: runs side by side and the
+    pytest-xdist workers of one run each get another."""
     import redis
 
-    url = f"{REDIS_URL}/{os.getpid() % 8 + 8}"
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if 1 < workers <= 8:
+        # The workers share their run's parent process: one block of databases per run.
+        worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+        index = os.getppid() % (8 // workers) * workers + worker
+    else:
+        index = os.getpid() % 8
+    url = f"{REDIS_URL}/{index + 8}"
     try:
         redis.Redis.from_url(url, socket_timeout=5).flushdb()
     except redis.RedisError as exc:
