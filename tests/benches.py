@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The benches empty Redis databases 13-15 and start stacks of their own: a bench test's module
+# sets `pytestmark = BENCHES`, so they run one at a time on one pytest-xdist worker (`make test`
+# distributes with --dist loadgroup).
+BENCHES = pytest.mark.xdist_group("benches")
 
 
 def require_services() -> None:

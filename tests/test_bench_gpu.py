@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.benches import run_bench
+from tests.benches import BENCHES, run_bench
+
+pytestmark = BENCHES
 
 
 def test_it_prints_one_json_line_with_direct_api_and_batched_figures(models_dir):

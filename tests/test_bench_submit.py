@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.benches import require_services, run_bench
+from tests.benches import BENCHES, require_services, run_bench
+
+pytestmark = BENCHES
 
 
 def test_it_prints_submit_poll_fetch_pickup_and_floor_figures():

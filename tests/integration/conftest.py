@@ -93,18 +93,19 @@ def migrated_database(tmp: Path, **env: str | None) -> Iterator[dict[str, str]]:
 
 
 def redis_db() -> str:
-    """A Redis database (8-15) of this pytest process's own, emptied: runs side by side and the
-    pytest-xdist workers of one run each get another."""
+    """A Redis database (1-12) of this pytest process's own, emptied: runs side by side and the
+    pytest-xdist workers of one run each get another. 13-15 are the benches' (bench/), which
+    empty them too; 0 is for tests that keep to a key prefix of their own."""
     import redis
 
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if 1 < workers <= 8:
+    if 1 < workers <= 12:
         # The workers share their run's parent process: one block of databases per run.
         worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
-        index = os.getppid() % (8 // workers) * workers + worker
+        index = os.getppid() % (12 // workers) * workers + worker
     else:
-        index = os.getpid() % 8
-    url = f"{REDIS_URL}/{index + 8}"
+        index = os.getpid() % 12
+    url = f"{REDIS_URL}/{index + 1}"
     try:
         redis.Redis.from_url(url, socket_timeout=5).flushdb()
     except redis.RedisError as exc:
