@@ -227,9 +227,15 @@ def clean_leftovers() -> None:
 
 
 def free_subnet() -> str:
-    """A 10.213.N prefix that no address or route of this machine uses."""
+    """A 10.213.N prefix that no address or route of this machine uses.
+
+    Each pytest-xdist worker of a run takes its own residue of N, so two clusters started at the
+    same moment on two workers cannot both find the same N free before either takes it.
+    """
     taken = ip("-o", "addr") + ip("route") + ip("-4", "route", "show", "table", "all")
-    choices = [n for n in range(256) if f"10.213.{n}." not in taken]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    choices = [n for n in range(256) if n % workers == worker and f"10.213.{n}." not in taken]
     return f"10.213.{random.choice(choices)}"
 
 
