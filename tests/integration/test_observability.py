@@ -23,8 +23,12 @@ def scrape(url: str) -> str:
     return response.text
 
 
-def finished(text: str) -> float:
-    return sample(text, "pictor_jobs_finished_total", status="success", **LABELS)
+def finished(text: str) -> tuple[float, float]:
+    """The worker's counts of a success: the job's, then (another commit hook) its time's."""
+    return (
+        sample(text, "pictor_jobs_finished_total", status="success", **LABELS),
+        sample(text, "pictor_generation_seconds_count", **LABELS),
+    )
 
 
 def test_one_job_moves_the_metrics_and_its_log_lines_carry_its_id(make_stack):
@@ -48,9 +52,14 @@ def test_one_job_moves_the_metrics_and_its_log_lines_carry_its_id(make_stack):
     assert response.headers["X-Request-ID"] == "it-observe-1"
     data = response.json()
     job_id = data["id"]
-    # The worker counts after its commit: give it a moment past the job's success.
+    # The worker counts after its commit: give it a moment past the job's success, until both
+    # of its counts have moved (a scrape can fall between them).
     deadline = time.monotonic() + 60
-    while finished(after := scrape(metrics_url)) == finished(before):
+    counts_before = finished(before)
+    while True:
+        after = scrape(metrics_url)
+        if all(a != b for a, b in zip(finished(after), counts_before, strict=True)):
+            break
         assert time.monotonic() < deadline, dump_logs(stack)
         time.sleep(0.2)
 
