@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Tenant, make_tenant
+from tests.helpers import Tenant, make_tenant, xdist_worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Two torch threads for the run, shared by its pytest-xdist workers (`make test` starts two):
@@ -22,10 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # worker inherits both, and takes its share.
 if "PICTOR_TORCH_THREADS" not in os.environ:
     os.environ["PICTOR_TORCH_THREADS"] = os.environ["PICTOR_TEST_RUN_THREADS"] = "2"
-if os.environ.get("PICTOR_TEST_RUN_THREADS") and "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _share = int(os.environ["PICTOR_TEST_RUN_THREADS"]) // int(
-        os.environ["PYTEST_XDIST_WORKER_COUNT"]
-    )
+if os.environ.get("PICTOR_TEST_RUN_THREADS") and "PYTEST_XDIST_WORKER" in os.environ:
+    _share = int(os.environ["PICTOR_TEST_RUN_THREADS"]) // xdist_worker()[1]
     os.environ["PICTOR_TORCH_THREADS"] = str(max(1, _share))
 
 

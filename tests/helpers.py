@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
+
+
+def xdist_worker() -> tuple[int, int]:
+    """This pytest-xdist worker's index and its run's worker count; (0, 1) in a plain run."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")), count
 
 
 @dataclass

@@ -47,6 +47,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.helpers import xdist_worker
 from tests.integration.conftest import s3_client, service_missing
 from tests.processes import wait_until
 
@@ -233,8 +234,7 @@ def free_subnet() -> str:
     same moment on two workers cannot both find the same N free before either takes it.
     """
     taken = ip("-o", "addr") + ip("route") + ip("-4", "route", "show", "table", "all")
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    worker, workers = xdist_worker()
     choices = [n for n in range(256) if n % workers == worker and f"10.213.{n}." not in taken]
     return f"10.213.{random.choice(choices)}"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers import xdist_worker
 from tests.processes import free_port, manage, spawn, spawn_web, stop, wait_for_web
 
 PG_URL = os.environ.get("PICTOR_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432")
@@ -98,10 +99,9 @@ def redis_db() -> str:
     empty them too; 0 is for tests that keep to a key prefix of their own."""
     import redis
 
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker, workers = xdist_worker()
     if 1 < workers <= 12:
         # The workers share their run's parent process: one block of databases per run.
-        worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
         index = os.getppid() % (12 // workers) * workers + worker
     else:
         index = os.getpid() % 12
