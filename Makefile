@@ -82,12 +82,11 @@ typecheck: install
 
 # Run one after another, the tests keep about one of two cores busy (many wait on processes they
 # started): two pytest-xdist workers, each giving torch its share of the cores (tests/conftest.py),
-# take about 0.6 of the time; tests marked with one xdist_group run on one worker, one after
-# another. `make test TEST_WORKERS=0` runs them all in this one process.
+# take about 0.6 of the time. `make test TEST_WORKERS=0` runs them in this one process.
 TEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: models
 	$(PY) bench/overhead.py

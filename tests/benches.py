@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The benches empty Redis databases 13-15 and start stacks of their own: a bench test's module
-# sets `pytestmark = BENCHES`, so they run one at a time on one pytest-xdist worker (`make test`
-# distributes with --dist loadgroup).
-BENCHES = pytest.mark.xdist_group("benches")
+# The benches empty Redis databases of their own (submit 13, throughput 14-15), which the
+# integration tests leave alone (tests/integration/conftest.py): bench tests may run beside them.
 
 
 def require_services() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from tests.benches import BENCHES, run_bench
-
-pytestmark = BENCHES
+from tests.benches import run_bench
 
 
 def test_it_prints_one_json_line_with_direct_api_and_batched_figures(models_dir):

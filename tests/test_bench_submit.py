@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from tests.benches import BENCHES, require_services, run_bench
-
-pytestmark = BENCHES
+from tests.benches import require_services, run_bench
 
 
 def test_it_prints_submit_poll_fetch_pickup_and_floor_figures():

@@ -6,9 +6,7 @@ import sys
 
 import pytest
 
-from tests.benches import BENCHES, ROOT, require_services, run_bench
-
-pytestmark = BENCHES
+from tests.benches import ROOT, require_services, run_bench
 
 
 def test_it_prints_throughput_latency_and_lone_job_figures_for_both_modes(models_dir):
