@@ -61,7 +61,8 @@ def signup(request: HttpRequest) -> HttpResponse:
         if next_url and url_has_allowed_host_and_scheme(
             next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
-            return redirect(next_url)
+            # Not redirect(): it would read a bare word ("a") as a URL pattern's name and fail.
+            return HttpResponseRedirect(next_url)
         return redirect("verify-email")
     status = 429 if form.has_error(NON_FIELD_ERRORS, "rate_limited") else 200
     return render(request, "accounts/signup.html", {"form": form, "next": next_url}, status=status)

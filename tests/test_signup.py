@@ -231,6 +231,23 @@ def test_joining_by_invitation_proves_the_email(client):
     assert client.post("/app/keys/", {"name": "laptop"}).status_code == 302
 
 
+@pytest.mark.parametrize(
+    ("next_url", "location"),
+    [
+        ("/accounts/invite/abc/", "/accounts/invite/abc/"),
+        # A bare word is a relative path, not the name of one of the site's pages.
+        ("a", "a"),
+        ("https://evil.example.com/", "/accounts/verify/"),
+        ("//evil.example.com/", "/accounts/verify/"),
+    ],
+)
+def test_after_sign_up_it_goes_to_a_local_next_page_only(client, next_url, location):
+    response = sign_up(client, next=next_url)
+    assert response.status_code == 302
+    assert response["Location"] == location
+    assert User.objects.filter(email="ada@example.com").exists()
+
+
 def test_an_unverified_owner_cannot_send_invitations(client):
     sign_up(client, "dora@example.com", "Dora Co")
     [verification_mail] = mail.outbox
