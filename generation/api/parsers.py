@@ -9,6 +9,7 @@ database (PostgreSQL refuses NUL characters and unpaired surrogates with a 500).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -79,6 +80,18 @@ def refuse_constant(name: str) -> Any:
     raise ParseError(f"{name} is not a valid JSON value.")
 
 
+def finite_float(text: str) -> float:
+    """json's hook for a number with a fraction or an exponent: refused where it overflows.
+
+    `1e999` is valid JSON, and Python reads it as infinity, which no field can use and no answer
+    can echo (json.dumps refuses it: a 500 after the job was charged).
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise ParseError(f"The number {text[:40]} is too large.")
+    return value
+
+
 def check_text(value: Any) -> None:
     """Raise ParseError naming the first string or key (at any depth) that cannot be stored."""
     pending: list[tuple[Any, str]] = [(value, "")]
@@ -98,7 +111,7 @@ def check_text(value: Any) -> None:
 
 
 def loads(raw: bytes, encoding: str = "utf-8") -> Any:
-    """Parse a JSON body strictly: bounded nesting, no NaN/Infinity, only storable text."""
+    """Parse a JSON body strictly: bounded nesting, finite numbers, only storable text."""
     try:
         text = raw.decode(encoding)
     except (UnicodeDecodeError, LookupError) as exc:
@@ -106,7 +119,7 @@ def loads(raw: bytes, encoding: str = "utf-8") -> Any:
     if too_deep(text):
         raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
     try:
-        data = json.loads(text, parse_constant=refuse_constant)
+        data = json.loads(text, parse_constant=refuse_constant, parse_float=finite_float)
     except ValueError as exc:
         raise ParseError(f"JSON parse error - {exc}") from exc
     check_text(data)

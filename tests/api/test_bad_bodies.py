@@ -195,6 +195,20 @@ def test_it_refuses_nan_and_infinity_literals(client, tenant, path, literal):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "[1e999]", '{"a": 1.5e400}'])
+@pytest.mark.parametrize("path", POST_PATHS)
+def test_it_refuses_a_number_too_large_for_a_float(client, tenant, path, number):
+    # Valid JSON that Python reads as infinity; in a field no format knows, too, since A1111's
+    # answer echoes the body's fields and json.dumps cannot write it.
+    raw = f'{{"prompt": "a lighthouse", "unknown_field": {number}, "guidance_scale": 7}}'
+    status, body = send(client, "post", path, raw, headers=bearer(tenant.key))
+    assert status == parse_error_status(path), body
+    assert in_format_shape(path, status, body), body
+    assert "too large" in json.dumps(body)
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("bad", sorted(BAD_ESCAPES))
 @pytest.mark.parametrize("path", POST_PATHS)
 def test_it_refuses_nul_and_lone_surrogates_in_text(client, tenant, demo_models, path, bad):
