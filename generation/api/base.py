@@ -135,16 +135,14 @@ def check_upscaled(plan: Plan, field: str, width: int, height: int, factor: int)
             )
 
 
+def samples_limit(plan: Plan, field: str) -> str:
+    """The sentence for an image count above the plan's."""
+    return f"The {field} may not be greater than {plan.max_samples} on the {plan.name} plan."
+
+
 def check_samples(plan: Plan, field: str, value: int) -> None:
     if value > plan.max_samples:
-        raise ValidationError(
-            {
-                field: [
-                    f"The {field} may not be greater than {plan.max_samples} "
-                    f"on the {plan.name} plan."
-                ]
-            }
-        )
+        raise ValidationError({field: [samples_limit(plan, field)]})
 
 
 def check_steps(plan: Plan, field: str, value: int) -> None:

@@ -112,7 +112,10 @@ class OpenAISerializer(base.CopiedFields):
         return super().to_internal_value(data)
 
     def validate_n(self, value: int) -> int:
-        base.check_samples(self.context["plan"], "n", value)
+        # A field's own validator raises the sentence alone: DRF files it under the field.
+        plan = self.context["plan"]
+        if value > plan.max_samples:
+            raise ValidationError(base.samples_limit(plan, "n"))
         return value
 
     def validate_size(self, value: str) -> str:

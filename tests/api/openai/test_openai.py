@@ -280,7 +280,7 @@ def test_background_opaque_and_auto_are_what_comes_back(api, tenant, demo_model,
 
 def test_n_is_bounded_by_the_plan(api, free_tenant, demo_model):
     error = assert_error(generate(api, free_tenant, n=2), 400, "n", "invalid_value")
-    assert "1 on the Free plan" in error["message"]
+    assert error["message"] == "n: The n may not be greater than 1 on the Free plan."
 
 
 def test_models_by_id_by_openai_name_and_privately(api, tenant, outsider, demo_models, queued_only):
