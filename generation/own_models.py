@@ -412,6 +412,21 @@ def validate_model(model_pk: int) -> str:
         cache.delete(lock)
 
 
+def failure_reason(exc: Exception) -> str:
+    """What the tenant is told of a failed load: the library's sentence, without host paths."""
+    # A file keeps its own name; the folders it sat in on this worker are nobody's business.
+    text = f"{type(exc).__name__}: {exc}"
+    folders = (
+        settings.PICTOR_MODEL_CACHE_DIR,
+        settings.PICTOR_MODELS_DIR,
+        settings.VAR_DIR,
+        tempfile.gettempdir(),
+    )
+    for folder in folders:
+        text = re.sub(re.escape(str(folder).rstrip("/")) + r"/(?:[^/\s'\"]*/)*", "", text)
+    return text[:2000]
+
+
 def _validate(model_pk: int) -> str:
     model = AIModel.objects.filter(pk=model_pk, status=AIModel.Status.VALIDATING).first()
     if model is None:
@@ -425,7 +440,7 @@ def _validate(model_pk: int) -> str:
         one_step(model, checkpoint)
     except Exception as exc:
         log.warning("model %s failed validation: %s", model.model_id, exc)
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        error = failure_reason(exc)
         # A failed model keeps its row (and reason) but none of the plan's storage.
         model_store.delete_objects(model)
         changed = AIModel.objects.filter(pk=model_pk, status=AIModel.Status.VALIDATING).update(

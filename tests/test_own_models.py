@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from accounts.models import Membership, User
+from generation import own_models
 from generation.models import AIModel
 from tests.helpers import private_copy
 from tests.images import outputs
@@ -234,6 +235,21 @@ def test_another_organization_cannot_see_or_use_it(
     # Its id is taken for everyone: ids are global.
     status, body = upload(client, outsider, lora_file)
     assert status == 400 and body["error"]["field"] == "model_id"
+
+
+def test_a_failure_s_reason_names_files_but_not_the_worker_s_folders(settings, tmp_path):
+    cache = tmp_path / "var" / "model-cache"
+    settings.PICTOR_MODEL_CACHE_DIR = cache
+    settings.PICTOR_MODELS_DIR = tmp_path / "models"
+    file = cache / "32-7309a1" / "pytorch_lora_weights.safetensors"
+    error = OSError(f"Error while deserializing header: {file} is not a file; see {cache}/3/")
+    reason = own_models.failure_reason(error)
+    assert reason == (
+        "OSError: Error while deserializing header: pytorch_lora_weights.safetensors is not a "
+        "file; see "
+    )
+    other = ValueError(f"no model in {tmp_path / 'models' / 'base'}/unet/ and 'x/y' stays")
+    assert own_models.failure_reason(other) == "ValueError: no model in  and 'x/y' stays"
 
 
 def test_a_model_that_does_not_load_fails_with_its_reason(
