@@ -16,7 +16,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import IO, Any, cast
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 CHUNK_SIZE = 64 * 1024
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -141,8 +141,25 @@ def policy_from_settings() -> FetchPolicy:
     )
 
 
-def _check(url: str, policy: FetchPolicy) -> _Target:
-    """Parse the URL and resolve its host, refusing anything the policy does not allow."""
+def check_url(url: str, policy: FetchPolicy) -> None:
+    """Raise UnsafeURL for what the policy refuses without asking DNS: a URL to fetch later.
+
+    A host named by its address (or `localhost`) is judged now; a name is judged where it is
+    fetched, since what it resolves to may change until then.
+    """
+    _, host, _ = _parse(url, policy)
+    host = host.lower().rstrip(".")
+    # Names under localhost. never leave the machine (RFC 6761): judged as the loopback address.
+    literal = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
+    try:
+        address = ipaddress.ip_address(literal.split("%")[0])
+    except ValueError:
+        return
+    _judge(address, [ipaddress.ip_network(n) for n in policy.allowed_networks])
+
+
+def _parse(url: str, policy: FetchPolicy) -> tuple[SplitResult, str, int]:
+    """The URL's parts, ASCII host and port, refusing what the policy does not allow."""
     if any(ord(c) <= 32 or ord(c) == 127 for c in url):
         raise UnsafeURL("The URL must not contain spaces or control characters.")
     try:
@@ -164,6 +181,13 @@ def _check(url: str, policy: FetchPolicy) -> _Target:
     if port not in policy.allowed_ports:
         allowed = ", ".join(str(p) for p in policy.allowed_ports)
         raise UnsafeURL(f"Port {port} is not allowed; use one of {allowed}.")
+    return parts, host, port
+
+
+def _check(url: str, policy: FetchPolicy) -> _Target:
+    """Parse the URL and resolve its host, refusing anything the policy does not allow."""
+    parts, host, port = _parse(url, policy)
+    scheme = parts.scheme.lower()
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
@@ -171,17 +195,21 @@ def _check(url: str, policy: FetchPolicy) -> _Target:
     networks = [ipaddress.ip_network(n) for n in policy.allowed_networks]
     addresses = []
     for family, _, _, _, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-        if not _allowed(address, networks):
-            raise UnsafeURL(
-                f"The URL's address {address} is not allowed "
-                "(private, loopback or reserved network)."
-            )
+        _judge(ipaddress.ip_address(str(sockaddr[0]).split("%")[0]), networks)
         addresses.append((family, sockaddr))
     if not addresses:
         raise FetchFailed(f"Could not resolve the host {host}.")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return _Target(scheme, host, port, path, tuple(addresses))
+
+
+def _judge(
+    address: IPAddress, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> None:
+    if not _allowed(address, networks):
+        raise UnsafeURL(
+            f"The URL's address {address} is not allowed (private, loopback or reserved network)."
+        )
 
 
 def _allowed(

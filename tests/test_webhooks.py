@@ -258,15 +258,35 @@ def test_a_failed_job_sends_the_failed_payload(api, tenant, demo_model, sync_que
     assert delivery_of(job_id).status == WebhookDelivery.Status.DELIVERED
 
 
-def test_a_private_address_is_refused_without_a_request(
-    api, tenant, demo_model, sync_queue, receiver, settings
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "10.1.2.3", "localhost", "169.254.169.254"])
+def test_a_webhook_to_a_private_address_is_a_400_before_anything_is_charged(
+    api, tenant, demo_model, sync_queue, receiver, settings, host
 ):
     settings.PICTOR_FETCH_ALLOWED_NETWORKS = ()
+    before = tenant.org.credit_balance
+    status, data = api.post(
+        "/api/v3/text2img",
+        {"key": tenant.key, "prompt": "a lighthouse", "webhook": f"http://{host}:{receiver.port}/"},
+    )
+    assert status == 400, data
+    assert "is not allowed" in data["message"]["webhook"][0], data
+    assert not Job.objects.exists() and receiver.hits == []
+    tenant.org.refresh_from_db()
+    assert tenant.org.credit_balance == before
+
+
+def test_an_address_refused_after_the_submit_is_refused_without_a_request(
+    api, tenant, demo_model, sync_queue, receiver, settings
+):
     job_id = submit(api, tenant, webhook=receiver.url)["id"]
-    assert receiver.hits == []
+    assert len(receiver.hits) == 1
+    # The operator closes the network before the delivery is sent again: the send checks too.
+    settings.PICTOR_FETCH_ALLOWED_NETWORKS = ()
+    assert webhooks.redeliver(delivery_of(job_id).pk)
+    assert len(receiver.hits) == 1
     delivery = delivery_of(job_id)
     assert delivery.status == WebhookDelivery.Status.FAILED
-    [attempt] = delivery.attempt_log.all()
+    attempt = delivery.attempt_log.latest("pk")
     assert attempt.status_code is None
     assert "127.0.0.1 is not allowed" in attempt.error
 

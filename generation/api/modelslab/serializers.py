@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from billing.models import Plan
-from generation import fewstep
+from generation import fewstep, safe_http
 from generation.api import base
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED, clean_body, comma_list
 from generation.engine.request import (
@@ -225,6 +225,11 @@ class GenerationSerializer(ModelsLabSerializer):
     def validate_webhook(self, value: str) -> str:
         if not value.lower().startswith(("http://", "https://")):
             raise ValidationError("The webhook must be an http or https URL.")
+        # What delivery would refuse whatever DNS says is refused now, not after the job ran.
+        try:
+            safe_http.check_url(value, safe_http.policy_from_settings())
+        except safe_http.UnsafeURL as exc:
+            raise ValidationError(f"The webhook cannot be called: {exc}") from None
         return value
 
     def validate_output_format(self, value: str) -> str:
