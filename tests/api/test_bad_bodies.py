@@ -184,27 +184,30 @@ def test_it_still_reads_bodies_nested_up_to_the_limit():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    ("literal", "says"),
+    [
+        ("NaN", "NaN is not a valid JSON value"),
+        ("Infinity", "Infinity is not a valid JSON value"),
+        ("-Infinity", "-Infinity is not a valid JSON value"),
+        # Valid JSON that Python reads as infinity; in a field no format knows, too, since
+        # A1111's answer echoes the body's fields and json.dumps cannot write it.
+        ("1e999", "too large"),
+        ("-1e999", "too large"),
+        ("[1e999]", "too large"),
+        ('{"a": 1.5e400}', "too large"),
+    ],
+)
 @pytest.mark.parametrize("path", POST_PATHS)
-def test_it_refuses_nan_and_infinity_literals(client, tenant, path, literal):
-    raw = f'{{"prompt": "a lighthouse", "guidance_scale": {literal}, "cfg_scale": {literal}}}'
+def test_it_refuses_numbers_that_are_not_finite(client, tenant, path, literal, says):
+    fields = ("guidance_scale", "cfg_scale", "unknown_field")
+    raw = (
+        "{" + ", ".join(['"prompt": "a lighthouse"', *(f'"{f}": {literal}' for f in fields)]) + "}"
+    )
     status, body = send(client, "post", path, raw, headers=bearer(tenant.key))
     assert status == parse_error_status(path), body
     assert in_format_shape(path, status, body), body
-    assert not Job.objects.exists()
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("number", ["1e999", "-1e999", "[1e999]", '{"a": 1.5e400}'])
-@pytest.mark.parametrize("path", POST_PATHS)
-def test_it_refuses_a_number_too_large_for_a_float(client, tenant, path, number):
-    # Valid JSON that Python reads as infinity; in a field no format knows, too, since A1111's
-    # answer echoes the body's fields and json.dumps cannot write it.
-    raw = f'{{"prompt": "a lighthouse", "unknown_field": {number}, "guidance_scale": 7}}'
-    status, body = send(client, "post", path, raw, headers=bearer(tenant.key))
-    assert status == parse_error_status(path), body
-    assert in_format_shape(path, status, body), body
-    assert "too large" in json.dumps(body)
+    assert says in json.dumps(body)
     assert not Job.objects.exists()
 
 
