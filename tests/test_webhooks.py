@@ -275,6 +275,22 @@ def test_a_webhook_to_a_private_address_is_a_400_before_anything_is_charged(
     assert tenant.org.credit_balance == before
 
 
+@pytest.mark.parametrize(
+    ("webhook", "says"),
+    [
+        ("ftp://hooks.example.com/done", "Only http and https URLs are allowed."),
+        ("https://hooks.example.com:8443/done", "Port 8443 is not allowed"),
+    ],
+)
+def test_a_webhook_delivery_would_refuse_is_a_400(api, tenant, demo_model, webhook, says):
+    status, data = api.post(
+        "/api/v3/text2img", {"key": tenant.key, "prompt": "a lighthouse", "webhook": webhook}
+    )
+    assert status == 400, data
+    assert says in data["message"]["webhook"][0], data
+    assert not Job.objects.exists()
+
+
 def test_an_address_refused_after_the_submit_is_refused_without_a_request(
     api, tenant, demo_model, sync_queue, receiver, settings
 ):
