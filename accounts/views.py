@@ -14,7 +14,7 @@ from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, Pa
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import login_limits, services, verification
 from accounts.forms import DeleteAccountForm, EmailChangeForm, RateLimitedLoginForm, SignupForm
-from accounts.models import Organization, User
+from accounts.models import Membership, Organization, User
 from accounts.requests import UserRequest
 from sdplatform import hosts
 
@@ -193,17 +193,18 @@ def account(request: UserRequest) -> HttpResponse:
     if request.method == "POST" and "email-email" in request.POST:
         email_form = EmailChangeForm(request.user, request.POST, prefix="email")
         if email_form.is_valid():
-            request.user.email = email_form.cleaned_data["email"]
-            request.user.save(update_fields=["email"])
-            messages.success(request, f"Your email is now {request.user.email}.")
-            return redirect("account")
+            return change_email(request, email_form.cleaned_data["email"])
     elif request.method == "POST":
         delete_form = DeleteAccountForm(request.user, request.POST, prefix="delete")
         if delete_form.is_valid():
-            delete_user(request.user)
-            logout(request)
-            messages.success(request, "Your account was deleted.")
-            return HttpResponseRedirect(reverse("login"))
+            try:
+                delete_user(request.user)
+            except OwnerNeeded as exc:
+                delete_form.add_error(None, str(exc))
+            else:
+                logout(request)
+                messages.success(request, "Your account was deleted.")
+                return HttpResponseRedirect(reverse("login"))
     return render(
         request,
         "accounts/account.html",
@@ -211,8 +212,39 @@ def account(request: UserRequest) -> HttpResponse:
             "email_form": email_form,
             "delete_form": delete_form,
             "sole_orgs": sole_member_organizations(request.user),
+            "ownerless_orgs": organizations_left_without_owner(request.user),
         },
     )
+
+
+def change_email(request: UserRequest, email: str) -> HttpResponse:
+    """Take the new address, unverified until its emailed link is followed (as at sign-up)."""
+    user = request.user
+    changed = email != user.email
+    user.email = email
+    if changed:
+        # Verified was about the old address; keys and invitations wait for the new one's link.
+        user.email_verified_at = None
+    user.save(update_fields=["email", "email_verified_at"])
+    messages.success(request, f"Your email is now {user.email}.")
+    if changed:
+        if verification.send_verification_email(user, request):
+            messages.success(request, f"Follow the link we sent to {user.email} to verify it.")
+        else:
+            messages.error(request, "We could not send the verification email; send it again.")
+    return redirect("account")
+
+
+class OwnerNeeded(Exception):
+    """Deleting the account would leave organizations with members but without an owner."""
+
+    def __init__(self, orgs: list[Organization]) -> None:
+        names = ", ".join(org.name for org in orgs)
+        super().__init__(
+            f"You are the only owner of {names}, which other people belong to. Make one of them "
+            "an owner on the team page (or remove them) before you delete your account."
+        )
+        self.orgs = orgs
 
 
 def sole_member_organizations(user: User) -> list[Organization]:
@@ -225,10 +257,38 @@ def sole_member_organizations(user: User) -> list[Organization]:
     )
 
 
+def organizations_left_without_owner(user: User) -> list[Organization]:
+    """The organizations with other members whose only owner is `user`."""
+    owner = Membership.Role.OWNER
+    owned = Membership.objects.filter(user=user, role=owner).values("organization")
+    return list(
+        Organization.objects.filter(pk__in=owned)
+        .annotate(
+            owners=Count("memberships", filter=Q(memberships__role=owner)),
+            members=Count("memberships"),
+        )
+        .filter(owners=1, members__gt=1)
+        .order_by("name")
+    )
+
+
 def delete_user(user: User) -> None:
-    """Delete the user, the organizations only they belong to, and those organizations' files."""
+    """Delete the user, the organizations only they belong to, and those organizations' files.
+
+    Raises OwnerNeeded, deleting nothing, where an organization would keep members but no owner.
+    """
     orgs = sole_member_organizations(user)
     with transaction.atomic():
+        # The owners' rows the team page locks to keep an owner (accounts/team.py), so a role
+        # changed at the same moment is seen here.
+        list(
+            Membership.objects.select_for_update().filter(
+                organization__memberships__user=user, role=Membership.Role.OWNER
+            )
+        )
+        ownerless = organizations_left_without_owner(user)
+        if ownerless:
+            raise OwnerNeeded(ownerless)
         for org in orgs:
             # Jobs first: a job PROTECTs its model, which may be the organization's own.
             org.jobs.all().delete()

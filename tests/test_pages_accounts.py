@@ -128,6 +128,56 @@ def test_email_change_needs_the_password(client):
 
 
 @pytest.mark.django_db
+def test_a_changed_email_is_unverified_until_its_own_link_is_followed(client):
+    user, org = verified_owner("ada")
+    client.force_login(user)
+    response = client.post(
+        "/accounts/", {"email-email": "new@example.com", "email-password": PASSWORD}
+    )
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert (user.email, user.email_verified_at) == ("new@example.com", None)
+    # No key until the new address is proved; the mail went there, not to the old one.
+    client.post("/app/keys/", {"name": "laptop"})
+    assert not ApiKey.objects.filter(organization=org).exists()
+    [message] = mail.outbox
+    assert message.to == ["new@example.com"]
+    link = re.search(r"http://testserver(/accounts/verify/\S+/)", message.body).group(1)
+    client.get(link)
+    user.refresh_from_db()
+    assert user.email_verified_at is not None
+    # The same address again is no change: it stays verified and nothing is sent.
+    client.post("/accounts/", {"email-email": "new@example.com", "email-password": PASSWORD})
+    user.refresh_from_db()
+    assert user.email_verified_at is not None
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db
+def test_the_only_owner_of_a_shared_organization_makes_another_owner_before_leaving(client):
+    user, org = verified_owner("ada")
+    other = User.objects.create_user("grace@example.com", PASSWORD)
+    theirs = Membership.objects.create(user=other, organization=org)
+    client.force_login(user)
+    page = client.get("/accounts/").content.decode()
+    assert "You are the only owner of <strong>ada</strong>" in page
+    delete = {"delete-password": PASSWORD, "delete-confirm": "on"}
+    response = client.post("/accounts/", delete)
+    assert response.status_code == 200
+    assert "Make one of them an owner on the team page" in response.content.decode()
+    assert User.objects.filter(pk=user.pk).exists()
+    assert Membership.objects.filter(user=user, organization=org).exists()
+
+    theirs.role = Membership.Role.OWNER
+    theirs.save()
+    assert client.post("/accounts/", delete).status_code == 302
+    assert not User.objects.filter(pk=user.pk).exists()
+    assert list(org.memberships.values_list("user__email", "role")) == [
+        ("grace@example.com", Membership.Role.OWNER)
+    ]
+
+
+@pytest.mark.django_db
 def test_deleting_the_account_deletes_an_organization_left_empty(client, demo_model):
     signup(client)
     org = Organization.objects.get(slug="analytical-engines")
