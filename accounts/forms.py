@@ -13,7 +13,7 @@ from django.http import HttpRequest
 
 from accounts import challenge
 from accounts.login_limits import LoginLimitMixin
-from accounts.models import User
+from accounts.models import EMAIL_LENGTH, User
 from billing import counters
 from sdplatform.hosts import client_ip, client_network
 
@@ -25,7 +25,7 @@ SIGNUP_NETWORK_WINDOW = 86400
 class SignupForm(forms.Form):
     """A new account: checked, then the challenge (when on), then the per-address limits."""
 
-    email = forms.EmailField(max_length=254)
+    email = forms.EmailField(max_length=EMAIL_LENGTH)
     password = forms.CharField(
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
         help_text=password_validation.password_validators_help_text_html(),
@@ -119,7 +119,7 @@ class PasswordConfirmForm(forms.Form):
 
 
 class EmailChangeForm(PasswordConfirmForm):
-    email = forms.EmailField(label="New email", max_length=254)
+    email = forms.EmailField(label="New email", max_length=EMAIL_LENGTH)
 
     field_order = ["email", "password"]
 

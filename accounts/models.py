@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 KEY_PREFIX = "pct_"
 # "pct_" plus eight characters: enough to find the row, far too little to guess the key.
 KEY_LOOKUP_LENGTH = len(KEY_PREFIX) + 8
+KEY_NAME_LENGTH = 100
+# An email column's width (Django's EmailField default); validate_email alone takes up to 320.
+EMAIL_LENGTH = 254
 # last_used_at is a hint for humans; writing it on every request would cost a row lock each time.
 LAST_USED_RESOLUTION = 60
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -63,7 +66,7 @@ class User(AbstractUser):
     # Django's documented way to drop AbstractUser's username column (email replaces it); the
     # stubs type the attribute as the field's str, so removing it is an error to them.
     username = None  # type: ignore[assignment]  # removes the inherited field, by design
-    email = models.EmailField("email address", unique=True)
+    email = models.EmailField("email address", max_length=EMAIL_LENGTH, unique=True)
     # Set by the emailed sign-up link (accounts/verification.py) or an accepted invitation.
     # Until then the user creates no API key and their sign-up organization has no credits.
     email_verified_at = models.DateTimeField(
@@ -176,12 +179,15 @@ def key_digest(raw_key: str) -> str:
 
 
 class ApiKeyManager(models.Manager["ApiKey"]):
-    def issue(self, organization: Organization, name: str = "") -> tuple[ApiKey, str]:
+    def issue(
+        self, organization: Organization, name: str = "", created_by: User | None = None
+    ) -> tuple[ApiKey, str]:
         """Create a key; returns the row and the raw key, which is never stored."""
         raw = KEY_PREFIX + secrets.token_urlsafe(30).replace("-", "x").replace("_", "y")
         key = self.create(
             organization=organization,
             name=name,
+            created_by=created_by,
             prefix=raw[:KEY_LOOKUP_LENGTH],
             digest=key_digest(raw),
         )
@@ -238,7 +244,16 @@ class ApiKey(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="api_keys"
     )
-    name = models.CharField(max_length=100, blank=True)
+    name = models.CharField(max_length=KEY_NAME_LENGTH, blank=True)
+    # Who made it on the keys page: a member may revoke their own keys, managers any key.
+    created_by = models.ForeignKey(
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who created it on the keys page; empty: an operator's command or the admin",
+    )
     prefix = models.CharField(max_length=KEY_LOOKUP_LENGTH)
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -319,7 +334,7 @@ class Invitation(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="invitations"
     )
-    email = models.EmailField()
+    email = models.EmailField(max_length=EMAIL_LENGTH)
     role = models.CharField(
         max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER
     )

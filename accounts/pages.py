@@ -10,16 +10,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import URLValidator
 from django.db.models import Count, Sum
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from accounts.models import ApiKey, Organization
+from accounts.models import KEY_NAME_LENGTH, ApiKey, Organization
 from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
 from accounts.views import check_email_page
@@ -44,6 +44,7 @@ NEW_KEY_SESSION = "pictor_new_key"
 
 
 @member_required
+@require_safe
 def overview(request: MemberRequest) -> HttpResponse:
     """Plan, credit balance, images today against the daily cap, recent jobs."""
     org = request.org
@@ -117,13 +118,15 @@ def keys(request: MemberRequest) -> HttpResponse:
             return check_email_page(request, status=403)
         return check_email_page(request)
     if request.method == "POST":
-        name = request.POST.get("name", "").strip()[:100]
+        name = request.POST.get("name", "").strip()
         if not name:
             messages.error(request, "Give the key a name, so you know later where it is used.")
+        elif len(name) > KEY_NAME_LENGTH:
+            messages.error(request, f"A key's name has at most {KEY_NAME_LENGTH} characters.")
         elif has_unstorable(name):
             messages.error(request, UNSTORABLE_NAME)
         else:
-            _key, raw = ApiKey.objects.issue(org, name=name)
+            _key, raw = ApiKey.objects.issue(org, name=name, created_by=request.user)
             request.session[NEW_KEY_SESSION] = raw
             messages.success(request, f"Key “{name}” created.")
         # Post/redirect/get: a reload never shows or creates the key again.
@@ -139,7 +142,7 @@ def keys(request: MemberRequest) -> HttpResponse:
             "new_key": new_key,
             "usage_days": KEY_USAGE_DAYS,
             "keys": [
-                {"key": key, **usage.get(key.pk, none)}
+                {"key": key, "can_revoke": can_revoke(request, key), **usage.get(key.pk, none)}
                 for key in ApiKey.objects.filter(organization=org).order_by(
                     "revoked_at", "-created_at"
                 )
@@ -153,9 +156,16 @@ def keys(request: MemberRequest) -> HttpResponse:
 def revoke_key(request: MemberRequest, key_id: int) -> HttpResponse:
     """Revoke one of the organization's keys (another organization's id is a 404)."""
     key = get_object_or_404(ApiKey, pk=key_id, organization=request.org)
+    if not can_revoke(request, key):
+        raise PermissionDenied("Only an owner or an admin can revoke a key someone else made.")
     key.revoke()
     messages.success(request, f"Key {key.prefix}… ({key.name or 'unnamed'}) revoked.")
     return redirect("app-keys")
+
+
+def can_revoke(request: MemberRequest, key: ApiKey) -> bool:
+    """Owners and admins revoke any of the organization's keys; a member only the ones they made."""
+    return request.membership.role in MANAGER_ROLES or key.created_by_id == request.user.pk
 
 
 @member_required

@@ -15,10 +15,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts import verification
-from accounts.models import Invitation, Membership, User
+from accounts.models import EMAIL_LENGTH, Invitation, Membership, User
 from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, SESSION_KEY, member_required, require_manager
 from sdplatform import hosts
@@ -28,6 +28,7 @@ Role = Membership.Role
 
 
 @member_required
+@require_safe
 def team(request: MemberRequest) -> HttpResponse:
     org = request.org
     return render(
@@ -63,8 +64,14 @@ def invite(request: MemberRequest) -> HttpResponse:
     except ValidationError:
         messages.error(request, "Give a valid email address.")
         return redirect("app-team")
+    if len(email) > EMAIL_LENGTH:
+        messages.error(request, f"An email address here has at most {EMAIL_LENGTH} characters.")
+        return redirect("app-team")
+    if role not in Role.values:
+        messages.error(request, "Choose a role: owner, admin or member.")
+        return redirect("app-team")
     me: Membership = request.membership
-    if role not in Role.values or (role == Role.OWNER and me.role != Role.OWNER):
+    if role == Role.OWNER and me.role != Role.OWNER:
         raise PermissionDenied("Only an owner can invite another owner.")
     if org.memberships.filter(user__email__iexact=email).exists():
         messages.error(request, f"{email} is already a member.")
@@ -124,6 +131,8 @@ def change_member(request: MemberRequest, membership_id: int) -> HttpResponse:
             target.role = new_role
             target.save(update_fields=["role"])
             messages.success(request, f"{target.user.email} is now {new_role}.")
+        else:
+            messages.error(request, "Choose remove, or a role: owner, admin or member.")
     if target.user_id == request.user.pk and action == "remove":
         return redirect("app-overview")
     return redirect("app-team")

@@ -15,7 +15,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.exceptions import APIException, ValidationError
 
 from accounts.requests import MemberRequest
@@ -40,6 +40,7 @@ def problem(exc: APIException) -> str:
 
 
 @member_required
+@require_http_methods(["GET", "POST"])
 def models_page(request: MemberRequest) -> HttpResponse:
     """GET lists the models the organization may use; POST (a manager) adds an own model."""
     org = request.org

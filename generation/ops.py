@@ -14,6 +14,7 @@ from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from billing.limits import start_of_day
 from billing.models import CreditEntry
@@ -173,5 +174,6 @@ def cluster_stats() -> list[dict[str, Any]]:
 
 
 @staff_only
+@require_safe
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "ops/dashboard.html", {**snapshot(), "refresh_seconds": REFRESH_SECONDS})

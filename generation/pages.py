@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -73,6 +73,7 @@ def schedulers() -> list[str]:
 
 
 @member_required
+@require_safe
 def playground(request: MemberRequest) -> HttpResponse:
     """Every kind the API offers, submitted through the API's own path, with live progress."""
     org = request.org
@@ -282,6 +283,7 @@ class HistoryStatesView(APIView):
 
 
 @member_required
+@require_safe
 def history(request: MemberRequest) -> HttpResponse:
     """The organization's jobs as a gallery, newest first, filtered (generation/gallery.py)."""
     org = request.org

@@ -15,6 +15,7 @@ from django.db.models.functions import TruncDate
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from accounts.requests import MemberRequest
 from accounts.tenancy import member_required
@@ -98,6 +99,7 @@ def bar_chart(days: list[date], values: dict[date, int]) -> dict[str, Any]:
 
 
 @member_required
+@require_safe
 def usage(request: MemberRequest) -> HttpResponse:
     org = request.org
     days = days_back(timezone.now().date())

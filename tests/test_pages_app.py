@@ -65,6 +65,56 @@ def test_keys_of_another_organization_cannot_be_revoked(client, people):
     assert theirs.revoked_at is None
 
 
+def test_a_member_revokes_only_the_keys_they_made(client, people):
+    owners, _ = ApiKey.objects.issue(people.acme, name="owner's", created_by=people.owner)
+    operators, _ = ApiKey.objects.issue(people.acme, name="from the command")
+    as_user(client, people.member)
+    client.post("/app/keys/", {"name": "laptop"})
+    mine = ApiKey.objects.get(name="laptop")
+    assert mine.created_by == people.member
+    page = client.get("/app/keys/").content.decode()
+    revoke = 'action="/app/keys/{}/revoke/"'
+    assert revoke.format(mine.pk) in page
+    assert revoke.format(owners.pk) not in page and revoke.format(operators.pk) not in page
+    for theirs in (owners, operators):
+        assert client.post(f"/app/keys/{theirs.pk}/revoke/").status_code == 403
+        theirs.refresh_from_db()
+        assert theirs.revoked_at is None
+    assert client.post(f"/app/keys/{mine.pk}/revoke/").status_code == 302
+    # Owners and admins revoke any key of the organization.
+    as_user(client, people.owner)
+    page = client.get("/app/keys/").content.decode()
+    assert revoke.format(operators.pk) in page
+    assert client.post(f"/app/keys/{operators.pk}/revoke/").status_code == 302
+    mine.refresh_from_db()
+    operators.refresh_from_db()
+    assert mine.revoked_at is not None and operators.revoked_at is not None
+
+
+def test_a_key_name_too_long_is_refused_not_cut(client, people):
+    as_user(client, people.member)
+    page = client.post("/app/keys/", {"name": "k" * 101}, follow=True).content.decode()
+    assert "at most 100 characters" in page
+    assert not ApiKey.objects.filter(name__startswith="k").exists()
+    client.post("/app/keys/", {"name": "k" * 100})
+    assert ApiKey.objects.get(name__startswith="k").name == "k" * 100
+
+
+@pytest.mark.parametrize(
+    "path", ["/app/", "/app/team/", "/app/playground/", "/app/history/", "/app/usage/"]
+)
+def test_pages_that_only_show_refuse_other_methods(client, people, path):
+    as_user(client, people.owner)
+    assert client.head(path).status_code == 200
+    for method in (client.put, client.patch, client.delete, client.post):
+        assert method(path).status_code == 405, method
+    staff = User.objects.create_user("ops@example.com", "pw-123456789", is_staff=True)
+    as_user(client, staff)
+    assert client.put("/ops/").status_code == 405
+    as_user(client, people.owner)
+    assert client.put("/app/models/").status_code == 405
+
+
 def test_the_overview_shows_plan_credits_and_images_today(client, people, demo_model):
     job(people.acme, demo_model, samples=3, prompt="acme's own prompt")
     job(people.globex, demo_model, prompt="globex secret prompt")
@@ -289,6 +339,35 @@ def test_members_are_removed_by_managers_and_the_last_owner_stays(client, people
     assert owner.role == Membership.Role.OWNER
     client.post(f"/app/team/{member.pk}/", {"action": "remove"})
     assert not Membership.objects.filter(pk=member.pk).exists()
+
+
+def test_an_invitation_refuses_an_address_too_long_and_a_role_that_is_not_one(client, people):
+    from django.core import mail
+
+    as_user(client, people.owner)
+    # validate_email takes 262 characters; the address column holds 254.
+    long_address = "a" * 250 + "@example.com"
+    page = client.post(
+        "/app/team/invite/", {"email": long_address, "role": "member"}, follow=True
+    ).content.decode()
+    assert "at most 254 characters" in page
+    for role in ("", "boss"):
+        response = client.post("/app/team/invite/", {"email": "new@example.com", "role": role})
+        assert response.status_code == 302
+        page = client.get("/app/team/").content.decode()
+        assert "Choose a role: owner, admin or member." in page
+    assert not people.acme.invitations.exists()
+    assert not mail.outbox
+
+
+def test_a_team_change_that_names_no_action_or_role_says_so(client, people):
+    member = people.acme.memberships.get(user=people.member)
+    as_user(client, people.owner)
+    for fields in ({"action": "promote"}, {"action": "role", "role": "boss"}, {}):
+        page = client.post(f"/app/team/{member.pk}/", fields, follow=True).content.decode()
+        assert "Choose remove, or a role: owner, admin or member." in page
+        member.refresh_from_db()
+        assert member.role == Membership.Role.MEMBER
 
 
 def test_history_pages_by_twenty(client, people, demo_model):
