@@ -24,7 +24,13 @@ from generation import model_samples, own_models
 from generation.api.jobs.model_views import local_file
 from generation.models import AIModel
 
-NAMES = {"file": "File", "model_id": "Model id", "category": "Kind", "base": "Base"}
+NAMES = {
+    "file": "File",
+    "model_id": "Model id",
+    "category": "Kind",
+    "base": "Base",
+    "name": "Name",
+}
 
 
 def problem(exc: APIException) -> str:
@@ -94,7 +100,7 @@ def add(request: MemberRequest) -> None:
             model_id=request.POST.get("model_id", "").strip(),
             category=request.POST.get("category", ""),
             base=request.POST.get("base", ""),
-            name=request.POST.get("name", "").strip()[:200],
+            name=request.POST.get("name", "").strip(),
         )
     except (ValidationError, APIException) as exc:
         messages.error(request, problem(exc))

@@ -59,6 +59,8 @@ CATEGORIES = {
     "checkpoint": "checkpoint",
 }
 MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,79}")
+# The name column's width: a longer display name is refused, not cut.
+MAX_NAME = 200
 # A safetensors header is JSON of a few hundred KB at most; more is no model Pictor takes.
 MAX_HEADER = 100 * 1024 * 1024
 DTYPES = {
@@ -272,6 +274,8 @@ def add_model(
     check_model_id(model_id, names["model_id"])
     if has_unstorable(name):
         raise ValidationError({names["name"]: [UNSTORABLE_NAME]})
+    if len(name) > MAX_NAME:
+        raise ValidationError({names["name"]: [f"A name has at most {MAX_NAME} characters."]})
     if base and base not in AIModel.Base.values:
         raise ValidationError(
             {names["base"]: [f"Choose one of: {', '.join(AIModel.Base.values)}."]}
@@ -283,7 +287,7 @@ def add_model(
     weights = WEIGHTS_FILE.get(family, CHECKPOINT_FILE)
     model = AIModel(
         model_id=model_id,
-        name=(name or model_id)[:200],
+        name=name or model_id,
         family=family,
         base=base,
         organization=organization,

@@ -409,16 +409,24 @@ def test_an_admin_adds_and_deletes_a_model_on_the_models_page(
     assert not AIModel.objects.filter(model_id="page-lora").exists()
 
 
-def test_a_model_name_holding_nul_is_refused_and_nothing_stored(
-    client, tenant, demo_models, model_cache, media_dir, lora_file
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        # PostgreSQL cannot store a NUL character (SQLite can): said on the page instead.
+        ("a\x00b", "holds a NUL character"),
+        # The name column holds 200 characters: a longer name is refused, not cut.
+        ("n" * 201, "Name: A name has at most 200 characters."),
+    ],
+)
+def test_a_model_name_that_cannot_be_stored_whole_is_refused_and_nothing_stored(
+    client, tenant, demo_models, model_cache, media_dir, lora_file, name, says
 ):
-    # PostgreSQL cannot store a NUL character (SQLite can): said on the page instead.
     member_client(client, tenant, Membership.Role.ADMIN)
     with lora_file.open("rb") as fh:
-        fields = {"file": fh, "model_id": "nul-lora", "category": "lora", "name": "a\x00b"}
+        fields = {"file": fh, "model_id": "bad-name-lora", "category": "lora", "name": name}
         response = client.post("/app/models/", fields, follow=True)
-    assert "holds a NUL character" in response.content.decode()
-    assert not AIModel.objects.filter(model_id="nul-lora").exists()
+    assert says in response.content.decode()
+    assert not AIModel.objects.filter(model_id="bad-name-lora").exists()
 
 
 def test_a_member_sees_the_models_page_but_cannot_upload_or_delete(
