@@ -16,6 +16,8 @@ from rest_framework import status
 
 from generation.api import errors
 from generation.api.parsers import (
+    BODY_READ_ERRORS,
+    BROKEN_BODY,
     LENGTH_REQUIRED,
     UNSTORABLE_MESSAGE,
     cookie_is_unstorable,
@@ -50,7 +52,10 @@ class RequestInputMiddleware:
         if is_chunked_without_length(request):
             if not request.META.get("wsgi.input_terminated"):
                 return errors.error_page(request, status.HTTP_411_LENGTH_REQUIRED, LENGTH_REQUIRED)
-            body = request.META["wsgi.input"].read(settings.PICTOR_MAX_BODY_BYTES + 1)
+            try:
+                body = request.META["wsgi.input"].read(settings.PICTOR_MAX_BODY_BYTES + 1)
+            except BODY_READ_ERRORS:
+                return errors.error_page(request, status.HTTP_400_BAD_REQUEST, BROKEN_BODY)
             # One byte past the limit makes Django (and so the format's handler) answer 413.
             request.META["CONTENT_LENGTH"] = str(len(body))
             # Django's own WSGIRequest keeps a LimitedStream in _stream; the stubs say BinaryIO.

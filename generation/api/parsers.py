@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from gunicorn.http.errors import ParseException
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
@@ -36,6 +37,10 @@ class BodyTooLarge(APIException):
 
 
 LENGTH_REQUIRED = "Send the request body with a Content-Length header."
+BROKEN_BODY = "The request body ended early or its chunks are malformed; send it again whole."
+# What reading a broken body raises: gunicorn's NoMoreData is an OSError, its InvalidChunkSize and
+# ChunkMissingTerminator are ParseExceptions.
+BODY_READ_ERRORS = (OSError, ParseException)
 
 
 def too_large_message() -> str:
@@ -134,10 +139,25 @@ class StrictJSONParser(JSONParser):
         limit = settings.PICTOR_MAX_BODY_BYTES
         # Django has checked Content-Length against DATA_UPLOAD_MAX_MEMORY_SIZE; this bounds
         # the read whatever the stream is.
-        raw = stream.read(limit + 1)
+        try:
+            raw = stream.read(limit + 1)
+        except BODY_READ_ERRORS as exc:
+            raise ParseError(BROKEN_BODY) from exc
         if len(raw) > limit:
             raise BodyTooLarge(too_large_message())
+        request = context.get("request")
+        if request is not None and len(raw) < declared_length(request.META):
+            # The client closed before sending all it announced: never act on part of a body.
+            raise ParseError(BROKEN_BODY)
         return loads(raw, context.get("encoding") or settings.DEFAULT_CHARSET)
+
+
+def declared_length(meta: dict[str, Any]) -> int:
+    """The body's Content-Length as a number (0 when absent or not one)."""
+    try:
+        return max(0, int(meta.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
 
 
 class AnyContentTypeJSONParser(StrictJSONParser):

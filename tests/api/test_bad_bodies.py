@@ -8,9 +8,11 @@ and each format's error body). The chunked and oversize cases also run against g
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -436,3 +438,47 @@ def test_an_oversize_body_gets_the_formats_413_from_the_real_server(server, path
     assert response.status_code == 413, response.text
     assert in_format_shape(path, 413, response.json()), response.text
     assert "at most 64.0 KiB" in response.text
+
+
+def raw_post(base: str, path: str, head: dict[str, str], body: bytes, *, half_close: bool = False):
+    """(status, JSON) of a POST written byte by byte: headers and body exactly as given.
+
+    `half_close` ends the client's sending after the body, as a client that gave up would.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in head.items()]
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+@pytest.mark.parametrize(
+    "chunks_sent",
+    [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXY0\r\n\r\n", b"10\r\nabc"],
+    ids=["bad-size", "no-terminator", "cut-short"],
+)
+@pytest.mark.parametrize("path", SERVER_PATHS)
+def test_a_broken_chunked_body_gets_the_formats_400_from_the_real_server(server, path, chunks_sent):
+    base, key = server
+    head = {**JSON, **bearer(key), "Transfer-Encoding": "chunked"}
+    status, body = raw_post(base, path, head, chunks_sent, half_close=True)
+    assert status == 400, body
+    assert in_format_shape(path, 400, body), body
+    assert "ended early or its chunks are malformed" in json.dumps(body)
+
+
+@pytest.mark.parametrize("path", SERVER_PATHS)
+def test_a_body_shorter_than_its_content_length_is_refused_from_the_real_server(server, path):
+    base, key = server
+    sent = json.dumps({"key": key, "prompt": "a lighthouse", "width": 64, "height": 64}).encode()
+    head = {**JSON, **bearer(key), "Content-Length": str(len(sent) + 100)}
+    status, body = raw_post(base, path, head, sent, half_close=True)
+    # Refused as the body, before any job: the whole of it never came.
+    assert status == parse_error_status(path), body
+    assert in_format_shape(path, status, body), body
+    assert "ended early or its chunks are malformed" in json.dumps(body)
