@@ -246,6 +246,9 @@ class Job(models.Model):
 
     WAITING = (Status.QUEUED, Status.PROCESSING)
     FINISHED = (Status.SUCCESS, Status.FAILED, Status.CANCELED)
+    # Not a column: True on the instance a submit answered with an earlier request's job, found by
+    # its Idempotency-Key (generation/service.py Replayed); a blocking wait never cancels that one.
+    replayed = False
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="jobs")
     api_key = models.ForeignKey(

@@ -46,26 +46,38 @@ def job_finished(job_id: int) -> None:
     if client is None:
         return
     try:
-        pipe = client.pipeline()
-        pipe.rpush(_key(job_id), 1)
-        pipe.expire(_key(job_id), DONE_TTL_SECONDS)
-        pipe.execute()
+        _announce(client, job_id)
     except redis.RedisError:
         log.warning("could not announce job %s through Redis", job_id, exc_info=True)
+
+
+def _announce(client: redis.Redis, job_id: int) -> None:
+    pipe = client.pipeline()
+    pipe.rpush(_key(job_id), 1)
+    pipe.expire(_key(job_id), DONE_TTL_SECONDS)
+    pipe.execute()
 
 
 def can_block() -> bool:
     return bool(settings.REDIS_URL)
 
 
-def block_until_finished(job_id: int, timeout: float) -> None:
-    """Block up to `timeout` seconds for job_finished(job_id); the caller re-reads the row."""
+def block_until_finished(job_id: int, timeout: float) -> bool:
+    """Block up to `timeout` seconds for job_finished(job_id); the caller re-reads the row.
+
+    True when the announcement came. It is passed on, so that every request waiting on the job
+    wakes (retries that share a job by their Idempotency-Key), not only the first to take it.
+    """
     import redis
 
     client = _redis()
     assert client is not None, "callers wait here only when can_block()"
     try:
-        client.blpop([_key(job_id)], timeout=max(timeout, 0.01))
+        if client.blpop([_key(job_id)], timeout=max(timeout, 0.01)) is None:
+            return False
+        _announce(client, job_id)
+        return True
     except redis.RedisError:
         # The job row is the truth; without the wake-up the caller simply reads it again.
         log.warning("waiting on job %s through Redis failed", job_id, exc_info=True)
+        return False

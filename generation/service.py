@@ -48,6 +48,7 @@ class Replayed(Exception):
 
     def __init__(self, job: Job) -> None:
         super().__init__(job.pk)
+        job.replayed = True
         self.job = job
 
 
@@ -204,12 +205,15 @@ def wait_for(job: Job, seconds: float) -> Job:
         return job
     deadline = time.monotonic() + seconds
     while True:
+    # An announcement of a run that did not finish the job (one retried since) stays in Redis a
+    # while: once one is seen with the job unfinished, the row is polled instead.
+    block = notify.can_block()
         status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
         remaining = deadline - time.monotonic()
         if status in Job.FINISHED or remaining <= 0:
             break
-        if notify.can_block():
-            notify.block_until_finished(job.pk, remaining)
+        if block:
+            block = not notify.block_until_finished(job.pk, remaining)
         else:
             time.sleep(min(WAIT_POLL_SECONDS, remaining))
     job.refresh_from_db()

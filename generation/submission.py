@@ -51,6 +51,16 @@ class GenerationTimedOut(APIException):
     default_detail = "The image was not ready in time; the job was canceled and not charged."
 
 
+class GenerationStillRunning(GenerationTimedOut):
+    """A retry with an Idempotency-Key waited its time for the earlier request's job; it goes on."""
+
+    default_code = "still_running"
+    default_detail = (
+        "The image was not ready in time; the job made for this Idempotency-Key goes on. "
+        "Send the request again with the same key to get its image."
+    )
+
+
 class GenerationFailed(APIException):
     """The job itself failed in the worker (the only 5xx a format answers for its own input)."""
 
@@ -442,7 +452,7 @@ def queue_upscale(
 
 
 def wait_until_done(job: Job, request: OrgRequest | None = None) -> Job:
-    """Block like the hosted service: wait for the job; past the wait, cancel it.
+    """Block like the hosted service: wait for the job; past the wait, cancel it (unless replayed).
 
     The wait is PICTOR_BLOCKING_WAIT, or what the request's `Prefer: wait=N` chose (at least
     MIN_BLOCKING_WAIT).
@@ -451,7 +461,14 @@ def wait_until_done(job: Job, request: OrgRequest | None = None) -> Job:
     if request is not None:
         seconds = service.wait_seconds(request, seconds, minimum=MIN_BLOCKING_WAIT)
     job = service.wait_for(job, seconds)
-    if not job.is_finished:
+    if job.replayed:
+        # The job of an earlier request with the same Idempotency-Key: a retry answers what that
+        # request was answered, and never cancels a job another request may still wait for.
+        if job.status == Job.Status.CANCELED:
+            raise GenerationTimedOut()
+        if not job.is_finished:
+            raise GenerationStillRunning()
+    elif not job.is_finished:
         if jobs.cancel(job):
             raise GenerationTimedOut()
         job.refresh_from_db()

@@ -251,6 +251,65 @@ def test_a1111_answers_a_retry_with_the_same_images(api, tenant, demo_model, syn
     assert debits(tenant.org) == 1
 
 
+def test_a_retry_of_a_blocking_request_that_timed_out_answers_the_same_timeout(
+    api, tenant, demo_model
+):
+    # No worker runs: the first request's job is canceled at its deadline, and refunded.
+    headers = {**bearer(tenant.key), **key_header("syn-late"), "Prefer": "wait=1"}
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 4}
+    first = api.post("/sd/demo-sd15", body, **headers)
+    again = api.post("/sd/demo-sd15", body, **headers)
+
+    assert first[0] == again[0] == 504, again
+    assert again[1] == first[1]
+    assert Job.objects.get().status == Job.Status.CANCELED
+    assert ledger.balance(tenant.org) == tenant.org.plan.monthly_credits
+
+
+def test_a_retry_never_cancels_the_job_of_the_request_it_repeats(settings, tenant, demo_model):
+    from generation import service, submission
+
+    job = Job.objects.create(organization=tenant.org, model=demo_model, params={"samples": 1})
+    settings.PICTOR_BLOCKING_WAIT = 0.2
+    # As submit answers a retry whose Idempotency-Key names this job.
+    retried = service.Replayed(Job.objects.get(pk=job.pk)).job
+    with pytest.raises(submission.GenerationStillRunning):
+        submission.wait_until_done(retried)
+    job.refresh_from_db()
+    assert job.status == Job.Status.QUEUED
+    # The request that made the job still cancels it at its own deadline.
+    with pytest.raises(submission.GenerationTimedOut):
+        submission.wait_until_done(Job.objects.get(pk=job.pk))
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELED
+
+
+def test_every_request_waiting_on_one_job_wakes_when_it_finishes(settings):
+    import threading
+    import time
+
+    from generation import notify
+
+    settings.REDIS_URL = "redis://127.0.0.1:6379/14"
+    job_id = 10**12 + uuid.uuid4().int % 10**9
+    woke: list[float] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        if notify.block_until_finished(job_id, 20):
+            woke.append(time.monotonic() - started)
+
+    waiters = [threading.Thread(target=wait) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.3)
+    notify.job_finished(job_id)
+    for waiter in waiters:
+        waiter.join(30)
+    # One announcement wakes all three, not one of them with the others left to their deadline.
+    assert len(woke) == 3 and max(woke) < 10, woke
+
+
 def test_a1111_answers_a_bad_key_in_its_error_shape(api, tenant, demo_model, sync_queue):
     headers = {**bearer(tenant.key), **key_header("")}
     status, data = api.post("/sdapi/v1/txt2img", {"prompt": "a fox"}, **headers)
