@@ -39,7 +39,7 @@ class ApiKeyUser:
 
 def raw_key_from(request: Request) -> str | None:
     """The key as sent: body `key`, then `key`/`Key` header, then `Authorization` Bearer/Basic."""
-    if request.method not in ("GET", "HEAD", "DELETE") and request.content_type:
+    if request.method not in ("GET", "HEAD", "DELETE") and reads_body(request):
         data = request.data
         if isinstance(data, dict) and isinstance(data.get("key"), str) and data["key"]:
             return data["key"].strip()
@@ -58,6 +58,17 @@ def raw_key_from(request: Request) -> str | None:
         _user, _, password = decoded.partition(":")
         return password.strip() or None
     return None
+
+
+def reads_body(request: Request) -> bool:
+    """Whether the view parses this body: one with a Content-Type, or any where a parser takes all.
+
+    A body with no Content-Type (`requests.post(url, data=...)`) is read by the views whose
+    parser takes any type, so its key counts there as it does with a Content-Type.
+    """
+    return bool(request.content_type) or any(
+        parser.media_type == "*/*" for parser in request.parsers or ()
+    )
 
 
 class AccountSuspended(exceptions.PermissionDenied):

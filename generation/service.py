@@ -189,7 +189,8 @@ def prefer_wait(header: str) -> int | None:
         match = PREFER_WAIT.fullmatch(preference)
         if match is None:
             return None
-        digits = match.group(1)
+        # Leading zeros do not make a wait long: 0000000000 is none at all.
+        digits = match.group(1).lstrip("0") or "0"
         return int(digits) if len(digits) <= MAX_WAIT_DIGITS else 10**MAX_WAIT_DIGITS
     return None
 
@@ -204,10 +205,10 @@ def wait_for(job: Job, seconds: float) -> Job:
     if seconds <= 0 and not Conf.SYNC:
         return job
     deadline = time.monotonic() + seconds
-    while True:
     # An announcement of a run that did not finish the job (one retried since) stays in Redis a
     # while: once one is seen with the job unfinished, the row is polled instead.
     block = notify.can_block()
+    while True:
         status = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
         remaining = deadline - time.monotonic()
         if status in Job.FINISHED or remaining <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.management import call_command
 
@@ -22,6 +24,16 @@ def test_it_accepts_the_key_in_every_documented_place(api, tenant, demo_model, h
     status, data = api.post("/api/v3/system_load", body, **headers)
     assert status == 200, data
     assert data["status"] == "ok"
+
+
+@pytest.mark.parametrize("content_type", ["", "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_key_counts_whatever_content_type_the_body_has(client, tenant, content_type):
+    # requests.post(url, data=json.dumps(...)) sends no Content-Type; curl -d sends a form's.
+    # The ModelsLab views read such a body as JSON, its key included.
+    body = json.dumps({"key": tenant.key})
+    response = client.generic("POST", "/api/v3/system_load", body, content_type=content_type)
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "ok"
 
 
 def test_it_stores_only_a_prefix_and_a_digest(tenant):

@@ -38,6 +38,9 @@ def post(client: Any, path: str, body: dict[str, Any], **headers: str) -> tuple[
         ("wait=1, wait=9", 1),
         ("wait=0", 0),
         ("wait=" + "9" * 50, 10**9),
+        # Leading zeros are not a long wait: ten of them are no wait at all.
+        ("wait=0000000000", 0),
+        ("wait=00000000007", 7),
         ("wait=abc", None),
         ("wait=-1", None),
         ("wait=1.5", None),
