@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +147,7 @@ API_FORMATS: tuple[tuple[str, str], ...] = (
     ("/v1/models", "generation.api.openai.views.error_body"),
     ("/v1/", "generation.api.hyperbolic.views.error_body"),
 )
+DOUBLED_SLASHES = re.compile(r"//+")
 STATUS_MESSAGES = {
     status.HTTP_400_BAD_REQUEST: "Bad request",
     status.HTTP_404_NOT_FOUND: "Not Found",
@@ -156,6 +158,8 @@ STATUS_MESSAGES = {
 
 def error_body_for(path: str) -> Callable[[Problem], Any] | None:
     """The error body of the wire format serving `path`, or None outside the APIs."""
+    # A client's base URL with a trailing slash asks for //api/v3/…: still that format's 404.
+    path = DOUBLED_SLASHES.sub("/", path)
     for prefix, body in API_FORMATS:
         if path.startswith(prefix):
             # Imported late: the format modules import this one.

@@ -44,6 +44,7 @@ PARAMETERS = {"model": "demo-sd15"}
 
 
 def format_of(path: str) -> str:
+    path = re.sub("//+", "/", path)
     return next(name for prefix, name in FORMATS if path.startswith(prefix))
 
 
@@ -101,6 +102,7 @@ ID_ROUTES = [route for _path, _methods, route in ROUTES if "<int:" in route] + [
     "api/sd/txt2img/<str:task_id>"
 ]
 UNKNOWN_PATHS = [
+    "/api//v1/jobs",
     "/api/v3/nowhere",
     "/api/v9/images/text2img",
     "/api/sd/nowhere/at/all",
@@ -300,6 +302,17 @@ def test_an_unknown_api_path_is_a_404_in_the_format(client, path):
         status, body = send(client, method, path, "{}")
         assert status == 404, body
         assert in_format_shape(path, status, body), body
+
+
+@pytest.mark.parametrize(
+    "path", ["//api/v3/text2img", "//sdapi/v1/options", "//v1/images/generations"]
+)
+def test_a_doubled_first_slash_is_a_404_in_the_format(client, path):
+    # A base URL with a trailing slash doubles it. (The test client would read //host/… as a
+    # host, so the path goes in as the server hands it over.)
+    status, body = send(client, "post", "/", "{}", PATH_INFO=path)
+    assert status == 404, body
+    assert in_format_shape(path, status, body), body
 
 
 @pytest.mark.django_db
