@@ -100,9 +100,17 @@ def job_context(job: Job) -> Iterator[None]:
 
 
 class ContextFilter(logging.Filter):
-    """Adds `request_id` and `job_id` to every record and redacts secrets from its message."""
+    """Adds `request_id` and `job_id` to every record and redacts secrets from its message.
+
+    Django logs each suspicious request (a forged Host, a thousand form fields) as an ERROR
+    with its traceback under django.security.*, though it is the client's mistake, answered 400:
+    one WARNING line instead, so scanners cannot fill the log with tracebacks or page anyone.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.security.") and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
         if not hasattr(record, "request_id"):
             record.request_id = request_id.get()
         if not hasattr(record, "job_id"):

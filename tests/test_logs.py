@@ -72,6 +72,17 @@ def test_a_request_logs_json_lines_with_its_id(client, json_log):
 
 
 @pytest.mark.django_db
+def test_a_forged_host_is_one_warning_line_without_a_traceback(client, json_log):
+    response = client.get("/api/v3/nowhere", headers={"Host": "evil.example:abc"})
+    assert response.status_code == 400
+
+    (entry,) = [e for e in json_log.entries() if e["logger"].startswith("django.security.")]
+    assert (entry["logger"], entry["level"]) == ("django.security.DisallowedHost", "WARNING")
+    assert "evil.example:abc" in entry["message"]
+    assert "Traceback" not in json_log.text
+
+
+@pytest.mark.django_db
 def test_a_4xx_logged_after_the_middleware_still_has_the_id(api, tenant, json_log):
     status, _ = api.post("/api/v3/text2img", {"key": tenant.key}, **{"X-Request-ID": "r-400"})
     assert status == 400
