@@ -14,6 +14,9 @@ from accounts.models import ApiKey, Organization
 from generation.engine.request import OUTPUT_FORMATS, ModelRef
 from sdplatform.rows import Selected, fixed_cursor
 
+# An AIModel's display name; an own model's longer name is refused, not cut (own_models.py).
+MODEL_NAME_LENGTH = 200
+
 
 class AIModelQuerySet(models.QuerySet["AIModel"]):
     def visible_to(self, organization: Organization) -> AIModelQuerySet:
@@ -53,7 +56,7 @@ class AIModel(models.Model):
     CHECKPOINTS = (Family.SD15, Family.SD2, Family.SDXL, Family.INPAINT)
 
     model_id = models.SlugField(max_length=100, unique=True)
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=MODEL_NAME_LENGTH)
     family = models.CharField(max_length=12, choices=Family.choices, default=Family.SD15)
     base = models.CharField(
         max_length=8,

@@ -31,7 +31,7 @@ from rest_framework.exceptions import APIException, ValidationError
 
 from generation import model_samples, model_store, safe_http
 from generation.engine.prompts import UNSTORABLE_NAME, has_unstorable
-from generation.models import AIModel, Job
+from generation.models import MODEL_NAME_LENGTH, AIModel, Job
 from generation.queue import check_broker
 
 if TYPE_CHECKING:
@@ -59,8 +59,6 @@ CATEGORIES = {
     "checkpoint": "checkpoint",
 }
 MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,79}")
-# The name column's width: a longer display name is refused, not cut.
-MAX_NAME = 200
 # A safetensors header is JSON of a few hundred KB at most; more is no model Pictor takes.
 MAX_HEADER = 100 * 1024 * 1024
 DTYPES = {
@@ -274,8 +272,10 @@ def add_model(
     check_model_id(model_id, names["model_id"])
     if has_unstorable(name):
         raise ValidationError({names["name"]: [UNSTORABLE_NAME]})
-    if len(name) > MAX_NAME:
-        raise ValidationError({names["name"]: [f"A name has at most {MAX_NAME} characters."]})
+    if len(name) > MODEL_NAME_LENGTH:
+        raise ValidationError(
+            {names["name"]: [f"A name has at most {MODEL_NAME_LENGTH} characters."]}
+        )
     if base and base not in AIModel.Base.values:
         raise ValidationError(
             {names["base"]: [f"Choose one of: {', '.join(AIModel.Base.values)}."]}

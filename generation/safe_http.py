@@ -52,6 +52,10 @@ class FetchPolicy:
     timeout: float = 10.0
     max_redirects: int = 3
 
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """allowed_networks parsed, for _allowed."""
+        return [ipaddress.ip_network(n) for n in self.allowed_networks]
+
 
 @dataclass
 class HttpResponse:
@@ -155,7 +159,7 @@ def check_url(url: str, policy: FetchPolicy) -> None:
         address = ipaddress.ip_address(literal.split("%")[0])
     except ValueError:
         return
-    _judge(address, [ipaddress.ip_network(n) for n in policy.allowed_networks])
+    _judge(address, policy.networks())
 
 
 def _parse(url: str, policy: FetchPolicy) -> tuple[SplitResult, str, int]:
@@ -192,7 +196,7 @@ def _check(url: str, policy: FetchPolicy) -> _Target:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         raise FetchFailed(f"Could not resolve the host {host}.") from None
-    networks = [ipaddress.ip_network(n) for n in policy.allowed_networks]
+    networks = policy.networks()
     addresses = []
     for family, _, _, _, sockaddr in infos:
         _judge(ipaddress.ip_address(str(sockaddr[0]).split("%")[0]), networks)
