@@ -19,8 +19,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Membership
-from accounts.requests import UserRequest
-from accounts.tenancy import current_membership
+from accounts.requests import MemberRequest, UserRequest
+from accounts.tenancy import member_required
 from billing import stripe_api, stripe_events
 from billing.models import CreditEntry, Plan, Subscription
 from sdplatform import hosts
@@ -85,14 +85,11 @@ def stripe_failed(error: stripe_api.StripeError) -> HttpResponse:
     )
 
 
-@login_required
+@member_required
 @require_GET
-def index(request: UserRequest) -> HttpResponse:
+def index(request: MemberRequest) -> HttpResponse:
     """The plans with their limits and the credit packs, with buttons when Stripe is on."""
-    membership = current_membership(request)
-    if membership is None:
-        return render(request, "accounts/no_organization.html", status=403)
-    org = membership.organization
+    membership, org = request.membership, request.org
     return render(
         request,
         "billing/index.html",

@@ -174,6 +174,18 @@ def test_it_refuses_a_file_over_the_plan_cap_and_over_the_quota(
     assert "model storage" in body["error"]["message"]
 
 
+def test_an_upload_whose_content_length_is_not_a_number_is_a_4xx(client, tenant, demo_models):
+    # gunicorn refuses such a header itself; Django's runserver passes it on as it came.
+    response = client.post(
+        "/api/v1/models",
+        data={"model_id": "my-lora", "category": "lora"},
+        headers=bearer(tenant),
+        CONTENT_LENGTH="12abc",
+    )
+    assert response.status_code == 400, response.content
+    assert "error" in response.json()
+
+
 def test_a_plan_without_own_models_says_so(client, free_tenant, demo_models, lora_file):
     status, body = upload(client, free_tenant, lora_file)
     assert status == 402, body

@@ -271,6 +271,16 @@ def test_pages_need_a_login(client, path):
     assert response["Location"].startswith("/accounts/login/?next=")
 
 
+@pytest.mark.parametrize("path", ["/app/", "/app/keys/", "/app/usage/", "/app/billing/"])
+def test_a_user_without_an_organization_gets_the_same_answer_from_every_app_page(client, path):
+    staff = User.objects.create_user("ops@example.com", "pw-123456789", is_staff=True)
+    assert as_user(client, staff).get(path)["Location"] == "/ops/"
+    loner = User.objects.create_user("loner@example.com", "pw-123456789")
+    page = as_user(client, loner).get(path)
+    assert page.status_code == 403
+    assert "does not belong to any organization" in page.content.decode()
+
+
 def test_ops_is_for_staff_only(client, people, demo_model):
     assert client.get("/ops/")["Location"].startswith("/accounts/login/")
     assert as_user(client, people.owner).get("/ops/").status_code == 403

@@ -28,7 +28,7 @@ from generation.api import schema
 from generation.api.base import clean_body, storable
 from generation.api.jobs import serializers as shapes
 from generation.api.jobs.views import JobsView
-from generation.api.parsers import AnyContentTypeJSONParser
+from generation.api.parsers import AnyContentTypeJSONParser, declared_length
 from generation.models import AIModel
 
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ class ModelsView(JobsView):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Authentication may read the body (a `key` field): bound it before anything does.
         if request.method == "POST" and request.content_type.startswith("multipart/"):
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-            if length > largest_upload():
+            if declared_length(request.META) > largest_upload():
                 raise own_models.ModelTooLarge(
                     "The upload is larger than any plan allows for one model."
                 )
