@@ -39,6 +39,7 @@ from accounts.tenancy import member_required
 from generation import media, service
 from generation.api.base import random_seed
 from generation.engine.request import GenerationRequest
+from generation.inputs import copy_inputs
 from generation.models import Job, OutputImage
 from sdplatform import hosts
 
@@ -334,20 +335,37 @@ def download_image(request: MemberRequest, image_id: int) -> HttpResponse:
 @require_POST
 def vary(request: MemberRequest, job_id: int) -> HttpResponse:
     """Run one of the organization's jobs again with the same settings and a new seed."""
-    org = request.org
-    job = get_object_or_404(Job.objects.for_org(org).select_related("model"), pk=job_id)
-    req = GenerationRequest.from_params(job.params)
-    req = dataclasses.replace(req, seed=random_seed(None))
-    if not all(default_storage.exists(name) for name in req.input_images().values()):
-        messages.error(request, f"Job {job.pk}'s input images are no longer kept.")
-        return redirect("app-history")
-    try:
-        new = service.submit(req, org, job.model, kind=job.kind, base_url=hosts.base_url(request))
-    except APIException as exc:  # a plan limit, the credit balance: say which
-        messages.error(request, f"Not queued: {exc.detail}")
-        return redirect("app-history")
-    messages.success(request, f"Job {new.pk} queued: job {job.pk}'s settings, seed {req.seed}.")
+    job = get_object_or_404(Job.objects.for_org(request.org).select_related("model"), pk=job_id)
+    new = submit_again(request, job, new_seed=True)
+    if new is not None:
+        seed = new.params.get("seed")
+        messages.success(request, f"Job {new.pk} queued: job {job.pk}'s settings, seed {seed}.")
     return redirect("app-history")
+
+
+def submit_again(request: MemberRequest, job: Job, new_seed: bool = False) -> Job | None:
+    """Queue one of the organization's jobs again, with its own copies of the input images.
+
+    None, with a message saying why, when nothing was queued.
+    """
+    try:
+        params, copies = copy_inputs(job.params, job.organization_id)
+    except FileNotFoundError:
+        messages.error(request, f"Job {job.pk}'s input images are no longer kept.")
+        return None
+    req = GenerationRequest.from_params(params)
+    if new_seed:
+        req = dataclasses.replace(req, seed=random_seed(None))
+    try:
+        return service.submit(
+            req, request.org, job.model, kind=job.kind, base_url=hosts.base_url(request)
+        )
+    except BaseException as exc:
+        media.delete_files(copies)
+        if not isinstance(exc, APIException):
+            raise
+        messages.error(request, f"Not queued: {exc.detail}")  # a plan limit, the balance
+        return None
 
 
 def history_context(request: HttpRequest, org: Any, jobs: QuerySet[Job]) -> dict[str, Any]:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import io
+import posixpath
 import uuid
 import warnings
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image, ImageOps
 
-from generation import safe_http
+from generation import media, safe_http
+from generation.engine.request import input_images
 
 
 class InputImageError(ValueError):
@@ -53,6 +57,37 @@ def store_image(image: Image.Image, organization_id: int, name: str) -> str:
     image.save(buffer, format="PNG")
     path = f"inputs/{organization_id}/{uuid.uuid4().hex}/{name}.png"
     return default_storage.save(path, ContentFile(buffer.getvalue()))
+
+
+def copy_inputs(params: dict[str, Any], organization_id: int) -> tuple[dict[str, Any], list[str]]:
+    """`params` naming fresh copies of their stored input images, and the copies' names.
+
+    A job owns the input files it names (deleting its outputs deletes them), so a job made from
+    another one's params gets its own. Raises FileNotFoundError when one is no longer kept.
+    """
+    copied = copy.deepcopy(params)
+    folder = f"inputs/{organization_id}/{uuid.uuid4().hex}"
+    made: list[str] = []
+    try:
+        for key, name in input_images(params).items():
+            if not default_storage.exists(name):
+                raise FileNotFoundError(name)
+            if not name.startswith(f"inputs/{organization_id}/"):
+                continue  # not the job's own file: its outputs' deletion leaves it alone
+            with default_storage.open(name, "rb") as stored:
+                data = stored.read()
+            made.append(
+                default_storage.save(f"{folder}/{posixpath.basename(name)}", ContentFile(data))
+            )
+            *parents, last = key.split(".")  # "controlnet_units.0.image" names a unit's image
+            holder: Any = copied
+            for part in parents:
+                holder = holder[int(part)] if isinstance(holder, list) else holder[part]
+            holder[last] = made[-1]
+    except BaseException:
+        media.delete_files(made)
+        raise
+    return copied, made
 
 
 def open_image(storage_name: str) -> Image.Image:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import mimetypes
+import os
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -142,3 +143,17 @@ def serve(request: HttpRequest, name: str) -> HttpResponseBase:
     # Only the holder of the link may keep a copy, and no longer than the link lasts.
     response["Cache-Control"] = f"private, max-age={remaining}"
     return response
+
+
+def delete_files(names: list[str]) -> None:
+    """Delete stored images; on local storage, each one's folder too once it is empty."""
+    for name in names:
+        default_storage.delete(name)
+        try:
+            folder = os.path.dirname(default_storage.path(name))
+        except NotImplementedError:
+            continue  # object storage has no folders
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty, or already gone

@@ -8,12 +8,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,12 +20,12 @@ from rest_framework.views import APIView
 from accounts.auth import MemberSessionAuthentication
 from accounts.requests import MemberRequest, OrgRequest
 from accounts.tenancy import member_required
-from generation import answers, gallery, media, service
+from generation import answers, gallery, media
 from generation.api import polling
 from generation.api.base import MAX_IMAGE_FIELD, usable_samplers
 from generation.api.modelslab import views as modelslab
 from generation.engine import control
-from generation.engine.request import DEFAULT_SCHEDULER, GenerationRequest
+from generation.engine.request import DEFAULT_SCHEDULER
 from generation.engine.schedulers import SCHEDULER_NAMES, usable_scheduler_error
 from generation.inputs import InputImageError, load_image
 from generation.jobs import refresh_lease_state
@@ -332,23 +331,8 @@ def parameters_text(params: dict[str, Any]) -> str:
 @require_POST
 def rerun(request: MemberRequest, job_id: int) -> HttpResponse:
     """Run one of the organization's jobs again with the same parameters (and seed)."""
-    org = request.org
-    job = get_object_or_404(Job.objects.for_org(org).select_related("model"), pk=job_id)
-    req = GenerationRequest.from_params(job.params)
-    names = list(req.input_images().values())
-    if not all(default_storage.exists(name) for name in names):
-        messages.error(request, f"Job {job.pk}'s input images are no longer kept.")
-        return redirect("app-history")
-    try:
-        new = service.submit(
-            req,
-            org,
-            job.model,
-            kind=job.kind,
-            base_url=hosts.base_url(request),
-        )
-    except APIException as exc:  # a plan limit, the credit balance: say which
-        messages.error(request, f"Not queued: {exc.detail}")
-        return redirect("app-history")
-    messages.success(request, f"Job {new.pk} queued with the parameters of job {job.pk}.")
+    job = get_object_or_404(Job.objects.for_org(request.org).select_related("model"), pk=job_id)
+    new = gallery.submit_again(request, job)
+    if new is not None:
+        messages.success(request, f"Job {new.pk} queued with the parameters of job {job.pk}.")
     return redirect("app-history")

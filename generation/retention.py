@@ -13,16 +13,15 @@ they are older than the organization's plan keeps images; a job's own deliveries
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import Plan
+from generation import media
 from generation.engine.request import input_images
 from generation.models import PING_EVENT, Job, OutputImage, WebhookDelivery
 
@@ -109,21 +108,7 @@ def stored_files(job: Job) -> list[str]:
 
 def expire_job(job: Job, now: datetime) -> None:
     """Delete one job's images from storage, then mark it expired."""
-    for name in stored_files(job):
-        default_storage.delete(name)
-        _remove_empty_folder(name)
+    media.delete_files(stored_files(job))
     with transaction.atomic():
         OutputImage.objects.filter(job=job).delete()
         Job.objects.filter(pk=job.pk).update(expired_at=now)
-
-
-def _remove_empty_folder(name: str) -> None:
-    """On local storage, drop the job's folder once its last file is gone."""
-    try:
-        folder = os.path.dirname(default_storage.path(name))
-    except NotImplementedError:
-        return  # object storage has no folders
-    try:
-        os.rmdir(folder)
-    except OSError:
-        pass  # not empty, or already gone

@@ -20,12 +20,14 @@ from django.utils import timezone
 from PIL import Image
 
 from accounts.models import Membership, User
-from generation import gallery
+from generation import gallery, tasks
 from generation.models import Job, OutputImage
+from tests.images import noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SMALL = {"width": 64, "height": 64}
+IMG2IMG = "/api/v3/img2img"
 
 
 def member_of(org: Any, email: str) -> Any:
@@ -41,9 +43,11 @@ def ada(client, tenant) -> Any:
     return client
 
 
-def generate(api: Any, tenant: Any, samples: int = 1, **fields: Any) -> Job:
+def generate(
+    api: Any, tenant: Any, samples: int = 1, path: str = "/api/v3/text2img", **fields: Any
+) -> Job:
     status, data = api.post(
-        "/api/v3/text2img",
+        path,
         {
             "key": tenant.key,
             "prompt": "a lighthouse at dusk",
@@ -297,3 +301,40 @@ def test_vary_runs_the_same_settings_with_a_new_seed(ada, api, tenant, sync_queu
     varied.refresh_from_db()
     assert varied.status == Job.Status.SUCCESS
     assert ada.get(f"/app/history/{job.pk}/vary/").status_code == 405
+
+
+@pytest.mark.parametrize("action", ["vary", "rerun"])
+def test_a_job_made_again_keeps_its_inputs_when_the_first_ones_outputs_are_deleted(
+    ada, api, tenant, sync_queue, demo_model, monkeypatch, action
+):
+    from django_q.conf import Conf
+
+    first = generate(api, tenant, path=IMG2IMG, init_image=png_base64(noise_image(64, 64)))
+    monkeypatch.setattr(Conf, "SYNC", False)  # the new job waits in the queue, no worker yet
+    assert ada.post(f"/app/history/{first.pk}/{action}/").status_code == 302
+    again = Job.objects.for_org(tenant.org).latest("pk")
+    assert again.pk != first.pk and again.status == Job.Status.QUEUED
+    assert again.params["init_image"] != first.params["init_image"]
+
+    deleted = ada.delete(
+        f"/api/v1/jobs/{first.pk}/outputs", headers={"Authorization": f"Bearer {tenant.key}"}
+    )
+    assert deleted.status_code == 200, deleted.content
+    assert not default_storage.exists(first.params["init_image"])
+
+    assert tasks.run_next_job() == again.pk
+    again.refresh_from_db()
+    assert again.status == Job.Status.SUCCESS, again.error
+
+
+def test_a_job_that_cannot_be_made_again_leaves_no_copied_inputs(
+    ada, api, tenant, sync_queue, demo_model
+):
+    first = generate(api, tenant, path=IMG2IMG, init_image=png_base64(noise_image(64, 64)))
+    folder = f"inputs/{tenant.org.pk}"
+    before = default_storage.listdir(folder)[0]
+    tenant.org.credit_balance = 0
+    tenant.org.save(update_fields=["credit_balance"])
+    page = ada.post(f"/app/history/{first.pk}/rerun/", follow=True).content.decode()
+    assert "Not queued" in page
+    assert default_storage.listdir(folder)[0] == before
