@@ -126,10 +126,10 @@ def _start_checkout(
     price: str,
     metadata: dict[str, str],
     carrier: str,
-) -> dict[str, Any]:
-    """A Checkout Session for one price; `carrier` also gets the metadata (subscription or
+) -> str:
+    """A Checkout Session's page for one price; `carrier` also gets the metadata (subscription or
     payment), so that object's own events name the organization too."""
-    return post(
+    session = post(
         "/v1/checkout/sessions",
         {
             "mode": mode,
@@ -142,10 +142,11 @@ def _start_checkout(
             **_customer(org, user),
         },
     )
+    return _page(session)
 
 
-def start_plan_checkout(org: Organization, plan: Plan, user: User, base_url: str) -> dict[str, Any]:
-    """A subscription-mode Checkout Session that puts `org` on `plan` once paid."""
+def start_plan_checkout(org: Organization, plan: Plan, user: User, base_url: str) -> str:
+    """The page of a subscription-mode Checkout Session that puts `org` on `plan` once paid."""
     return _start_checkout(
         org,
         user,
@@ -157,10 +158,8 @@ def start_plan_checkout(org: Organization, plan: Plan, user: User, base_url: str
     )
 
 
-def start_pack_checkout(
-    org: Organization, pack: CreditPack, user: User, base_url: str
-) -> dict[str, Any]:
-    """A payment-mode Checkout Session that grants the pack's credits once paid."""
+def start_pack_checkout(org: Organization, pack: CreditPack, user: User, base_url: str) -> str:
+    """The page of a payment-mode Checkout Session that grants the pack's credits once paid."""
     # The credits are recorded as sold: changing PICTOR_CREDIT_PACKS later does not change a
     # purchase already under way.
     return _start_checkout(
@@ -174,9 +173,19 @@ def start_pack_checkout(
     )
 
 
-def start_portal(org: Organization, customer_id: str, base_url: str) -> dict[str, Any]:
-    """A billing-portal session where the customer changes or cancels the subscription."""
-    return post(
+def start_portal(org: Organization, customer_id: str, base_url: str) -> str:
+    """The billing-portal page where the customer changes or cancels the subscription."""
+    session = post(
         "/v1/billing_portal/sessions",
         {"customer": customer_id, "return_url": f"{base_url}/app/billing/?org={org.slug}"},
     )
+    return _page(session)
+
+
+def _page(session: dict[str, Any]) -> str:
+    """The session's page, where the customer is sent; raises StripeError if it names none."""
+    url = session.get("url")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        logger.warning("Stripe's session %.100s named no page for the customer", session.get("id"))
+        raise StripeError("Stripe's answer named no payment page")
+    return url

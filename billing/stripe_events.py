@@ -4,6 +4,10 @@ An event is stored (`StripeEvent`, unique `event_id`) in the same transaction as
 of any number of deliveries of one event, concurrent or replayed, exactly one applies it: the
 others wait on the unique index until the first commits, then find the row and change nothing.
 If a handler fails, nothing is stored and Stripe's retry applies the event later.
+
+Stripe does not deliver in order. Each subscription's row remembers the time of the newest event
+applied to it: an older one changes nothing, and a subscription that has ended stays ended (Stripe
+never restarts a canceled one), whichever of its events arrives last.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 
 from accounts.models import Organization
 from billing import ledger
@@ -30,12 +34,31 @@ logger = logging.getLogger(__name__)
 TOLERANCE = 300
 # States after which the subscription never pays again: the organization goes back to free.
 ENDED_STATUSES = {"canceled", "unpaid", "incomplete_expired"}
+# Of those, the ones a subscription never leaves (an unpaid one is active again once paid).
+FINAL_STATUSES = {"canceled", "incomplete_expired"}
+# The event id and type columns' length: Stripe's own are far shorter.
+MAX_EVENT_TEXT = StripeEvent._meta.get_field("event_id").max_length or 100
+# What reading an event's content can raise when Stripe sent a shape we do not know, or a value
+# no column holds: such an event can never apply, so it is refused (400) and nothing is stored.
+CONTENT_ERRORS = (
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    ValueError,
+    OverflowError,
+    DataError,
+)
 
 Event = dict[str, Any]
 
 
 class SignatureError(Exception):
     """The request is not an event Stripe signed with our endpoint secret, recently."""
+
+
+class UnusableEvent(Exception):
+    """A signed event whose content cannot be read or stored: it can never apply."""
 
 
 def verify(payload: bytes, header: str, secret: str, now: float | None = None) -> Event:
@@ -52,12 +75,14 @@ def verify(payload: bytes, header: str, secret: str, now: float | None = None) -
     signed = timestamps[0].encode() + b"." + payload
     expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     # Every v1 is compared: while an endpoint secret is being rolled Stripe sends one per secret.
-    if not any(hmac.compare_digest(expected, signature) for signature in signatures):
+    # compare_digest takes str only when both are ASCII; a header may hold anything.
+    given = [signature.encode() for signature in signatures]
+    if not any(hmac.compare_digest(expected.encode(), signature) for signature in given):
         raise SignatureError("No v1 signature matches")
     if abs((time.time() if now is None else now) - int(timestamps[0])) > TOLERANCE:
         raise SignatureError("The signature's timestamp is outside the tolerance")
     try:
-        event = json.loads(payload)
+        event = json.loads(payload, parse_constant=_refuse_constant)
     except ValueError:
         raise SignatureError("The body is not JSON") from None
     if (
@@ -67,22 +92,39 @@ def verify(payload: bytes, header: str, secret: str, now: float | None = None) -
         or not isinstance((event.get("data") or {}).get("object"), dict)
     ):
         raise SignatureError("The body is not a Stripe event")
+    if len(event["id"]) > MAX_EVENT_TEXT or len(event["type"]) > MAX_EVENT_TEXT:
+        raise SignatureError("The event's id or type is too long")
     return event
 
 
+def _refuse_constant(name: str) -> Any:
+    """json's hook for NaN and Infinity, which are not JSON (nor storable as jsonb)."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def receive(event: Event) -> bool:
-    """Store the event and apply it in one transaction; False when it was already received."""
+    """Store the event and apply it in one transaction; False when it was already received.
+
+    Raises UnusableEvent, with nothing stored, for content that can never apply.
+    """
     with transaction.atomic():
         try:
             with transaction.atomic():
                 StripeEvent.objects.create(event_id=event["id"], type=event["type"], payload=event)
         except IntegrityError:
             return False
+        except DataError as error:  # a NUL or an unpaired surrogate, which jsonb refuses
+            raise UnusableEvent("The event holds text that cannot be stored") from error
         handler = HANDLERS.get(event["type"])
-        if handler is not None:
-            handler(event["data"]["object"], event)
-        else:
+        if handler is None:
             logger.info("Stripe event %s of type %s ignored", event["id"], event["type"])
+            return True
+        try:
+            with transaction.atomic():
+                handler(event["data"]["object"], event)
+        except CONTENT_ERRORS as error:
+            logger.warning("Stripe event %s cannot apply: %r", event["id"], error)
+            raise UnusableEvent(f"The {event['type']} event's content is not usable") from error
     return True
 
 
@@ -125,9 +167,11 @@ def _start_subscription(
         # Raising leaves the event unstored, so Stripe retries after staff restore the plan.
         raise Plan.DoesNotExist(f"Stripe session {session['id']} names plan {metadata.get('plan')}")
     row, created = Subscription.objects.get_or_create(organization=org, defaults={"plan": plan})
+    new_subscription = _id(session.get("subscription"))
+    if not created and _outdated(row, new_subscription, event):
+        return
     row.plan = plan
     row.stripe_customer_id = _id(session.get("customer")) or row.stripe_customer_id
-    new_subscription = _id(session.get("subscription"))
     if created or row.stripe_subscription_id != new_subscription or not row.status:
         row.status = "active"
     row.stripe_subscription_id = new_subscription
@@ -141,8 +185,7 @@ def subscription_changed(subscription: dict[str, Any], event: Event) -> None:
     row = _subscription_row(subscription)
     if row is None:
         return
-    if row.stripe_subscription_id == subscription["id"] and _created(event) < row.updated_at:
-        logger.info("Stripe event %s is older than what we hold; skipped", event["id"])
+    if row.pk is not None and _outdated(row, subscription["id"], event):
         return
     price = _subscription_price(subscription)
     plan = Plan.objects.filter(stripe_price_id=price).first() if price else None
@@ -171,8 +214,7 @@ def subscription_deleted(subscription: dict[str, Any], event: Event) -> None:
         .first()
     )
     if row is None:
-        # Not the organization's current subscription (or never ours): nothing to undo.
-        logger.info("Stripe subscription %s is not current; deletion ignored", subscription["id"])
+        _record_early_deletion(subscription, event)
         return
     org = _locked_org(row.organization_id)
     assert org is not None
@@ -180,6 +222,36 @@ def subscription_deleted(subscription: dict[str, Any], event: Event) -> None:
     row.updated_at = _created(event)
     row.save(update_fields=["status", "updated_at"])
     _back_to_free(org)
+
+
+def _record_early_deletion(subscription: dict[str, Any], event: Event) -> None:
+    """A deletion that arrives before anything else about its subscription: kept, so that the
+    subscription's late creation (or checkout) finds it ended and changes nothing."""
+    org = _locked_org((subscription.get("metadata") or {}).get("organization_id"))
+    row = Subscription.objects.filter(organization=org).first() if org else None
+    if org is None or (row is not None and row.stripe_subscription_id):
+        # Not the organization's current subscription (or never ours): nothing to undo.
+        logger.info("Stripe subscription %s is not current; deletion ignored", subscription["id"])
+        return
+    row = row or Subscription(organization=org, plan=org.plan)
+    row.stripe_subscription_id = subscription["id"]
+    row.stripe_customer_id = _id(subscription.get("customer")) or row.stripe_customer_id
+    row.status = subscription.get("status") or "canceled"
+    row.updated_at = _created(event)
+    row.save()
+
+
+def _outdated(row: Subscription, subscription_id: str, event: Event) -> bool:
+    """Whether `event` about the subscription in `row` comes too late to change it."""
+    if row.stripe_subscription_id != subscription_id:
+        return False
+    if row.status in FINAL_STATUSES:
+        logger.info("Stripe event %s is about an ended subscription; skipped", event["id"])
+        return True
+    if _created(event) < row.updated_at:
+        logger.info("Stripe event %s is older than what we hold; skipped", event["id"])
+        return True
+    return False
 
 
 def invoice_paid(invoice: dict[str, Any], event: Event) -> None:

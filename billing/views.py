@@ -132,12 +132,12 @@ def checkout_plan(request: UserRequest, slug: str) -> HttpResponse:
             content_type="text/plain; charset=utf-8",
         )
     try:
-        session = stripe_api.start_plan_checkout(
+        page = stripe_api.start_plan_checkout(
             membership.organization, plan, request.user, hosts.base_url(request)
         )
     except stripe_api.StripeError as error:
         return stripe_failed(error)
-    return see_other(session["url"])
+    return see_other(page)
 
 
 @login_required
@@ -149,12 +149,12 @@ def checkout_credits(request: UserRequest, pack: str) -> HttpResponse:
     if credit_pack is None:
         raise Http404("No such credit pack")
     try:
-        session = stripe_api.start_pack_checkout(
+        page = stripe_api.start_pack_checkout(
             membership.organization, credit_pack, request.user, hosts.base_url(request)
         )
     except stripe_api.StripeError as error:
         return stripe_failed(error)
-    return see_other(session["url"])
+    return see_other(page)
 
 
 @login_required
@@ -166,12 +166,12 @@ def portal(request: UserRequest) -> HttpResponse:
     if subscription is None or not subscription.stripe_customer_id:
         raise Http404("No subscription")
     try:
-        session = stripe_api.start_portal(
+        page = stripe_api.start_portal(
             membership.organization, subscription.stripe_customer_id, hosts.base_url(request)
         )
     except stripe_api.StripeError as error:
         return stripe_failed(error)
-    return see_other(session["url"])
+    return see_other(page)
 
 
 @csrf_exempt
@@ -188,5 +188,8 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         )
     except stripe_events.SignatureError as error:
         return JsonResponse({"error": str(error)}, status=400)
-    applied = stripe_events.receive(event)
+    try:
+        applied = stripe_events.receive(event)
+    except stripe_events.UnusableEvent as error:
+        return JsonResponse({"error": str(error)}, status=400)
     return JsonResponse({"received": True, "duplicate": not applied})

@@ -54,6 +54,7 @@ class FakeStripe:
     port: int = 0
     requests: list[StripeRequest] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # 200 answers, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, request: StripeRequest) -> tuple[int, dict[str, Any]]:
@@ -63,6 +64,8 @@ class FakeStripe:
             if self.errors:
                 status = self.errors.pop(0)
                 return status, {"error": {"type": "api_error", "message": f"Fake error {status}"}}
+            if self.bodies:
+                return 200, self.bodies.pop(0)
         if request.path == "/v1/billing_portal/sessions":
             return 200, {
                 "id": f"bps_fake{number}",
@@ -293,6 +296,74 @@ def test_a_delayed_payment_grants_when_it_succeeds_and_only_once(client, stripe_
     assert people.new_entries().count() == 1
 
 
+def test_a_signature_with_characters_beyond_ascii_is_refused(client, stripe_on, people):
+    body = json.dumps(load("checkout_session_completed_payment", people.org)).encode()
+    assert deliver(client, body, f"t={int(time.time())},v1=é").status_code == 400
+    assert StripeEvent.objects.count() == 0
+
+
+def payment(org: Organization, **changes: Any) -> dict[str, Any]:
+    event = load("checkout_session_completed_payment", org)
+    event["data"]["object"].update(changes)
+    return event
+
+
+def metadata(credits: Any) -> dict[str, Any]:
+    return {"metadata": {"credits": credits, "pack": "small"}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "evt_nan", "type": "customer.created", "created": NaN, "data": {"object": {}}}',
+        json.dumps({"id": "evt_" + "x" * 100, "type": "customer.created", "data": {"object": {}}}),
+        json.dumps({"id": "evt_t", "type": "x" * 101, "data": {"object": {}}}),
+    ],
+)
+def test_a_signed_event_that_is_no_event_of_ours_is_a_400(client, stripe_on, people, body):
+    body = body if isinstance(body, bytes) else body.encode()
+    response = deliver(client, body)
+    assert response.status_code == 400, response.content
+    assert StripeEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        metadata("0"),
+        metadata("-5"),
+        metadata([1]),
+        {"metadata": "credits"},
+    ],
+)
+def test_a_signed_event_whose_content_cannot_apply_is_a_400_and_stores_nothing(
+    client, stripe_on, people, changes
+):
+    response = deliver(client, payment(people.org, **changes))
+    assert response.status_code == 400, response.content
+    assert "not usable" in response.json()["error"]
+    assert StripeEvent.objects.count() == 0
+    assert people.gained() == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda o: o.pop("id"),
+        lambda o: o["items"]["data"][0].update(price="price_as_text"),
+        lambda o: o.update(current_period_end=1e20),
+    ],
+)
+def test_a_subscription_event_with_an_unknown_shape_is_a_400(client, stripe_on, people, change):
+    subscribe(client, people.org)
+    event = load("customer_subscription_updated", people.org)
+    change(event["data"]["object"])
+    response = deliver(client, event)
+    assert response.status_code == 400, response.content
+    assert plan_of(people.org) == "basic"
+    assert not StripeEvent.objects.filter(event_id=event["id"]).exists()
+
+
 def test_unknown_event_types_are_stored_and_answered_200(client, stripe_on, people):
     response = deliver(client, load("customer_created", people.org))
     assert response.status_code == 200
@@ -368,6 +439,65 @@ def test_deleting_a_subscription_that_is_not_the_current_one_changes_nothing(
     assert deliver(client, event).status_code == 200
     assert plan_of(people.org) == "basic"
     assert Subscription.objects.get(organization=people.org).status == "active"
+
+
+def subscription_event(
+    org: Organization, kind: str, created: int, price: str = PREMIUM_PRICE
+) -> dict[str, Any]:
+    """customer.subscription.<kind> for SUBSCRIPTION_ID, sent at `created`."""
+    name = "deleted" if kind == "deleted" else "updated"
+    event = load(f"customer_subscription_{name}", org)
+    event["id"] = f"evt_{kind}_{created}"
+    event["type"] = f"customer.subscription.{kind}"
+    event["created"] = created
+    event["data"]["object"]["items"]["data"][0]["price"]["id"] = price
+    if kind != "deleted":
+        event["data"]["object"]["status"] = "active"
+    return event
+
+
+def checkout_event(org: Organization, created: int) -> dict[str, Any]:
+    event = load("checkout_session_completed_subscription", org)
+    event["created"] = created
+    return event
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        # The checkout's own event arrives after the subscription ended.
+        ["created", "deleted", "checkout"],
+        # The deletion arrives before anything else about the subscription.
+        ["deleted", "created", "checkout"],
+        # An update sent in the same second as the deletion, delivered after it.
+        ["created", "deleted", "updated"],
+    ],
+)
+def test_an_ended_subscription_stays_ended_whatever_order_its_events_arrive_in(
+    client, stripe_on, people, order
+):
+    at = {"checkout": 1_760_000_000, "created": 1_760_000_005, "deleted": 1_760_000_100}
+    at["updated"] = at["deleted"]
+    for name in order:
+        event = checkout_event(people.org, at[name])
+        if name != "checkout":
+            event = subscription_event(people.org, name, at[name])
+        assert deliver(client, event).status_code == 200, name
+    assert plan_of(people.org) == "free"
+    row = Subscription.objects.get(organization=people.org)
+    assert (row.stripe_subscription_id, row.status) == (SUBSCRIPTION_ID, "canceled")
+
+
+def test_a_late_checkout_event_does_not_undo_a_newer_plan_change(client, stripe_on, people):
+    created = subscription_event(people.org, "created", 1_760_000_005)
+    downgrade = subscription_event(people.org, "updated", 1_760_000_200, price=BASIC_PRICE)
+    stale = subscription_event(people.org, "updated", 1_760_000_010)
+    stale["id"] = "evt_stale_update"
+    for event in (created, downgrade, checkout_event(people.org, 1_760_000_000), stale):
+        assert deliver(client, event).status_code == 200
+    assert plan_of(people.org) == "basic"
+    row = Subscription.objects.get(organization=people.org)
+    assert row.updated_at == datetime.fromtimestamp(1_760_000_200, UTC)
 
 
 def invoice(org: Organization, event_id: str, period_start: int) -> dict[str, Any]:
@@ -545,6 +675,19 @@ def test_a_stripe_refusal_is_a_502_with_its_message(client, stripe_on, fake_stri
     assert response.status_code == 502
     assert "Fake error 400" in response.content.decode()
     assert len(fake_stripe.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/billing/checkout/credits/small/", "/billing/checkout/plan/basic/"]
+)
+@pytest.mark.parametrize("url", [None, 42, "javascript:alert(1)"])
+def test_a_stripe_session_without_a_page_is_a_502(
+    client, stripe_on, fake_stripe, people, path, url
+):
+    fake_stripe.bodies = [{"id": "cs_test_nourl", "object": "checkout.session", "url": url}]
+    response = login(client, people.owner).post(path)
+    assert response.status_code == 502
+    assert "named no payment page" in response.content.decode()
 
 
 def test_checkout_without_stripe_keys_is_404(client, settings, people):

@@ -2,6 +2,7 @@
 
 Each delivery is handled by its own server thread on its own database connection; the unique
 StripeEvent row, inserted in the same transaction as the grant, lets exactly one of them apply it.
+And a signed event holding what PostgreSQL's columns refuse is a 400 that stores nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +52,19 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             stop([web], grace=10)
 
 
+def pack_event(org_id: int) -> dict:
+    event = json.loads(FIXTURE.read_text())
+    session = event["data"]["object"]
+    session["client_reference_id"] = session["metadata"]["organization_id"] = str(org_id)
+    return event
+
+
+def signed(body: bytes) -> dict[str, str]:
+    at = int(time.time())
+    digest = hmac.new(SECRET.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "Stripe-Signature": f"t={at},v1={digest}"}
+
+
 def test_ten_concurrent_deliveries_of_one_event_make_one_grant(server):
     base, env = server
     manage(env, "apikey", "create", "--org", "race", "--plan", "free")
@@ -59,13 +73,10 @@ def test_ten_concurrent_deliveries_of_one_event_make_one_grant(server):
             "SELECT id, credit_balance FROM accounts_organization WHERE slug = 'race'"
         ).fetchone()
 
-    event = json.loads(FIXTURE.read_text())
+    event = pack_event(org_id)
     session = event["data"]["object"]
-    session["client_reference_id"] = session["metadata"]["organization_id"] = str(org_id)
     body = json.dumps(event).encode()
-    at = int(time.time())
-    digest = hmac.new(SECRET.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": "application/json", "Stripe-Signature": f"t={at},v1={digest}"}
+    headers = signed(body)
 
     barrier = threading.Barrier(DELIVERIES)
     answers: list[object] = [None] * DELIVERIES
@@ -104,3 +115,33 @@ def test_ten_concurrent_deliveries_of_one_event_make_one_grant(server):
     assert entries == [("grant", 1000, f"stripe:{session['id']}")]
     assert balance == start + 1000
     assert stored == 1
+
+
+def test_a_signed_event_postgresql_cannot_hold_is_a_400_and_changes_nothing(server):
+    base, env = server
+    manage(env, "apikey", "create", "--org", "odd", "--plan", "free")
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        org_id, start = conn.execute(
+            "SELECT id, credit_balance FROM accounts_organization WHERE slug = 'odd'"
+        ).fetchone()
+    text = json.dumps(pack_event(org_id))
+    credits = '"credits": "1000"'
+    bodies = {
+        "NUL in a value": text.replace('"small"', '"sm\\u0000all"'),
+        "unpaired surrogate": text.replace('"small"', '"\\ud800"'),
+        "credits past the column": text.replace(credits, '"credits": "99999999999"'),
+    }
+    assert all(body != text for body in bodies.values())
+    for what, body in bodies.items():
+        raw = body.encode()
+        response = requests.post(
+            base + "/billing/stripe/webhook/", data=raw, headers=signed(raw), timeout=60
+        )
+        assert response.status_code == 400, (what, response.text)
+        assert "error" in response.json(), what
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        balance = conn.execute(
+            "SELECT credit_balance FROM accounts_organization WHERE id = %s", (org_id,)
+        ).fetchone()[0]
+        stored = conn.execute("SELECT count(*) FROM billing_stripeevent").fetchone()[0]
+    assert (balance, stored) == (start, 0)
