@@ -16,7 +16,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import IO, Any, cast
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 CHUNK_SIZE = 64 * 1024
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -26,6 +26,9 @@ USER_AGENT = "Pictor"
 CROSS_ORIGIN_DROPPED_HEADERS = ("authorization", "cookie", "proxy-authorization")
 # NAT64 (RFC 6052) carries an IPv4 address in its last 32 bits.
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+# Refused although some Python versions' ipaddress call them global: the IETF protocol block,
+# which holds Oracle Cloud's legacy metadata address 192.0.0.192, and Azure's WireServer.
+DENIED_NETWORKS = (ipaddress.IPv4Network("192.0.0.0/24"), ipaddress.IPv4Network("168.63.129.16/32"))
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -107,7 +110,10 @@ def request(
         redirects += 1
         if redirects > policy.max_redirects:
             raise FetchFailed(f"Too many redirects (more than {policy.max_redirects}).")
-        next_url = urljoin(url, location.strip())
+        try:
+            next_url = urljoin(url, _header_text(location).strip())
+        except ValueError:
+            raise FetchFailed("The server redirected to a URL that is not valid.") from None
         next_target = _check(next_url, policy)
         if (next_target.scheme, next_target.host, next_target.port) != (
             target.scheme,
@@ -204,7 +210,19 @@ def _check(url: str, policy: FetchPolicy) -> _Target:
     if not addresses:
         raise FetchFailed(f"Could not resolve the host {host}.")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # What browsers send for a path with letters beyond ASCII (café.png): their UTF-8 bytes,
+    # percent-encoded. A request line holds ASCII only.
+    path = "".join(c if c.isascii() else quote(c) for c in path)
     return _Target(scheme, host, port, path, tuple(addresses))
+
+
+def _header_text(value: str) -> str:
+    """A header value as its sender wrote it: http.client reads the bytes as Latin-1, while a
+    Location beyond ASCII is UTF-8 in practice (and in what browsers follow)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _judge(
@@ -224,6 +242,8 @@ def _allowed(
         return True
     # ipaddress still calls deprecated site-local fec0::/10 global.
     if isinstance(inner, ipaddress.IPv6Address) and inner.is_site_local:
+        return False
+    if any(inner in n for n in DENIED_NETWORKS if inner.version == n.version):
         return False
     # An address wrapping IPv4 reaches that IPv4 host, so that is the one to judge.
     return _public(inner)

@@ -134,6 +134,8 @@ def test_it_refuses_internal_addresses_and_odd_urls_without_connecting(serve):
         f"http://localhost:{port}/",
         f"http://0.0.0.0:{port}/",
         "http://169.254.169.254/latest/meta-data/",
+        "http://192.0.0.192/",  # Oracle Cloud's legacy metadata address
+        "http://168.63.129.16/",  # Azure's WireServer
         "http://10.0.0.1/",
         "http://172.16.0.1/",
         "http://192.168.1.1/",
@@ -254,6 +256,23 @@ def test_it_follows_an_allowed_redirect(serve):
     response = get(redirector.url, policy=policy)
     assert (response.status, response.body) == (200, b"hello from the listener")
     assert response.url == target.url + "moved"
+
+
+def test_a_path_beyond_ascii_is_sent_percent_encoded(serve):
+    target = serve("127.0.0.1")
+    # A Location's raw UTF-8 bytes, as the server's Latin-1 header writer sends them.
+    raw_utf8 = "/p\N{LATIN CAPITAL LETTER A WITH TILDE}\N{COPYRIGHT SIGN}"
+    redirector = serve("127.0.0.2", _redirect_to(target.url.rstrip("/") + raw_utf8))
+    policy = _policy(target.port, redirector.port, networks=("127.0.0.0/8",))
+    assert get(target.url + "café.png?q=é\u2028", policy=policy).status == 200
+    assert get(redirector.url, policy=policy).url == target.url + "pé"
+    assert [hit["path"] for hit in target.hits] == ["/caf%C3%A9.png?q=%C3%A9%E2%80%A8", "/p%C3%A9"]
+
+
+def test_a_redirect_to_a_url_that_is_not_valid_fails_the_fetch(serve):
+    redirector = serve("127.0.0.2", _redirect_to("http://[::1"))
+    with pytest.raises(FetchFailed, match="redirected to a URL that is not valid"):
+        get(redirector.url, policy=_policy(redirector.port, networks=("127.0.0.2/32",)))
 
 
 def test_it_gives_up_after_max_redirects(serve):
