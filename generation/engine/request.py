@@ -40,6 +40,9 @@ MAX_INPAINT_PADDING = 256
 INPAINT_FILLS = ("fill", "original")
 # Output image formats (generation/engine/pngmeta.py encodes them) and their file extensions.
 OUTPUT_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+# The longest side each format can encode (libjpeg's and libwebp's limits; png has none that a
+# bounded input reaches).
+OUTPUT_MAX_SIDE = {"jpeg": 65500, "webp": 16383}
 # jpeg/webp quality bounds and default (Pillow's scale; png is lossless and ignores it).
 MIN_OUTPUT_QUALITY = 1
 MAX_OUTPUT_QUALITY = 100

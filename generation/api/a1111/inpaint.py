@@ -13,13 +13,17 @@ from typing import Any
 from PIL import ImageOps
 
 from generation import submission
+from generation.api.a1111.errors import Unprocessable
+from generation.engine.request import OUTPUT_MAX_SIDE
 
 # webui's inpainting_fill by number (2, latent noise, and 3, latent nothing, are refused in
 # tables.INPAINT_NOT_HONOURED).
 FILLS = {0: "fill", 1: "original"}
 
 
-def inpaint_inputs(values: dict[str, Any], images: submission.Inputs) -> dict[str, Any]:
+def inpaint_inputs(
+    values: dict[str, Any], images: submission.Inputs, output_format: str
+) -> dict[str, Any]:
     """init_image, mask_image and the inpaint settings for the engine, from validated values.
 
     Without a mask the init image stays as sent: it is decoded after the model and add-on
@@ -33,6 +37,17 @@ def inpaint_inputs(values: dict[str, Any], images: submission.Inputs) -> dict[st
     mask = images.load("mask", mask_value).convert("L")
     if values["inpainting_mask_invert"]:
         mask = ImageOps.invert(mask)
+    longest = OUTPUT_MAX_SIDE.get(output_format)
+    if values["inpaint_full_res"] and longest and max(init.size) > longest:
+        # "Only masked" answers the init image's size, which this format cannot encode.
+        raise Unprocessable(
+            {
+                "init_images": [
+                    f"With inpaint_full_res the answer has the init image's size, and "
+                    f"{output_format} images are at most {longest} pixels a side."
+                ]
+            }
+        )
     blur = values.get("mask_blur")
     return {
         "init_image": init,

@@ -470,7 +470,7 @@ def request_fields(context: Mapping[str, Any], values: dict[str, Any], kind: str
         fields["strength"] = values["strength"]
         if values.get("mask_image"):
             refuse_unhonoured(body, INPAINT_NOT_HONOURED)
-        fields.update(inpaint_inputs(values, images))
+        fields.update(inpaint_inputs(values, images, fields.get("output_format") or "png"))
     job_kind = "inpaint" if fields.get("mask_image") else ENGINE_KINDS[kind]
     if units:
         job_kind = controlnet.apply_units(org, model, units, fields, job_kind, images)

@@ -273,3 +273,22 @@ def test_the_crop_is_widened_to_the_requests_aspect_ratio_inside_the_image():
     assert fit_aspect((112, 0, 128, 16), 64, 32, (128, 128)) == (96, 0, 128, 16)
     # Wider than the image allows: clamped.
     assert fit_aspect((0, 0, 16, 64), 512, 64, (128, 128)) == (0, 0, 128, 64)
+
+
+def test_only_masked_past_the_output_formats_longest_side_is_a_422_and_charges_nothing(
+    api, tenant, demo_models, sync_queue
+):
+    wide = (16392, 8)  # webp stops at 16383 pixels a side, png does not
+    init, mask = Image.new("RGB", wide, "gray"), square_mask(wide, (8, 0, 16, 8))
+    before = tenant.org.credit_balance
+    status, data = inpaint(
+        api, tenant, init, mask, override_settings={"samples_format": "webp"}, steps=4
+    )
+    assert status == 422, data
+    assert data["detail"][0]["loc"][-1] == "init_images"
+    assert "at most 16383 pixels a side" in data["detail"][0]["msg"]
+    tenant.org.refresh_from_db()
+    assert tenant.org.credit_balance == before
+    assert not Job.objects.exists()
+    status, data = inpaint(api, tenant, init, mask, inpaint_full_res=False, steps=4)
+    assert status == 200, data
