@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Why a job was canceled, as its `error` (the jobs API shows both): a client's cancel (the jobs
+# API, /sdapi/v1/interrupt), or a blocking format's wait running out.
+CANCELED_BY_CLIENT = "Canceled by the client"
+NOT_READY_IN_TIME = "Canceled: the image was not ready within the request's wait"
+
 
 def finish(rows: QuerySet[Job], job_id: int, **fields: object) -> bool:
     """Put the job in a final state if `rows` still selects it; wake its waiters on commit.
@@ -141,11 +146,11 @@ def refresh_lease_state(job: Job) -> Job:
     return job
 
 
-def cancel(job: Job) -> bool:
+def cancel(job: Job, reason: str = CANCELED_BY_CLIENT) -> bool:
     """Cancel a queued or running job and refund it; False if it had already finished.
 
     A worker running it notices at its next progress write (the row is no longer `processing`)
     and drops the result.
     """
     rows = Job.objects.filter(pk=job.pk, status__in=Job.WAITING)
-    return finish(rows, job.pk, status=Job.Status.CANCELED, error="Canceled by the client")
+    return finish(rows, job.pk, status=Job.Status.CANCELED, error=reason)

@@ -464,12 +464,12 @@ def wait_until_done(job: Job, request: OrgRequest | None = None) -> Job:
     if job.replayed:
         # The job of an earlier request with the same Idempotency-Key: a retry answers what that
         # request was answered, and never cancels a job another request may still wait for.
-        if job.status == Job.Status.CANCELED:
+        if job.status == Job.Status.CANCELED and job.error == jobs.NOT_READY_IN_TIME:
             raise GenerationTimedOut()
         if not job.is_finished:
             raise GenerationStillRunning()
     elif not job.is_finished:
-        if jobs.cancel(job):
+        if jobs.cancel(job, jobs.NOT_READY_IN_TIME):
             raise GenerationTimedOut()
         job.refresh_from_db()
     if job.status != Job.Status.SUCCESS:

@@ -20,6 +20,7 @@ from tests.images import noise_image, png_base64
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TEXT2IMG = "/api/v3/text2img"
+TXT2IMG = "/sdapi/v1/txt2img"
 
 
 def key_header(key: str) -> dict[str, str]:
@@ -262,6 +263,31 @@ def test_a_retry_of_a_blocking_request_that_timed_out_answers_the_same_timeout(
 
     assert first[0] == again[0] == 504, again
     assert again[1] == first[1]
+    assert Job.objects.get().status == Job.Status.CANCELED
+    assert ledger.balance(tenant.org) == tenant.org.plan.monthly_credits
+
+
+def test_a1111_answers_a_retry_of_an_interrupted_request_as_it_answered_the_request(
+    api, tenant, demo_model
+):
+    import threading
+    import time
+
+    # No worker runs: the job waits until /sdapi/v1/interrupt cancels it.
+    headers = {**bearer(tenant.key), **key_header("webui-stopped"), "Prefer": "wait=30"}
+    body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 4, "seed": 3}
+    answers: list[tuple[int, Any]] = []
+    first = threading.Thread(target=lambda: answers.append(api.post(TXT2IMG, body, **headers)))
+    first.start()
+    deadline = time.monotonic() + 20
+    while not Job.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api.post("/sdapi/v1/interrupt", {}, **bearer(tenant.key))[0] == 200
+    first.join(30)
+    again = api.post(TXT2IMG, body, **headers)
+
+    assert answers[0][0] == again[0] == 200, (answers, again)
+    assert answers[0][1]["images"] == again[1]["images"] == []
     assert Job.objects.get().status == Job.Status.CANCELED
     assert ledger.balance(tenant.org) == tenant.org.plan.monthly_credits
 

@@ -44,7 +44,8 @@ ERROR_CODES = {
 }
 # The reasons a client may read as they are; a worker's exception text may name server paths.
 PUBLIC_ERRORS = {
-    "Canceled by the client",
+    jobs.CANCELED_BY_CLIENT,
+    jobs.NOT_READY_IN_TIME,
     "The worker running this job stopped answering.",
 }
 FAILED = "The generation failed; its credits were refunded."
