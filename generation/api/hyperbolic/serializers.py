@@ -178,13 +178,10 @@ class HyperbolicSerializer(base.CopiedFields):
                 self.context["org"], model, None, "enable_refiner", kind
             )
         if fields.get("init_image"):
-            # The message keeps the engine's word (init_image); the key is the field sent.
+            # The message and the key both name the field sent.
             field = "controlnet_image" if kind == "controlnet" else "image"
             images = submission.Inputs(self.context["org"].pk)
-            try:
-                fields["init_image"] = images.load("init_image", fields["init_image"])
-            except ValidationError as exc:
-                raise base.renamed(exc, {"init_image": field}) from None
+            fields["init_image"] = images.load(field, fields["init_image"])
         return {**fields, "kind": kind, "checkpoint": model}
 
     @staticmethod

@@ -163,6 +163,7 @@ def test_controlnet_name_and_image_make_a_controlnet_job(
         ({"image": IMAGE, "strength": 1.1}, "strength"),
         ({"strength": 0.5}, "strength"),
         ({"image": "not an image"}, "image"),
+        ({"controlnet_name": "canny", "controlnet_image": "not an image"}, "controlnet_image"),
         ({"seed": -2}, "seed"),
         ({"seed": 2**32}, "seed"),
         ({"backend": "tvm"}, "backend"),
@@ -189,6 +190,7 @@ def test_each_bound_is_a_400_naming_the_field(api, tenant, demo_models, queued_o
     assert data["object"] == "error"
     assert (data["type"], data["code"], data["param"]) == ("invalid_request_error", 400, field)
     assert data["message"].startswith(f"{field}: "), data
+    assert "init_image" not in data["message"], data  # the engine's word, not the client's
     assert Job.objects.count() == 0
 
 
