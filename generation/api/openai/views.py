@@ -268,6 +268,8 @@ class UploadView(OpenAIView):
                 raise exceptions.ValidationError({name: [f"Send {name} once."]})
             fields[name] = values[0]
         for name in files:
+            if name in self.serializer_class().fields:
+                raise exceptions.ValidationError({name: [f"Send {name} as text, not a file."]})
             if name not in self.serializer_class.files:
                 message = f"Unknown parameter: '{name[:100]}'."
                 raise exceptions.ValidationError(

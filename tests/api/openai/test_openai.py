@@ -405,6 +405,7 @@ def test_a_variation_is_img2img_without_a_prompt(client, tenant, demo_model, syn
         ({"image": "https://example.com/a.png"}, "image", "invalid_value"),
         ({"seed": "5"}, "seed", "unknown_parameter"),
         ({"markup": Image.new("RGB", (8, 8))}, "markup", "unknown_parameter"),
+        ({"prompt": Image.new("RGB", (8, 8))}, "prompt", "invalid_value"),
         ({"size": "4096x4096"}, "size", "invalid_value"),
         ({"n": "x"}, "n", "invalid_value"),
         ({"prompt": "a\x00b"}, "prompt", "invalid_value"),
