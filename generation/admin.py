@@ -6,7 +6,6 @@ from django.http import HttpRequest
 from rest_framework.exceptions import APIException
 
 from generation import jobs, service
-from generation.engine.request import GenerationRequest
 from generation.models import (
     AIModel,
     DailyImages,
@@ -82,17 +81,16 @@ class JobAdmin(admin.ModelAdmin):
         queued, refused = [], []
         for job in queryset.select_related("organization__plan", "model"):
             try:
-                new = service.submit(
-                    GenerationRequest.from_params(job.params),
-                    job.organization,
-                    job.model,
-                    kind=job.kind,
+                new = service.submit_again(
+                    job,
                     track_id=job.track_id,
                     webhook=job.webhook,
                     webhook_events=job.webhook_events,
                     base_url=job.base_url,
                     output_base64=job.output_base64,
                 )
+            except FileNotFoundError:
+                refused.append(f"{job.pk}: its input images are no longer kept")
             except APIException as exc:
                 refused.append(f"{job.pk}: {exc.detail}")
             else:

@@ -9,7 +9,6 @@ small whatever the archive's size.
 
 from __future__ import annotations
 
-import dataclasses
 import posixpath
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -38,8 +37,6 @@ from accounts.requests import MemberRequest
 from accounts.tenancy import member_required
 from generation import media, service
 from generation.api.base import random_seed
-from generation.engine.request import GenerationRequest
-from generation.inputs import copy_inputs
 from generation.models import Job, OutputImage
 from sdplatform import hosts
 
@@ -344,28 +341,15 @@ def vary(request: MemberRequest, job_id: int) -> HttpResponse:
 
 
 def submit_again(request: MemberRequest, job: Job, new_seed: bool = False) -> Job | None:
-    """Queue one of the organization's jobs again, with its own copies of the input images.
-
-    None, with a message saying why, when nothing was queued.
-    """
+    """Queue one of the organization's jobs again; None, with a message saying why, if not."""
+    seed = random_seed(None) if new_seed else None
     try:
-        params, copies = copy_inputs(job.params, job.organization_id)
+        return service.submit_again(job, seed=seed, base_url=hosts.base_url(request))
     except FileNotFoundError:
         messages.error(request, f"Job {job.pk}'s input images are no longer kept.")
-        return None
-    req = GenerationRequest.from_params(params)
-    if new_seed:
-        req = dataclasses.replace(req, seed=random_seed(None))
-    try:
-        return service.submit(
-            req, request.org, job.model, kind=job.kind, base_url=hosts.base_url(request)
-        )
-    except BaseException as exc:
-        media.delete_files(copies)
-        if not isinstance(exc, APIException):
-            raise
-        messages.error(request, f"Not queued: {exc.detail}")  # a plan limit, the balance
-        return None
+    except APIException as exc:  # a plan limit, the credit balance: say which
+        messages.error(request, f"Not queued: {exc.detail}")
+    return None
 
 
 def history_context(request: HttpRequest, org: Any, jobs: QuerySet[Job]) -> dict[str, Any]:

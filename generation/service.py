@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -17,8 +18,9 @@ from accounts import abuse
 from accounts.models import ApiKey, Organization
 from billing import ledger
 from billing.limits import unique_body
-from generation import notify
+from generation import media, notify
 from generation.engine.request import GenerationRequest
+from generation.inputs import copy_inputs
 from generation.models import AIModel, Job, default_webhook_events
 from generation.queue import check_broker, enqueue_job
 from generation.quotas import check_submit
@@ -61,6 +63,24 @@ def job_cost(req: GenerationRequest) -> int:
     """Credits for a whole request."""
     # Priced on what comes back: a hires-fix job returns (and runs) larger images.
     return req.samples * image_cost(req.output_width, req.output_height, req.steps)
+
+
+def submit_again(job: Job, seed: int | None = None, **options: Any) -> Job:
+    """Queue a job with `job`'s parameters (and `seed`, when given), as submit with `options`.
+
+    The new job gets its own copies of the input images, since a job's images (inputs
+    included) go when its outputs are deleted. Raises FileNotFoundError when one is no longer
+    kept, and what submit raises (nothing is copied then).
+    """
+    params, copies = copy_inputs(job.params, job.organization_id)
+    req = GenerationRequest.from_params(params)
+    if seed is not None:
+        req = dataclasses.replace(req, seed=seed)
+    try:
+        return submit(req, job.organization, job.model, kind=job.kind, **options)
+    except BaseException:
+        media.delete_files(copies)
+        raise
 
 
 def submit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.apps import apps
 from django.contrib import admin
+from django.core.files.storage import default_storage
 from django.db.models import IntegerField
 from django.forms.models import model_to_dict
 from django.test import RequestFactory
@@ -14,6 +15,7 @@ from accounts.models import ApiKey, Organization, User
 from billing.models import CreditEntry, Plan
 from generation.models import Job
 from tests.helpers import make_tenant
+from tests.images import noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,6 +114,25 @@ def test_cancel_refunds_and_retry_queues_a_new_charged_job(staff, api, demo_mode
     assert retried.params == job.params
     tenant.org.refresh_from_db()
     assert tenant.org.credit_balance == charged
+
+
+def test_retry_copies_the_input_images_and_refuses_a_job_whose_inputs_are_gone(
+    staff, api, demo_model, no_wait
+):
+    tenant = make_tenant("acme")
+    body = {"key": tenant.key, "prompt": "a kite", "width": 64, "height": 64}
+    data = api.post("/api/v3/img2img", {**body, "init_image": png_base64(noise_image(64, 64))})[1]
+    job = Job.objects.get(pk=data["id"])
+
+    act(staff, Job, "retry", [job.pk])
+    retried = Job.objects.exclude(pk=job.pk).get()
+    assert retried.params["init_image"] != job.params["init_image"]
+    assert default_storage.exists(retried.params["init_image"])
+
+    default_storage.delete(job.params["init_image"])
+    page = act(staff, Job, "retry", [job.pk]).content.decode()
+    assert "its input images are no longer kept" in page
+    assert Job.objects.count() == 2
 
 
 def test_a_jobs_state_changes_only_through_the_actions(staff, api, demo_model, no_wait):
