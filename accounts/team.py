@@ -11,7 +11,7 @@ from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import transaction
 from django.forms import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -101,19 +101,26 @@ def invite(request: MemberRequest) -> HttpResponse:
 def change_member(request: MemberRequest, membership_id: int) -> HttpResponse:
     """Change a member's role or remove them; an organization always keeps an owner."""
     require_manager(request)
-    me: Membership = request.membership
     org = request.org
-    target = get_object_or_404(Membership, pk=membership_id, organization=org)
+    get_object_or_404(Membership, pk=membership_id, organization=org)
     action = request.POST.get("action")
     new_role = request.POST.get("role", "")
-    touches_owner = target.role == Role.OWNER or new_role == Role.OWNER
-    if touches_owner and me.role != Role.OWNER:
-        raise PermissionDenied("Only an owner can change or remove an owner.")
     with transaction.atomic():
-        owners = Membership.objects.select_for_update().filter(
-            organization=target.organization, role=Role.OWNER
-        )
-        last_owner = target.role == Role.OWNER and owners.count() == 1
+        # Every membership of the organization, locked (in one order, as delete_user locks its
+        # owners): two owners demoting or removing each other at once must not both count the
+        # other as the owner that remains. Roles are read again under the lock.
+        rows = Membership.objects.select_for_update().filter(organization=org).order_by("pk")
+        locked = {row.pk: row for row in rows}
+        target, me = locked.get(membership_id), locked.get(request.membership.pk)
+        if target is None or me is None:
+            raise Http404("No such member")
+        if me.role not in MANAGER_ROLES:
+            raise PermissionDenied("Only an owner or an admin of this organization can do that.")
+        touches_owner = target.role == Role.OWNER or new_role == Role.OWNER
+        if touches_owner and me.role != Role.OWNER:
+            raise PermissionDenied("Only an owner can change or remove an owner.")
+        owners = sum(row.role == Role.OWNER for row in locked.values())
+        last_owner = target.role == Role.OWNER and owners == 1
         if action == "remove":
             if last_owner:
                 messages.error(

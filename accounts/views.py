@@ -279,12 +279,12 @@ def delete_user(user: User) -> None:
     """
     orgs = sole_member_organizations(user)
     with transaction.atomic():
-        # The owners' rows the team page locks to keep an owner (accounts/team.py), so a role
-        # changed at the same moment is seen here.
+        # The owners' rows, which the team page locks too (accounts/team.py, in the same
+        # order), so a role changed at the same moment is seen here.
         list(
-            Membership.objects.select_for_update().filter(
-                organization__memberships__user=user, role=Membership.Role.OWNER
-            )
+            Membership.objects.select_for_update()
+            .filter(organization__memberships__user=user, role=Membership.Role.OWNER)
+            .order_by("pk")
         )
         ownerless = organizations_left_without_owner(user)
         if ownerless:
