@@ -13,7 +13,7 @@ from pathlib import Path
 from django.contrib import messages
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Q
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.exceptions import APIException, ValidationError
@@ -121,6 +121,7 @@ def delete(request: MemberRequest, model_id: str) -> HttpResponse:
     """Remove an own model, its stored files and cached copies (owners and admins)."""
     require_manager(request)
     model = get_object_or_404(AIModel, organization=request.org, enabled=True, model_id=model_id)
-    own_models.delete_model(model)
+    if not own_models.delete_model(model):
+        raise Http404("No such model")  # a request at the same moment deleted it
     messages.success(request, f"{model_id} is deleted.")
     return redirect("app-models")

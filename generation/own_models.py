@@ -18,7 +18,7 @@ import struct
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -29,13 +29,11 @@ from django_q.tasks import async_task
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 
+from accounts.models import Organization
 from generation import model_samples, model_store, safe_http
 from generation.engine.prompts import UNSTORABLE_NAME, has_unstorable
 from generation.models import MODEL_NAME_LENGTH, AIModel, Job
 from generation.queue import check_broker
-
-if TYPE_CHECKING:
-    from accounts.models import Organization
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,11 @@ class StorageQuotaExceeded(APIException):
 
 
 def size_text(n: int) -> str:
-    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+    """A size as people read it: 1.5 GiB, 144.0 MiB, 50.6 KiB (never "0.0 MiB")."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def used_bytes(organization: Organization) -> int:
@@ -148,7 +150,8 @@ def check_safetensors(path: Path, field: str = "file") -> dict[str, Any]:
         raw = fh.read(length)
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: JSON nested thousands deep, which no safetensors header is.
         raise ValidationError({field: [NOT_SAFETENSORS]}) from None
     if not isinstance(header, dict):
         raise ValidationError({field: [NOT_SAFETENSORS]})
@@ -301,6 +304,10 @@ def add_model(
     model.size = entry["size"]
     try:
         with transaction.atomic():
+            # Uploads of one organization at the same moment: each checks the quota with the
+            # others' rows in, so together they never pass it.
+            Organization.objects.select_for_update().filter(pk=organization.pk).first()
+            check_plan(organization, model.size, names["file"])
             model.save()
             transaction.on_commit(lambda: queue_validation(model.pk))
     except IntegrityError:
@@ -308,6 +315,9 @@ def add_model(
         raise ValidationError(
             {names["model_id"]: [f"The model id {model_id!r} is taken; choose another."]}
         ) from None
+    except BaseException:  # over the quota now, or anything else: nothing stays stored
+        model_store.delete_objects(model)
+        raise
     return model
 
 
@@ -497,11 +507,17 @@ def one_step(model: AIModel, checkpoint: AIModel) -> None:
     runner.generate(req, checkpoint.ref(), addons={model.model_id: model.ref()})
 
 
-def delete_model(model: AIModel) -> None:
+def delete_model(model: AIModel) -> bool:
     """Remove a model, its stored files and this host's cached copy; other hosts drop theirs
-    on their next fetch (model_store.sweep)."""
+    on their next fetch (model_store.sweep). False when another request deleted it first."""
     with transaction.atomic():
-        locked = AIModel.objects.select_for_update().get(pk=model.pk)
+        locked = (
+            AIModel.objects.select_for_update()
+            .filter(pk=model.pk, model_id=model.model_id, enabled=True)
+            .first()
+        )
+        if locked is None:
+            return False
         if Job.objects.filter(model=locked).exists():
             # Jobs keep their checkpoint row (PROTECT): keep it, disabled, under a freed id.
             AIModel.objects.filter(pk=locked.pk).update(
@@ -515,6 +531,7 @@ def delete_model(model: AIModel) -> None:
             locked.delete()
     model_store.delete_objects(model)
     model_samples.delete_sample(locked)
+    return True
 
 
 def model_body(model: AIModel) -> dict[str, Any]:

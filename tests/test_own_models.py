@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from accounts.models import Membership, User
-from generation import own_models
+from generation import model_store, own_models
 from generation.models import AIModel
 from tests.helpers import private_copy
 from tests.images import outputs
@@ -184,6 +184,58 @@ def test_an_upload_whose_content_length_is_not_a_number_is_a_4xx(client, tenant,
     )
     assert response.status_code == 400, response.content
     assert "error" in response.json()
+
+
+def test_uploads_at_the_same_moment_never_pass_the_quota_together(
+    client, tenant, demo_models, sync_queue, model_cache, lora_file, monkeypatch
+):
+    size = lora_file.stat().st_size
+    plan = tenant.org.plan
+    plan.model_max_bytes, plan.model_storage_bytes = 10 * size, size + 10
+    plan.save()
+    stored = model_store.upload
+
+    def upload_while_another_lands(model, weights, path):
+        # Another upload of the organization passes its own checks and is saved meanwhile.
+        entry = stored(model, weights, path)
+        AIModel.objects.create(
+            model_id="landed-first", name="x", organization=tenant.org, size=size, path="x"
+        )
+        return entry
+
+    monkeypatch.setattr(model_store, "upload", upload_while_another_lands)
+    status, body = upload(client, tenant, lora_file)
+    assert status == 402, body
+    assert body["error"]["code"] == "storage_quota_exceeded"
+    assert not AIModel.objects.filter(model_id="my-lora").exists()
+
+
+def test_a_header_nested_thousands_deep_is_not_safetensors(
+    client, tenant, demo_models, model_cache, tmp_path
+):
+    header = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    status, body = upload(client, tenant, path)
+    assert status == 400, body
+    assert body["error"]["field"] == "file"
+
+
+def test_a_model_deleted_by_two_requests_at_once_is_deleted_once(tenant, demo_models, lora_file):
+    model = AIModel.objects.create(
+        model_id="twice", name="x", organization=tenant.org, family=AIModel.Family.LORA
+    )
+    # The second request found the model before the first deleted it.
+    assert own_models.delete_model(model) is True
+    assert own_models.delete_model(model) is False
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(51_856, "50.6 KiB"), (512, "512 bytes"), (3 * 1024**2, "3.0 MiB"), (5 * 1024**3, "5.0 GiB")],
+)
+def test_sizes_are_said_in_a_unit_that_fits(size, text):
+    assert own_models.size_text(size) == text
 
 
 def test_a_plan_without_own_models_says_so(client, free_tenant, demo_models, lora_file):

@@ -49,7 +49,7 @@ def read_safetensors_shapes(path: str) -> dict[str, list[int]]:
             raise ValueError(f"{path} is not a safetensors file (bad header size)")
         try:
             header = json.loads(fh.read(size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"{path} is not a safetensors file ({exc})") from exc
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file (header is not a table)")

@@ -252,5 +252,6 @@ class ModelDetailView(ModelsView):
     )
     def delete(self, request: KeyRequest, model_id: str) -> Response:
         check_manager(request)
-        own_models.delete_model(own_model(request, model_id))
+        if not own_models.delete_model(own_model(request, model_id)):
+            raise NotFound(NOT_FOUND)  # a request at the same moment deleted it
         return Response(status=204)
