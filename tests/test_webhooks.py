@@ -418,6 +418,19 @@ def test_a_reply_holding_nul_and_invalid_utf8_is_logged_without_them(
     assert len(attempt.response_excerpt) == webhooks.EXCERPT_CHARS
 
 
+def test_a_2xx_with_a_body_larger_than_any_download_is_delivered_at_once(
+    api, tenant, demo_model, sync_queue, receiver, settings
+):
+    receiver.reply = b"ok " * (2 * settings.PICTOR_FETCH_MAX_BYTES)
+    job_id = submit(api, tenant, webhook=receiver.url)["id"]
+    assert len(receiver.hits) == 1
+    delivery = delivery_of(job_id)
+    assert (delivery.status, delivery.attempts) == (WebhookDelivery.Status.DELIVERED, 1)
+    [attempt] = delivery.attempt_log.all()
+    assert (attempt.status_code, attempt.error) == (200, "")
+    assert attempt.response_excerpt == ("ok " * webhooks.EXCERPT_CHARS)[: webhooks.EXCERPT_CHARS]
+
+
 def test_a_delivery_whose_attempts_are_spent_is_never_sent_again(
     api, tenant, demo_model, sync_queue, receiver, settings
 ):
