@@ -24,7 +24,7 @@ from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
 from accounts.views import check_email_page
 from billing.models import CreditEntry
-from generation import media, webhooks
+from generation import media, safe_http, webhooks
 from generation.engine.prompts import UNSTORABLE_NAME, has_unstorable
 from generation.models import PING_EVENT, AIModel, Job, WebhookDelivery
 from generation.quotas import counted, images_sum, images_today
@@ -248,6 +248,12 @@ def ping(request: MemberRequest) -> HttpResponse:
         messages.error(
             request, f"Give an http:// or https:// URL of at most {MAX_WEBHOOK_URL} characters."
         )
+        return back
+    try:
+        # The checks a job's webhook passes at submit: what delivery would refuse anyway.
+        safe_http.check_url(url, safe_http.policy_from_settings())
+    except safe_http.UnsafeURL as exc:
+        messages.error(request, f"The webhook cannot be called: {exc}")
         return back
     recent = WebhookDelivery.objects.filter(
         organization=org,
