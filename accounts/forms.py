@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any
 
 from django import forms
@@ -13,13 +14,39 @@ from django.http import HttpRequest
 
 from accounts import challenge
 from accounts.login_limits import LoginLimitMixin
-from accounts.models import EMAIL_LENGTH, User
+from accounts.models import EMAIL_LENGTH, ORGANIZATION_NAME_LENGTH, User, canonical_email
 from billing import counters
 from sdplatform.hosts import client_ip, client_network
 
 # Sign-ups are counted per client address in hourly windows and per network in daily ones.
 SIGNUP_ADDRESS_WINDOW = 3600
 SIGNUP_NETWORK_WINDOW = 86400
+
+
+def clean_organization_name(value: str) -> str:
+    """An organization's name as typed, stripped; ValidationError says what is wrong with it."""
+    name = value.strip()
+    if not 1 <= len(name) <= ORGANIZATION_NAME_LENGTH:
+        raise forms.ValidationError(f"The name must be 1 to {ORGANIZATION_NAME_LENGTH} characters.")
+    # A line break would end up in mail headers (an invitation's subject names the organization);
+    # NUL and lone surrogates cannot be stored.
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise forms.ValidationError(
+            "The name cannot hold line breaks, tabs or other control characters."
+        )
+    return name
+
+
+def clean_address(address: str) -> str:
+    """An email field's value as stored (accounts.models.canonical_email), or the form's error."""
+    try:
+        email = canonical_email(address)
+    except ValueError as exc:
+        raise forms.ValidationError(str(exc)) from None
+    # Lower case can lengthen an address ("İ" is two characters lower-cased), and so can ASCII.
+    if len(email) > EMAIL_LENGTH:
+        raise forms.ValidationError(f"An email address has at most {EMAIL_LENGTH} characters.")
+    return email
 
 
 class SignupForm(forms.Form):
@@ -31,17 +58,19 @@ class SignupForm(forms.Form):
         help_text=password_validation.password_validators_help_text_html(),
     )
     organization = forms.CharField(
-        label="Organization name", max_length=200, help_text="Your team or company; rename later."
+        label="Organization name",
+        max_length=ORGANIZATION_NAME_LENGTH,
+        help_text="Your team or company; rename later.",
     )
 
     def clean_email(self) -> str:
-        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        email = clean_address(self.cleaned_data["email"])
         if User.objects.filter(email__iexact=email).exists():
             raise forms.ValidationError("An account with this email already exists; log in.")
         return email
 
     def clean_organization(self) -> str:
-        name = self.cleaned_data["organization"].strip()
+        name = clean_organization_name(self.cleaned_data["organization"])
         if not any(ch.isalnum() for ch in name):
             raise forms.ValidationError("Use at least one letter or digit.")
         return name
@@ -124,7 +153,7 @@ class EmailChangeForm(PasswordConfirmForm):
     field_order = ["email", "password"]
 
     def clean_email(self) -> str:
-        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        email = clean_address(self.cleaned_data["email"])
         if User.objects.filter(email__iexact=email).exclude(pk=self.user.pk).exists():
             raise forms.ValidationError("Another account uses this email.")
         return email

@@ -28,6 +28,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 
+from accounts.models import canonical_email
 from billing import counters
 from sdplatform import hosts
 
@@ -50,7 +51,11 @@ def place(request: HttpRequest | None) -> str:
 def _account_key(username: str, where: str) -> str:
     # A digest keeps the key short (RateCounter keys are 200 characters, emails up to 254) and
     # the same for "Ada@Example.com " and "ada@example.com", which log in as one account.
-    account = username.strip().lower().encode("utf-8", "surrogatepass")
+    try:
+        spelling = canonical_email(username)  # and "ada@exämple.com" as its ASCII form
+    except ValueError:
+        spelling = username.strip().lower()
+    account = spelling.encode("utf-8", "surrogatepass")
     return f"login:account:{hashlib.sha256(account).hexdigest()[:32]}:{where}"
 
 

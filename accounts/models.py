@@ -25,6 +25,7 @@ KEY_LOOKUP_LENGTH = len(KEY_PREFIX) + 8
 KEY_NAME_LENGTH = 100
 # An email column's width (Django's EmailField default); validate_email alone takes up to 320.
 EMAIL_LENGTH = 254
+ORGANIZATION_NAME_LENGTH = 200
 # last_used_at is a hint for humans; writing it on every request would cost a row lock each time.
 LAST_USED_RESOLUTION = 60
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -35,13 +36,50 @@ def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+def canonical_email(address: str) -> str:
+    """The one spelling of an address that Pictor stores: lower case, its domain in ASCII.
+
+    "Ann@Exämple.com" and "ann@xn--exmple-cua.com" reach one mailbox, and mail is sent to the
+    ASCII form anyway. Raises ValueError for a domain that has no ASCII form (a label too long).
+    """
+    local, at, domain = address.strip().lower().rpartition("@")
+    if not at:
+        return address.strip().lower()
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError("The email address's domain is not valid.") from None
+    return f"{local}@{domain}"
+
+
+def same_address(first: str, second: str) -> bool:
+    """Whether two spellings of email addresses reach one mailbox (canonical_email)."""
+    try:
+        return canonical_email(first) == canonical_email(second)
+    except ValueError:
+        return first.strip().lower() == second.strip().lower()
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
+
+    def get_by_natural_key(self, username: str | None) -> User:
+        """The user logging in as `username`, however its letters' case was typed."""
+        address = str(username or "").strip()
+        try:
+            spellings = {address.lower(), canonical_email(address)}
+        except ValueError:
+            spellings = {address.lower()}
+        # Addresses are stored lower-cased (accounts made before the ASCII domain kept theirs).
+        user = self.filter(email__in=spellings).order_by("pk").first()
+        if user is None:
+            raise self.model.DoesNotExist("No user with this email address")
+        return user
 
     def _create(self, email: str, password: str | None, **extra: object) -> User:
         if not email:
             raise ValueError("An email address is required")
-        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user = self.model(email=canonical_email(email), **extra)
         user.set_password(password)
         user.save(using=self._db)
         return user
@@ -100,7 +138,7 @@ class Organization(models.Model):
     Created by accounts/services.py: create_organization(), which also grants its first credits.
     """
 
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=ORGANIZATION_NAME_LENGTH)
     slug = models.SlugField(max_length=100, unique=True)
     plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="organizations")
     created_at = models.DateTimeField(default=timezone.now)

@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from accounts.forms import clean_organization_name
 from accounts.models import KEY_NAME_LENGTH, ApiKey, Organization
 from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, member_required, require_manager
@@ -177,11 +178,10 @@ def settings_page(request: MemberRequest) -> HttpResponse:
         require_manager(request)
         action = request.POST.get("action")
         if action == "rename":
-            name = request.POST.get("name", "").strip()
-            if not name or len(name) > 200:
-                messages.error(request, "The name must be 1 to 200 characters.")
-            elif has_unstorable(name):
-                messages.error(request, UNSTORABLE_NAME)
+            try:
+                name = clean_organization_name(request.POST.get("name", ""))
+            except ValidationError as exc:
+                messages.error(request, exc.messages[0])
             else:
                 org.name = name
                 org.save(update_fields=["name"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,12 +20,20 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts import verification
-from accounts.models import EMAIL_LENGTH, Invitation, Membership, User
+from accounts.models import (
+    EMAIL_LENGTH,
+    Invitation,
+    Membership,
+    User,
+    canonical_email,
+    same_address,
+)
 from accounts.requests import MemberRequest
 from accounts.tenancy import MANAGER_ROLES, SESSION_KEY, member_required, require_manager
 from sdplatform import hosts
 
 INVITATION_DAYS = 7
+log = logging.getLogger(__name__)
 Role = Membership.Role
 
 
@@ -57,11 +67,11 @@ def invite(request: MemberRequest) -> HttpResponse:
         messages.error(request, "Verify your email address before you invite anyone.")
         return redirect("app-team")
     org = request.org
-    email = request.POST.get("email", "").strip().lower()
     role = request.POST.get("role", Role.MEMBER)
     try:
+        email = canonical_email(request.POST.get("email", ""))
         validate_email(email)
-    except ValidationError:
+    except (ValidationError, ValueError):
         messages.error(request, "Give a valid email address.")
         return redirect("app-team")
     if len(email) > EMAIL_LENGTH:
@@ -84,14 +94,23 @@ def invite(request: MemberRequest) -> HttpResponse:
         expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
     )
     link = hosts.absolute(reverse("invitation", args=[invitation.token]), request)
-    send_mail(
-        f"Join {org.name} on Pictor",
-        f"{request.user.email} invites you to join {org.name} on Pictor as {role}.\n\n"
-        f"Accept within {INVITATION_DAYS} days: {link}\n\n"
-        "Log in (or sign up) with this email address to accept.",
-        settings.DEFAULT_FROM_EMAIL,
-        [email],
-    )
+    # A name from before line breaks were refused must not break the mail's headers.
+    name = " ".join(org.name.split())
+    try:
+        send_mail(
+            f"Join {name} on Pictor",
+            f"{request.user.email} invites you to join {name} on Pictor as {role}.\n\n"
+            f"Accept within {INVITATION_DAYS} days: {link}\n\n"
+            "Log in (or sign up) with this email address to accept.",
+            settings.DEFAULT_FROM_EMAIL,
+            [email],
+        )
+    except (smtplib.SMTPException, OSError, ValueError) as exc:  # BadHeaderError is a ValueError
+        # No invitation stays listed that nobody was told of.
+        invitation.delete()
+        log.warning("could not send an invitation of organization %s: %r", org.pk, exc)
+        messages.error(request, f"The invitation could not be sent to {email}; try again later.")
+        return redirect("app-team")
     messages.success(request, f"Invitation sent to {email}.")
     return redirect("app-team")
 
@@ -171,7 +190,7 @@ def accept(request: HttpRequest, token: str) -> HttpResponse:
                 "has_account": User.objects.filter(email__iexact=invitation.email).exists(),
             },
         )
-    if request.user.email.lower() != invitation.email.lower():
+    if not same_address(request.user.email, invitation.email):
         return render(
             request, "accounts/invitation.html", {"invitation": invitation, "wrong_user": True}
         )

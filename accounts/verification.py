@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from accounts.models import FreeCreditClaim, Membership, Organization, User
+from accounts.models import FreeCreditClaim, Membership, Organization, User, canonical_email
 from billing import counters, ledger
 from sdplatform import hosts
 
@@ -44,6 +44,10 @@ class InvalidLink(Exception):
 
 def normalized_email(email: str) -> str:
     """The mailbox an address reaches: lowercase, no "+tag", no dots at Gmail."""
+    try:
+        email = canonical_email(email)  # a domain beyond ASCII reaches its ASCII form's mailbox
+    except ValueError:
+        pass
     local, _, domain = email.strip().lower().rpartition("@")
     # Providers deliver "name+anything@" to "name@" (Gmail, Outlook, Fastmail, Proton, ...).
     local = local.split("+", 1)[0]
@@ -118,7 +122,7 @@ def send_verification_email(user: User, request: HttpRequest | None = None) -> b
             settings.DEFAULT_FROM_EMAIL,
             [user.email],
         )
-    except (smtplib.SMTPException, OSError):
+    except (smtplib.SMTPException, OSError, ValueError):  # ValueError: an address no mail takes
         log.exception("could not send the verification email to user %s", user.pk)
         return False
     return True

@@ -370,6 +370,48 @@ def test_an_invitation_refuses_an_address_too_long_and_a_role_that_is_not_one(cl
     assert not mail.outbox
 
 
+def test_an_invitation_no_mail_can_carry_is_not_kept(client, people):
+    from django.core import mail
+
+    as_user(client, people.owner)
+    # Django's validator takes this address; no mail can name its domain (its ASCII form is too
+    # long), so it is refused as not valid.
+    page = client.post(
+        "/app/team/invite/", {"email": "friend@" + "é" * 58 + ".com", "role": "member"}, follow=True
+    ).content.decode()
+    assert "Give a valid email address." in page
+    # A name from before line breaks were refused: the subject keeps one line.
+    people.acme.name = "Line One\r\nBcc: victim@example.com"
+    people.acme.save(update_fields=["name"])
+    client.post("/app/team/invite/", {"email": "friend@example.com", "role": "member"})
+    [message] = mail.outbox
+    assert message.subject == "Join Line One Bcc: victim@example.com on Pictor"
+    assert message.recipients() == ["friend@example.com"]
+    assert people.acme.invitations.count() == 1
+
+
+def test_an_invitation_whose_mail_fails_is_not_kept(client, people, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2
+    as_user(client, people.owner)
+    page = client.post(
+        "/app/team/invite/", {"email": "friend@example.com", "role": "member"}, follow=True
+    ).content.decode()
+    assert "could not be sent to friend@example.com" in page
+    assert not people.acme.invitations.exists()
+
+
+@pytest.mark.parametrize("name", ["Line One\nBcc: x@example.com", "Tab\there", "Nul\x00"])
+def test_an_organization_name_with_control_characters_is_refused(client, people, name):
+    as_user(client, people.owner)
+    page = client.post(
+        "/app/settings/", {"action": "rename", "name": name}, follow=True
+    ).content.decode()
+    assert "cannot hold line breaks" in page
+    people.acme.refresh_from_db()
+    assert people.acme.name == "acme"
+
+
 def test_a_team_change_that_names_no_action_or_role_says_so(client, people):
     member = people.acme.memberships.get(user=people.member)
     as_user(client, people.owner)
@@ -590,7 +632,7 @@ def test_names_and_urls_holding_nul_are_refused_and_nothing_is_stored(client, pe
     assert ApiKey.objects.count() == keys_before
 
     response = client.post("/app/settings/", {"action": "rename", "name": "Ac\x00me"}, follow=True)
-    assert "holds a NUL character" in response.content.decode()
+    assert "cannot hold line breaks, tabs or other control characters" in response.content.decode()
     people.acme.refresh_from_db()
     assert "\x00" not in people.acme.name
 

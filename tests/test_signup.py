@@ -173,6 +173,38 @@ def test_a_plus_tag_of_an_address_that_had_credits_gets_none():
     assert Organization.objects.get(slug="second").credit_balance == 0
 
 
+def test_an_address_with_a_domain_beyond_ascii_is_one_account_with_its_ascii_spelling():
+    first = Client()
+    assert sign_up(first, "Pay@Exämple.com", "First").status_code == 302
+    assert User.objects.get().email == "pay@xn--exmple-cua.com"
+    [message] = mail.outbox
+    assert message.to == ["pay@xn--exmple-cua.com"]
+    page = sign_up(Client(), "pay@xn--exmple-cua.com", "Second").content.decode()
+    assert "An account with this email already exists" in page
+    assert User.objects.count() == 1
+    # Logging in takes the address as it was typed at sign-up, in either spelling and case.
+    for typed in ("Pay@Exämple.com", "PAY@XN--EXMPLE-CUA.COM"):
+        answer = Client().post("/accounts/login/", {"username": typed, "password": PASSWORD})
+        assert answer.status_code == 302, typed
+
+
+@pytest.mark.parametrize(
+    ("email", "says"),
+    [
+        # Valid to Django's validator, but a label whose ASCII form passes 63 characters.
+        ("user@" + "é" * 58 + ".com", "domain is not valid"),
+        # 185 characters, whose ASCII spelling (xn--…) has 365.
+        ("a@" + ".".join(["ééééé"] * 30) + ".com", "at most 254 characters"),
+    ],
+)
+def test_an_address_that_cannot_be_stored_or_mailed_is_a_form_error(client, email, says):
+    response = sign_up(client, email)
+    assert response.status_code == 200
+    assert says in response.content.decode()
+    assert not User.objects.exists() and not Organization.objects.exists()
+    assert mail.outbox == []
+
+
 def test_an_altered_or_expired_link_is_refused(client):
     sign_up(client)
     path = link_in(mail.outbox[0])
