@@ -9,7 +9,7 @@ tenant, `manage.py apikey create` and the tests' tenants all get the same rows i
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import RESERVED_SLUGS, Membership, Organization, User
@@ -18,6 +18,8 @@ from billing.models import Plan
 
 # A slug made from a name is cut to this length, leaving room for a "-2" suffix in the column.
 SLUG_BASE_LENGTH = 80
+# Sign-ups at the same moment may pick one free slug; each later one tries the next free one.
+SLUG_ATTEMPTS = 5
 
 
 def unused_slug(name: str) -> str:
@@ -44,19 +46,28 @@ def create_organization(
     The plan's monthly credits are granted at once, or, with `free_credits=False` (a self-service
     sign-up), once the owner's email is verified (accounts/verification.py: mark_verified()).
     """
-    if slug is None:
-        slug = unused_slug(name)
-    with transaction.atomic():
-        org = Organization.objects.create(
-            name=name,
-            slug=slug,
-            plan=plan or Plan.objects.get(slug=Plan.DEFAULT_SLUG),
-            free_credits_pending=not free_credits,
-        )
-        if owner is not None:
-            Membership.objects.create(user=owner, organization=org, role=Membership.Role.OWNER)
-        if free_credits:
-            ledger.grant_monthly(org)
+    for attempt in range(SLUG_ATTEMPTS):
+        chosen = slug or unused_slug(name)
+        try:
+            with transaction.atomic():
+                org = Organization.objects.create(
+                    name=name,
+                    slug=chosen,
+                    plan=plan or Plan.objects.get(slug=Plan.DEFAULT_SLUG),
+                    free_credits_pending=not free_credits,
+                )
+                if owner is not None:
+                    Membership.objects.create(
+                        user=owner, organization=org, role=Membership.Role.OWNER
+                    )
+                if free_credits:
+                    ledger.grant_monthly(org)
+            break
+        except IntegrityError:
+            # Two sign-ups named alike at once both found the slug free: the later takes the next.
+            retry = slug is None and attempt + 1 < SLUG_ATTEMPTS
+            if not retry or not Organization.objects.filter(slug=chosen).exists():
+                raise
     org.refresh_from_db(fields=["credit_balance"])
     return org
 

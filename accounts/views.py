@@ -13,7 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -40,13 +40,20 @@ def signup(request: HttpRequest) -> HttpResponse:
     )
     next_url = request.POST.get("next") or request.GET.get("next", "")
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            user = User.objects.create_user(
-                form.cleaned_data["email"], form.cleaned_data["password"]
-            )
-            org = services.create_organization(
-                form.cleaned_data["organization"], owner=user, free_credits=False
-            )
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(
+                    form.cleaned_data["email"], form.cleaned_data["password"]
+                )
+                org = services.create_organization(
+                    form.cleaned_data["organization"], owner=user, free_credits=False
+                )
+        except IntegrityError:
+            if not User.objects.filter(email=form.cleaned_data["email"]).exists():
+                raise
+            # The same form sent twice at once (a double click): the other one made the account.
+            form.add_error("email", "An account with this email already exists; log in.")
+            return render(request, "accounts/signup.html", {"form": form, "next": next_url})
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         # The sign-up's email counts as the first send: an instant "resend" waits its turn.
         verification.resend_wait(user)
@@ -221,11 +228,19 @@ def change_email(request: UserRequest, email: str) -> HttpResponse:
     """Take the new address, unverified until its emailed link is followed (as at sign-up)."""
     user = request.user
     changed = email != user.email
+    old = (user.email, user.email_verified_at)
     user.email = email
     if changed:
         # Verified was about the old address; keys and invitations wait for the new one's link.
         user.email_verified_at = None
-    user.save(update_fields=["email", "email_verified_at"])
+    try:
+        with transaction.atomic():
+            user.save(update_fields=["email", "email_verified_at"])
+    except IntegrityError:
+        # Another account took the address between the form's check and this save.
+        user.email, user.email_verified_at = old
+        messages.error(request, "Another account uses this email.")
+        return redirect("account")
     messages.success(request, f"Your email is now {user.email}.")
     if changed:
         if verification.send_verification_email(user, request):

@@ -205,6 +205,53 @@ def test_an_address_that_cannot_be_stored_or_mailed_is_a_form_error(client, emai
     assert mail.outbox == []
 
 
+def test_a_sign_up_sent_twice_at_once_makes_one_account_and_says_so(client, monkeypatch):
+    from accounts.forms import SignupForm
+
+    checked = SignupForm.clean_email
+
+    def other_request_wins(form):
+        # The other request of a double click creates the account right after this one's check.
+        email = checked(form)
+        User.objects.create_user(email, PASSWORD)
+        return email
+
+    monkeypatch.setattr(SignupForm, "clean_email", other_request_wins)
+    response = sign_up(client)
+    assert response.status_code == 200
+    assert "An account with this email already exists" in response.content.decode()
+    assert User.objects.count() == 1 and not Organization.objects.exists()
+
+
+def test_two_sign_ups_naming_one_organization_at_once_get_two_slugs(monkeypatch):
+    make_tenant("analytical-engines")
+    free = services.unused_slug
+    answers = iter(["analytical-engines"])  # what the other sign-up saw free before it took it
+    monkeypatch.setattr(services, "unused_slug", lambda name: next(answers, None) or free(name))
+    assert sign_up(Client()).status_code == 302
+    org = Organization.objects.get(memberships__user__email="ada@example.com")
+    assert org.slug == "analytical-engines-2"
+
+
+def test_an_email_change_racing_another_account_for_the_address_says_so(client, monkeypatch):
+    from accounts.forms import EmailChangeForm
+
+    sign_up(client)
+    checked = EmailChangeForm.clean_email
+
+    def other_account_wins(form):
+        email = checked(form)
+        User.objects.create_user(email, PASSWORD)
+        return email
+
+    monkeypatch.setattr(EmailChangeForm, "clean_email", other_account_wins)
+    page = client.post(
+        "/accounts/", {"email-email": "new@example.com", "email-password": PASSWORD}, follow=True
+    ).content.decode()
+    assert "Another account uses this email." in page
+    assert User.objects.filter(email="ada@example.com").exists()
+
+
 def test_an_altered_or_expired_link_is_refused(client):
     sign_up(client)
     path = link_in(mail.outbox[0])
