@@ -22,6 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from accounts import verification
 from accounts.models import (
     EMAIL_LENGTH,
+    ApiKey,
     Invitation,
     Membership,
     User,
@@ -146,8 +147,13 @@ def change_member(request: MemberRequest, membership_id: int) -> HttpResponse:
                     request, "The last owner cannot be removed; make another owner first."
                 )
                 return redirect("app-team")
+            # Their keys act for the organization, and they no longer may.
+            revoked = ApiKey.objects.filter(
+                organization=org, created_by=target.user, revoked_at__isnull=True
+            ).update(revoked_at=timezone.now())
             target.delete()
-            messages.success(request, f"{target.user.email} was removed.")
+            keys = f"; the {revoked} API key{'s' if revoked != 1 else ''} they made revoked"
+            messages.success(request, f"{target.user.email} was removed{keys if revoked else ''}.")
         elif action == "role" and new_role in Role.values:
             if last_owner and new_role != Role.OWNER:
                 messages.error(

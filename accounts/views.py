@@ -18,12 +18,13 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from accounts import login_limits, services, verification
 from accounts.forms import DeleteAccountForm, EmailChangeForm, RateLimitedLoginForm, SignupForm
-from accounts.models import Membership, Organization, User
+from accounts.models import ApiKey, Membership, Organization, User
 from accounts.requests import UserRequest
 from sdplatform import hosts
 
@@ -304,6 +305,10 @@ def delete_user(user: User) -> None:
         ownerless = organizations_left_without_owner(user)
         if ownerless:
             raise OwnerNeeded(ownerless)
+        # Keys they made for organizations that stay: nobody would be left to answer for them.
+        ApiKey.objects.filter(created_by=user, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
         for org in orgs:
             # Jobs first: a job PROTECTs its model, which may be the organization's own.
             org.jobs.all().delete()

@@ -412,6 +412,32 @@ def test_an_organization_name_with_control_characters_is_refused(client, people,
     assert people.acme.name == "acme"
 
 
+def test_the_keys_of_a_removed_member_stop_working(client, people, api):
+    member = people.acme.memberships.get(user=people.member)
+    _key, theirs = ApiKey.objects.issue(people.acme, name="laptop", created_by=people.member)
+    _key, owners = ApiKey.objects.issue(people.acme, name="server", created_by=people.owner)
+    assert api.post("/api/v3/system_load", {"key": theirs})[0] == 200
+    as_user(client, people.owner)
+    page = client.post(
+        f"/app/team/{member.pk}/", {"action": "remove"}, follow=True
+    ).content.decode()
+    assert "the 1 API key they made revoked" in page
+    assert api.post("/api/v3/system_load", {"key": theirs})[0] == 401
+    assert api.post("/api/v3/system_load", {"key": owners})[0] == 200
+
+
+def test_the_keys_a_deleted_account_made_for_an_organization_that_stays_stop_working(
+    client, people, api
+):
+    Membership.objects.filter(user=people.owner).update(role=Membership.Role.ADMIN)
+    Membership.objects.filter(user=people.member).update(role=Membership.Role.OWNER)
+    _key, theirs = ApiKey.objects.issue(people.acme, name="laptop", created_by=people.owner)
+    as_user(client, people.owner)
+    client.post("/accounts/", {"delete-password": "pw-123456789", "delete-confirm": "on"})
+    assert not User.objects.filter(pk=people.owner.pk).exists()
+    assert api.post("/api/v3/system_load", {"key": theirs})[0] == 401
+
+
 def test_a_team_change_that_names_no_action_or_role_says_so(client, people):
     member = people.acme.memberships.get(user=people.member)
     as_user(client, people.owner)
