@@ -205,7 +205,9 @@ def settings_page(request: MemberRequest) -> HttpResponse:
         {
             "org": org,
             "can_manage": request.membership.role in MANAGER_ROLES,
-            "private_models": AIModel.objects.filter(organization=org).order_by("model_id"),
+            "private_models": AIModel.objects.filter(organization=org, enabled=True).order_by(
+                "model_id"
+            ),
             "deliveries": [delivery_row(d) for d in deliveries],
             "ping_url": request.session.get(PING_URL_SESSION) or latest_webhook_url(org),
         },

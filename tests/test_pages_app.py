@@ -178,9 +178,14 @@ def test_settings_rotate_the_secret_for_managers_only(client, people):
     AIModel.objects.create(
         model_id="globex-private", name="globex-private", path="x", organization=people.globex
     )
+    # What a deleted model that jobs still name is kept as: no longer one of its models.
+    AIModel.objects.create(
+        model_id="deleted-9-ab12cd34", name="x", path="", organization=people.acme, enabled=False
+    )
     as_user(client, people.member)
     page = client.get("/app/settings/").content.decode()
     assert "acme-private" in page and "globex-private" not in page
+    assert "deleted-9-ab12cd34" not in page
     assert secret not in page
     assert client.post("/app/settings/", {"action": "rotate"}).status_code == 403
     people.acme.refresh_from_db()
