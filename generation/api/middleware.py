@@ -22,6 +22,7 @@ from generation.api.parsers import (
     UNSTORABLE_MESSAGE,
     cookie_is_unstorable,
     is_chunked_without_length,
+    too_large_message,
     url_is_unstorable,
 )
 from generation.service import PREFERENCE_APPLIED
@@ -56,6 +57,12 @@ class RequestInputMiddleware:
                 body = request.META["wsgi.input"].read(settings.PICTOR_MAX_BODY_BYTES + 1)
             except BODY_READ_ERRORS:
                 return errors.error_page(request, status.HTTP_400_BAD_REQUEST, BROKEN_BODY)
+            if len(body) > settings.PICTOR_MAX_BODY_BYTES and request.content_type.startswith(
+                "multipart/"
+            ):
+                # Django's multipart parser would drop the cut file part without a word.
+                message = f"{too_large_message()} Send a larger upload with a Content-Length."
+                return errors.error_page(request, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, message)
             # One byte past the limit makes Django (and so the format's handler) answer 413.
             request.META["CONTENT_LENGTH"] = str(len(body))
             # Django's own WSGIRequest keeps a LimitedStream in _stream; the stubs say BinaryIO.

@@ -453,6 +453,23 @@ def test_an_oversize_body_gets_the_formats_413_from_the_real_server(server, path
     assert "at most 64.0 KiB" in response.text
 
 
+@pytest.mark.parametrize("path", ["/api/v1/models", "/v1/images/edits"])
+def test_a_chunked_upload_over_the_limit_is_a_413_not_a_missing_file(server, path):
+    base, key = server
+    boundary = "pictor-test-boundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx\r\n'
+    part = (
+        f"--{boundary}\r\nContent-Disposition: form-data; "
+        'name="file"; filename="big.safetensors"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = (head + part).encode() + b"\0" * (2 * SERVER_LIMIT) + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", **bearer(key)}
+    response = requests.post(base + path, data=chunks(body, 8192), headers=headers, timeout=30)
+    assert response.status_code == 413, response.text
+    assert "at most 64.0 KiB" in response.text and "Content-Length" in response.text
+
+
 def raw_post(base: str, path: str, head: dict[str, str], body: bytes, *, half_close: bool = False):
     """(status, JSON) of a POST written byte by byte: headers and body exactly as given.
 
