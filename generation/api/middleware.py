@@ -57,9 +57,8 @@ class RequestInputMiddleware:
                 body = request.META["wsgi.input"].read(settings.PICTOR_MAX_BODY_BYTES + 1)
             except BODY_READ_ERRORS:
                 return errors.error_page(request, status.HTTP_400_BAD_REQUEST, BROKEN_BODY)
-            if len(body) > settings.PICTOR_MAX_BODY_BYTES and request.content_type.startswith(
-                "multipart/"
-            ):
+            multipart = (request.content_type or "").startswith("multipart/")
+            if len(body) > settings.PICTOR_MAX_BODY_BYTES and multipart:
                 # Django's multipart parser would drop the cut file part without a word.
                 message = f"{too_large_message()} Send a larger upload with a Content-Length."
                 return errors.error_page(request, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, message)
