@@ -268,26 +268,26 @@ def test_a_retry_of_a_blocking_request_that_timed_out_answers_the_same_timeout(
 
 
 def test_a1111_answers_a_retry_of_an_interrupted_request_as_it_answered_the_request(
-    api, tenant, demo_model
+    api, tenant, demo_model, monkeypatch
 ):
-    import threading
-    import time
+    from generation import jobs, service
 
-    # No worker runs: the job waits until /sdapi/v1/interrupt cancels it.
-    headers = {**bearer(tenant.key), **key_header("webui-stopped"), "Prefer": "wait=30"}
+    waited = service.wait_for
+
+    def interrupted_while_waiting(job, seconds):
+        # No worker runs: /sdapi/v1/interrupt cancels the job while the request waits for it.
+        if not job.replayed:
+            jobs.cancel(job)
+        return waited(job, seconds)
+
+    monkeypatch.setattr(service, "wait_for", interrupted_while_waiting)
+    headers = {**bearer(tenant.key), **key_header("webui-stopped")}
     body = {"prompt": "a fox", "width": 64, "height": 64, "steps": 4, "seed": 3}
-    answers: list[tuple[int, Any]] = []
-    first = threading.Thread(target=lambda: answers.append(api.post(TXT2IMG, body, **headers)))
-    first.start()
-    deadline = time.monotonic() + 20
-    while not Job.objects.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert api.post("/sdapi/v1/interrupt", {}, **bearer(tenant.key))[0] == 200
-    first.join(30)
+    first = api.post(TXT2IMG, body, **headers)
     again = api.post(TXT2IMG, body, **headers)
 
-    assert answers[0][0] == again[0] == 200, (answers, again)
-    assert answers[0][1]["images"] == again[1]["images"] == []
+    assert first[0] == again[0] == 200, (first, again)
+    assert first[1]["images"] == again[1]["images"] == []
     assert Job.objects.get().status == Job.Status.CANCELED
     assert ledger.balance(tenant.org) == tenant.org.plan.monthly_credits
 
