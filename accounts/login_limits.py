@@ -28,7 +28,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 
-from accounts.models import canonical_email
+from accounts.models import comparable_email
 from billing import counters
 from sdplatform import hosts
 
@@ -51,11 +51,8 @@ def place(request: HttpRequest | None) -> str:
 def _account_key(username: str, where: str) -> str:
     # A digest keeps the key short (RateCounter keys are 200 characters, emails up to 254) and
     # the same for "Ada@Example.com " and "ada@example.com", which log in as one account.
-    try:
-        spelling = canonical_email(username)  # and "ada@exämple.com" as its ASCII form
-    except ValueError:
-        spelling = username.strip().lower()
-    account = spelling.encode("utf-8", "surrogatepass")
+    # And "ada@exämple.com" the same as its ASCII form.
+    account = comparable_email(username).encode("utf-8", "surrogatepass")
     return f"login:account:{hashlib.sha256(account).hexdigest()[:32]}:{where}"
 
 

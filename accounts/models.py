@@ -52,12 +52,18 @@ def canonical_email(address: str) -> str:
     return f"{local}@{domain}"
 
 
+def comparable_email(address: str) -> str:
+    """canonical_email, or the address lower-cased where its domain has no ASCII form: a key
+    to compare or count addresses by, whatever was typed."""
+    try:
+        return canonical_email(address)
+    except ValueError:
+        return address.strip().lower()
+
+
 def same_address(first: str, second: str) -> bool:
     """Whether two spellings of email addresses reach one mailbox (canonical_email)."""
-    try:
-        return canonical_email(first) == canonical_email(second)
-    except ValueError:
-        return first.strip().lower() == second.strip().lower()
+    return comparable_email(first) == comparable_email(second)
 
 
 class UserManager(BaseUserManager["User"]):
@@ -66,10 +72,7 @@ class UserManager(BaseUserManager["User"]):
     def get_by_natural_key(self, username: str | None) -> User:
         """The user logging in as `username`, however its letters' case was typed."""
         address = str(username or "").strip()
-        try:
-            spellings = {address.lower(), canonical_email(address)}
-        except ValueError:
-            spellings = {address.lower()}
+        spellings = {address.lower(), comparable_email(address)}
         # Addresses are stored lower-cased (accounts made before the ASCII domain kept theirs).
         user = self.filter(email__in=spellings).order_by("pk").first()
         if user is None:
@@ -230,6 +233,13 @@ class ApiKeyManager(models.Manager["ApiKey"]):
             digest=key_digest(raw),
         )
         return key, raw
+
+    def revoke_made_by(self, user: User, organization: Organization | None = None) -> int:
+        """Revoke the live keys `user` made (for `organization` only, when given); how many."""
+        keys = self.filter(created_by=user, revoked_at__isnull=True)
+        if organization is not None:
+            keys = keys.filter(organization=organization)
+        return keys.update(revoked_at=timezone.now())
 
     def for_raw_key(self, raw: str) -> ApiKey | None:
         """The live key matching `raw`, compared in constant time, or None."""

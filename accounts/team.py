@@ -122,7 +122,6 @@ def change_member(request: MemberRequest, membership_id: int) -> HttpResponse:
     """Change a member's role or remove them; an organization always keeps an owner."""
     require_manager(request)
     org = request.org
-    get_object_or_404(Membership, pk=membership_id, organization=org)
     action = request.POST.get("action")
     new_role = request.POST.get("role", "")
     with transaction.atomic():
@@ -148,9 +147,7 @@ def change_member(request: MemberRequest, membership_id: int) -> HttpResponse:
                 )
                 return redirect("app-team")
             # Their keys act for the organization, and they no longer may.
-            revoked = ApiKey.objects.filter(
-                organization=org, created_by=target.user, revoked_at__isnull=True
-            ).update(revoked_at=timezone.now())
+            revoked = ApiKey.objects.revoke_made_by(target.user, org)
             target.delete()
             keys = f"; the {revoked} API key{'s' if revoked != 1 else ''} they made revoked"
             messages.success(request, f"{target.user.email} was removed{keys if revoked else ''}.")

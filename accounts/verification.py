@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from accounts.models import FreeCreditClaim, Membership, Organization, User, canonical_email
+from accounts.models import FreeCreditClaim, Membership, Organization, User, comparable_email
 from billing import counters, ledger
 from sdplatform import hosts
 
@@ -44,11 +44,8 @@ class InvalidLink(Exception):
 
 def normalized_email(email: str) -> str:
     """The mailbox an address reaches: lowercase, no "+tag", no dots at Gmail."""
-    try:
-        email = canonical_email(email)  # a domain beyond ASCII reaches its ASCII form's mailbox
-    except ValueError:
-        pass
-    local, _, domain = email.strip().lower().rpartition("@")
+    # A domain beyond ASCII reaches its ASCII form's mailbox.
+    local, _, domain = comparable_email(email).rpartition("@")
     # Providers deliver "name+anything@" to "name@" (Gmail, Outlook, Fastmail, Proton, ...).
     local = local.split("+", 1)[0]
     if domain in DOTLESS_DOMAINS:

@@ -18,7 +18,6 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
@@ -306,9 +305,7 @@ def delete_user(user: User) -> None:
         if ownerless:
             raise OwnerNeeded(ownerless)
         # Keys they made for organizations that stay: nobody would be left to answer for them.
-        ApiKey.objects.filter(created_by=user, revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
-        )
+        ApiKey.objects.revoke_made_by(user)
         for org in orgs:
             # Jobs first: a job PROTECTs its model, which may be the organization's own.
             org.jobs.all().delete()

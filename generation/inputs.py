@@ -59,6 +59,14 @@ def store_image(image: Image.Image, organization_id: int, name: str) -> str:
     return default_storage.save(path, ContentFile(buffer.getvalue()))
 
 
+def is_own_input(name: object, organization_id: int) -> bool:
+    """Whether a job's input names a file store_image kept for this organization (not a URL,
+    not another folder): one the job's deletion removes."""
+    return (
+        isinstance(name, str) and name.startswith(f"inputs/{organization_id}/") and ".." not in name
+    )
+
+
 def copy_inputs(params: dict[str, Any], organization_id: int) -> tuple[dict[str, Any], list[str]]:
     """`params` naming fresh copies of their stored input images, and the copies' names.
 
@@ -72,7 +80,7 @@ def copy_inputs(params: dict[str, Any], organization_id: int) -> tuple[dict[str,
         for key, name in input_images(params).items():
             if not default_storage.exists(name):
                 raise FileNotFoundError(name)
-            if not name.startswith(f"inputs/{organization_id}/"):
+            if not is_own_input(name, organization_id):
                 continue  # not the job's own file: its outputs' deletion leaves it alone
             with default_storage.open(name, "rb") as stored:
                 data = stored.read()

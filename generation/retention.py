@@ -23,6 +23,7 @@ from django.utils import timezone
 from billing.models import Plan
 from generation import media
 from generation.engine.request import input_images
+from generation.inputs import is_own_input
 from generation.models import PING_EVENT, Job, OutputImage, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,8 @@ def _expire_oldest(due: QuerySet[Job], now: datetime, what: str) -> int:
 def stored_files(job: Job) -> list[str]:
     """Storage names of the job's images: outputs, and inputs in the organization's folder."""
     names = [output.path for output in job.outputs.all()]
-    own_inputs = f"inputs/{job.organization_id}/"
-    for name in input_images(job.params).values():
-        # Only files this server stored for this tenant, never a URL or another folder.
-        if isinstance(name, str) and name.startswith(own_inputs) and ".." not in name:
-            names.append(name)
-    return names
+    inputs = input_images(job.params).values()
+    return names + [name for name in inputs if is_own_input(name, job.organization_id)]
 
 
 def expire_job(job: Job, now: datetime) -> None:

@@ -396,10 +396,7 @@ def _exchange(
             if not (
                 follow_redirects and response.status in REDIRECT_STATUSES and "location" in names
             ):
-                if excerpt is None:
-                    payload = _read_body(response, policy, deadline, sink)
-                else:
-                    payload = _read_excerpt(response, excerpt, deadline)
+                payload = _read_body(response, policy, deadline, sink, excerpt)
             return HttpResponse(response.status, names, payload, "")
     except TimeoutError:
         verb = "download" if method == "GET" else "request"
@@ -420,39 +417,33 @@ def _read_body(
     policy: FetchPolicy,
     deadline: float,
     sink: IO[bytes] | None = None,
+    excerpt: int | None = None,
 ) -> bytes:
-    """The body (b"" when it went to `sink`), capped at the policy's bytes and deadline."""
+    """The body (b"" when it went to `sink`), capped at the policy's bytes and deadline.
+
+    With `excerpt`, only the body's first `excerpt` bytes: the rest is never read (the
+    connection then closes), and a longer body is no failure.
+    """
     too_large = FetchFailed(f"The download is larger than {_size(policy.max_bytes)}.")
-    if response.length is not None and response.length > policy.max_bytes:
+    if excerpt is None and response.length is not None and response.length > policy.max_bytes:
         raise too_large
     chunks: list[bytes] = []
     received = 0
-    while True:
+    while excerpt is None or received < excerpt:
         _remaining(deadline)
         # read1 returns what one receive brought, so the deadline is checked between drips.
-        chunk = response.read1(CHUNK_SIZE)
+        chunk = response.read1(
+            CHUNK_SIZE if excerpt is None else min(CHUNK_SIZE, excerpt - received)
+        )
         if not chunk:
-            return b"".join(chunks)
+            break
         received += len(chunk)
-        if received > policy.max_bytes:
+        if excerpt is None and received > policy.max_bytes:
             raise too_large
         if sink is None:
             chunks.append(chunk)
         else:
             sink.write(chunk)
-
-
-def _read_excerpt(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
-    """The body's first `limit` bytes; the rest is never read (the connection then closes)."""
-    chunks: list[bytes] = []
-    received = 0
-    while received < limit:
-        _remaining(deadline)
-        chunk = response.read1(min(CHUNK_SIZE, limit - received))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        received += len(chunk)
     return b"".join(chunks)
 
 

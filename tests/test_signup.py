@@ -205,18 +205,23 @@ def test_an_address_that_cannot_be_stored_or_mailed_is_a_form_error(client, emai
     assert mail.outbox == []
 
 
-def test_a_sign_up_sent_twice_at_once_makes_one_account_and_says_so(client, monkeypatch):
-    from accounts.forms import SignupForm
+def taken_after_the_check(monkeypatch: Any, form_class: Any) -> None:
+    """Another account takes the form's address right after the form checked it is free."""
+    checked = form_class.clean_email
 
-    checked = SignupForm.clean_email
-
-    def other_request_wins(form):
-        # The other request of a double click creates the account right after this one's check.
+    def other_account_wins(form: Any) -> str:
         email = checked(form)
         User.objects.create_user(email, PASSWORD)
         return email
 
-    monkeypatch.setattr(SignupForm, "clean_email", other_request_wins)
+    monkeypatch.setattr(form_class, "clean_email", other_account_wins)
+
+
+def test_a_sign_up_sent_twice_at_once_makes_one_account_and_says_so(client, monkeypatch):
+    from accounts.forms import SignupForm
+
+    # The other request of a double click creates the account right after this one's check.
+    taken_after_the_check(monkeypatch, SignupForm)
     response = sign_up(client)
     assert response.status_code == 200
     assert "An account with this email already exists" in response.content.decode()
@@ -237,14 +242,7 @@ def test_an_email_change_racing_another_account_for_the_address_says_so(client, 
     from accounts.forms import EmailChangeForm
 
     sign_up(client)
-    checked = EmailChangeForm.clean_email
-
-    def other_account_wins(form):
-        email = checked(form)
-        User.objects.create_user(email, PASSWORD)
-        return email
-
-    monkeypatch.setattr(EmailChangeForm, "clean_email", other_account_wins)
+    taken_after_the_check(monkeypatch, EmailChangeForm)
     page = client.post(
         "/accounts/", {"email-email": "new@example.com", "email-password": PASSWORD}, follow=True
     ).content.decode()

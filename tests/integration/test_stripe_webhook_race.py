@@ -59,6 +59,15 @@ def pack_event(org_id: int) -> dict:
     return event
 
 
+def new_organization(env: dict[str, str], slug: str) -> tuple[int, int]:
+    """(id, credit balance) of a new free-plan organization made by `manage.py apikey create`."""
+    manage(env, "apikey", "create", "--org", slug, "--plan", "free")
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        return conn.execute(
+            "SELECT id, credit_balance FROM accounts_organization WHERE slug = %s", (slug,)
+        ).fetchone()
+
+
 def signed(body: bytes) -> dict[str, str]:
     at = int(time.time())
     digest = hmac.new(SECRET.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
@@ -67,11 +76,7 @@ def signed(body: bytes) -> dict[str, str]:
 
 def test_ten_concurrent_deliveries_of_one_event_make_one_grant(server):
     base, env = server
-    manage(env, "apikey", "create", "--org", "race", "--plan", "free")
-    with psycopg.connect(env["DATABASE_URL"]) as conn:
-        org_id, start = conn.execute(
-            "SELECT id, credit_balance FROM accounts_organization WHERE slug = 'race'"
-        ).fetchone()
+    org_id, start = new_organization(env, "race")
 
     event = pack_event(org_id)
     session = event["data"]["object"]
@@ -119,11 +124,7 @@ def test_ten_concurrent_deliveries_of_one_event_make_one_grant(server):
 
 def test_a_signed_event_postgresql_cannot_hold_is_a_400_and_changes_nothing(server):
     base, env = server
-    manage(env, "apikey", "create", "--org", "odd", "--plan", "free")
-    with psycopg.connect(env["DATABASE_URL"]) as conn:
-        org_id, start = conn.execute(
-            "SELECT id, credit_balance FROM accounts_organization WHERE slug = 'odd'"
-        ).fetchone()
+    org_id, start = new_organization(env, "odd")
     text = json.dumps(pack_event(org_id))
     credits = '"credits": "1000"'
     bodies = {

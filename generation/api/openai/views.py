@@ -267,8 +267,9 @@ class UploadView(OpenAIView):
             if len(values) > 1:
                 raise exceptions.ValidationError({name: [f"Send {name} once."]})
             fields[name] = values[0]
+        text_fields = self.serializer_class().fields
         for name in files:
-            if name in self.serializer_class().fields:
+            if name in text_fields:
                 raise exceptions.ValidationError({name: [f"Send {name} as text, not a file."]})
             if name not in self.serializer_class.files:
                 message = f"Unknown parameter: '{name[:100]}'."
