@@ -241,8 +241,12 @@ def debit_for_job(job: ChargedJob) -> CreditEntry | None:
     )
 
 
-def refund_job(job_id: int) -> CreditEntry | None:
-    """Give back what a failed or canceled job was charged, once; None if nothing was."""
+def refund_job(job_id: int, note: str = "Job failed or was canceled") -> CreditEntry | None:
+    """Give back what a job was charged, once; None if nothing was.
+
+    Failed and canceled jobs are refunded, and a finished job of a request that failed as a
+    whole (generation/jobs.py, `withdraw`).
+    """
     debit = CreditEntry.objects.filter(key=debit_key(job_id)).first()
     if debit is None:
         return None
@@ -252,7 +256,7 @@ def refund_job(job_id: int) -> CreditEntry | None:
         -debit.amount,
         refund_key(job_id),
         job_id=job_id,
-        note="Job failed or was canceled",
+        note=note,
     )
 
 

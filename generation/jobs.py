@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing import ledger
-from generation import notify, quotas, webhooks
+from generation import notify, quotas, retention, webhooks
 from generation.models import AIModel, Job, OutputImage
 from generation.queue import enqueue_job
 from sdplatform import metrics
@@ -154,3 +154,25 @@ def cancel(job: Job, reason: str = CANCELED_BY_CLIENT) -> bool:
     """
     rows = Job.objects.filter(pk=job.pk, status__in=Job.WAITING)
     return finish(rows, job.pk, status=Job.Status.CANCELED, error=reason)
+
+
+def call_off(job: Job) -> None:
+    """Undo a job whose request failed as a whole: cancel it, or take back what it delivered.
+
+    A request that queues several jobs and answers all or nothing (AUTOMATIC1111's extras batch)
+    never hands over the parts that finished before another failed: such a part is refunded and
+    its images deleted, so the client neither pays for nor keeps what it was never given.
+    """
+    if cancel(job):
+        return
+    with transaction.atomic():
+        rows = Job.objects.select_for_update().filter(
+            pk=job.pk, status=Job.Status.SUCCESS, expired_at__isnull=True
+        )
+        done = rows.values_list("organization_id", "created_at", "params__samples").first()
+        if done is None:
+            return  # failed or canceled, so refunded already; or taken back before
+        organization_id, created_at, samples = done
+        ledger.refund_job(job.pk, note="Part of a request that failed as a whole")
+        quotas.uncount_images(organization_id, created_at, samples)
+    retention.expire_job(job, timezone.now())

@@ -451,16 +451,23 @@ def queue_upscale(
         raise
 
 
-def wait_until_done(job: Job, request: OrgRequest | None = None) -> Job:
+def blocking_wait(request: OrgRequest | None) -> float:
+    """Seconds a blocking format waits: PICTOR_BLOCKING_WAIT, or what the request's
+    `Prefer: wait=N` chose (at least MIN_BLOCKING_WAIT)."""
+    if request is None:
+        return settings.PICTOR_BLOCKING_WAIT
+    return service.wait_seconds(request, settings.PICTOR_BLOCKING_WAIT, minimum=MIN_BLOCKING_WAIT)
+
+
+def wait_until_done(
+    job: Job, request: OrgRequest | None = None, *, seconds: float | None = None
+) -> Job:
     """Block like the hosted service: wait for the job; past the wait, cancel it (unless replayed).
 
-    The wait is PICTOR_BLOCKING_WAIT, or what the request's `Prefer: wait=N` chose (at least
-    MIN_BLOCKING_WAIT).
+    The wait is the request's `blocking_wait`, or `seconds`: what is left of one wait that
+    several jobs of a request share.
     """
-    seconds = settings.PICTOR_BLOCKING_WAIT
-    if request is not None:
-        seconds = service.wait_seconds(request, seconds, minimum=MIN_BLOCKING_WAIT)
-    job = service.wait_for(job, seconds)
+    job = service.wait_for(job, blocking_wait(request) if seconds is None else seconds)
     if job.replayed:
         # The job of an earlier request with the same Idempotency-Key: a retry answers what that
         # request was answered, and never cancels a job another request may still wait for.

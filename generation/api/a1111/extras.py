@@ -19,10 +19,12 @@ import html
 import importlib
 import io
 import json
+import logging
 import math
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +60,8 @@ from generation.models import AIModel, Job
 
 if TYPE_CHECKING:
     from accounts.requests import KeyRequest
+
+log = logging.getLogger(__name__)
 
 # The most images one extra-batch-images request takes (webui sets no limit; the body does).
 MAX_BATCH_IMAGES = 8
@@ -391,12 +395,16 @@ def encode(image: Image.Image, source: Image.Image, infotext: str) -> str:
 
 @contextmanager
 def all_or_none(queued: list[Job]) -> Iterator[None]:
-    """On any error, cancel (and refund) the jobs of this request that have not finished."""
+    """On any error, call off every job of this request: none is charged, none is kept."""
     try:
         yield
     except BaseException:
         for job in queued:
-            jobs.cancel(job)
+            try:
+                jobs.call_off(job)
+            except Exception:
+                # The error being answered matters more; the retention run deletes the rest.
+                log.exception("could not call off job %s of a failed extras request", job.pk)
         raise
 
 
@@ -430,13 +438,16 @@ def upscale_all(
             queued.append(job)
             if job is not None:
                 started.append(job)
+        # One wait for the whole request, as webui upscales the batch in one call.
+        deadline = time.monotonic() + submission.blocking_wait(request)
         results = []
         for job, (_field, image) in zip(queued, images, strict=True):
             size = upscale.size_for(*image.size)
             if job is None:
                 results.append(upscale.fitted(image, size))
                 continue
-            done = submission.wait_until_done(job, request)
+            left = max(0.0, deadline - time.monotonic())
+            done = submission.wait_until_done(job, seconds=left)
             results.append(upscale.fitted(model_result(done), size))
     return results
 

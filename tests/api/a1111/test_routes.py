@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from accounts.models import Organization
 from billing import ledger
-from generation import submission
+from billing.models import CreditEntry
+from generation import service, submission, tasks
 from generation.engine.cache import default_cache
 from generation.engine.request import GenerationRequest
 from generation.engine.styles import STYLE_PRESETS
@@ -459,6 +461,57 @@ def test_a_batch_that_cannot_all_be_queued_charges_nothing(api, tenant, demo_mod
     assert status == 402, data
     assert [j.status for j in Job.objects.all()] == ["canceled"]
     assert ledger.balance(tenant.org) == one
+
+
+def test_a_batch_that_fails_partway_charges_nothing_and_keeps_nothing(
+    api, tenant, demo_models, settings, monkeypatch
+):
+    # The first image's job runs; the second is still queued when the request's wait ends.
+    real_wait = service.wait_for
+    ran: list[int | None] = []
+
+    def wait_after_running_one(job, seconds):
+        if not ran:
+            ran.append(tasks.run_next_job())
+        return real_wait(job, seconds)
+
+    monkeypatch.setattr(service, "wait_for", wait_after_running_one)
+    settings.PICTOR_BLOCKING_WAIT = 0
+    item = {"data": png_base64(noise_image(16, 16)), "name": "a.png"}
+    status, data = api.post(
+        BATCH, {"imageList": [item, item], "upscaler_1": "demo-upscaler-x4"}, **basic(tenant.key)
+    )
+    assert status == 504, data
+    first, second = Job.objects.order_by("pk")
+    assert ran == [first.pk]
+    assert (first.status, second.status) == ("success", "canceled")
+    assert first.expired_at is not None and not first.outputs.exists()
+    assert ledger.balance(tenant.org) == tenant.org.plan.monthly_credits
+    refund = CreditEntry.objects.get(key=ledger.refund_key(first.pk))
+    assert refund.note == "Part of a request that failed as a whole"
+
+
+def test_a_batch_shares_one_wait_between_its_images(
+    api, tenant, demo_models, settings, monkeypatch
+):
+    waits: list[float] = []
+
+    def first_job_takes_a_while(job, seconds):
+        waits.append(seconds)
+        if len(waits) == 1:
+            tasks.run_next_job()
+            time.sleep(0.4)
+        return job
+
+    monkeypatch.setattr(service, "wait_for", first_job_takes_a_while)
+    settings.PICTOR_BLOCKING_WAIT = 1
+    item = {"data": png_base64(noise_image(16, 16)), "name": "a.png"}
+    status, data = api.post(
+        BATCH, {"imageList": [item, item], "upscaler_1": "demo-upscaler-x4"}, **basic(tenant.key)
+    )
+    assert status == 504, data
+    # The second image waits for what is left of the request's second, not a second of its own.
+    assert len(waits) == 2 and 0.9 < waits[0] <= 1 and waits[1] < 0.65, waits
 
 
 # --- a front-end connecting ----------------------------------------------------------------
