@@ -169,9 +169,12 @@ def bounded_float(value: Any, low: float, high: float) -> float | None:
 
 
 class FiniteFloatField(serializers.FloatField):
-    """A float that is a number (JSON has no NaN, but "nan" as text would pass min/max)."""
+    """A float that is a number: not "nan" as text (it would pass min/max), and not a JSON
+    boolean, which Python reads as 1.0 or 0.0 (integer fields refuse it already)."""
 
     def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("invalid")
         value = super().to_internal_value(data)
         if not math.isfinite(value):
             self.fail("invalid")

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.django_db
 
 HUGE_INT = 10**400  # parses as JSON, but float() of it overflows
 LONG_DIGITS = "1" * 5000  # past Python's integer-string conversion limit
-BAD_FLOATS = ["nan", "NaN", "inf", "-Infinity", "1e308", HUGE_INT]
+BAD_FLOATS = ["nan", "NaN", "inf", "-Infinity", "1e308", HUGE_INT, True]  # True: float() reads 1.0
 BAD_TAG_WEIGHTS = ["nan", "inf", "-inf", "1e308", "-1e308", "3", "1" * 1500]
 NUL = "demo-lora-a\x00"
 SURROGATE = "demo-lora-a\ud800"

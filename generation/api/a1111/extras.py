@@ -455,16 +455,16 @@ def upscale_all(
 EXTRAS_FIELDS: dict[str, serializers.Field] = {
     "resize_mode": serializers.IntegerField(),
     "show_extras_results": serializers.BooleanField(),
-    "gfpgan_visibility": serializers.FloatField(),
-    "codeformer_visibility": serializers.FloatField(),
-    "codeformer_weight": serializers.FloatField(),
-    "upscaling_resize": serializers.FloatField(),
+    "gfpgan_visibility": FiniteFloatField(),
+    "codeformer_visibility": FiniteFloatField(),
+    "codeformer_weight": FiniteFloatField(),
+    "upscaling_resize": FiniteFloatField(),
     "upscaling_resize_w": serializers.IntegerField(),
     "upscaling_resize_h": serializers.IntegerField(),
     "upscaling_crop": serializers.BooleanField(),
     "upscaler_1": serializers.CharField(help_text="A name from GET /sdapi/v1/upscalers"),
     "upscaler_2": serializers.CharField(),
-    "extras_upscaler_2_visibility": serializers.FloatField(),
+    "extras_upscaler_2_visibility": FiniteFloatField(),
     "upscale_first": serializers.BooleanField(),
 }
 

@@ -93,13 +93,13 @@ class DanControlNetUnitSerializer(base.CopiedFields):
     image = serializers.CharField(max_length=base.MAX_IMAGE_FIELD, required=False)
     input_image = serializers.CharField(max_length=base.MAX_IMAGE_FIELD, required=False)
     module = serializers.CharField(max_length=50, required=False)
-    weight = serializers.FloatField(
+    weight = base.FiniteFloatField(
         default=1.0, **bounds("weight", 0, MAX_CONTROL_WEIGHT, "a number")
     )
-    guidance_start = serializers.FloatField(
+    guidance_start = base.FiniteFloatField(
         default=0.0, **bounds("guidance_start", 0, 1, "a number")
     )
-    guidance_end = serializers.FloatField(default=1.0, **bounds("guidance_end", 0, 1, "a number"))
+    guidance_end = base.FiniteFloatField(default=1.0, **bounds("guidance_end", 0, 1, "a number"))
 
 
 CONTROL_NET_UNIT_SCHEMA = {
@@ -229,7 +229,7 @@ class DanTxt2ImgSerializer(base.CopiedFields):
         help_text="20..60, at most the plan's largest steps value.",
         **bounds("steps", MIN_STEPS, MAX_STEPS),
     )
-    cfg_scale = serializers.FloatField(
+    cfg_scale = base.FiniteFloatField(
         source="guidance_scale", default=DEFAULT_CFG, **bounds("cfg_scale", 1, MAX_CFG, "a number")
     )
     sampler_name = serializers.CharField(

@@ -101,9 +101,9 @@ class HyperbolicSerializer(base.CopiedFields):
         required=False,
         help_text="Base64 init image: img2img",
     )
-    strength = serializers.FloatField(min_value=0, max_value=1, required=False)
+    strength = base.FiniteFloatField(min_value=0, max_value=1, required=False)
     seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
-    cfg_scale = serializers.FloatField(
+    cfg_scale = base.FiniteFloatField(
         source="guidance_scale", min_value=1, max_value=MAX_CFG_SCALE, default=DEFAULT_CFG_SCALE
     )
     sampler = serializers.CharField(source="scheduler", max_length=100, required=False)

@@ -104,7 +104,7 @@ class OutpaintSerializer(EditingSerializer):
     )
     num_inference_steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
     steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
-    guidance_scale = serializers.FloatField(min_value=1, max_value=20, default=8.0)
+    guidance_scale = base.FiniteFloatField(min_value=1, max_value=20, default=8.0)
 
     validate_guidance_scale = GenerationSerializer.validate_guidance_scale
 

@@ -175,7 +175,7 @@ class GenerationSerializer(ModelsLabSerializer):
     samples = serializers.IntegerField(min_value=1, max_value=4, default=1)
     num_inference_steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
     steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
-    guidance_scale = serializers.FloatField(min_value=1, max_value=20, default=7.5)
+    guidance_scale = base.FiniteFloatField(min_value=1, max_value=20, default=7.5)
     seed = serializers.IntegerField(min_value=-1, max_value=MAX_SEED, required=False)
     scheduler = serializers.CharField(max_length=100, default=DEFAULT_SCHEDULER)
     use_karras_sigmas = serializers.BooleanField(default=False)
@@ -378,7 +378,7 @@ class Text2ImgSerializer(GenerationSerializer):
 class Img2ImgSerializer(GenerationSerializer):
     kind = "img2img"
     init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
-    strength = serializers.FloatField(min_value=0, max_value=1, default=0.7)
+    strength = base.FiniteFloatField(min_value=0, max_value=1, default=0.7)
 
     def validate_strength(self, value: float) -> float:
         if value != value:
@@ -442,12 +442,12 @@ class ControlNetSerializer(GenerationSerializer):
     init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
     control_image = ControlImagesField(required=False)
     mask_image = serializers.CharField(max_length=MAX_IMAGE_FIELD, required=False)
-    strength = serializers.FloatField(min_value=0, max_value=1, required=False)
+    strength = base.FiniteFloatField(min_value=0, max_value=1, required=False)
     auto_hint = serializers.BooleanField(default=True)
     guess_mode = serializers.BooleanField(default=False)
     controlnet_conditioning_scale = NumbersField(min_value=0, max_value=2, required=False)
-    control_guidance_start = serializers.FloatField(min_value=0, max_value=1, default=0.0)
-    control_guidance_end = serializers.FloatField(min_value=0, max_value=1, default=1.0)
+    control_guidance_start = base.FiniteFloatField(min_value=0, max_value=1, default=0.0)
+    control_guidance_end = base.FiniteFloatField(min_value=0, max_value=1, default=1.0)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)

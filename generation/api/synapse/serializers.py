@@ -52,7 +52,7 @@ class SynapseSerializer(base.CopiedFields):
     steps = serializers.IntegerField(
         min_value=1, default=DEFAULT_STEPS, help_text="1 to the plan's largest step count"
     )
-    cfg_scale = serializers.FloatField(
+    cfg_scale = base.FiniteFloatField(
         source="guidance_scale", min_value=1, max_value=MAX_CFG_SCALE, default=DEFAULT_CFG_SCALE
     )
     sampler = serializers.CharField(
