@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError
@@ -12,9 +13,12 @@ from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from accounts.models import ApiKey, Organization
+from accounts.models import ApiKey, Membership, Organization
 from accounts.services import get_or_create_organization
-from accounts.tenancy import current_membership
+from accounts.tenancy import MANAGER_ROLES, current_membership
+
+if TYPE_CHECKING:
+    from accounts.requests import OrgRequest
 
 # Dan's documented public key. It means "the anonymous tenant", and only where a view opts in
 # (AnonymousKeyAuthentication) while PICTOR_ANONYMOUS_KEY_ENABLED is on.
@@ -173,3 +177,54 @@ class MemberSessionAuthentication(authentication.SessionAuthentication):
         if membership.organization.suspended_at is not None:
             raise AccountSuspended()
         return MemberUser(found[0], membership.organization), None
+
+
+# --- who an API request acts as --------------------------------------------------------------
+
+
+def acting_user_id(request: OrgRequest) -> int | None:
+    """The member an API request acts as: the logged-in one, or the one who made its key.
+
+    None for a key made on the command line (it has no maker) and for the anonymous key: those
+    act for the organization as a whole. A key acts with its maker's role, so a plain member
+    cannot do through a key what the pages refuse them (docs/architecture.md).
+    """
+    if isinstance(request.user, MemberUser):
+        return getattr(request.user.user, "pk", None)
+    return request.auth.created_by_id if request.auth is not None else None
+
+
+def acts_as_manager(request: OrgRequest) -> bool:
+    """Whether the request may do what the pages leave to owners and admins."""
+    maker = acting_user_id(request)
+    if maker is None:
+        return True
+    role = (
+        Membership.objects.filter(user_id=maker, organization=request.user.organization)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return role in MANAGER_ROLES
+
+
+def require_manager(request: OrgRequest, doing: str) -> None:
+    """Refuse `doing` unless the request acts as an owner or an admin."""
+    if not acts_as_manager(request):
+        raise exceptions.PermissionDenied(
+            f"Only an owner or an admin of the organization can {doing}, in person or through"
+            " a key they made."
+        )
+
+
+def require_manager_or_submitter(request: OrgRequest, key_id: int | None, doing: str) -> None:
+    """Refuse `doing` to a job unless the request acts as an owner or an admin, or as the
+    member who made the key `key_id` that submitted the job."""
+    maker = acting_user_id(request)
+    if maker is None or acts_as_manager(request):
+        return
+    if key_id is not None and ApiKey.objects.filter(pk=key_id, created_by_id=maker).exists():
+        return
+    raise exceptions.PermissionDenied(
+        f"Only an owner or an admin of the organization, or the member whose key submitted the"
+        f" job, can {doing}."
+    )

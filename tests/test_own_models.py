@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from accounts.models import Membership, User
+from accounts.models import ApiKey, Membership, User
 from generation import model_store, own_models
 from generation.models import AIModel
-from tests.helpers import private_copy
+from tests.helpers import Tenant, private_copy
 from tests.images import outputs
 from tests.ldm_checkpoint import write_ldm_checkpoint
 
@@ -509,6 +509,34 @@ def test_a_member_sees_the_models_page_but_cannot_upload_or_delete(
     own = private_copy("demo-lora-a", tenant.org)
     assert client.post(f"/app/models/{own}/delete/").status_code == 403
     assert AIModel.objects.filter(model_id=own).exists()
+
+
+def test_a_key_acts_with_its_makers_role_so_a_members_key_cannot_manage_models(
+    api, client, tenant, demo_models, sync_queue, model_cache, media_dir, lora_file
+):
+    user = User.objects.create_user("member@example.com", "pw-123456789")
+    membership = Membership.objects.create(
+        user=user, organization=tenant.org, role=Membership.Role.MEMBER
+    )
+    _, raw = ApiKey.objects.issue(tenant.org, "theirs", created_by=user)
+    member = Tenant(tenant.org, raw)
+    status, data = upload(client, member, lora_file)
+    assert status == 403 and "owner or an admin" in data["error"]["message"], data
+    own = private_copy("demo-lora-a", tenant.org)
+    response = client.delete(f"/api/v1/models/{own}", headers=bearer(member))
+    assert response.status_code == 403
+    body = {"key": raw, "url": "https://example.com/x.safetensors", "model_id": "ml-x"}
+    status, data = api.post("/api/v3/load_model", body)
+    assert status == 403 and data["status"] == "error", data
+    assert set(
+        AIModel.objects.filter(organization=tenant.org).values_list("model_id", flat=True)
+    ) == {own}
+
+    # Promoted, the same key manages models.
+    membership.role = Membership.Role.ADMIN
+    membership.save()
+    assert upload(client, member, lora_file)[0] == 202
+    assert client.delete(f"/api/v1/models/{own}", headers=bearer(member)).status_code == 204
 
 
 def test_a_plan_without_own_models_says_so_on_the_page(client, free_tenant, demo_models):

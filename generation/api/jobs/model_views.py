@@ -16,12 +16,11 @@ from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from accounts.auth import MemberUser
-from accounts.models import Membership
+from accounts.auth import require_manager
 from billing.models import Plan
 from generation import own_models
 from generation.api import schema
@@ -110,20 +109,6 @@ def local_file(upload: UploadedFile) -> tuple[Path, bool]:
     return Path(fh.name), True
 
 
-def check_manager(request: KeyRequest) -> None:
-    """A logged-in member (not a key) adds or deletes models only as an owner or admin."""
-    user = request.user
-    if isinstance(user, MemberUser):
-        user_pk: int = getattr(user.user, "pk", 0)
-        role = (
-            Membership.objects.filter(user_id=user_pk, organization=user.organization)
-            .values_list("role", flat=True)
-            .first()
-        )
-        if role not in (Membership.Role.OWNER, Membership.Role.ADMIN):
-            raise PermissionDenied("Only the organization's owners and admins manage models.")
-
-
 def org_models(request: KeyRequest) -> Any:
     return AIModel.objects.filter(organization=request.user.organization, enabled=True)
 
@@ -182,7 +167,7 @@ class ModelListView(ModelsView):
         },
     )
     def post(self, request: KeyRequest) -> Response:
-        check_manager(request)
+        require_manager(request, "add or delete models")
         org = request.user.organization
         data: Any = request.data
         if isinstance(data, QueryDict):  # multipart: one value per field
@@ -251,7 +236,7 @@ class ModelDetailView(ModelsView):
         responses={204: None, 404: OpenApiResponse(shapes.JobsError, description="No such model")},
     )
     def delete(self, request: KeyRequest, model_id: str) -> Response:
-        check_manager(request)
+        require_manager(request, "add or delete models")
         if not own_models.delete_model(own_model(request, model_id)):
             raise NotFound(NOT_FOUND)  # a request at the same moment deleted it
         return Response(status=204)

@@ -14,6 +14,7 @@ from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.response import Response
 
+from accounts.auth import require_manager_or_submitter
 from billing import ledger, limits
 from billing.models import CreditEntry
 from generation import estimates, jobs, media, quotas, retention
@@ -249,6 +250,7 @@ class JobCancelView(JobsView):
     )
     def post(self, request: KeyRequest, job_id: int) -> Response:
         job = own_job(request, job_id)
+        require_manager_or_submitter(request, job.api_key_id, "cancel it")
         if not jobs.cancel(job):
             job.refresh_from_db(fields=["status"])
             raise Conflict(
@@ -274,6 +276,7 @@ class JobOutputsView(JobsView):
     )
     def delete(self, request: KeyRequest, job_id: int) -> Response:
         job = own_job(request, job_id)
+        require_manager_or_submitter(request, job.api_key_id, "delete its outputs")
         if not job.is_finished:
             # A worker would write the images after the delete: cancel first, or wait.
             raise Conflict(

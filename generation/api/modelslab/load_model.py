@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from accounts.auth import require_manager
 from accounts.requests import KeyRequest
 from generation import own_models
 from generation.api import schema
@@ -86,6 +87,7 @@ class LoadModelView(ModelsLabView):
         },
     )
     def post(self, request: KeyRequest) -> Response:
+        require_manager(request, "add models")
         org = request.user.organization
         body: dict[str, Any] = clean_body(request.data)
         body.pop("key", None)

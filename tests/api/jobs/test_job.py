@@ -12,9 +12,11 @@ from botocore.exceptions import ClientError
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from accounts.models import ApiKey, Membership, User
 from billing.models import CreditEntry
 from generation.models import Job, OutputImage
 from tests.api.jobs.conftest import clone, local_path
+from tests.helpers import Tenant
 from tests.test_private_media import s3_storage  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -194,3 +196,34 @@ def test_delete_outputs_on_s3_removes_the_objects(
         s3.head_object(Bucket=settings.S3_BUCKET, Key=key)
     assert missing.value.response["Error"]["Code"] == "404"
     assert requests.get(url, timeout=10).status_code == 404
+
+
+# --- a plain member's key
+
+
+def member_key(tenant: Tenant, email: str, role: str = Membership.Role.MEMBER) -> Tenant:
+    """A key made by a member of `tenant`'s organization with `role`."""
+    user = User.objects.create_user(email, "pw-123456789")
+    Membership.objects.create(user=user, organization=tenant.org, role=role)
+    _, raw = ApiKey.objects.issue(tenant.org, "theirs", created_by=user)
+    return Tenant(tenant.org, raw)
+
+
+def test_a_plain_members_key_cancels_and_clears_only_the_jobs_of_their_own_keys(
+    jobs_api, tenant, submit, no_wait
+):
+    member = member_key(tenant, "member@example.com")
+    others = submit(tenant)  # a key made on the command line
+    mine = submit(member)
+    status, body = jobs_api.post(f"/api/v1/jobs/{others}/cancel", member.key)
+    assert (status, body["error"]["code"]) == (403, "permission_denied"), body
+    assert "whose key submitted the job" in body["error"]["message"]
+    assert Job.objects.get(pk=others).status == "queued"
+    assert jobs_api.post(f"/api/v1/jobs/{mine}/cancel", member.key)[0] == 200
+    assert jobs_api.delete(f"/api/v1/jobs/{others}/outputs", member.key)[0] == 403
+    assert jobs_api.delete(f"/api/v1/jobs/{mine}/outputs", member.key)[0] == 200
+
+    # An admin's key, like a key made on the command line, acts for the whole organization.
+    admin = member_key(tenant, "admin@example.com", Membership.Role.ADMIN)
+    assert jobs_api.post(f"/api/v1/jobs/{others}/cancel", admin.key)[0] == 200
+    assert jobs_api.delete(f"/api/v1/jobs/{others}/outputs", admin.key)[0] == 200
