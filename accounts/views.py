@@ -287,12 +287,18 @@ def organizations_left_without_owner(user: User) -> list[Organization]:
     )
 
 
+# The storage folders that hold one organization's files, each under `<folder>/<org id>/`: job
+# outputs, stored input images, own models' files and own models' sample images.
+TENANT_FOLDERS = ("generations", "inputs", "models", "samples")
+
+
 def delete_user(user: User) -> None:
     """Delete the user, the organizations only they belong to, and those organizations' files.
 
     Raises OwnerNeeded, deleting nothing, where an organization would keep members but no owner.
     """
     orgs = sole_member_organizations(user)
+    doomed = [org.pk for org in orgs]  # read first: delete() sets each instance's pk to None
     with transaction.atomic():
         # The owners' rows, which the team page locks too (accounts/team.py, in the same
         # order), so a role changed at the same moment is seen here.
@@ -311,9 +317,9 @@ def delete_user(user: User) -> None:
             org.jobs.all().delete()
             org.delete()
         user.delete()
-    for org in orgs:
-        for prefix in (f"generations/{org.pk}", f"inputs/{org.pk}"):
-            delete_tree(prefix)
+    for org_id in doomed:
+        for folder in TENANT_FOLDERS:
+            delete_tree(f"{folder}/{org_id}")
 
 
 def delete_tree(prefix: str) -> None:

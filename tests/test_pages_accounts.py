@@ -7,6 +7,8 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Organization, User
@@ -198,6 +200,33 @@ def test_deleting_the_account_deletes_an_organization_left_empty(client, demo_mo
     assert not Organization.objects.filter(slug="analytical-engines").exists()
     assert not Job.objects.filter(organization_id=org.pk).exists()
     assert Organization.objects.filter(slug="shared").exists()
+
+
+@pytest.mark.django_db
+def test_deleting_the_account_deletes_the_files_of_the_organizations_it_deletes(
+    client, demo_model, media_dir
+):
+    signup(client)
+    org = Organization.objects.get(slug="analytical-engines")
+    shared = get_or_create_organization("shared")
+    user = User.objects.get(email="ada@example.com")
+    Membership.objects.create(user=user, organization=shared)
+    Membership.objects.create(
+        user=User.objects.create_user("grace@example.com", PASSWORD), organization=shared
+    )
+    folders = ("generations", "inputs", "models", "samples")
+    for owner in (org, shared):
+        for folder in folders:
+            default_storage.save(f"{folder}/{owner.pk}/7/0.png", ContentFile(b"image"))
+    # An organization whose id starts with the deleted one's digits keeps its files.
+    default_storage.save(f"generations/{org.pk}0/1/0.png", ContentFile(b"image"))
+
+    response = client.post("/accounts/", {"delete-password": PASSWORD, "delete-confirm": "on"})
+    assert response.status_code == 302
+    for folder in folders:
+        assert not default_storage.exists(f"{folder}/{org.pk}/7/0.png"), folder
+        assert default_storage.exists(f"{folder}/{shared.pk}/7/0.png"), folder
+    assert default_storage.exists(f"generations/{org.pk}0/1/0.png")
 
 
 @pytest.mark.django_db
