@@ -141,6 +141,8 @@ class ControlNetField(serializers.Field):
             name, messages = next(iter(serializer.errors.items()))
             raise ValidationError(f"control_net.{name}: {' '.join(str(m) for m in messages)}")
         fields = dict(serializer.validated_data)
+        if fields.get("image") and fields.get("input_image"):
+            raise ValidationError("control_net.input_image: Send image or input_image, not both.")
         image = fields.get("image") or fields.get("input_image")
         if not image:
             raise ValidationError("control_net.image: The control_net image is required.")
@@ -268,6 +270,9 @@ class DanTxt2ImgSerializer(base.CopiedFields):
         base.check_sides(plan, attrs)
         base.check_steps(plan, "steps", attrs["steps"])
         base.check_samples(plan, "batch_size", attrs["samples"])
+        for name, alias in (("model", "model_name"), ("sampler_name", "sampler")):
+            if attrs.get(name, attrs.get(alias)) != attrs.get(alias, attrs.get(name)):
+                raise ValidationError({alias: [f"{name} and {alias} differ; send one of them."]})
         sampler_field = (
             "sampler" if "sampler" in attrs and "sampler_name" not in attrs else "sampler_name"
         )

@@ -19,7 +19,7 @@ from accounts.models import Membership, Organization, User
 from accounts.services import get_or_create_organization
 from billing import counters
 from generation.models import Job
-from tests.images import png_base64, shapes_image
+from tests.images import noise_image, png_base64, shapes_image
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,6 +121,35 @@ def test_it_takes_the_alias_names_and_upscale_true(api, tenant, demo_models, no_
     assert status == 200, data
     p = last_job().params
     assert (p["scheduler"], p["hires_scale"]) == ("DDIMScheduler", 2)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"model": "demo-sd15", "model_name": "demo-sdxl"}, "model_name"),
+        ({"sampler_name": "Euler", "sampler": "DDIM"}, "sampler"),
+        (
+            {
+                "control_net": {
+                    "model": "demo-controlnet-canny",
+                    "image": png_base64(shapes_image(64, 64)),
+                    "input_image": png_base64(noise_image(64, 64)),
+                }
+            },
+            "control_net",
+        ),
+    ],
+)
+def test_an_alias_that_disagrees_with_its_field_is_a_400(
+    api, tenant, demo_models, no_wait, fields, named
+):
+    status, data = post(api, tenant, **fields)
+    assert status == 400 and data["message"].startswith(f"{named}: "), data
+    assert Job.objects.count() == 0
+    # The same value under both names is no contradiction.
+    assert (
+        post(api, tenant, model="demo-sd15", model_name="demo-sd15", width=64, height=64)[0] == 200
+    )
 
 
 @pytest.mark.parametrize(
