@@ -69,6 +69,15 @@ class GenerationFailed(APIException):
     default_detail = "Generation failed; the credits were refunded."
 
 
+class ModelNotFound(NotFound):
+    """A 404 for a model the caller cannot see; `field` is the client's name for the field,
+    for the formats whose errors name it (Hyperbolic's and OpenAI's `param`)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__("Model id not found")
+        self.field = field
+
+
 def resolve_model(
     request: OrgRequest, model_id: str | None, kind: str, field: str = "model_id"
 ) -> AIModel:
@@ -78,7 +87,7 @@ def resolve_model(
     """
     model = find_visible(request.user.organization, model_id)
     if model is None:
-        raise NotFound("Model id not found")
+        raise ModelNotFound(field)
     if not model.is_checkpoint:
         raise ValidationError(
             {

@@ -34,6 +34,8 @@ class Problem:
     tips: str | None = None
     retry_after: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # The one field at fault, for a problem whose message is a sentence (a model not found).
+    field: str | None = None
 
     @property
     def text(self) -> str:
@@ -74,7 +76,9 @@ def describe(exc: Exception, context: dict[str, Any]) -> Problem | None:
         )
     if isinstance(exc, Http404 | exceptions.NotFound):
         message = str(getattr(exc, "detail", "")) or "Not found"
-        return Problem(status.HTTP_404_NOT_FOUND, message, "not_found")
+        return Problem(
+            status.HTTP_404_NOT_FOUND, message, "not_found", field=getattr(exc, "field", None)
+        )
     if isinstance(exc, exceptions.Throttled):
         # DRF's Throttled sets `wait` in __init__; the stubs leave the attribute out.
         throttled_wait: float | None = getattr(exc, "wait", None)

@@ -43,7 +43,7 @@ ERROR_TYPES = {
 
 def error_body(problem: Problem) -> dict[str, Any]:
     """The OpenAI-style error object; `param` names the field when exactly one is at fault."""
-    param = None
+    param = problem.field
     if isinstance(problem.message, dict) and len(problem.message) == 1:
         param = next(iter(problem.message))
     return {

@@ -233,6 +233,7 @@ def test_another_tenants_private_model_answers_like_a_missing_one(
     assert answer == generate(api, tenant, model_name="no-such-model", prompt="a fox")
     assert answer[0] == 404
     assert answer[1]["type"] == "invalid_request_error"
+    assert (answer[1]["message"], answer[1]["param"]) == ("Model id not found", "model_name")
 
     status, data = generate(api, tenant, loras={lora: 1})
     _, missing = generate(api, tenant, loras={"no-such-lora": 1})
