@@ -88,3 +88,22 @@ class ContentSecurityPolicyMiddleware:
             policy = challenge.content_security_policy(policy)
             response.headers.setdefault("Content-Security-Policy", policy)
         return response
+
+
+class HeadWithoutBodyMiddleware:
+    """A HEAD answer carries the headers of the GET (or the 405) and no body.
+
+    Django's views render the body for HEAD as for GET; runserver drops it, but gunicorn logs a
+    warning for each one it drops. Emptied here, outermost, with Content-Length kept as the body's.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.method == "HEAD" and not response.streaming:
+            if not response.has_header("Content-Length"):
+                response["Content-Length"] = str(len(response.content))
+            response.content = b""
+        return response

@@ -98,6 +98,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: a HEAD answer leaves with its headers and without the body a view rendered.
+    "sdplatform.middleware.HeadWithoutBodyMiddleware",
     # First, so every log line of the request carries its id and every response is counted.
     "sdplatform.logs.RequestIdMiddleware",
     "sdplatform.metrics.RequestMetricsMiddleware",
