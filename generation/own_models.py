@@ -139,22 +139,33 @@ def check_plan(organization: Organization, size: int | None, field: str = "file"
 
 def check_safetensors(path: Path, field: str = "file") -> dict[str, Any]:
     """The header of a well-formed .safetensors file; anything else is a 400 naming `field`."""
+    try:
+        return safetensors_header(path)
+    except ValueError as exc:
+        raise ValidationError({field: [str(exc)]}) from None
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The header of a well-formed .safetensors file with tensors; ValueError says what is wrong.
+
+    Also what `manage.py import_model` takes from an operator's disk.
+    """
     size = path.stat().st_size
     with path.open("rb") as fh:
         prefix = fh.read(8)
         if len(prefix) != 8:
-            raise ValidationError({field: [NOT_SAFETENSORS]})
+            raise ValueError(NOT_SAFETENSORS)
         (length,) = struct.unpack("<Q", prefix)
         if length < 2 or length > min(MAX_HEADER, size - 8):
-            raise ValidationError({field: [NOT_SAFETENSORS]})
+            raise ValueError(NOT_SAFETENSORS)
         raw = fh.read(length)
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         # RecursionError: JSON nested thousands deep, which no safetensors header is.
-        raise ValidationError({field: [NOT_SAFETENSORS]}) from None
+        raise ValueError(NOT_SAFETENSORS) from None
     if not isinstance(header, dict):
-        raise ValidationError({field: [NOT_SAFETENSORS]})
+        raise ValueError(NOT_SAFETENSORS)
     data_bytes = size - 8 - length
     tensors = 0
     for name, entry in header.items():
@@ -171,12 +182,10 @@ def check_safetensors(path: Path, field: str = "file") -> dict[str, Any]:
             and 0 <= entry["data_offsets"][0] <= entry["data_offsets"][1] <= data_bytes
         )
         if not ok:
-            raise ValidationError(
-                {field: [f"The .safetensors header is damaged (tensor {name[:100]!r})."]}
-            )
+            raise ValueError(f"The .safetensors header is damaged (tensor {name[:100]!r}).")
         tensors += 1
     if not tensors:
-        raise ValidationError({field: ["The .safetensors file holds no tensors."]})
+        raise ValueError("The .safetensors file holds no tensors.")
     return header
 
 

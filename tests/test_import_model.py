@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import struct
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,7 @@ def test_default_moves_the_default_flag(demo_model, models_root):
         (["demo-copy"], {"family": "lora"}, "holds no .safetensors file"),
         (["demo-copy"], {"default": True, "private_to": "acme"}, "must be a public checkpoint"),
         (["demo-copy/unet/config.json"], {}, "only .safetensors files"),
+        (["/dev/null"], {"family": "lora"}, "neither a file nor a folder"),
     ],
 )
 def test_it_refuses_what_it_cannot_register(tenant, models_root, args, options, message):
@@ -151,6 +154,76 @@ def test_it_refuses_what_it_cannot_register(tenant, models_root, args, options, 
     with pytest.raises(CommandError, match=message):
         import_model(*args, **options)
     assert not AIModel.objects.exists()
+
+
+def weights_file(path: Path, header: dict[str, Any]) -> Path:
+    """A .safetensors file whose header is `header` and that holds no tensor data."""
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ({"__metadata__": {}}, "holds no tensors"),
+        ({"a": 1}, "header is damaged"),
+    ],
+)
+def test_it_refuses_a_weights_file_without_tensors(models_root, header, message):
+    lone = weights_file(models_root / "empty.safetensors", header)
+    folder = models_root / "empty-lora"
+    folder.mkdir()
+    weights_file(folder / "pytorch_lora_weights.safetensors", header)
+
+    for path in (lone, folder):
+        with pytest.raises(CommandError, match=message):
+            import_model(str(path), name="empty", family="lora")
+    assert not AIModel.objects.exists()
+
+
+def uploaded_model(org: Any) -> AIModel:
+    """A row as own_models.add_model leaves a tenant's upload: private, in the object store."""
+    return AIModel.objects.create(
+        model_id="their-lora",
+        name="their-lora",
+        family="lora",
+        organization=org,
+        path="pytorch_lora_weights.safetensors",
+        storage_prefix=f"models/{org.pk}/their-lora/0123456789abcdef",
+        files=[{"name": "pytorch_lora_weights.safetensors", "sha256": "0" * 64, "size": 8}],
+        size=8,
+    )
+
+
+def test_it_never_takes_over_a_tenants_uploaded_model(tenant, models_root, models_dir):
+    lora = models_dir / "demo-lora-a" / "pytorch_lora_weights.safetensors"
+    model = uploaded_model(tenant.org)
+    before = AIModel.objects.filter(pk=model.pk).values().get()
+
+    for private_to in (None, "acme"):
+        with pytest.raises(CommandError, match="their-lora is a model that acme uploaded"):
+            import_model(str(lora), name="their-lora", family="lora", private_to=private_to)
+    # Nor does publishing it replace (and delete) the tenant's stored files.
+    with pytest.raises(CommandError, match="A tenant's own model"):
+        call_command("publish_model", "their-lora", stdout=StringIO())
+
+    assert AIModel.objects.filter(pk=model.pk).values().get() == before
+
+
+def test_a_private_import_is_imported_again_only_for_its_organization(
+    tenant, outsider, models_root
+):
+    import_model("demo-copy", name="acme-model", private_to="acme", check=False)
+
+    for private_to in (None, "globex"):
+        with pytest.raises(CommandError, match="acme-model is private to acme"):
+            import_model("demo-copy", name="acme-model", private_to=private_to, check=False)
+    assert AIModel.objects.get(model_id="acme-model").organization == tenant.org
+
+    import_model("demo-copy", name="acme-model", private_to="acme", check=False, description="v2")
+    model = AIModel.objects.get(model_id="acme-model")
+    assert (model.organization, model.description) == (tenant.org, "v2")
 
 
 def test_a_failed_check_registers_nothing(models_root):

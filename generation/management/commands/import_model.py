@@ -16,9 +16,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_slug
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from accounts.models import Organization
+from generation import own_models
 from generation.engine import single_file
 from generation.engine.pipelines import FAMILIES_BY_CLASS, FAMILY_BY_MODEL_CLASS
 from generation.engine.request import GenerationRequest, ModelRef
@@ -65,6 +66,32 @@ def _text_base(folder: Path) -> str:
     if config.is_file() and _read_json(config).get("hidden_size") == SD2_TEXT_WIDTH:
         return Base.SD2
     return Base.SD15
+
+
+def check_weights(path: Path) -> None:
+    """Refuse a .safetensors file that is damaged or holds no tensors, as tenants' uploads are."""
+    try:
+        own_models.safetensors_header(path)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"{path}: {exc}") from None
+
+
+def check_owner(model: AIModel | None, organization: Organization | None) -> None:
+    """Refuse to register over an organization's model, unless it is an operator's import
+    private to that same organization: a tenant's upload stays theirs, in its storage."""
+    if model is None or model.organization is None:
+        return
+    owner = model.organization.slug
+    if model.storage_prefix:
+        raise CommandError(
+            f"{model.model_id} is a model that {owner} uploaded; it stays theirs, in the object "
+            "store (choose another --name)"
+        )
+    if organization is None or organization.pk != model.organization_id:
+        raise CommandError(
+            f"{model.model_id} is private to {owner}; import it with --private-to {owner}, or "
+            "choose another --name"
+        )
 
 
 def pipeline_folder(folder: Path) -> tuple[str, tuple[str, ...], str]:
@@ -153,6 +180,8 @@ class Command(BaseCommand):
             organization = Organization.objects.filter(slug=options["private_to"]).first()
             if organization is None:
                 raise CommandError(f"No organization with slug {options['private_to']!r}")
+        # Checked again under the row lock (_register); here before a --check loads anything.
+        check_owner(AIModel.objects.filter(model_id=model_id).first(), organization)
 
         path = self._existing(options["path"])
         config = self._existing(options["config"]) if options["config"] else None
@@ -207,12 +236,16 @@ class Command(BaseCommand):
         """(family, base) of the model at path, refusing a path of the wrong shape."""
         if path.is_file():
             return self._file_kind(path, family, config)
+        if not path.is_dir():
+            raise CommandError(f"{path} is neither a file nor a folder")
         if config is not None:
             raise CommandError("--config is for a single-file checkpoint; this is a folder")
         if family in FILE_ADDONS:
-            weights = [p.name for p in path.iterdir() if p.suffix == ".safetensors"]
+            weights = [p for p in path.iterdir() if p.suffix == ".safetensors"]
             if not weights:
                 raise CommandError(f"{path} holds no .safetensors file for a {family}")
+            for file in weights:
+                check_weights(file)
             return family, Base.SD15
         if family is None and not (path / "model_index.json").is_file():
             config_json = path / "config.json"
@@ -237,6 +270,7 @@ class Command(BaseCommand):
                 f"{path.name}: only .safetensors files are loaded (a .ckpt is a pickle that can "
                 "run code); convert it first"
             )
+        check_weights(path)
         try:
             detected = single_file.detect_family(str(path))
         except (OSError, ValueError) as exc:
@@ -334,17 +368,29 @@ class Command(BaseCommand):
         if options["distillation"] is not None:
             given = options["distillation"]
             fields["distillation"] = "" if given == "none" else given
-        with transaction.atomic():
-            existing = AIModel.objects.select_for_update().filter(model_id=ref.model_id).first()
-            if organization is not None and existing is not None and existing.is_default:
-                raise CommandError(f"{ref.model_id} is the default model; it cannot be private")
-            if options["default"]:
-                # One default at a time (a unique constraint): clear the old one first.
-                AIModel.objects.filter(is_default=True).exclude(model_id=ref.model_id).update(
-                    is_default=False
-                )
-                fields["is_default"] = True
-            AIModel.objects.update_or_create(model_id=ref.model_id, defaults=fields)
+        try:
+            with transaction.atomic():
+                existing = AIModel.objects.select_for_update().filter(model_id=ref.model_id).first()
+                check_owner(existing, organization)
+                if organization is not None and existing is not None and existing.is_default:
+                    raise CommandError(f"{ref.model_id} is the default model; it cannot be private")
+                if options["default"]:
+                    # One default at a time (a unique constraint): clear the old one first.
+                    AIModel.objects.filter(is_default=True).exclude(model_id=ref.model_id).update(
+                        is_default=False
+                    )
+                    fields["is_default"] = True
+                if existing is None:
+                    AIModel.objects.create(model_id=ref.model_id, **fields)
+                else:
+                    for name, value in fields.items():
+                        setattr(existing, name, value)
+                    existing.save()
+        except IntegrityError:
+            # Not update_or_create: on this clash it would update the row a tenant just added.
+            raise CommandError(
+                f"{ref.model_id} changed while this ran; nothing registered, run it again"
+            ) from None
 
 
 def _stored(path: str) -> str:
