@@ -9,6 +9,9 @@ tenant, `manage.py apikey create` and the tests' tenants all get the same rows i
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
@@ -20,6 +23,24 @@ from billing.models import Plan
 SLUG_BASE_LENGTH = 80
 # Sign-ups at the same moment may pick one free slug; each later one tries the next free one.
 SLUG_ATTEMPTS = 5
+# A slug named by an operator, as given: what slugify() makes of a name and validate_slug takes.
+SLUG = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*")
+
+
+def check_slug(slug: str) -> str:
+    """`slug` when an organization may have it as given; ValueError says what a slug holds."""
+    limit = Organization._meta.get_field("slug").max_length or 0
+    if len(slug) <= limit and SLUG.fullmatch(slug):
+        return slug
+    raise ValueError(
+        f"{slug!r} is not an organization slug: a slug is 1 to {limit} lowercase letters and "
+        "digits, with single hyphens or underscores between them"
+    )
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character (a line break, a tab, NUL) or a lone surrogate."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
 def unused_slug(name: str) -> str:
@@ -76,10 +97,11 @@ def get_or_create_organization(slug: str, plan_slug: str | None = None) -> Organ
     """The organization with this slug, created on the given (default: free) plan if new.
 
     For tenants named by an operator or the settings (the anonymous key's, `manage.py apikey`),
-    not for sign-ups: the slug is used as is, reserved or not. An existing organization named with
-    another plan is moved to it and granted the new plan's credits at once.
+    not for sign-ups: the slug is used as is, reserved or not, and must be one (check_slug's
+    ValueError otherwise). An existing organization named with another plan is moved to it and
+    granted the new plan's credits at once.
     """
-    slug = slugify(slug)
+    check_slug(slug)
     org = Organization.objects.filter(slug=slug).first()
     if org is None:
         plan = Plan.objects.get(slug=plan_slug or Plan.DEFAULT_SLUG)

@@ -238,6 +238,14 @@ def test_the_org_command_suspends_and_lifts(api, tenant, outsider, demo_model, n
     assert text2img(api, tenant.key)[0] == 200
 
 
+@pytest.mark.parametrize("reason", ["chargeback\nfraud", "tab\there", "nul\x00", "\x1b[31mred"])
+def test_the_org_command_refuses_a_reason_with_control_characters(tenant, reason):
+    with pytest.raises(CommandError, match="--reason cannot hold line breaks"):
+        call_command("org", "suspend", "--org", "acme", "--reason", reason)
+    tenant.org.refresh_from_db()
+    assert (tenant.org.suspended_at, tenant.org.suspension_reason) == (None, "")
+
+
 def test_the_org_command_refuses_an_unknown_org():
     with pytest.raises(CommandError, match="No organization 'nope'"):
         call_command("org", "lift", "--org", "nope")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
-from accounts.models import ApiKey, Organization
+from accounts.models import ApiKey, ApiKeyManager, Organization
+from billing import ledger
+from billing.models import CreditEntry
 
 pytestmark = pytest.mark.django_db
 
@@ -79,3 +81,59 @@ def test_apikey_create_refuses_an_unknown_plan():
 
     with pytest.raises(CommandError, match="No plan 'gold'"):
         call_command("apikey", "create", "--org", "x", "--plan", "gold")
+
+
+def rows() -> tuple[int, int, int]:
+    return Organization.objects.count(), ApiKey.objects.count(), CreditEntry.objects.count()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--org", "newco", "--name", "x" * 500], "--name has at most 100 characters, not 500"),
+        (["--org", "newco", "--name", "ci\nrunner"], "--name cannot hold line breaks"),
+        (["--org", "newco", "--name", "nul\x00"], "--name cannot hold line breaks"),
+        (["--org", "o" * 300], "is not an organization slug"),
+        (["--org", ""], "'' is not an organization slug"),
+        (["--org", "日本"], "is not an organization slug"),
+        (["--org", "Fuzz CA!!"], "lowercase letters and digits, with single hyphens"),
+    ],
+)
+def test_apikey_create_refuses_bad_input_and_writes_nothing(args, message):
+    before = rows()
+    with pytest.raises(CommandError, match=message):
+        call_command("apikey", "create", *args)
+    assert rows() == before
+
+
+@pytest.mark.parametrize("given", ["Acme", "acme!", " acme"])
+def test_apikey_create_never_issues_a_key_for_a_slug_it_made_up(tenant, given):
+    before = rows()
+    with pytest.raises(CommandError, match="is not an organization slug"):
+        call_command("apikey", "create", "--org", given)
+    assert rows() == before
+
+
+def test_apikey_create_makes_the_organization_and_its_key_or_neither(monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("the key could not be stored")
+
+    monkeypatch.setattr(ApiKeyManager, "issue", fail)
+    before = rows()
+    with pytest.raises(RuntimeError):
+        call_command("apikey", "create", "--org", "newco", "--name", "ci")
+    assert rows() == before
+    assert not Organization.objects.filter(slug="newco").exists()
+
+
+def test_apikey_create_refuses_a_plan_whose_credits_the_balance_cannot_hold(free_tenant):
+    ledger.set_balance(free_tenant.org, ledger.MAX_BALANCE)
+    before = rows()
+    with pytest.raises(CommandError, match="freeloader stays on its plan, and no key was made"):
+        call_command("apikey", "create", "--org", "freeloader", "--plan", "basic")
+    assert rows() == before
+    free_tenant.org.refresh_from_db()
+    assert (free_tenant.org.plan.slug, free_tenant.org.credit_balance) == (
+        "free",
+        ledger.MAX_BALANCE,
+    )

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import abuse
 from accounts.models import Organization
+from accounts.services import has_control_characters
 
 
 class Command(BaseCommand):
@@ -22,6 +23,8 @@ class Command(BaseCommand):
         lift.add_argument("--org", required=True, help="Organization slug")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "suspend" and has_control_characters(options["reason"]):
+            raise CommandError("--reason cannot hold line breaks, tabs or other control characters")
         org = Organization.objects.filter(slug=options["org"]).first()
         if org is None:
             raise CommandError(f"No organization {options['org']!r}.")
