@@ -1,7 +1,7 @@
 import uuid
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -104,14 +104,21 @@ class OrganizationAdmin(admin.ModelAdmin):
         if form is None:
             return page
         amount, note = form.cleaned_data["amount"], form.cleaned_data["note"]
+        granted = 0
         for org in queryset:
-            ledger.grant(
-                org,
-                amount,
-                f"admin:{org.pk}:{uuid.uuid4().hex}",
-                note=note or f"Granted by {request.user} in the admin",
-            )
-        self.message_user(request, f"Granted {amount} credits to {len(queryset)} organization(s).")
+            try:
+                ledger.grant(
+                    org,
+                    amount,
+                    f"admin:{org.pk}:{uuid.uuid4().hex}",
+                    note=note or f"Granted by {request.user} in the admin",
+                )
+            except ledger.BalanceLimitExceeded as exc:
+                self.message_user(request, f"Nothing granted to {org.slug}: {exc}.", messages.ERROR)
+            else:
+                granted += 1
+        if granted:
+            self.message_user(request, f"Granted {amount} credits to {granted} organization(s).")
         return None
 
     @admin.action(description="Change plan…")
@@ -122,9 +129,17 @@ class OrganizationAdmin(admin.ModelAdmin):
         if form is None:
             return page
         plan = form.cleaned_data["plan"]
+        moved = 0
         for org in queryset:
-            ledger.change_plan(org, plan)
-        self.message_user(request, f"Put {len(queryset)} organization(s) on the {plan} plan.")
+            try:
+                ledger.change_plan(org, plan)
+            except ledger.BalanceLimitExceeded as exc:
+                # The plan and its grant are one transaction: the organization stays as it was.
+                self.message_user(request, f"Plan unchanged for {org.slug}: {exc}.", messages.ERROR)
+            else:
+                moved += 1
+        if moved:
+            self.message_user(request, f"Put {moved} organization(s) on the {plan} plan.")
         return None
 
     @admin.display(boolean=True, ordering="suspended_at")

@@ -2,13 +2,15 @@
 
 `Organization.credit_balance` is the running sum of the organization's `CreditEntry` rows. Both
 move in one transaction here and nowhere else: the entry's unique key makes a replayed grant or
-refund a no-op, and a conditional UPDATE keeps the balance from going below zero under
-concurrent requests (PostgreSQL re-checks the WHERE clause after waiting for the row lock).
+refund a no-op, and a conditional UPDATE keeps the balance from going below zero (or past
+MAX_BALANCE) under concurrent requests (PostgreSQL re-checks the WHERE clause after waiting for
+the row lock).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from datetime import date
 from typing import Protocol
@@ -24,7 +26,12 @@ from billing.models import CreditEntry, Plan
 from sdplatform import metrics
 from sdplatform.rows import fixed_cursor
 
+log = logging.getLogger(__name__)
+
 Kind = CreditEntry.Kind
+# The most a balance holds: credit_balance and balance_after are PositiveIntegerFields, 32-bit
+# integers in PostgreSQL, which fails a statement that goes past this ("integer out of range").
+MAX_BALANCE = 2**31 - 1
 # Entries counted in Prometheus, by kind; the amount counted is always positive.
 COUNTERS: dict[str, Counter] = {
     Kind.DEBIT: metrics.CREDITS_DEBITED,
@@ -58,6 +65,15 @@ class InsufficientCredits(APIException):
     default_code = "insufficient_credits"
 
 
+class BalanceLimitExceeded(Exception):
+    """A movement would take a balance past MAX_BALANCE; nothing was written."""
+
+    def __init__(self, amount: int) -> None:
+        super().__init__(
+            f"{amount:+d} credits would take the balance past {MAX_BALANCE}, the most it can hold"
+        )
+
+
 def post(
     org_id: int,
     kind: str,
@@ -72,7 +88,14 @@ def post(
 
     `new_key`: no entry can hold `key` yet (the debit of a job created in the caller's
     transaction), so there is nothing to look up first and no duplicate to undo with a savepoint.
+    Raises BalanceLimitExceeded for a credit the balance cannot hold, InsufficientCredits for a
+    debit it does not cover.
     """
+    # Past these no balance can take the movement, and the amount would not fit its column.
+    if amount > MAX_BALANCE:
+        raise BalanceLimitExceeded(amount)
+    if amount < -MAX_BALANCE:
+        raise InsufficientCredits()
     if not new_key and CreditEntry.objects.filter(key=key).exists():
         return None
     try:
@@ -91,6 +114,8 @@ def post(
                     return None
                 if not Organization.objects.filter(pk=org_id).exists():
                     raise Organization.DoesNotExist(f"No organization {org_id}")
+                if amount > 0:
+                    raise BalanceLimitExceeded(amount)
                 raise InsufficientCredits()
             if kind in COUNTERS:
                 # On commit: a debit rolled back with its job (a refused submit) never happened.
@@ -108,7 +133,7 @@ def post(
 
 def move_and_enter(entry: CreditEntry) -> str | None:
     """Move the balance by `entry.amount` and save `entry` with the balance it made: the plan's
-    slug, or None (nothing written) when the balance would go below zero.
+    slug, or None (nothing written) when the balance would go below zero or past MAX_BALANCE.
 
     On PostgreSQL one prepared statement: the conditional UPDATE in a WITH clause, and the INSERT
     of the entry from the row it returns. A submit holds its tenant's row lock from this
@@ -131,7 +156,7 @@ def move_and_enter(entry: CreditEntry) -> str | None:
             [
                 entry.amount,
                 entry.organization_id,
-                -entry.amount,
+                *balance_bounds(entry.amount),
                 entry.kind,
                 entry.amount,
                 entry.key,
@@ -170,7 +195,8 @@ def move_and_enter_query() -> str:
 
 
 def move_balance(org_id: int, amount: int) -> tuple[int, str] | None:
-    """Add `amount` unless the balance would go below zero: (new balance, plan slug), or None.
+    """Add `amount` unless the balance would go below zero or past MAX_BALANCE: (new balance,
+    plan slug), or None.
 
     One statement: a conditional UPDATE that answers the balance it made (RETURNING, in
     PostgreSQL and SQLite alike), instead of an UPDATE and a SELECT while the row is locked.
@@ -180,21 +206,34 @@ def move_balance(org_id: int, amount: int) -> tuple[int, str] | None:
     plan_id = f"{quoted(org.db_table)}.{quoted(org.get_field('plan').column)}"
     with connection.cursor() as cursor:
         cursor.execute(
-            balance_update(f"{balance}, {plan_slug(plan_id)}"), [amount, org_id, -amount]
+            balance_update(f"{balance}, {plan_slug(plan_id)}"),
+            [amount, org_id, *balance_bounds(amount)],
         )
         row = cursor.fetchone()
     return (int(row[0]), str(row[1])) if row else None
 
 
 def balance_update(returning: str) -> str:
-    """The conditional UPDATE that moves a balance unless it would go below zero, answering
-    `returning`. Its parameters: the signed amount, the organization's id, the amount negated."""
+    """The conditional UPDATE that moves a balance unless it would go below zero or past
+    MAX_BALANCE, answering `returning`. Its parameters: the signed amount, the organization's
+    id, then balance_bounds(amount)."""
     org = Organization._meta
     balance = quoted(org.get_field("credit_balance").column)
     return (
         f"UPDATE {quoted(org.db_table)} SET {balance} = {balance} + %s"
-        f" WHERE {quoted(org.pk.column)} = %s AND {balance} >= %s RETURNING {returning}"
+        f" WHERE {quoted(org.pk.column)} = %s AND {balance} BETWEEN %s AND %s"
+        f" RETURNING {returning}"
     )
+
+
+def balance_bounds(amount: int) -> tuple[int, int]:
+    """The lowest and highest balance that can take `amount` (-MAX_BALANCE to MAX_BALANCE).
+
+    Both within 0..MAX_BALANCE, so each fits the balance column's type: PostgreSQL types a
+    prepared statement's parameters after the column, and `balance + amount` in the WHERE
+    clause would itself overflow at the limit.
+    """
+    return max(-amount, 0), min(MAX_BALANCE - amount, MAX_BALANCE)
 
 
 def plan_slug(plan_id: str) -> str:
@@ -325,6 +364,12 @@ def grant_monthly_credits(month: date | None = None) -> int:
         .select_related("plan")
     )
     for org in orgs.order_by("pk").iterator():
-        if grant_monthly(org, month=month) is not None:
+        try:
+            entry = grant_monthly(org, month=month)
+        except BalanceLimitExceeded as exc:
+            # One organization at the limit keeps its balance; the others still get theirs.
+            log.warning("No monthly credits for %s: %s", org.slug, exc)
+            continue
+        if entry is not None:
             granted += 1
     return granted

@@ -82,6 +82,30 @@ def test_change_plan_moves_the_organization_and_grants_its_credits(staff):
     assert acme.credit_balance == 100 + basic.monthly_credits
 
 
+def test_credits_past_a_balances_limit_are_an_error_on_the_page(staff):
+    from billing import ledger
+
+    acme = make_tenant("acme", "free").org
+    globex = make_tenant("globex", "free").org
+    ledger.set_balance(acme, ledger.MAX_BALANCE)
+    basic = Plan.objects.get(slug="basic")
+    entries = CreditEntry.objects.count()
+
+    page = act(staff, Organization, "grant_credits", [acme.pk], apply="1", amount=1)
+    assert page.status_code == 200
+    assert "Nothing granted to acme: +1 credits would take the balance past" in page.text
+    page = act(staff, Organization, "change_plan", [acme.pk, globex.pk], apply="1", plan=basic.pk)
+    assert page.status_code == 200
+    assert "Plan unchanged for acme: +3000 credits would take the balance past" in page.text
+    assert "Put 1 organization(s) on the Basic plan." in page.text
+
+    acme.refresh_from_db()
+    globex.refresh_from_db()
+    assert (acme.plan.slug, acme.credit_balance) == ("free", ledger.MAX_BALANCE)
+    assert (globex.plan.slug, globex.credit_balance) == ("basic", 3_100)
+    assert CreditEntry.objects.count() == entries + 1
+
+
 def test_suspend_lift_and_revoke(staff, api):
     tenant = make_tenant("acme")
     act(staff, Organization, "suspend", [tenant.org.pk])

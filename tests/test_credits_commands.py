@@ -100,3 +100,48 @@ def test_plan_set_refuses_an_unknown_plan(free_tenant):
         call_command("plan", "set", "--org", "freeloader", "--plan", "gold")
     free_tenant.org.refresh_from_db()
     assert free_tenant.org.plan.slug == "free"
+
+
+def assert_consistent(org) -> int:
+    """The balance is the sum of the organization's entries, each written with its move."""
+    amounts = CreditEntry.objects.filter(organization=org).values_list("amount", flat=True)
+    assert ledger.balance(org) == sum(amounts)
+    return sum(amounts)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("credits", "grant", "--org", "freeloader", "--amount", "99999999999"),
+        ("credits", "grant", "--org", "freeloader", "--amount", "2147483648"),
+        ("credits", "set", "--org", "freeloader", "--balance", "99999999999"),
+        ("credits", "set", "--org", "freeloader", "--balance", "2147483648"),
+    ],
+)
+def test_amounts_past_what_a_balance_holds_are_refused(free_tenant, args):
+    with pytest.raises(CommandError, match="2147483647 credits, not"):
+        call_command(*args)
+    assert ledger.balance(free_tenant.org) == 100
+    assert kinds(free_tenant.org) == ["grant"]
+
+
+def test_a_balance_at_its_limit_takes_no_more_credits(free_tenant):
+    org = free_tenant.org
+    assert run("credits", "set", "--org", "freeloader", "--balance", "2147483647")[-1] == (
+        "2147483647"
+    )
+    with pytest.raises(CommandError, match=r"Nothing granted to freeloader: \+1 credits would"):
+        call_command("credits", "grant", "--org", "freeloader", "--amount", "1")
+    with pytest.raises(CommandError, match=r"freeloader stays on the free plan: \+3000 credits"):
+        call_command("plan", "set", "--org", "freeloader", "--plan", "basic")
+    org.refresh_from_db()
+    assert (org.plan.slug, org.credit_balance) == ("free", 2_147_483_647)
+    assert kinds(org) == ["grant", "adjustment"]
+    assert assert_consistent(org) == 2_147_483_647
+    # Below the limit the same commands work again.
+    run("credits", "set", "--org", "freeloader", "--balance", "2147480000")
+    assert run("credits", "grant", "--org", "freeloader", "--amount", "647")[-1] == "2147480647"
+    assert run("plan", "set", "--org", "freeloader", "--plan", "basic") == [
+        "freeloader is on the basic plan, granted 3000 credits"
+    ]
+    assert assert_consistent(org) == 2_147_483_647

@@ -229,6 +229,23 @@ def test_the_monthly_task_grants_each_plan_once_a_month(tenant, free_tenant):
     assert assert_consistent(free_tenant.org) == 200
 
 
+def test_the_monthly_task_skips_a_balance_at_its_limit_and_grants_the_others(
+    tenant, free_tenant, caplog
+):
+    ledger.set_balance(tenant.org, ledger.MAX_BALANCE - 1)
+    next_month = timezone.now().date().replace(day=1) + timedelta(days=32)
+
+    assert ledger.grant_monthly_credits(next_month) == 1
+
+    assert ledger.balance(free_tenant.org) == 200
+    assert assert_consistent(tenant.org) == ledger.MAX_BALANCE - 1
+    assert "No monthly credits for acme: +20000 credits would take the balance past" in caplog.text
+    with pytest.raises(ledger.BalanceLimitExceeded):
+        ledger.grant(tenant.org, 2, "ledger:one-too-many")
+    assert ledger.grant(tenant.org, 1, "ledger:to-the-limit").balance_after == ledger.MAX_BALANCE
+    assert assert_consistent(tenant.org) == ledger.MAX_BALANCE
+
+
 def test_migrate_registers_the_monthly_credits_schedule():
     schedule = Schedule.objects.get(func="billing.ledger.grant_monthly_credits")
     assert schedule.schedule_type == Schedule.HOURLY

@@ -26,11 +26,18 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         grant = sub.add_parser("grant", help="Add credits (one grant entry).")
         grant.add_argument("--org", required=True, help="Organization slug")
-        grant.add_argument("--amount", required=True, type=int, help="Credits to add (> 0)")
+        grant.add_argument(
+            "--amount", required=True, type=int, help=f"Credits to add (1 to {ledger.MAX_BALANCE})"
+        )
         grant.add_argument("--note", default="", help="Why, for the ledger")
         set_ = sub.add_parser("set", help="Make the balance exactly this (one adjustment entry).")
         set_.add_argument("--org", required=True, help="Organization slug")
-        set_.add_argument("--balance", required=True, type=int, help="The new balance (>= 0)")
+        set_.add_argument(
+            "--balance",
+            required=True,
+            type=int,
+            help=f"The new balance (0 to {ledger.MAX_BALANCE})",
+        )
         set_.add_argument("--note", default="", help="Why, for the ledger")
         show = sub.add_parser("balance", help="Print the balance (alone on the last line).")
         show.add_argument("--org", required=True, help="Organization slug")
@@ -40,15 +47,22 @@ class Command(BaseCommand):
         action = options["action"]
         if action == "grant":
             amount = options["amount"]
-            if amount <= 0:
-                raise CommandError(f"--amount must be a positive number of credits, not {amount}")
+            if not 0 < amount <= ledger.MAX_BALANCE:
+                raise CommandError(
+                    f"--amount must be 1 to {ledger.MAX_BALANCE} credits, not {amount}"
+                )
             note = options["note"] or "Granted by staff"
-            ledger.grant(org, amount, f"manual:{org.pk}:{uuid.uuid4().hex}", note=note)
+            try:
+                ledger.grant(org, amount, f"manual:{org.pk}:{uuid.uuid4().hex}", note=note)
+            except ledger.BalanceLimitExceeded as exc:
+                raise CommandError(f"Nothing granted to {org.slug}: {exc}") from exc
             self.stdout.write(f"Granted {amount} credits to {org.slug}")
         elif action == "set":
             new_balance = options["balance"]
-            if new_balance < 0:
-                raise CommandError(f"--balance cannot be negative, not {new_balance}")
+            if not 0 <= new_balance <= ledger.MAX_BALANCE:
+                raise CommandError(
+                    f"--balance must be 0 to {ledger.MAX_BALANCE} credits, not {new_balance}"
+                )
             note = options["note"] or "Set by staff"
             entry = ledger.set_balance(org, new_balance, note=note)
             if entry is None:

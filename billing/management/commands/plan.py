@@ -26,6 +26,11 @@ class Command(BaseCommand):
         if plan is None:
             slugs = ", ".join(Plan.objects.values_list("slug", flat=True))
             raise CommandError(f"No plan {options['plan']!r}; plans are: {slugs}")
-        entry = ledger.change_plan(org, plan)
+        current = org.plan.slug
+        try:
+            entry = ledger.change_plan(org, plan)
+        except ledger.BalanceLimitExceeded as exc:
+            # change_plan moves the plan and grants in one transaction: neither happened.
+            raise CommandError(f"{org.slug} stays on the {current} plan: {exc}") from exc
         granted = f", granted {entry.amount} credits" if entry else ""
         self.stdout.write(f"{org.slug} is on the {plan.slug} plan{granted}")
