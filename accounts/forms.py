@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import unicodedata
 from typing import Any
 
 from django import forms
@@ -15,6 +14,7 @@ from django.http import HttpRequest
 from accounts import challenge
 from accounts.login_limits import LoginLimitMixin
 from accounts.models import EMAIL_LENGTH, ORGANIZATION_NAME_LENGTH, User, canonical_email
+from accounts.services import has_control_characters
 from billing import counters
 from sdplatform.hosts import client_ip, client_network
 
@@ -30,7 +30,7 @@ def clean_organization_name(value: str) -> str:
         raise forms.ValidationError(f"The name must be 1 to {ORGANIZATION_NAME_LENGTH} characters.")
     # A line break would end up in mail headers (an invitation's subject names the organization);
     # NUL and lone surrogates cannot be stored.
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+    if has_control_characters(name):
         raise forms.ValidationError(
             "The name cannot hold line breaks, tabs or other control characters."
         )
