@@ -146,10 +146,10 @@ API_FORMATS: tuple[tuple[str, str], ...] = (
     # The ControlNet extension's lists, served with the A1111 format.
     ("/controlnet/", "generation.api.a1111.errors.error_body"),
     ("/sd/", "generation.api.synapse.views.error_body"),
-    # OpenAI's routes lie inside Hyperbolic's /v1/ (which owns the singular /v1/image/).
-    ("/v1/images", "generation.api.openai.views.error_body"),
-    ("/v1/models", "generation.api.openai.views.error_body"),
-    ("/v1/", "generation.api.hyperbolic.views.error_body"),
+    # Hyperbolic owns the singular /v1/image/; the rest of /v1/ is OpenAI's namespace, which
+    # an OpenAI SDK pointed at Pictor calls (an unknown route answers in the shape it reads).
+    ("/v1/image/", "generation.api.hyperbolic.views.error_body"),
+    ("/v1/", "generation.api.openai.views.error_body"),
 )
 DOUBLED_SLASHES = re.compile(r"//+")
 STATUS_MESSAGES = {

@@ -34,10 +34,9 @@ FORMATS = (
     ("/sdapi/", "a1111"),
     ("/controlnet/", "a1111"),
     ("/sd/", "synapse"),
-    # OpenAI's routes lie inside Hyperbolic's /v1/.
-    ("/v1/images", "openai"),
-    ("/v1/models", "openai"),
-    ("/v1/", "hyperbolic"),
+    # Hyperbolic's /v1/image/ lies inside OpenAI's /v1/.
+    ("/v1/image/", "hyperbolic"),
+    ("/v1/", "openai"),
 )
 # Values for the URLconf's parameters: a job id, a model name, a task id.
 PARAMETERS = {"model": "demo-sd15"}
@@ -108,8 +107,10 @@ UNKNOWN_PATHS = [
     "/api/sd/nowhere/at/all",
     "/sdapi/v1/nowhere",
     "/sd/demo-sd15/nowhere",
-    "/v1/nowhere",
+    "/v1/nowhere",  # OpenAI's shape: an OpenAI SDK's base URL ends in /v1
+    "/v1/embeddings",
     "/v1/images/nowhere",
+    "/v1/image/nowhere",  # Hyperbolic's
 ]
 
 # JSON escapes of what PostgreSQL cannot store (NUL) and UTF-8 cannot encode (a lone surrogate).
