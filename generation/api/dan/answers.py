@@ -7,9 +7,12 @@ strings, as Dan's document says, never URLs.
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 from django.db.models import Q
+from PIL import Image
 from rest_framework import serializers
 
 from generation import answers
@@ -62,11 +65,29 @@ def queue_position(job: Job) -> int:
     return Job.objects.filter(ahead, status=Job.Status.QUEUED).count()
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def as_png_base64(data: bytes) -> str:
+    """An image as base64 PNG, as Dan's document promises: a job another format submitted with
+    `output_format` jpeg or webp (its id polled here) is stored in that format."""
+    if not data.startswith(PNG_SIGNATURE):
+        with Image.open(io.BytesIO(data)) as image:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            data = buffer.getvalue()
+    return base64.b64encode(data).decode()
+
+
 def task_body(job: Job) -> dict[str, Any]:
     """Dan's body for a task in any state, before `DanTaskAnswer` renders it."""
     status = TASK_STATUS[job.status]
     # A done task's images, unless the plan's retention has deleted them.
-    images = answers.images_base64(job) if status == DONE and not job.expired_at else []
+    images = (
+        [as_png_base64(data) for _row, data in answers.output_files(job)]
+        if status == DONE and not job.expired_at
+        else []
+    )
     data: dict[str, Any] = {
         "taskId": str(job.pk),
         "queuePosition": queue_position(job),

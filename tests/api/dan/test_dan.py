@@ -185,6 +185,18 @@ def test_a_control_net_unit_makes_a_controlnet_job(api, tenant, demo_models, no_
     assert (p["init_image"], default_storage.exists(p["control_image"])) == ("", True)
 
 
+def test_a_polled_task_of_another_format_answers_png_whatever_it_was_stored_as(
+    api, tenant, demo_models, sync_queue
+):
+    fields = {"key": tenant.key, "prompt": "a kite", "width": 64, "height": 64}
+    status, data = api.post("/api/v3/text2img", {**fields, "output_format": "webp"})
+    assert status == 200 and data["status"] == "success", data
+    status, polled = api.get(f"/api/sd/txt2img/{data['id']}", **bearer(tenant.key))
+    assert status == 200, polled
+    image = image_from(polled["data"]["images"][0])
+    assert (image.format, image.size) == ("PNG", (64, 64))
+
+
 # Ranges: every bound is a 400 naming the field, in Dan's error shape -----------------------------
 
 CONTROL = {"model": "demo-controlnet-canny", "image": "aGVsbG8="}
