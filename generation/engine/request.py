@@ -64,6 +64,19 @@ FLOAT_RANGES = {
 }
 # Model ids of few-step (distilled) checkpoints accept steps in this range (AIModel.distillation).
 FEW_STEPS = (1, 8)
+# The hires fix's latent upscale: torch's interpolate modes (A1111's "Latent (...)" upscalers
+# name them: generation/api/a1111/tables.py). Enlarging, antialiasing only changes bicubic (its
+# antialiased kernel is another cubic); bilinear's gives the same pixels, so it is refused.
+HIRES_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic")
+ANTIALIASED_HIRES_MODES = ("bicubic",)
+# Schedulers whose denoising loop is not one timestep a step: diffusers' second-order ones run
+# two a step but one on the last (2 × steps - 1), PNDM's PLMS one more than its steps (from 2).
+TWO_TIMESTEPS_A_STEP = (
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+)
+ONE_MORE_TIMESTEP = ("PNDMScheduler",)
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,10 @@ class GenerationRequest:
     # text2img "hires fix": latent upscale by this factor, then a second img2img pass.
     hires_scale: int = 1
     hires_strength: float = 0.5
+    # How the hires fix enlarges the latents (one of HIRES_MODES, antialiased or not); nearest
+    # unless a format names another (A1111's hr_upscaler).
+    hires_mode: str = "nearest"
+    hires_antialias: bool = False
     # kind "upscale": the super-resolution factor (the output is this multiple of the input).
     scale: int = 4
     # How outputs are encoded: png (lossless, ignores the quality), jpeg or webp at this quality.
@@ -221,6 +238,13 @@ class GenerationRequest:
         if not 0 <= self.inpaint_padding <= MAX_INPAINT_PADDING:
             found["inpaint_padding"] = (
                 f"The inpaint_padding must be between 0 and {MAX_INPAINT_PADDING}."
+            )
+        if self.hires_mode not in HIRES_MODES:
+            found["hires_mode"] = f"The hires_mode must be one of: {', '.join(HIRES_MODES)}."
+        elif self.hires_antialias and self.hires_mode not in ANTIALIASED_HIRES_MODES:
+            found["hires_antialias"] = (
+                f"Only the {', '.join(ANTIALIASED_HIRES_MODES)} upscale of the hires fix is "
+                "changed by antialiasing."
             )
         if self.output_format not in OUTPUT_FORMATS:
             found["output_format"] = (
@@ -312,11 +336,21 @@ class GenerationRequest:
                     )
             if not unit.model:
                 found["controlnet_units"] = "Every ControlNet unit needs a model."
+        timesteps = denoising_timesteps(
+            self.scheduler, self.steps, self.strength if self.uses_strength else None
+        )
         for start, end in self.control_windows():
-            if start >= end:
-                found["control_guidance_end"] = (
-                    "A ControlNet's guidance end must be greater than its start."
-                )
+            window = control_window_problem(start, end, timesteps)
+            if window:
+                found["control_guidance_end"] = window
+        types = [(self.controlnet_type, ""), *((u.type, u.mask) for u in self.controlnet_units)]
+        # An inpaint ControlNet's map is its picture with the masked pixels at -1: the worker
+        # makes it from the unit's mask or else the request's (generation/engine/control.py).
+        if any(kind == "inpaint" and not (mask or self.mask_image) for kind, mask in types):
+            found["mask_image"] = (
+                "An inpaint ControlNet needs a mask_image (white: the area to repaint); send "
+                "one, or choose another controlnet_type."
+            )
         if self.kind == "controlnet-inpaint" and self.inpaint_full_res:
             found["inpaint_full_res"] = (
                 "Inpainting only the masked area is not offered with ControlNet."
@@ -333,6 +367,50 @@ class GenerationRequest:
     def input_images(self) -> dict[str, str]:
         """Every input image the request names: {the worker's name for it: storage name}."""
         return input_images(self.to_params())
+
+
+def denoising_timesteps(scheduler: str, steps: int, strength: float | None = None) -> int:
+    """How many timesteps diffusers' denoising loop runs (its len(timesteps)); 0: none.
+
+    `strength` is an img2img pass's: diffusers then runs the last int(steps × strength) steps.
+    """
+    runs = steps if strength is None else min(int(steps * strength), steps)
+    if runs < 1:
+        return 0
+    order = 2 if scheduler in TWO_TIMESTEPS_A_STEP else 1
+    total = order * steps - order + 1
+    if scheduler in ONE_MORE_TIMESTEP and steps > 1:
+        total += 1
+    # img2img skips the first steps - runs steps, each `order` timesteps (diffusers' get_timesteps).
+    return total - (steps - runs) * order
+
+
+def control_window_problem(start: float, end: float, timesteps: int) -> str | None:
+    """Why a ControlNet guidance window (start, end) acts on none of `timesteps` (None: it acts).
+
+    diffusers' ControlNet pipelines keep a ControlNet at timestep i of n only when i / n >= start
+    and (i + 1) / n <= end (their `controlnet_keep`); a window holding no such step is refused,
+    as it would run the job as if no ControlNet were asked for.
+    """
+    if start >= end:
+        return "A ControlNet's guidance end must be greater than its start."
+    if timesteps < 1:
+        return None  # no step runs at all: the strength's own check says so
+    n = timesteps
+    first = next((i for i in range(n) if not i / n < start), None)
+    if first is not None and not (first + 1) / n > end:
+        return None
+    if first is None:
+        # Rounded down, so the suggested start keeps the last step; that step needs end 1.
+        change = f"lower the start to at most {math.floor((n - 1) / n * 1000) / 1000:g}"
+        change += "" if end >= 1 else " and raise the end to 1"
+    else:
+        change = f"raise the end to at least {math.ceil((first + 1) / n * 1000) / 1000:g}"
+    return (
+        f"A ControlNet guidance window from {start:g} to {end:g} holds none of the job's {n} "
+        f"denoising steps (step i of {n} runs the ControlNet only when i/{n} >= start and "
+        f"(i+1)/{n} <= end), so the ControlNet would never act; {change}."
+    )
 
 
 def input_images(params: dict[str, Any]) -> dict[str, str]:

@@ -371,7 +371,13 @@ class _Job:
         import torch.nn.functional as F  # lazy: heavy, not loaded at Django start-up
 
         req = self.req
-        upscaled = F.interpolate(latents, scale_factor=req.hires_scale, mode="nearest")
+        # As webui enlarges them for its "Latent (...)" upscalers: the mode and antialias asked.
+        upscaled = F.interpolate(
+            latents,
+            scale_factor=req.hires_scale,
+            mode=req.hires_mode,
+            antialias=req.hires_antialias,
+        )
         second = variations.pipeline_for(base, self.family, "img2img", req, **components)
         second.scheduler = first.scheduler
         call = {k: v for k, v in call.items() if k not in ("width", "height", "latents")}

@@ -28,8 +28,8 @@ Where Pictor differs from webui, on purpose:
 - `n_iter` batches are one job: batch_size × n_iter images, seeds seed, seed+1, ... (as webui
   numbers them), at most the plan's samples.
 - Hires fix (`enable_hr`) is the engine's latent upscale by an integer `hr_scale` of 2, 3 or 4
-  (any "Latent" `hr_upscaler`; the latents are upscaled nearest), second pass strength
-  `denoising_strength` (default 0.7), steps as webui's `hr_second_pass_steps: 0`.
+  (webui's "Latent" `hr_upscaler` modes, each enlarging the latents as webui does), second
+  pass strength `denoising_strength` (default 0.7), steps as webui's `hr_second_pass_steps: 0`.
 - img2img: one init image; `mask` makes it an inpaint; `mask_blur` (x, y) blurs the edge the
   result is pasted through; `inpainting_fill` 0 (fill, the default) and 1 (original), not the
   latent fills 2 and 3; `inpainting_mask_invert`; `inpaint_full_res` true ("only masked", with

@@ -20,7 +20,8 @@ every ControlNet unit of a request must then ask for it. A unit whose module is 
 What is refused (400 naming the unit's field): more than MAX_CONTROLNETS enabled ControlNet
 units, the hires fix with a unit, preprocessors other than those in MODULES, control mode 1
 ("My prompt is more important": per-layer weights on both guidance passes, which diffusers does
-not offer), several images in one unit, and a drawn mask.
+not offer), several images in one unit, a drawn mask, and a guidance window that holds none of
+the job's steps (the ControlNet would never act).
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ from generation.api.base import MAX_IMAGE_FIELD, FiniteFloatField
 from generation.engine.control import MAX_TILE_RATE
 from generation.engine.control import shuffle as content_shuffle
 from generation.engine.control import tile as tile_resample
-from generation.engine.request import MAX_CONTROLNETS
+from generation.engine.request import (
+    MAX_CONTROLNETS,
+    control_window_problem,
+    denoising_timesteps,
+)
 from generation.models import AIModel
 
 if TYPE_CHECKING:
@@ -493,6 +498,14 @@ def apply_units(
     nets = [unit for unit in units if not unit.is_ip_adapter]
     if not nets:
         return job_kind
+    # The request's own check would name control_guidance_end; here the unit's field is named.
+    strength = fields.get("strength") if job_kind != "text2img" else None
+    timesteps = denoising_timesteps(fields["scheduler"], fields["steps"], strength)
+    for unit in nets:
+        window = (unit.values["guidance_start"], unit.values["guidance_end"])
+        problem = control_window_problem(*window, timesteps)
+        if problem:
+            raise ValidationError({f"{unit.field}.guidance_end": [problem]})
     init = None
     if job_kind != "text2img":
         init = fields["init_image"] = images.load("init_images", fields["init_image"])

@@ -28,6 +28,7 @@ from generation.api.a1111.refiner import refiner_fields
 from generation.api.a1111.tables import (
     DEFAULT_CFG_SCALE,
     DEFAULT_HIRES_STRENGTH,
+    DEFAULT_HIRES_UPSCALER,
     DEFAULT_IMG2IMG_STRENGTH,
     DEFAULT_SAMPLER,
     DEFAULT_SIDE,
@@ -364,7 +365,7 @@ def hires_fields(body: dict[str, Any], values: dict[str, Any], plan: Plan) -> di
     if not values["enable_hr"]:
         return {}
     refuse_unhonoured(body, HIRES_NOT_HONOURED)
-    upscaler = values.get("hr_upscaler") or "Latent"
+    upscaler = values.get("hr_upscaler") or DEFAULT_HIRES_UPSCALER
     if upscaler not in HIRES_UPSCALERS:
         raise ValidationError(
             {"hr_upscaler": [f"Only the latent upscale is offered ({', '.join(HIRES_UPSCALERS)})."]}
@@ -382,7 +383,13 @@ def hires_fields(body: dict[str, Any], values: dict[str, Any], plan: Plan) -> di
     strength = values.get("hires_strength")
     strength = DEFAULT_HIRES_STRENGTH if strength is None else strength
     check_denoising_steps(strength, values["steps"])
-    return {"hires_scale": factor, "hires_strength": strength}
+    mode, antialias = HIRES_UPSCALERS[upscaler]
+    return {
+        "hires_scale": factor,
+        "hires_strength": strength,
+        "hires_mode": mode,
+        "hires_antialias": antialias,
+    }
 
 
 def check_denoising_steps(strength: float, steps: int) -> None:

@@ -115,7 +115,20 @@ FIXED_OPTIONS: dict[str, Any] = {
     "eta_ancestral": 1.0,
     "eta_ddim": 0.0,
 }
-HIRES_UPSCALERS = ("Latent", "Latent (nearest)", "Latent (nearest-exact)")
+# The hires fix's hr_upscaler names: webui's latent upscale modes (modules/shared.py
+# latent_upscale_modes), each the engine's (hires_mode, hires_antialias); "Latent" is the default.
+# At the whole-number factors offered nearest-exact picks the pixels nearest picks, in webui as
+# here; and bilinear antialiasing acts only when shrinking, so webui's "Latent (antialiased)"
+# enlarges exactly as "Latent" does, and runs as it.
+HIRES_UPSCALERS: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", False),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+DEFAULT_HIRES_UPSCALER = "Latent"
 # The engine's name for each endpoint's job (img2img with a mask is an inpaint).
 ENGINE_KINDS = {"txt2img": "text2img", "img2img": "img2img"}
 

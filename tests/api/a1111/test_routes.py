@@ -96,7 +96,7 @@ def test_latent_upscale_modes_are_the_hr_upscalers_txt2img_takes(
     assert [j.params["hires_scale"] for j in Job.objects.all()] == [2] * len(names)
     status, answer = api.post(
         "/sdapi/v1/txt2img",
-        {"prompt": "a dune", "enable_hr": True, "hr_upscaler": "Latent (bicubic)"},
+        {"prompt": "a dune", "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"},
         **basic(tenant.key),
     )
     assert status == 400 and answer["detail"].startswith("hr_upscaler: "), answer
