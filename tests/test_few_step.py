@@ -99,6 +99,27 @@ def test_the_lcm_model_refuses_more_than_eight_steps(api, tenant, lcm_model, ste
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize("steps", [9, 21, 30])
+def test_each_model_answers_its_own_steps_rule(api, tenant, lcm_model, steps):
+    """A few-step model's steps message is its 1-8 range, a plain model's the plan's list."""
+    status, data = api.post(
+        "/api/v3/text2img", body(tenant, model_id=LCM, num_inference_steps=steps)
+    )
+    assert status == 400, data
+    [message] = data["message"]["num_inference_steps"]
+    assert "must be between 1 and 8" in message and LCM in message, message
+    assert not Job.objects.exists()
+    if steps == 21:
+        return  # on the plan's list: a plain model takes it
+    status, data = api.post(
+        "/api/v3/text2img", body(tenant, model_id="demo-sd15", num_inference_steps=steps)
+    )
+    assert status == 400, data
+    [message] = data["message"]["num_inference_steps"]
+    assert "must be one of 21, 31, 41" in message, message
+    assert not Job.objects.exists()
+
+
 def test_without_steps_the_lcm_model_runs_its_own_default(api, tenant, lcm_model, no_wait):
     status, data = api.post("/api/v3/text2img", body(tenant, model_id=LCM))
     assert status == 200, data

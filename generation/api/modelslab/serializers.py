@@ -7,6 +7,7 @@ fields this server does not offer and the fields of other endpoints before valid
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -30,6 +31,7 @@ from generation.engine.request import (
 from generation.engine.schedulers import (
     A1111_SAMPLERS,
     WIRE_ALGORITHM_TYPES,
+    diffusers_algorithm_type,
     usable_scheduler_error,
 )
 from generation.engine.variations import DEFAULT_PAG_SCALE
@@ -271,10 +273,8 @@ class GenerationSerializer(ModelsLabSerializer):
         sent = attrs.pop("num_inference_steps", None) or attrs.pop("steps", None)
         attrs.pop("steps", None)
         steps = sent or 21
-        # Steps off the list but in FEW_STEPS wait for the model: a few-step one takes them.
-        if steps not in plan.steps_list and not fewstep.is_few_steps(steps):
-            field = "num_inference_steps"
-            raise ValidationError({field: [fewstep.plan_steps_message(field, plan)]})
+        # Steps off the plan's list wait for the model (fewstep.apply): a few-step one takes 1
+        # to 8 and answers its own range, a plain one the plan's list.
         attrs["steps"] = steps
         attrs[fewstep.STEPS_RULE] = fewstep.StepsRule(
             "num_inference_steps",
@@ -285,6 +285,7 @@ class GenerationSerializer(ModelsLabSerializer):
 
         name = attrs["scheduler"]
         if name in A1111_SAMPLERS:
+            self._sampler_options(name, attrs)
             choice = A1111_SAMPLERS[name]
             attrs["scheduler"] = choice.scheduler
             attrs["use_karras_sigmas"] = attrs["use_karras_sigmas"] or choice.use_karras_sigmas
@@ -303,6 +304,45 @@ class GenerationSerializer(ModelsLabSerializer):
         self._hires(attrs, plan)
         self._ip_adapter(attrs)
         return attrs
+
+    def _sampler_options(self, name: str, attrs: dict[str, Any]) -> None:
+        """A 400 when the body's algorithm_type or use_karras_sigmas contradicts sampler `name`.
+
+        An A1111 sampler name fixes both; a different value sent beside it would be overridden,
+        and the image would not be what the body asked for.
+        """
+        choice = A1111_SAMPLERS[name]
+        sent = attrs["algorithm_type"]
+        wanted = diffusers_algorithm_type(choice.algorithm_type)
+        if sent != "none" and wanted is not None and diffusers_algorithm_type(sent) != wanted:
+            fitting = [
+                other
+                for other, c in A1111_SAMPLERS.items()
+                if replace(c, algorithm_type="none") == replace(choice, algorithm_type="none")
+                and diffusers_algorithm_type(c.algorithm_type) == diffusers_algorithm_type(sent)
+            ]
+            instead = f"the scheduler {fitting[0]!r}" if fitting else "another scheduler"
+            raise ValidationError(
+                {
+                    "algorithm_type": [
+                        f"The scheduler {name!r} runs diffusers' {wanted}, not algorithm_type "
+                        f"{sent}; leave algorithm_type out (or none), or send {instead}."
+                    ]
+                }
+            )
+        if (
+            choice.use_karras_sigmas
+            and "use_karras_sigmas" in self.initial_data
+            and not attrs["use_karras_sigmas"]
+        ):
+            raise ValidationError(
+                {
+                    "use_karras_sigmas": [
+                        f"The scheduler {name!r} uses Karras sigmas; leave use_karras_sigmas "
+                        "out (or yes), or name the sampler without Karras."
+                    ]
+                }
+            )
 
     def _loras(self, attrs: dict[str, Any]) -> list[tuple[str, float]]:
         """lora_model + lora_strength and the prompt's <lora:name:weight> tags, as one list."""
