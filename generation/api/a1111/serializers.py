@@ -124,6 +124,19 @@ class Txt2ImgBody(base.CopiedFields):
     hr_upscaler = serializers.CharField(max_length=100, allow_blank=True, required=False)
     hr_prompt = prompt_field()
     hr_negative_prompt = prompt_field()
+    # Read only with enable_hr (tables.HIRES_NOT_HONOURED), but typed always, as webui's model is.
+    hr_resize_x = serializers.IntegerField(required=False)
+    hr_resize_y = serializers.IntegerField(required=False)
+    hr_second_pass_steps = serializers.IntegerField(required=False)
+    hr_checkpoint_name = serializers.CharField(
+        max_length=300, allow_null=True, allow_blank=True, required=False
+    )
+    hr_sampler_name = serializers.CharField(
+        max_length=100, allow_null=True, allow_blank=True, required=False
+    )
+    hr_scheduler = serializers.CharField(
+        max_length=100, allow_null=True, allow_blank=True, required=False
+    )
     override_settings = serializers.DictField(required=False, default=dict)
     # A refiner checkpoint's title or name ("None": off), and where it takes over (refiner.py).
     refiner_checkpoint = serializers.CharField(max_length=300, allow_blank=True, required=False)

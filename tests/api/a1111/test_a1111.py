@@ -343,6 +343,35 @@ def test_a_feature_this_server_cannot_honour_is_a_400_naming_the_field(
     assert Job.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hr_second_pass_steps", "abc"),
+        ("hr_resize_x", 7.5),
+        ("hr_resize_y", []),
+        ("hr_checkpoint_name", {}),
+        ("hr_sampler_name", True),
+        ("hr_scheduler", ["Karras"]),
+    ],
+)
+def test_hires_settings_are_typed_even_with_the_hires_fix_off(
+    api, tenant, demo_models, queued_only, field, value
+):
+    # As webui's model does: the value is not read without enable_hr, but its type is checked.
+    status, data = api.post(TXT2IMG, {"prompt": "a hill", field: value}, **basic(tenant.key))
+    assert status == 422 and data["detail"][0]["loc"] == ["body", field], data
+    assert Job.objects.count() == 0
+
+
+def test_hires_settings_of_the_right_type_are_not_read_with_the_hires_fix_off(
+    api, tenant, demo_models, queued_only
+):
+    job = submitted(
+        api, tenant, TXT2IMG, hr_second_pass_steps=30, hr_resize_x=1024, hr_sampler_name="Euler"
+    )
+    assert job.params["hires_scale"] == 1
+
+
 def test_img2img_contract(api, tenant, demo_models, queued_only):
     image = png_base64(noise_image(64, 64))
     mask = png_base64(centre_mask(64, 64))
