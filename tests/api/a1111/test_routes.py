@@ -463,6 +463,13 @@ def test_a_batch_that_cannot_all_be_queued_charges_nothing(api, tenant, demo_mod
     assert ledger.balance(tenant.org) == one
 
 
+def upscale_two_images(api, tenant):
+    """extra-batch-images with two 16 px images for the upscaler model (a job each)."""
+    item = {"data": png_base64(noise_image(16, 16)), "name": "a.png"}
+    body = {"imageList": [item, item], "upscaler_1": "demo-upscaler-x4"}
+    return api.post(BATCH, body, **basic(tenant.key))
+
+
 def test_a_batch_that_fails_partway_charges_nothing_and_keeps_nothing(
     api, tenant, demo_models, settings, monkeypatch
 ):
@@ -477,10 +484,7 @@ def test_a_batch_that_fails_partway_charges_nothing_and_keeps_nothing(
 
     monkeypatch.setattr(service, "wait_for", wait_after_running_one)
     settings.PICTOR_BLOCKING_WAIT = 0
-    item = {"data": png_base64(noise_image(16, 16)), "name": "a.png"}
-    status, data = api.post(
-        BATCH, {"imageList": [item, item], "upscaler_1": "demo-upscaler-x4"}, **basic(tenant.key)
-    )
+    status, data = upscale_two_images(api, tenant)
     assert status == 504, data
     first, second = Job.objects.order_by("pk")
     assert ran == [first.pk]
@@ -505,10 +509,7 @@ def test_a_batch_shares_one_wait_between_its_images(
 
     monkeypatch.setattr(service, "wait_for", first_job_takes_a_while)
     settings.PICTOR_BLOCKING_WAIT = 1
-    item = {"data": png_base64(noise_image(16, 16)), "name": "a.png"}
-    status, data = api.post(
-        BATCH, {"imageList": [item, item], "upscaler_1": "demo-upscaler-x4"}, **basic(tenant.key)
-    )
+    status, data = upscale_two_images(api, tenant)
     assert status == 504, data
     # The second image waits for what is left of the request's second, not a second of its own.
     assert len(waits) == 2 and 0.9 < waits[0] <= 1 and waits[1] < 0.65, waits
