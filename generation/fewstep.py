@@ -57,7 +57,8 @@ def apply(model: AIModel, fields: dict[str, Any], plan: Plan) -> None:
     """Check the fields' steps against the checkpoint (a 400 naming the steps); pop the rule.
 
     On a few-step model: the default steps become DEFAULT_FEW_STEPS, an LCM model's default
-    scheduler becomes LCMScheduler, and steps outside FEW_STEPS are refused.
+    scheduler becomes LCMScheduler (Karras sigmas without a scheduler are then refused), and
+    steps outside FEW_STEPS are refused.
     """
     rule = fields.pop(STEPS_RULE, None) or StepsRule()
     if not model.distillation:
@@ -76,10 +77,21 @@ def apply(model: AIModel, fields: dict[str, Any], plan: Plan) -> None:
                 ]
             }
         )
-    plain_default = (
-        fields.get("scheduler", DEFAULT_SCHEDULER) == DEFAULT_SCHEDULER
-        and not fields.get("use_karras_sigmas")
-        and fields.get("algorithm_type", "none") == "none"
-    )
-    if model.distillation == AIModel.Distillation.LCM and not rule.scheduler_sent and plain_default:
+    if model.distillation != AIModel.Distillation.LCM or rule.scheduler_sent:
+        return
+    if fields.get("scheduler", DEFAULT_SCHEDULER) != DEFAULT_SCHEDULER:
+        return
+    # LCMScheduler has no Karras sigmas: running another scheduler to honour them would not be
+    # the LCM scheduler the docs promise, so the client names the scheduler it wants.
+    if fields.get("use_karras_sigmas"):
+        raise ValidationError(
+            {
+                "use_karras_sigmas": [
+                    f"{model.model_id} is an LCM model: without a scheduler it runs "
+                    f"{LCM_SCHEDULER}, which takes no Karras sigmas; leave use_karras_sigmas "
+                    "out (or no), or name a scheduler to use Karras sigmas with."
+                ]
+            }
+        )
+    if fields.get("algorithm_type", "none") == "none":
         fields["scheduler"] = LCM_SCHEDULER

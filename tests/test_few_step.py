@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import shutil
 import uuid
 from io import StringIO
@@ -11,11 +12,14 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from PIL import Image
 
 from billing.models import CreditEntry
+from generation.engine.pngmeta import read_parameters
 from generation.management.commands.build_demo_models import DISTILLED
 from generation.models import AIModel, Job
 from generation.service import image_cost
+from tests.images import noise_image, png_base64
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -190,12 +194,133 @@ def test_build_demo_models_registers_the_lcm_demo(settings, models_dir: Path, me
     assert AIModel.objects.get(model_id="demo-sd15").distillation == ""
 
 
-def test_openai_runs_the_few_step_default_whatever_the_quality(api, tenant, lcm_model, queued_only):
+def openai_steps(data: dict[str, Any]) -> str:
+    """The `Steps: N` of the first image's A1111 parameters (b64_json answers)."""
+    image = Image.open(io.BytesIO(base64.b64decode(data["data"][0]["b64_json"])))
+    [steps] = [part for part in (read_parameters(image) or "").split(", ") if "Steps:" in part]
+    return steps.rsplit("Steps: ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("quality", "level", "steps"),
+    [(None, "medium", 4), ("low", "low", 2), ("auto", "medium", 4), ("high", "high", 8)],
+)
+def test_openai_quality_picks_the_few_step_models_steps(
+    api, tenant, lcm_model, sync_queue, quality, level, steps
+):
+    fields = {"prompt": "a lighthouse", "size": "64x64", "model": LCM, "quality": quality}
     status, data = api.post(
         "/v1/images/generations",
-        {"prompt": "a lighthouse", "size": "64x64", "quality": "high", "model": LCM},
+        {"response_format": "b64_json", **{k: v for k, v in fields.items() if v is not None}},
         Authorization=f"Bearer {tenant.key}",
     )
-    assert status == 504, data
+    assert status == 200, data
     job = Job.objects.get()
-    assert (job.params["steps"], job.params["scheduler"]) == (4, "LCMScheduler")
+    assert (job.params["steps"], job.progress_total, job.params["scheduler"]) == (
+        steps,
+        steps,
+        "LCMScheduler",
+    )
+    assert openai_steps(data) == str(steps)
+    assert data["quality"] == level
+    assert data["usage"]["total_tokens"] == debit(job.pk) == image_cost(SIDE, SIDE, steps)
+
+
+def test_openai_edits_run_more_steps_for_a_higher_quality(client, tenant, lcm_model, sync_queue):
+    ran = {}
+    for quality in ("low", "hd"):
+        buffer = io.BytesIO()
+        noise_image(SIDE, SIDE).save(buffer, format="PNG")
+        buffer.seek(0)
+        buffer.name = "image.png"
+        response = client.post(
+            "/v1/images/edits",
+            data={
+                "image": buffer,
+                "prompt": f"a stone bridge, {quality}",
+                "model": LCM,
+                "quality": quality,
+                "response_format": "b64_json",
+            },
+            headers={"Authorization": f"Bearer {tenant.key}"},
+        )
+        data = response.json()
+        assert response.status_code == 200, data
+        ran[quality] = (openai_steps(data), data["quality"])
+    assert ran == {"low": ("2", "low"), "hd": ("8", "high")}
+    assert sorted(job.params["steps"] for job in Job.objects.all()) == [2, 8]
+
+
+OUTPAINT = "/api/v6/image_editing/outpaint"
+
+
+def outpaint_body(tenant: Any, **fields: Any) -> dict[str, Any]:
+    return {
+        "key": tenant.key,
+        "track_id": uuid.uuid4().hex,
+        "image": png_base64(noise_image(SIDE, SIDE)),
+        "left": 16,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("steps", [9, 30])
+def test_outpaint_answers_the_few_step_range_on_the_lcm_model(api, tenant, lcm_model, steps):
+    status, data = api.post(
+        OUTPAINT, outpaint_body(tenant, model_id=LCM, num_inference_steps=steps)
+    )
+    assert status == 400, data
+    [message] = data["message"]["num_inference_steps"]
+    assert "must be between 1 and 8" in message and LCM in message, message
+    assert not Job.objects.exists()
+
+
+def test_outpaint_takes_few_steps_on_the_lcm_model_only(api, tenant, lcm_model, no_wait):
+    status, data = api.post(OUTPAINT, outpaint_body(tenant, model_id=LCM, num_inference_steps=6))
+    assert status == 200, data
+    assert Job.objects.get().params["steps"] == 6
+    status, data = api.post(
+        OUTPAINT, outpaint_body(tenant, model_id="demo-sd15", num_inference_steps=6)
+    )
+    assert status == 400, data
+    [message] = data["message"]["num_inference_steps"]
+    assert "must be one of 21, 31, 41" in message, message
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.parametrize("karras", ["yes", True, "1"])
+def test_karras_sigmas_without_a_scheduler_are_refused_on_the_lcm_model(
+    api, tenant, lcm_model, karras
+):
+    status, data = api.post(
+        "/api/v3/text2img", body(tenant, model_id=LCM, steps=4, use_karras_sigmas=karras)
+    )
+    assert status == 400, data
+    [message] = data["message"]["use_karras_sigmas"]
+    assert "LCMScheduler" in message and "name a scheduler" in message, message
+    assert not Job.objects.exists()
+
+
+def test_karras_sigmas_with_a_named_scheduler_run_on_the_lcm_model(api, tenant, lcm_model, no_wait):
+    status, data = api.post(
+        "/api/v3/text2img",
+        body(
+            tenant,
+            model_id=LCM,
+            steps=4,
+            use_karras_sigmas="yes",
+            scheduler="DPMSolverMultistepScheduler",
+        ),
+    )
+    assert status == 200, data
+    params = Job.objects.get().params
+    assert (params["scheduler"], params["use_karras_sigmas"]) == (
+        "DPMSolverMultistepScheduler",
+        True,
+    )
+    # "no" is the default: the LCM model still runs its own scheduler.
+    status, data = api.post(
+        "/api/v3/text2img", body(tenant, model_id=LCM, steps=4, use_karras_sigmas="no")
+    )
+    assert status == 200, data
+    assert Job.objects.get(pk=data["id"]).params["scheduler"] == "LCMScheduler"

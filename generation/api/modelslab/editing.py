@@ -22,8 +22,13 @@ from generation import editing, fewstep, submission
 from generation.answers import ModelsLabJob
 from generation.api import base, schema
 from generation.api.base import MAX_IMAGE_FIELD, MAX_PROMPT_LENGTH, MAX_SEED
-from generation.api.modelslab.serializers import GenerationSerializer, ModelsLabSerializer, parse
-from generation.api.modelslab.views import ModelsLabView
+from generation.api.modelslab.serializers import (
+    GenerationSerializer,
+    ModelsLabSerializer,
+    parse,
+    sent_steps,
+)
+from generation.api.modelslab.views import ModelsLabView, check_mask
 from generation.models import Job
 from generation.submission import MIN_SIDE
 
@@ -133,12 +138,10 @@ class OutpaintSerializer(EditingSerializer):
             raise ValidationError({"image": ["The image field is required."]})
         attrs["image"] = image
 
-        sent = attrs.pop("num_inference_steps", None) or attrs.pop("steps", None)
-        attrs.pop("steps", None)
+        sent = sent_steps(attrs)
         steps = sent or min(plan.steps_list)
-        if steps not in plan.steps_list and not fewstep.is_few_steps(steps):
-            field = "num_inference_steps"
-            raise ValidationError({field: [fewstep.plan_steps_message(field, plan)]})
+        # Steps off the plan's list wait for the model (fewstep.apply): a few-step one takes 1
+        # to 8 and answers its own range, a plain one the plan's list.
         attrs["steps"] = steps
         attrs[fewstep.STEPS_RULE] = fewstep.StepsRule(
             "num_inference_steps", listed=steps in plan.steps_list, sent=sent is not None
@@ -310,10 +313,7 @@ class ObjectRemovalView(ModelsLabView):
         source = images.load("init_image", fields["init_image"])
         check_input("init_image", source)
         mask = images.load("mask_image", fields["mask_image"]).convert("L")
-        if mask.getbbox() is None:
-            raise ValidationError(
-                {"mask_image": ["The mask_image is all black: it marks nothing to remove."]}
-            )
+        check_mask(mask, "remove")
         generation = job_fields(
             fields,
             prompt=ERASE_PROMPT,

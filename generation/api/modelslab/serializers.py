@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -61,11 +61,51 @@ ENDPOINT_FIELDS = {
     "ip_adapter_scale": "text2img, img2img, inpaint and controlnet",
     "ip_adapter_image": "text2img, img2img, inpaint and controlnet",
 }
+# The generating endpoints' fields that an upscale has no use for: the upscaler runs its own
+# steps without a prompt, once, and its output is `scale` times the input's size.
+UPSCALE_REFUSES = (
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "samples",
+    "num_inference_steps",
+    "steps",
+    "guidance_scale",
+    "scheduler",
+    "use_karras_sigmas",
+    "algorithm_type",
+    "clip_skip",
+    "lora_model",
+    "lora_strength",
+    "embeddings_model",
+    "vae",
+    "enhance_prompt",
+    "tomesd",
+    "highres_fix",
+    "upscale",
+    "instant_response",
+)
 OFF_WORDS = ("", "0", "no", "false", "none", "null", "off")
 ON_WORDS = ("1", "yes", "true", "on")
-# Values that mean "off" for one field only: an upscale factor of 1 changes nothing.
-ALSO_OFF = {"upscale": ("1", 1)}
+# Values that mean "off" for one field only: an upscale factor of 1 changes nothing, and one
+# sample is what an endpoint without `samples` makes anyway.
+ALSO_OFF = {"upscale": ("1", 1), "samples": ("1", 1)}
 MAX_UPSCALE = 4
+
+
+def sent_steps(attrs: dict[str, Any]) -> int | None:
+    """The steps sent as num_inference_steps or its alias steps (popped); None when neither.
+
+    Both with different values is a 400 naming `steps`: either one would be ignored.
+    """
+    steps = attrs.pop("num_inference_steps", None)
+    alias = attrs.pop("steps", None)
+    if steps is not None and alias is not None and steps != alias:
+        raise ValidationError(
+            {"steps": ["num_inference_steps and steps differ; send one of them."]}
+        )
+    return steps if steps is not None else alias
 
 
 def is_default_value(name: str, value: Any) -> bool:
@@ -85,6 +125,10 @@ def is_default_value(name: str, value: Any) -> bool:
 
 class ModelsLabSerializer(base.CopiedFields):
     """Gives every field ModelsLab's "The x field is required." wording."""
+
+    # Fields this endpoint refuses (a 400 naming the field, when sent with a value) besides
+    # ENDPOINT_FIELDS, each with the sentence that says why; `parse` checks them.
+    refused: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -270,8 +314,7 @@ class GenerationSerializer(ModelsLabSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         plan: Plan = self.context["plan"]
-        sent = attrs.pop("num_inference_steps", None) or attrs.pop("steps", None)
-        attrs.pop("steps", None)
+        sent = sent_steps(attrs)
         steps = sent or 21
         # Steps off the plan's list wait for the model (fewstep.apply): a few-step one takes 1
         # to 8 and answers its own range, a plain one the plan's list.
@@ -586,6 +629,16 @@ class ControlNetSerializer(GenerationSerializer):
 
 
 class SuperResolutionSerializer(ModelsLabSerializer):
+    refused = {
+        **{
+            name: f"The {name} field belongs to the generating endpoints, not super_resolution: "
+            "the upscaler runs without a prompt, and its output is scale times the input's size."
+            for name in UPSCALE_REFUSES
+        },
+        "url": "The url field is the image of the legacy /api/v3/super_resolution; send the "
+        "image as init_image here.",
+    }
+
     init_image = serializers.CharField(max_length=MAX_IMAGE_FIELD)
     scale = serializers.ChoiceField(choices=[2, 4], default=4)
     model_id = serializers.CharField(max_length=100, required=False)
@@ -609,6 +662,11 @@ class SuperResolutionSerializer(ModelsLabSerializer):
 class LegacySuperResolutionSerializer(SuperResolutionSerializer):
     """/api/v3/super_resolution: the image arrives as `url` (a URL, or base64 as elsewhere)."""
 
+    refused = {
+        **{name: why for name, why in SuperResolutionSerializer.refused.items() if name != "url"},
+        "init_image": "This route takes the image as url; send it as url, not init_image.",
+    }
+
     init_image = None  # type: ignore[assignment]  # this endpoint names the image `url`
     url = serializers.CharField(max_length=MAX_IMAGE_FIELD)
 
@@ -626,13 +684,17 @@ def parse(serializer_class: type[ModelsLabSerializer], data: Any, plan: Plan) ->
         if name in body and not is_default_value(name, body[name])
     }
     serializer = serializer_class(data=body, context={"plan": plan})
+    refused = {
+        name: f"The {name} field belongs to the {where} endpoints, not this one."
+        for name, where in ENDPOINT_FIELDS.items()
+        if name not in serializer.fields
+    }
+    refused.update(serializer_class.refused)
     unsupported.update(
         {
-            name: [f"The {name} field belongs to the {where} endpoints, not this one."]
-            for name, where in ENDPOINT_FIELDS.items()
-            if name in body
-            and name not in serializer.fields
-            and not is_default_value(name, body[name])
+            name: [why]
+            for name, why in refused.items()
+            if name in body and not is_default_value(name, body[name])
         }
     )
     if unsupported:

@@ -6,6 +6,8 @@ urls.py next to this module.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -50,6 +52,17 @@ MODEL_RELOAD_ANSWER = inline_serializer(
 )
 
 
+def check_mask(mask: Any, purpose: str) -> None:
+    """A 400 naming mask_image when the mask is all black: it marks nothing to `purpose`.
+
+    Such a job would run, be charged and hand back its input unchanged.
+    """
+    if mask.convert("L").getbbox() is None:
+        raise ValidationError(
+            {"mask_image": [f"The mask_image is all black: it marks nothing to {purpose}."]}
+        )
+
+
 class ModelsLabView(APIView):
     parser_classes = [AnyContentTypeJSONParser]
     fetch_url_name = "api-v3-fetch"
@@ -87,6 +100,11 @@ class GenerateView(ModelsLabView):
                     ]
                 }
             )
+        if fields.get("mask_image"):
+            # Decoded once: the submit below stores this image rather than fetching it again.
+            mask = submission.Inputs(org.pk).load("mask_image", fields["mask_image"])
+            check_mask(mask, "repaint")
+            fields["mask_image"] = mask
         instant = fields.pop("instant_response")
         job = submission.submit(
             request,

@@ -19,7 +19,7 @@ from generation import fewstep, submission
 from generation.api import base
 from generation.api.base import MAX_PROMPT_LENGTH
 from generation.api.openai.answers import OPENAI_MODELS
-from generation.engine.request import DEFAULT_OUTPUT_QUALITY
+from generation.engine.request import DEFAULT_OUTPUT_QUALITY, FEW_STEPS
 from generation.engine.styles import STYLE_PRESETS
 from generation.models import AIModel
 
@@ -36,6 +36,9 @@ QUALITY_LEVELS = {
     "high": "high",
     "hd": "high",
 }
+# A few-step model's steps per level, within its 1-8 (fewstep.FEW_STEPS): medium is the steps
+# it runs when no quality is sent, low half of them, high the most it takes.
+FEW_STEP_QUALITY = {"low": 2, "medium": fewstep.DEFAULT_FEW_STEPS, "high": FEW_STEPS[1]}
 # OpenAI's styles as Pictor's prompt styles (generation/engine/styles.py).
 STYLES = {"vivid": "enhance", "natural": "photographic"}
 # Edits without a mask keep this much of the input; a masked area is repainted whole.
@@ -52,8 +55,13 @@ class ModelNotFound(NotFound):
     default_code = "model_not_found"
 
 
-def steps_for(plan: Plan, level: str) -> int:
-    """The step count of a quality level: the plan's smallest, middle or largest listed count."""
+def steps_for(plan: Plan, level: str, model: AIModel | None = None) -> int:
+    """The step count of a quality level: the plan's smallest, middle or largest listed count.
+
+    A few-step `model` takes FEW_STEP_QUALITY's count instead (the plan's list is over its range).
+    """
+    if model is not None and model.distillation:
+        return FEW_STEP_QUALITY[level]
     steps = sorted(plan.steps_list)
     if level == "low":
         return steps[0]
@@ -154,8 +162,10 @@ class OpenAISerializer(base.CopiedFields):
             steps=steps_for(self.context["plan"], "medium"),
             seed=base.random_seed(None),
         )
-        # The quality picks the steps; a few-step model runs its own default (and scheduler).
-        fields[fewstep.STEPS_RULE] = fewstep.StepsRule("quality", sent=False, scheduler_sent=False)
+        # The quality picks the steps (output); without one a few-step model runs its own
+        # default. An LCM model runs its own scheduler either way (OpenAI names none).
+        sent = "quality" in self.initial_data
+        fields[fewstep.STEPS_RULE] = fewstep.StepsRule("quality", sent=sent, scheduler_sent=False)
         size = attrs.get("size", "auto")
         if size != "auto":
             width, height = (int(side) for side in SIZE.fullmatch(size.strip()).groups())  # type: ignore[union-attr]  # validate_size matched it
@@ -178,7 +188,8 @@ class OutputSerializer(OpenAISerializer):
     quality = serializers.ChoiceField(
         choices=QUALITIES,
         default="auto",
-        help_text="Steps from the plan's list: low the fewest, high/hd the most, else the middle",
+        help_text="Steps from the plan's list: low the fewest, high/hd the most, else the middle "
+        "(a few-step model: 2, 8, else 4)",
     )
     output_format = serializers.ChoiceField(
         choices=tuple(("png", "jpeg", "webp")),
@@ -223,7 +234,7 @@ class OutputSerializer(OpenAISerializer):
                 {"output_compression": ["output_compression applies to jpeg and webp only."]}
             )
         level = QUALITY_LEVELS[attrs["quality"]]
-        found["fields"]["steps"] = steps_for(self.context["plan"], level)
+        found["fields"]["steps"] = steps_for(self.context["plan"], level, found["checkpoint"])
         found["fields"]["output_format"] = attrs["output_format"]
         if "output_compression" in attrs:
             # OpenAI's compression runs the other way from the encoder's quality (1-100).

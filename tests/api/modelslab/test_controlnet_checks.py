@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from PIL import Image
 
 from generation.models import Job
 from tests.images import centre_mask, outputs, png_base64, shapes_image
@@ -55,6 +56,15 @@ def test_with_its_mask_the_inpaint_controlnet_runs(api, tenant, demo_models, syn
     assert status == 200, data
     assert data["status"] == "success", data
     assert len(outputs(data)) == 1
+
+
+def test_an_all_black_mask_is_a_400_naming_mask_image(api, tenant, demo_models):
+    black = png_base64(Image.new("L", (64, 64), 0))
+    status, data = api.post("/api/v5/controlnet", body(tenant, mask_image=black))
+    assert status == 400, data
+    assert list(data["message"]) == ["mask_image"], data
+    assert "all black" in data["message"]["mask_image"][0]
+    assert not Job.objects.exists()
 
 
 def test_a_guidance_window_that_holds_no_step_is_a_400(api, tenant, demo_models):

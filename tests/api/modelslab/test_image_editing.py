@@ -115,6 +115,7 @@ def test_border_mask_covers_the_border_and_the_overlap():
         ({"image": None, "left": 8}, "image"),
         ({"left": 8, "mask_image": "x"}, "mask_image"),
         ({"left": 8, "overlap_width": 43}, "overlap_width"),
+        ({"left": 8, "num_inference_steps": 21, "steps": 31}, "steps"),
     ],
 )
 def test_outpaint_refuses_bad_sides(api, tenant, demo_models, fields, field):

@@ -6,7 +6,9 @@ import uuid
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from billing.models import CreditEntry
 from generation.models import Job
 from tests.images import centre_mask, noise_image, outputs, png_base64
 
@@ -70,6 +72,41 @@ def test_it_refuses_a_missing_or_broken_mask(api, tenant, demo_models, fields, f
     assert status == 400
     assert field in data["message"]
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v3/inpaint",
+        "/api/v6/realtime/inpaint",
+        "/api/v7/images/inpaint",
+        "/api/v6/images/inpaint",
+    ],
+)
+def test_it_refuses_an_all_black_mask_and_charges_nothing(api, tenant, demo_models, path):
+    black = png_base64(Image.new("L", (SIZE, SIZE), 0))
+    status, data = api.post(path, body(tenant, mask_image=black))
+    assert status == 400, data
+    assert data["message"] == {
+        "mask_image": ["The mask_image is all black: it marks nothing to repaint."]
+    }
+    assert not Job.objects.exists()
+    assert not CreditEntry.objects.filter(kind=CreditEntry.Kind.DEBIT).exists()
+
+
+def test_a_mask_of_another_size_is_stretched_to_the_image(api, tenant, demo_models, sync_queue):
+    """As documented: the mask is resized to the init image, so its centre stays the centre."""
+    status, data = api.post(
+        "/api/v3/inpaint", body(tenant, mask_image=png_base64(centre_mask(32, 32)), strength=1)
+    )
+    assert status == 200, data
+    [image] = outputs(data)
+    source = np.asarray(noise_image(SIZE, SIZE)).astype(np.int16)
+    border = np.ones((SIZE, SIZE), bool)
+    border[SIZE // 4 - 12 : 3 * SIZE // 4 + 12, SIZE // 4 - 12 : 3 * SIZE // 4 + 12] = False
+    inside = (slice(SIZE // 4 + 12, 3 * SIZE // 4 - 12),) * 2
+    assert np.abs(image[border] - source[border]).max() <= 2
+    assert np.abs(image[inside] - source[inside]).mean() > 20
 
 
 def test_an_inpainting_model_refuses_text2img(api, tenant, demo_models):

@@ -157,6 +157,27 @@ def test_v3_super_resolution_upscales_the_image_in_url(api, tenant, demo_models,
     )
 
 
+def test_v3_super_resolution_asks_for_the_image_as_url(api, tenant, demo_models):
+    body = upscale_body(tenant, scale=2, init_image=SMALL_INPUT)
+    del body["url"]
+    got, data = api.post("/api/v3/super_resolution", body)
+    assert got == 400, data
+    assert data["message"] == {
+        "init_image": ["This route takes the image as url; send it as url, not init_image."]
+    }
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("prompt", "a cat"), ("width", 512), ("num_inference_steps", 41)]
+)
+def test_v3_super_resolution_refuses_generation_fields(api, tenant, demo_models, field, value):
+    got, data = api.post("/api/v3/super_resolution", upscale_body(tenant, **{field: value}))
+    assert got == 400, data
+    assert list(data["message"]) == [field]
+    assert not Job.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("fields", "field", "status"),
     [

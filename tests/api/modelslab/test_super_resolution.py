@@ -63,3 +63,53 @@ def test_it_refuses_bad_input(api, tenant, demo_models, fields, field, status):
     if field:
         assert field in data["message"]
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("prompt", "a cat"),
+        ("negative_prompt", "blur"),
+        ("width", 512),
+        ("height", 512),
+        ("samples", 4),
+        ("num_inference_steps", 41),
+        ("steps", 31),
+        ("guidance_scale", 7.5),
+        ("scheduler", "EulerDiscreteScheduler"),
+        ("lora_model", "demo-lora-a"),
+        ("instant_response", "yes"),
+        ("url", "https://example.com/cat.png"),
+    ],
+)
+def test_it_refuses_the_fields_it_does_not_take(api, tenant, demo_models, field, value):
+    """The upscaler takes no prompt, size, samples or sampling: they would be ignored."""
+    got, data = api.post(
+        "/api/v6/image_editing/super_resolution", body(tenant, scale=2, **{field: value})
+    )
+    assert got == 400, data
+    assert list(data["message"]) == [field]
+    assert not Job.objects.exists()
+
+
+def test_it_refuses_a_fuzzed_body_naming_each_stray_field(api, tenant, demo_models):
+    fields = {
+        "scale": 2,
+        "width": 512,
+        "height": 512,
+        "prompt": "a cat",
+        "samples": 4,
+        "num_inference_steps": 41,
+    }
+    got, data = api.post("/api/v6/image_editing/super_resolution", body(tenant, **fields))
+    assert got == 400, data
+    assert set(data["message"]) == {"width", "height", "prompt", "samples", "num_inference_steps"}
+    assert "super_resolution" in data["message"]["prompt"][0]
+    assert not Job.objects.exists()
+
+
+def test_it_takes_default_values_of_fields_it_does_not_use(api, tenant, demo_models, sync_queue):
+    fields = {"scale": 2, "prompt": "", "samples": 1, "highres_fix": "no", "upscale": 1}
+    got, data = api.post("/api/v6/image_editing/super_resolution", body(tenant, **fields))
+    assert got == 200, data
+    assert Job.objects.get().kind == "upscale"

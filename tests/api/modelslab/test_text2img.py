@@ -136,6 +136,22 @@ def test_it_accepts_steps_as_an_alias(api, tenant, demo_model, sync_queue):
     assert data["meta"]["credits"] == 2
 
 
+@pytest.mark.parametrize(
+    "steps", [{"num_inference_steps": 21, "steps": 31}, {"num_inference_steps": 41, "steps": 21}]
+)
+def test_it_refuses_steps_that_differ_from_num_inference_steps(api, tenant, demo_model, steps):
+    status, data = api.post("/api/v3/text2img", body(tenant, **steps))
+    assert status == 400, data
+    assert data["message"] == {"steps": ["num_inference_steps and steps differ; send one of them."]}
+    assert not Job.objects.exists()
+
+
+def test_it_takes_the_same_steps_under_both_names(api, tenant, demo_model, sync_queue):
+    status, data = api.post("/api/v3/text2img", body(tenant, num_inference_steps=31, steps="31"))
+    assert status == 200, data
+    assert data["meta"]["steps"] == 31
+
+
 def test_it_reads_json_sent_without_a_json_content_type(api, tenant, demo_model, sync_queue):
     import json
 
