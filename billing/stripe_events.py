@@ -48,6 +48,8 @@ CONTENT_ERRORS = (
     ValueError,
     OverflowError,
     DataError,
+    # Credits no balance can hold (the ledger refuses them before PostgreSQL would).
+    ledger.BalanceLimitExceeded,
 )
 
 Event = dict[str, Any]
