@@ -684,18 +684,15 @@ def parse(serializer_class: type[ModelsLabSerializer], data: Any, plan: Plan) ->
         if name in body and not is_default_value(name, body[name])
     }
     serializer = serializer_class(data=body, context={"plan": plan})
+    # Only the names the body holds: a submit should not write every message it could send.
     refused = {
         name: f"The {name} field belongs to the {where} endpoints, not this one."
         for name, where in ENDPOINT_FIELDS.items()
-        if name not in serializer.fields
+        if name in body and name not in serializer.fields
     }
-    refused.update(serializer_class.refused)
+    refused.update({name: why for name, why in serializer_class.refused.items() if name in body})
     unsupported.update(
-        {
-            name: [why]
-            for name, why in refused.items()
-            if name in body and not is_default_value(name, body[name])
-        }
+        {name: [why] for name, why in refused.items() if not is_default_value(name, body[name])}
     )
     if unsupported:
         raise ValidationError(unsupported)
